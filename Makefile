@@ -1,0 +1,43 @@
+# Two commands for a fresh machine: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.cass-installed
+export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+
+.PHONY: run test lint dev env clean-data
+
+## Create or update the virtual environment when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "CASS needs Python 3.11"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+## DAGSTER_HOME for `dagster dev` and the CLI, written as an absolute path into .env.
+.env: Makefile
+	@echo "DAGSTER_HOME=$(DAGSTER_HOME)" > $@
+
+env: $(STAMP) .env
+
+## Materialise the whole asset graph headless on the default (synthetic) data.
+run: env
+	$(BIN)/dagster asset materialize -m cass_pipeline.definitions --select '*'
+
+## Lint, then the test suite.
+test: env
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+## The Dagster UI on http://127.0.0.1:3000.
+dev: env
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+## Delete generated data (raw synthetic cohort, processed outputs, MLflow store, run history).
+clean-data:
+	find data -mindepth 1 -maxdepth 1 ! -name README.md ! -name dagster_home -exec rm -rf {} +
+	find data/dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

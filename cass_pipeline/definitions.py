@@ -1,0 +1,22 @@
+"""The one `dagster.Definitions` of the CASS code location (loaded by workspace.yaml)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+from cass_pipeline.settings import CassSettings
+
+
+def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
+    """Assets, checks, jobs, schedules and resources, with locations from `settings`."""
+    settings = settings or CassSettings.from_env()
+    return dg.Definitions(
+        resources={
+            "paths": CassPaths.from_settings(settings),
+            "mlflow": MlflowTracking.from_settings(settings),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""Dagster wiring: assets by stage, resources, jobs, schedules and sensors."""

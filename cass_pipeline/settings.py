@@ -1,0 +1,65 @@
+"""Where data, the Dagster instance and the MLflow store live; read from the environment.
+
+Pure module (no dagster, no mlflow): the CLI, the Dagster resources and the tests all build
+their paths from `CassSettings.from_env()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_EXPERIMENT = "cass-stenosis"
+REGISTERED_MODEL_NAME = "cass-stenosis"
+
+
+def project_root() -> Path:
+    """The checkout holding this package (editable install), else the working directory."""
+    candidate = PACKAGE_DIR.parent
+    if (candidate / "pyproject.toml").is_file():
+        return candidate
+    return Path.cwd().resolve()
+
+
+def sqlite_uri(db_path: Path) -> str:
+    """Absolute SQLAlchemy URI for an sqlite file (MLflow's relative default is a trap)."""
+    return "sqlite:///" + str(db_path.resolve())
+
+
+@dataclass(frozen=True)
+class CassSettings:
+    """Resolved locations; every path is absolute."""
+
+    data_dir: Path
+    raw_dir: Path
+    processed_dir: Path
+    mlflow_dir: Path
+    dagster_home: Path
+    tracking_uri: str
+    artifact_root: str
+    experiment_name: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> CassSettings:
+        """Defaults under `<project>/data`, each overridable by a `CASS_*` or MLflow variable."""
+        env = dict(os.environ if env is None else env)
+
+        def path(name: str, default: Path) -> Path:
+            value = env.get(name)
+            return Path(value).expanduser().resolve() if value else default.resolve()
+
+        data_dir = path("CASS_DATA_DIR", project_root() / "data")
+        mlflow_dir = path("CASS_MLFLOW_DIR", data_dir / "mlflow")
+        return cls(
+            data_dir=data_dir,
+            raw_dir=path("CASS_RAW_DIR", data_dir / "raw"),
+            processed_dir=path("CASS_PROCESSED_DIR", data_dir / "processed"),
+            mlflow_dir=mlflow_dir,
+            dagster_home=path("DAGSTER_HOME", data_dir / "dagster_home"),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or sqlite_uri(mlflow_dir / "mlflow.db"),
+            artifact_root=env.get("CASS_MLFLOW_ARTIFACT_ROOT")
+            or (mlflow_dir / "artifacts").resolve().as_uri(),
+            experiment_name=env.get("CASS_MLFLOW_EXPERIMENT") or DEFAULT_EXPERIMENT,
+        )
