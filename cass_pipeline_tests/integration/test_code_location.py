@@ -41,7 +41,11 @@ def test_dagster_validates_the_workspace(tmp_path):
     env = {"DAGSTER_HOME": str(tmp_path), "PATH": str(BIN), "HOME": str(tmp_path)}
     result = subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cass_pipeline" in result.stdout + result.stderr

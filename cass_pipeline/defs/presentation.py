@@ -1,0 +1,39 @@
+"""Helpers that turn tables and pictures into Dagster metadata."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def schema_metadata(schema: pa.Schema) -> dg.MetadataValue:
+    """A Parquet schema as a Dagster table schema (shown on the asset page)."""
+    return dg.MetadataValue.table_schema(
+        dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+    )
+
+
+def preview_markdown(frame: pd.DataFrame, rows: int = 8) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False))
+
+
+def parquet_metadata(path: Path, prefix: str = "") -> dict[str, dg.MetadataValue]:
+    """Row count, schema, path and a preview of a Parquet file."""
+    table = pq.read_table(path)
+    return {
+        f"{prefix}row_count": dg.MetadataValue.int(table.num_rows),
+        f"{prefix}schema": schema_metadata(table.schema),
+        f"{prefix}path": dg.MetadataValue.path(str(path)),
+        f"{prefix}preview": preview_markdown(table.slice(0, 8).to_pandas()),
+    }
+
+
+def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
+    """A PNG embedded in markdown (Dagster has no image metadata type)."""
+    encoded = base64.b64encode(png).decode("ascii")
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")

@@ -1,0 +1,127 @@
+"""Names and grades shared by every stage: branches, arteries, classes, CAD-RADS.
+
+See shared/reference/domain.md sections 3 and 4 for the sources of these tables.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+STENOSIS_CLASSES: Final = ("no_stenosis", "non_significant", "significant")
+CLASS_INDEX: Final = {name: i for i, name in enumerate(STENOSIS_CLASSES)}
+
+#: Canonical branch names, in reporting order.
+BRANCHES: Final = (
+    "LM",
+    "LAD",
+    "D-1",
+    "D-2",
+    "D-3",
+    "LCX",
+    "OM",
+    "OM-1",
+    "OM-2",
+    "OM-3",
+    "PDA-LCX",
+    "PLV-LCX",
+    "RI",
+    "RCA",
+    "PDA-RCA",
+    "PLV-RCA",
+)
+
+#: Artery of each branch; LM folds into LAD and RI into LCX by convention.
+ARTERY_OF_BRANCH: Final = {
+    "LM": "LAD",
+    "LAD": "LAD",
+    "D-1": "LAD",
+    "D-2": "LAD",
+    "D-3": "LAD",
+    "LCX": "LCX",
+    "OM": "LCX",
+    "OM-1": "LCX",
+    "OM-2": "LCX",
+    "OM-3": "LCX",
+    "PDA-LCX": "LCX",
+    "PLV-LCX": "LCX",
+    "RI": "LCX",
+    "RCA": "RCA",
+    "PDA-RCA": "RCA",
+    "PLV-RCA": "RCA",
+}
+ARTERIES: Final = ("LAD", "LCX", "RCA")
+
+#: CAD-RADS grade of a maximal percent diameter stenosis: (lowest percent, grade).
+GRADE_FLOORS: Final = (
+    (100, "occluded"),
+    (70, "severe"),
+    (50, "moderate"),
+    (25, "mild"),
+    (1, "minimal"),
+    (0, "none"),
+)
+GRADE_CLASS: Final = {
+    "none": "no_stenosis",
+    "minimal": "non_significant",
+    "mild": "non_significant",
+    "moderate": "significant",
+    "severe": "significant",
+    "occluded": "significant",
+}
+GRADE_RANGE: Final = {
+    "none": (0, 0),
+    "minimal": (1, 24),
+    "mild": (25, 49),
+    "moderate": (50, 69),
+    "severe": (70, 99),
+    "occluded": (100, 100),
+}
+
+
+def grade_of_percent(percent: float) -> str:
+    """CAD-RADS grade word of a percent diameter stenosis (0 -> none, 100 -> occluded)."""
+    for floor, grade in GRADE_FLOORS:
+        if percent >= floor:
+            return grade
+    return "none"
+
+
+def class_of_percent(percent: float) -> str:
+    """Three-class label of a percent diameter stenosis; 50% counts as significant."""
+    return GRADE_CLASS[grade_of_percent(percent)]
+
+
+def cad_rads_category(max_percent_by_branch: dict[str, float]) -> str:
+    """CAD-RADS 2.0 category (0-5, 4A/4B) of a patient's maximal stenoses per branch."""
+    if not max_percent_by_branch:
+        return "0"
+    worst = max(max_percent_by_branch.values())
+    if worst >= 100:
+        return "5"
+    left_main = max_percent_by_branch.get("LM", 0)
+    per_artery = {artery: 0.0 for artery in ARTERIES}
+    for branch, pct in max_percent_by_branch.items():
+        if branch != "LM":
+            artery = ARTERY_OF_BRANCH[branch]
+            per_artery[artery] = max(per_artery[artery], pct)
+    if left_main >= 50 or all(pct >= 70 for pct in per_artery.values()):
+        return "4B"
+    if worst >= 70:
+        return "4A"
+    if worst >= 50:
+        return "3"
+    if worst >= 25:
+        return "2"
+    if worst >= 1:
+        return "1"
+    return "0"
+
+
+def plaque_burden(agatston: float | None) -> str | None:
+    """CAD-RADS plaque burden P1-P4 from an Agatston calcium score (None when 0 or unknown)."""
+    if agatston is None or agatston <= 0:
+        return None
+    for floor, label in ((1000, "P4"), (301, "P3"), (101, "P2")):
+        if agatston >= floor:
+            return label
+    return "P1"

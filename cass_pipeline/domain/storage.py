@@ -1,0 +1,62 @@
+"""Nothing half-written: atomic file writes and Parquet tables with declared schemas."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over it when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def table_from_records(records: Iterable[dict], schema: pa.Schema) -> pa.Table:
+    """A table of `schema` from dict rows; missing keys become nulls, extra keys are an error."""
+    rows = list(records)
+    names = set(schema.names)
+    for row in rows:
+        extra = set(row) - names
+        if extra:
+            raise ValueError(f"columns not in the declared schema: {sorted(extra)}")
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: Path, schema: pa.Schema) -> None:
+    """Cast to the declared schema (failing on mismatch) and write atomically."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, schema=schema, preserve_index=False)
+    table = table.select(schema.names).cast(schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+@contextmanager
+def parquet_stream(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A ParquetWriter on a temporary file, renamed into place when the block succeeds."""
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        yield writer

@@ -1,0 +1,1 @@
+"""A synthetic CCTA cohort with known ground truth: anatomy, volumes, CPR exports, reports."""

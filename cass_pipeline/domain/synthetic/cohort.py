@@ -1,0 +1,393 @@
+"""Generate a cohort patient by patient, in parallel, streaming: files plus ground truth.
+
+Layout under the output folder:
+    mpr/<case>/<series>/<view>.dcm|png   workstation-style export (identifiers in headers and
+                                          burned into pixels, as in real exports)
+    reports/<case>.txt                    free-text report with an identifying header
+    volumes/<case>.nii.gz, centrelines/<case>.json   (optional) the source CT and centrelines
+    ground_truth/{patients,branches,views}.parquet   keyed by case id, no identifiers
+    contact_sheet.png, cohort.json        one branch's views; settings and summary figures
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, STENOSIS_CLASSES, cad_rads_category
+from cass_pipeline.domain.cpr import curved_mpr_views
+from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic, write_text_atomic
+from cass_pipeline.domain.synthetic.config import SynthConfig
+from cass_pipeline.domain.synthetic.coronary_tree import (
+    PatientAnatomy,
+    apparent_stenosis,
+    build_anatomy,
+)
+from cass_pipeline.domain.synthetic.export import (
+    SERIES_SUFFIXES,
+    burn_in_text,
+    contact_sheet,
+    series_description,
+    series_folder,
+    window_to_uint8,
+    write_dicom,
+    write_png,
+)
+from cass_pipeline.domain.synthetic.phantom import render_volume
+from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
+from cass_pipeline.domain.volume_io import write_centrelines, write_nifti
+
+PATIENT_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("dominance", pa.string()),
+        ("cad_rads", pa.string()),
+        ("patient_class", pa.string()),
+        ("agatston", pa.float64()),
+        ("report_style", pa.string()),
+        ("n_branches", pa.int32()),
+        ("n_exported_branches", pa.int32()),
+    ]
+)
+BRANCH_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("branch", pa.string()),
+        ("artery", pa.string()),
+        ("exported", pa.bool_()),
+        ("series_description", pa.string()),
+        ("length_mm", pa.float64()),
+        ("stenosis_pct", pa.float64()),
+        ("stenosis_class", pa.string()),
+        ("label", pa.int8()),
+        ("plaque_type", pa.string()),
+        ("lesion_position", pa.float64()),
+        ("lesion_length_mm", pa.float64()),
+        ("lesion_angle_deg", pa.float64()),
+        ("eccentricity", pa.float64()),
+        ("high_risk_plaque", pa.bool_()),
+        ("stent", pa.bool_()),
+        ("myocardial_bridge", pa.bool_()),
+    ]
+)
+VIEW_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("branch", pa.string()),
+        ("view_index", pa.int32()),
+        ("angle_deg", pa.float64()),
+        ("apparent_stenosis_pct", pa.float64()),
+        ("cut_through_lesion", pa.bool_()),
+        ("file", pa.string()),
+    ]
+)
+MARKER_DIR = ".synth"
+GENERATOR = "cass synth"
+
+
+def case_id(index: int) -> str:
+    return f"CASE-{index + 1:04d}"
+
+
+def patient_rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    """Independent, order-free random streams per patient (anatomy, identity, text)."""
+    return np.random.default_rng([seed, index, stream])
+
+
+def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
+    """Write one patient's files (skipped when already written with the same settings)."""
+    case = case_id(index)
+    marker = out_dir / MARKER_DIR / f"{case}.json"
+    if marker.is_file():
+        record = json.loads(marker.read_text())
+        if record.get("fingerprint") == config.fingerprint():
+            return record
+    cv2.setNumThreads(1)
+    rng = patient_rng(config.seed, index, 0)
+    identity = make_identity(patient_rng(config.seed, index, 1))
+    text_rng = patient_rng(config.seed, index, 2)
+    anatomy = build_anatomy(config, rng)
+    volume = render_volume(anatomy, config, rng)
+
+    staging = out_dir / MARKER_DIR / "staging" / case
+    shutil.rmtree(staging, ignore_errors=True)
+    suffix = str(text_rng.choice(SERIES_SUFFIXES))
+    lowercase = bool(text_rng.random() < 0.15)
+    branch_rows, view_rows, sheets = [], [], {}
+    series_number = 0
+    for name, branch in anatomy.branches.items():
+        description = series_description(name, suffix, lowercase) if branch.exported else None
+        lesion = branch.lesion
+        branch_rows.append(
+            {
+                "case_id": case,
+                "branch": name,
+                "artery": ARTERY_OF_BRANCH[name],
+                "exported": branch.exported,
+                "series_description": description,
+                "length_mm": round(branch.length_mm, 2),
+                "stenosis_pct": branch.stenosis_pct,
+                "stenosis_class": branch.stenosis_class,
+                "label": STENOSIS_CLASSES.index(branch.stenosis_class),
+                "plaque_type": lesion.plaque if lesion else None,
+                "lesion_position": round(lesion.position, 4) if lesion else None,
+                "lesion_length_mm": round(lesion.length_mm, 2) if lesion else None,
+                "lesion_angle_deg": round(lesion.angle_deg, 2) if lesion else None,
+                "eccentricity": round(lesion.eccentricity, 4) if lesion else None,
+                "high_risk_plaque": bool(lesion and lesion.high_risk),
+                "stent": branch.stent is not None,
+                "myocardial_bridge": branch.bridge is not None,
+            }
+        )
+        if not branch.exported:
+            continue
+        series_number += 1
+        cpr = curved_mpr_views(
+            volume,
+            branch.frames.points,
+            config.n_views,
+            config.view_width_mm,
+            config.cpr_pixel_mm,
+            (config.image_size, config.image_size),
+        )
+        apparent = apparent_stenosis(lesion, cpr.angles_deg)
+        mm_per_col = config.view_width_mm / config.image_size
+        mm_per_row = branch.length_mm / config.image_size
+        folder = series_folder(description)
+        clean_views = window_to_uint8(cpr.images)
+        sheets[name] = clean_views
+        for k, (pixels, angle) in enumerate(zip(clean_views, cpr.angles_deg, strict=True)):
+            annotated = burn_in_text(
+                pixels,
+                [identity.mrn, description.replace(" *", ""), f"{angle:.0f} deg"],
+                identity.exam_date,
+                mm_per_col,
+            )
+            rel = (
+                f"mpr/{case}/{folder}/{k:03d}.{'dcm' if config.image_format == 'dicom' else 'png'}"
+            )
+            target = staging / folder / Path(rel).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if config.image_format == "dicom":
+                write_dicom(
+                    target,
+                    annotated,
+                    identity,
+                    description,
+                    series_number,
+                    k,
+                    float(angle),
+                    (mm_per_row, mm_per_col),
+                    study_key=f"{config.seed}/{case}",
+                )
+            else:
+                write_png(target, annotated)
+            cut = bool(lesion is not None and apparent[k] >= 0.5 * lesion.stenosis_pct)
+            view_rows.append(
+                {
+                    "case_id": case,
+                    "branch": name,
+                    "view_index": k,
+                    "angle_deg": float(angle),
+                    "apparent_stenosis_pct": float(apparent[k]),
+                    "cut_through_lesion": cut,
+                    "file": rel,
+                }
+            )
+
+    publish_folder(staging, out_dir / "mpr" / case)
+    style = REPORT_STYLES[index % len(REPORT_STYLES)]
+    write_text_atomic(
+        out_dir / "reports" / f"{case}.txt", write_report(anatomy, identity, style, text_rng)
+    )
+    if config.write_volumes:
+        write_nifti(volume, out_dir / "volumes" / f"{case}.nii.gz")
+        write_centrelines(
+            {n: b.frames.points for n, b in anatomy.branches.items()},
+            out_dir / "centrelines" / f"{case}.json",
+        )
+    write_sheet(out_dir, case, anatomy, sheets, view_rows)
+
+    maxima = {n: b.stenosis_pct for n, b in anatomy.branches.items()}
+    worst = max(STENOSIS_CLASSES.index(b.stenosis_class) for b in anatomy.branches.values())
+    patient_row = {
+        "case_id": case,
+        "dominance": anatomy.dominance,
+        "cad_rads": cad_rads_category(maxima),
+        "patient_class": STENOSIS_CLASSES[worst],
+        "agatston": anatomy.agatston,
+        "report_style": style,
+        "n_branches": len(anatomy.branches),
+        "n_exported_branches": series_number,
+    }
+    record = {
+        "fingerprint": config.fingerprint(),
+        "patient": patient_row,
+        "branches": branch_rows,
+        "views": view_rows,
+    }
+    write_text_atomic(marker, json.dumps(record))
+    return record
+
+
+def publish_folder(staging: Path, final: Path) -> None:
+    """Swap a fully written staging folder into place (old copy removed after the swap)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    trash = staging.with_name(staging.name + ".old")
+    shutil.rmtree(trash, ignore_errors=True)
+    if final.exists():
+        os.replace(final, trash)
+    os.replace(staging, final)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_sheet(
+    out_dir: Path, case: str, anatomy: PatientAnatomy, sheets: dict, views: list
+) -> None:
+    """The contact sheet of the patient's most stenotic exported branch (hidden, per patient)."""
+    if not sheets:
+        return
+    name = max(sheets, key=lambda n: anatomy.branches[n].stenosis_pct)
+    branch = anatomy.branches[name]
+    captions = [
+        f"{v['angle_deg']:.0f}{'*' if v['cut_through_lesion'] else ''}"
+        for v in views
+        if v["branch"] == name
+    ]
+    title = f"{case} {name}: {branch.stenosis_pct:.0f}% ({branch.stenosis_class})"
+    sheet = contact_sheet(sheets[name], title + "; * = cut through lesion", captions)
+    write_png(out_dir / MARKER_DIR / f"{case}.png", sheet)
+
+
+def iter_patients(config: SynthConfig, out_dir: Path, workers: int) -> Iterator[dict]:
+    """Patient records in order, generated on `workers` processes."""
+    indices = range(config.n_patients)
+    if workers <= 1:
+        yield from (generate_patient(config, out_dir, i) for i in indices)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(partial(generate_patient, config, out_dir), indices)
+
+
+def generate_cohort(
+    config: SynthConfig,
+    out_dir: Path,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Generate (or complete) a cohort and write its ground truth tables and summary."""
+    out_dir = Path(out_dir).resolve()
+    workers = workers or os.cpu_count() or 1
+    gt = out_dir / "ground_truth"
+    counts = {
+        "branches": np.zeros(3, int),
+        "exported": np.zeros(3, int),
+        "views": 0,
+        "lesion_views": 0,
+        "missed_views": 0,
+        "cad_rads": {},
+        "patients": 0,
+    }
+    sheet_case = None
+    with (
+        parquet_stream(gt / "patients.parquet", PATIENT_SCHEMA) as patients,
+        parquet_stream(gt / "branches.parquet", BRANCH_SCHEMA) as branches,
+        parquet_stream(gt / "views.parquet", VIEW_SCHEMA) as views,
+    ):
+        for done, record in enumerate(iter_patients(config, out_dir, workers), start=1):
+            patients.write_table(pa.Table.from_pylist([record["patient"]], PATIENT_SCHEMA))
+            branches.write_table(pa.Table.from_pylist(record["branches"], BRANCH_SCHEMA))
+            views.write_table(pa.Table.from_pylist(record["views"], VIEW_SCHEMA))
+            update_counts(counts, record)
+            if sheet_case is None and any(
+                b["exported"] and b["label"] == 2 for b in record["branches"]
+            ):
+                sheet_case = record["patient"]["case_id"]
+            if progress:
+                progress(done, config.n_patients)
+    prune_extra_patients(out_dir, config.n_patients)
+    sheet_case = sheet_case or case_id(0)
+    sheet = out_dir / MARKER_DIR / f"{sheet_case}.png"
+    if sheet.is_file():
+        write_bytes_atomic(out_dir / "contact_sheet.png", sheet.read_bytes())
+    summary = summarise(config, counts, sheet_case)
+    write_text_atomic(out_dir / "cohort.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def is_synthetic_cohort(folder: Path) -> bool:
+    """Whether `folder` holds a cohort written by this generator (safe to overwrite)."""
+    summary = Path(folder) / "cohort.json"
+    if not summary.is_file():
+        return False
+    try:
+        return json.loads(summary.read_text()).get("generator") == GENERATOR
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def prune_extra_patients(out_dir: Path, n_patients: int) -> None:
+    """Remove patients left over from an earlier, larger run of the generator."""
+    keep = {case_id(i) for i in range(n_patients)}
+    for path in [
+        *(out_dir / "mpr").glob("CASE-*"),
+        *(out_dir / "reports").glob("CASE-*.txt"),
+        *(out_dir / "volumes").glob("CASE-*"),
+        *(out_dir / "centrelines").glob("CASE-*"),
+        *(out_dir / MARKER_DIR).glob("CASE-*"),
+    ]:
+        if path.name.split(".")[0] not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def update_counts(counts: dict, record: dict) -> None:
+    counts["patients"] += 1
+    category = record["patient"]["cad_rads"]
+    counts["cad_rads"][category] = counts["cad_rads"].get(category, 0) + 1
+    for row in record["branches"]:
+        counts["branches"][row["label"]] += 1
+        if row["exported"]:
+            counts["exported"][row["label"]] += 1
+    lesion_branches = {r["branch"] for r in record["branches"] if r["label"] > 0}
+    for row in record["views"]:
+        counts["views"] += 1
+        if row["branch"] in lesion_branches:
+            counts["lesion_views"] += 1
+            counts["missed_views"] += not row["cut_through_lesion"]
+
+
+def summarise(config: SynthConfig, counts: dict, sheet_case: str) -> dict:
+    """Settings and figures of a generated cohort (class balance, weak-label rate)."""
+
+    def shares(array):
+        total = max(1, int(array.sum()))
+        return {c: round(int(n) / total, 4) for c, n in zip(STENOSIS_CLASSES, array, strict=True)}
+
+    return {
+        "generator": GENERATOR,
+        "config": asdict(config),
+        "fingerprint": config.fingerprint(),
+        "patients": counts["patients"],
+        "branches": int(counts["branches"].sum()),
+        "exported_branches": int(counts["exported"].sum()),
+        "images": counts["views"],
+        "branch_class_share": shares(counts["branches"]),
+        "exported_branch_class_share": shares(counts["exported"]),
+        "cad_rads_counts": dict(sorted(counts["cad_rads"].items())),
+        # Views of stenotic branches whose cut misses the lesion (the paper's Figure 6).
+        "weak_label_rate": round(counts["missed_views"] / max(1, counts["lesion_views"]), 4),
+        "contact_sheet_case": sheet_case,
+    }

@@ -1,0 +1,108 @@
+"""Settings of the synthetic cohort, its presets and what `difficulty` changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+Difficulty = Literal["easy", "standard", "hard"]
+ImageFormat = Literal["dicom", "png"]
+
+
+@dataclass(frozen=True)
+class DifficultySettings:
+    """What a difficulty level sets: image noise, lesion ranges, eccentricity, confounder rates."""
+
+    noise_hu: float
+    blur_mm: float
+    non_significant_pct: tuple[int, int]
+    significant_pct: tuple[int, int]
+    occlusion_rate: float
+    eccentricity: tuple[float, float]
+    calcium_near_vessel_rate: float
+    stent_rate: float
+    bridge_rate: float
+    neighbour_vein_rate: float
+
+
+#: easy: little noise, lesions far from the 50% boundary and mostly concentric, no confounders.
+#: standard: CT-like noise, the whole CAD-RADS ranges, eccentric lesions, confounders sometimes.
+#: hard: more noise and blur, strongly eccentric lesions, confounders often.
+DIFFICULTIES: dict[str, DifficultySettings] = {
+    "easy": DifficultySettings(12.0, 0.5, (25, 45), (60, 95), 0.0, (0.0, 0.4), 0.0, 0.0, 0.0, 0.0),
+    "standard": DifficultySettings(
+        25.0, 0.6, (10, 49), (50, 99), 0.1, (0.3, 0.8), 0.3, 0.1, 0.1, 0.3
+    ),
+    "hard": DifficultySettings(40.0, 0.8, (5, 49), (50, 99), 0.1, (0.7, 1.0), 0.6, 0.2, 0.2, 0.6),
+}
+
+
+@dataclass(frozen=True)
+class Confounders:
+    """Toggles for the structures that make real MPR images hard (rates come from difficulty)."""
+
+    calcium_near_vessels: bool = True
+    stents: bool = True
+    myocardial_bridging: bool = True
+    neighbouring_vessels: bool = True
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that determines a cohort; the same config and seed give the same bytes."""
+
+    n_patients: int = 100
+    n_views: int = 8
+    image_size: int = 128
+    voxel_mm: float = 0.6
+    view_width_mm: float = 24.0
+    cpr_pixel_mm: float = 0.25
+    difficulty: Difficulty = "standard"
+    image_format: ImageFormat = "dicom"
+    confounders: Confounders = field(default_factory=Confounders)
+    write_volumes: bool = False
+    seed: int = 7
+
+    @property
+    def level(self) -> DifficultySettings:
+        return DIFFICULTIES[self.difficulty]
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that shape a patient's files (not the cohort size)."""
+        shaping = asdict(replace(self, n_patients=0))
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, SynthConfig] = {
+    # Sized so that the whole pipeline (synthesis to evaluation) stays under 10 min on 2 cores.
+    "demo": SynthConfig(),
+    # The paper's cohort: 828 patients, 50 views per branch, 512 px.
+    "paper": SynthConfig(
+        n_patients=828,
+        n_views=50,
+        image_size=512,
+        voxel_mm=0.4,
+        view_width_mm=30.0,
+        cpr_pixel_mm=0.2,
+    ),
+    # A few patients for tests.
+    "tiny": SynthConfig(n_patients=4, n_views=4, image_size=64, voxel_mm=0.8),
+}
+
+
+def preset(name: str, **overrides) -> SynthConfig:
+    """A preset with some fields replaced (None values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    config = replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    if config.difficulty not in DIFFICULTIES:
+        raise ValueError(
+            f"unknown difficulty {config.difficulty!r}; choose from {sorted(DIFFICULTIES)}"
+        )
+    if config.image_format not in ("dicom", "png"):
+        raise ValueError(f"unknown image format {config.image_format!r}; choose dicom or png")
+    if config.n_patients < 1 or config.n_views < 1 or config.image_size < 16:
+        raise ValueError("need at least one patient, one view and 16 px images")
+    return config

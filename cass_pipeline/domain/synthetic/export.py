@@ -1,0 +1,205 @@
+"""Workstation-style export of CPR views: CT window to 8 bits, burned-in text, DICOM or PNG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from cass_pipeline.domain.storage import atomic_path, write_bytes_atomic
+
+WINDOW_HU = (-200.0, 700.0)
+#: Image content tops out below the text level, as on the workstations the paper used.
+CONTENT_MAX = 250
+TEXT_LEVEL = 255
+UID_ROOT = "1.2.826.0.1.3680043.10.1137."
+
+SERIES_NAMES = {
+    "LM": "LM",
+    "LAD": "LAD",
+    "D-1": "LAD-D1",
+    "D-2": "LAD-D2",
+    "D-3": "LAD-D3",
+    "LCX": "LCX",
+    "OM-1": "LCX-OM1",
+    "OM-2": "LCX-OM2",
+    "OM-3": "LCX-OM3",
+    "RI": "RI",
+    "PDA-LCX": "LCX-PDA",
+    "PLV-LCX": "LCX-PLB1",
+    "RCA": "RCA",
+    "PDA-RCA": "RCA-PDA",
+    "PLV-RCA": "RCA-PLB1",
+}
+SERIES_SUFFIXES = (" *", " original", "")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the synthetic patient is: what de-identification downstream must remove."""
+
+    family_name: str
+    given_name: str
+    sex: str
+    birth_date: str  # YYYYMMDD
+    mrn: str
+    accession: str
+    exam_date: str  # YYYYMMDD
+
+
+def series_description(branch: str, suffix: str, lowercase: bool) -> str:
+    """Vendor-style series name: 'LAD *', 'LCX-OM1 original', 'RCA-PLB1'."""
+    name = SERIES_NAMES[branch] + suffix
+    return name.lower() if lowercase else name
+
+
+def series_folder(description: str) -> str:
+    """A folder name for a series: the description without '*' and with '_' for spaces."""
+    return "_".join(description.replace("*", " ").split())
+
+
+def window_to_uint8(hu: np.ndarray) -> np.ndarray:
+    """CT window to 0..CONTENT_MAX."""
+    low, high = WINDOW_HU
+    return np.round(np.clip((hu - low) / (high - low), 0, 1) * CONTENT_MAX).astype(np.uint8)
+
+
+def burn_in_text(
+    image: np.ndarray, lines_top: list[str], line_bottom: str, mm_per_col: float
+) -> np.ndarray:
+    """Text and a 10 mm scale bar drawn at the brightest level, as workstations do."""
+    out = image.copy()
+    size = out.shape[0]
+    scale = max(0.25, size / 700)
+    thickness = max(1, size // 256)
+    step = max(9, int(26 * scale))
+    for i, text in enumerate(lines_top):
+        cv2.putText(
+            out,
+            text,
+            (3, step * (i + 1)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            TEXT_LEVEL,
+            thickness,
+            cv2.LINE_8,
+        )
+    cv2.putText(
+        out,
+        line_bottom,
+        (3, size - 4),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        TEXT_LEVEL,
+        thickness,
+        cv2.LINE_8,
+    )
+    bar = max(4, round(10.0 / mm_per_col))
+    right, y = out.shape[1] - 4, size - max(6, size // 24)
+    cv2.line(out, (right - bar, y), (right, y), TEXT_LEVEL, thickness)
+    for x in (right - bar, right):
+        cv2.line(out, (x, y - max(2, size // 64)), (x, y), TEXT_LEVEL, thickness)
+    cv2.putText(
+        out,
+        "10mm",
+        (right - bar, y - max(3, size // 40)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale * 0.8,
+        TEXT_LEVEL,
+        thickness,
+        cv2.LINE_8,
+    )
+    return out
+
+
+def deterministic_uid(*parts: object) -> str:
+    return str(generate_uid(prefix=UID_ROOT, entropy_srcs=[str(p) for p in parts]))
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    identity: Identity,
+    description: str,
+    series_number: int,
+    view_index: int,
+    angle_deg: float,
+    pixel_spacing_mm: tuple[float, float],
+    study_key: str,
+) -> None:
+    """One view as an 8-bit Secondary Capture instance; UIDs derive from the content keys."""
+    sop_uid = deterministic_uid(study_key, description, view_index)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = deterministic_uid(study_key)
+    ds.SeriesInstanceUID = deterministic_uid(study_key, description)
+    ds.PatientName = f"{identity.family_name}^{identity.given_name}"
+    ds.PatientID = identity.mrn
+    ds.PatientBirthDate = identity.birth_date
+    ds.PatientSex = identity.sex
+    ds.AccessionNumber = identity.accession
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = identity.exam_date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"
+    ds.Manufacturer = "CASS synthetic workstation"
+    ds.BurnedInAnnotation = "YES"
+    ds.SeriesDescription = description
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = view_index
+    ds.ImageComments = f"curved MPR, rotation {angle_deg:.1f} deg"
+    ds.PixelSpacing = [f"{pixel_spacing_mm[0]:.4f}", f"{pixel_spacing_mm[1]:.4f}"]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    with atomic_path(path) as tmp:
+        dcmwrite(tmp, ds, enforce_file_format=True)
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    write_bytes_atomic(path, encoded.tobytes())
+
+
+def contact_sheet(views: np.ndarray, title: str, captions: list[str]) -> np.ndarray:
+    """One branch's views side by side under a title bar (no identifiers)."""
+    size = views.shape[1]
+    bar = max(18, size // 8)
+    tiles = []
+    for view, caption in zip(views, captions, strict=True):
+        tile = np.zeros((size + bar, views.shape[2]), np.uint8)
+        tile[bar:] = view
+        cv2.putText(
+            tile,
+            caption,
+            (2, bar - 5),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            max(0.3, size / 400),
+            255,
+            1,
+            cv2.LINE_AA,
+        )
+        tiles.append(np.pad(tile, ((0, 0), (0, 2))))
+    sheet = np.concatenate(tiles, axis=1)
+    header = np.zeros((bar + 6, sheet.shape[1]), np.uint8)
+    cv2.putText(
+        header, title, (4, bar), cv2.FONT_HERSHEY_SIMPLEX, max(0.4, size / 300), 255, 1, cv2.LINE_AA
+    )
+    return np.concatenate([header, sheet], axis=0)
