@@ -8,14 +8,13 @@ are RAS, so LPS points (DICOM, 3D Slicer's default markups export) are flipped o
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from cass_pipeline.domain.cpr import Volume
-from cass_pipeline.domain.storage import write_text_atomic
+from cass_pipeline.domain.storage import atomic_path, write_text_atomic
 
 LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 
@@ -30,9 +29,8 @@ def write_nifti(volume: Volume, path: str | Path) -> None:
     """Write as int16 HU NIfTI, atomically."""
     path = Path(path)
     image = nib.Nifti1Image(np.round(volume.data).astype(np.int16), volume.affine)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(image, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        nib.save(image, str(tmp))
 
 
 def read_centrelines(path: str | Path) -> dict[str, np.ndarray]:
