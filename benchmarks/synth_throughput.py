@@ -31,10 +31,16 @@ def run(name: str, n_patients: int, workers: int) -> dict:
         summary = generate_cohort(config, Path(tmp), workers=workers)
         seconds = time.perf_counter() - start
         size_mb = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20
-    return {"preset": name, "patients": n_patients, "images": summary["images"],
-            "seconds": seconds, "patients_per_s": n_patients / seconds,
-            "images_per_s": summary["images"] / seconds, "disk_mb": size_mb,
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "preset": name,
+        "patients": n_patients,
+        "images": summary["images"],
+        "seconds": seconds,
+        "patients_per_s": n_patients / seconds,
+        "images_per_s": summary["images"] / seconds,
+        "disk_mb": size_mb,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def main() -> None:
@@ -43,21 +49,32 @@ def main() -> None:
     parser.add_argument("--paper-patients", type=int, default=40)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
-    rows = [run("demo", args.demo_patients, args.workers),
-            run("paper", args.paper_patients, args.workers)]
+    rows = [
+        run("demo", args.demo_patients, args.workers),
+        run("paper", args.paper_patients, args.workers),
+    ]
     print(f"{args.workers} workers on {os.cpu_count()} cores")
-    print(f"{'preset':<7}{'patients':>9}{'images':>8}{'s':>8}{'patients/s':>11}{'images/s':>9}"
-          f"{'disk MB':>9}{'peak RSS MB':>12}")
+    print(
+        f"{'preset':<7}{'patients':>9}{'images':>8}{'s':>8}{'patients/s':>11}{'images/s':>9}"
+        f"{'disk MB':>9}{'peak RSS MB':>12}"
+    )
     for r in rows:
-        print(f"{r['preset']:<7}{r['patients']:>9}{r['images']:>8}{r['seconds']:>8.1f}"
-              f"{r['patients_per_s']:>11.2f}{r['images_per_s']:>9.1f}{r['disk_mb']:>9.1f}"
-              f"{r['peak_rss_mb']:>12.0f}")
+        print(
+            f"{r['preset']:<7}{r['patients']:>9}{r['images']:>8}{r['seconds']:>8.1f}"
+            f"{r['patients_per_s']:>11.2f}{r['images_per_s']:>9.1f}{r['disk_mb']:>9.1f}"
+            f"{r['peak_rss_mb']:>12.0f}"
+        )
     demo, paper = rows
-    print(f"\nreference: the whole demo pipeline has a 10 min budget; synthesis takes "
-          f"{demo['seconds'] / 600:.0%} of it.")
+    print(
+        f"\nreference: the whole demo pipeline has a 10 min budget; synthesis takes "
+        f"{demo['seconds'] / 600:.0%} of it."
+    )
     full = preset("paper").n_patients / paper["patients_per_s"] / 3600
-    print(f"projection: the full paper preset ({preset('paper').n_patients} patients) "
-          f"takes {full:.1f} h on this machine, {paper['disk_mb'] / paper['patients'] * 828 / 1024:.1f} GB.")
+    disk_gb = paper["disk_mb"] / paper["patients"] * preset("paper").n_patients / 1024
+    print(
+        f"projection: the full paper preset ({preset('paper').n_patients} patients) "
+        f"takes {full:.1f} h on this machine, {disk_gb:.1f} GB."
+    )
 
 
 if __name__ == "__main__":

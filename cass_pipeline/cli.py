@@ -149,3 +149,42 @@ def synth(
         f"{summary['images']} images in {Path(out_dir).resolve()}\n"
         f"exported branch classes: {shares}\nweak-label rate: {summary['weak_label_rate']:.1%}"
     )
+
+
+@main.command("parse-report")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
+@click.option(
+    "--bare-50-non-significant",
+    is_flag=True,
+    help="Read a bare '50%' as non-significant (default: significant, as CAD-RADS).",
+)
+def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> None:
+    """Label one free-text CCTA report (de-identified before parsing)."""
+    import json
+    from pathlib import Path
+
+    from cass_pipeline.domain.reports.labels import labels_json
+    from cass_pipeline.domain.reports.pipeline import decode_report, parse_report_text
+
+    try:
+        raw = decode_report(Path(path).read_bytes())
+    except UnicodeError as error:
+        raise click.ClickException(f"{path}: unreadable encoding ({error})") from error
+    _, labels = parse_report_text(raw, bare_50_significant=not bare_50_non_significant)
+    result = labels_json(labels)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for name, branch in result["branches"].items():
+        pct = branch["max_stenosis_pct"]
+        pct_text = "-" if pct is None else f"{pct[0]}-{pct[1]}%"
+        click.echo(
+            f"{name:<8} {branch['stenosis_class'] or 'no label':<16} {pct_text:<9} "
+            f"{'; '.join(branch['evidence'])}"
+        )
+    cad = result["cad_rads"]
+    click.echo(
+        f"patient: {result['patient_class']}; CAD-RADS "
+        + "/".join([cad["category"] or "?", *cad["modifiers"]])
+    )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cass_pipeline.defs.assets import cohort
-from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+from cass_pipeline.defs.assets import cohort, reports
+from cass_pipeline.defs.resources import CassPaths, MlflowTracking, PseudonymKey
 from cass_pipeline.settings import CassSettings
 
 
@@ -13,11 +13,12 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
     """Assets, checks, jobs, schedules and resources, with locations from `settings`."""
     settings = settings or CassSettings.from_env()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([cohort]),
-        asset_checks=dg.load_asset_checks_from_modules([cohort]),
+        assets=dg.load_assets_from_modules([cohort, reports]),
+        asset_checks=dg.load_asset_checks_from_modules([cohort, reports]),
         resources={
             "paths": CassPaths.from_settings(settings),
             "mlflow": MlflowTracking.from_settings(settings),
+            "pseudonyms": PseudonymKey.from_settings(settings),
         },
     )
 

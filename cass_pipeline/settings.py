@@ -40,6 +40,8 @@ class CassSettings:
     tracking_uri: str
     artifact_root: str
     experiment_name: str
+    pseudonym_key_file: Path
+    pseudonym_key: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> CassSettings:
@@ -62,4 +64,8 @@ class CassSettings:
             artifact_root=env.get("CASS_MLFLOW_ARTIFACT_ROOT")
             or (mlflow_dir / "artifacts").resolve().as_uri(),
             experiment_name=env.get("CASS_MLFLOW_EXPERIMENT") or DEFAULT_EXPERIMENT,
+            pseudonym_key_file=path(
+                "CASS_PSEUDONYM_KEY_FILE", data_dir / "secrets" / "pseudonym.key"
+            ),
+            pseudonym_key=env.get("CASS_PSEUDONYM_KEY") or None,
         )

@@ -10,6 +10,7 @@ import dagster as dg
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from cass_pipeline.domain.privacy import load_secret
 from cass_pipeline.settings import CassSettings
 
 
@@ -80,3 +81,17 @@ class MlflowTracking(dg.ConfigurableResource):
             experiment_id=self.experiment_id(), run_name=run_name, tags=tags
         ) as run:
             yield run
+
+
+class PseudonymKey(dg.ConfigurableResource):
+    """The secret behind patient pseudonyms (shared by the report and the image side)."""
+
+    key_file: str
+    key: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: CassSettings) -> PseudonymKey:
+        return cls(key_file=str(settings.pseudonym_key_file), key=settings.pseudonym_key)
+
+    def secret(self) -> bytes:
+        return load_secret(Path(self.key_file), self.key)

@@ -1,0 +1,180 @@
+"""Report stage: de-identified reports, mentions, branch labels, patient CAD-RADS, rejects."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pyarrow.parquet as pq
+
+from cass_pipeline.defs.assets.cohort import raw_cohort
+from cass_pipeline.defs.presentation import parquet_metadata
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.domain.reports.deid import header_identifiers
+from cass_pipeline.domain.reports.pipeline import decode_report, parse_report_folder, report_files
+from cass_pipeline.domain.reports.tables import (
+    BRANCH_LABEL_SCHEMA,
+    MENTION_SCHEMA,
+    PATIENT_LABEL_SCHEMA,
+    REJECT_SCHEMA,
+    REPORT_SCHEMA,
+    report_tables,
+)
+from cass_pipeline.domain.storage import write_parquet_atomic
+
+SCHEMAS = {
+    "deidentified_reports": REPORT_SCHEMA,
+    "report_mentions": MENTION_SCHEMA,
+    "branch_labels": BRANCH_LABEL_SCHEMA,
+    "patient_labels": PATIENT_LABEL_SCHEMA,
+    "report_rejects": REJECT_SCHEMA,
+}
+DESCRIPTIONS = {
+    "deidentified_reports": "Report text with names, dates, MRNs, accession numbers, phone "
+    "numbers and addresses replaced; one row per pseudonymised patient.",
+    "report_mentions": "Every stenosis finding and modifier: sentence, character span, branch, "
+    "grade, percent range, negation, uncertainty.",
+    "branch_labels": "Branch class (most severe finding) with the text spans it rests on.",
+    "patient_labels": "Patient class and CAD-RADS 2.0 category with modifiers.",
+    "report_rejects": "Reports that could not be used, with the reason.",
+}
+
+
+class ReportConfig(dg.Config):
+    """How reports are read."""
+
+    bare_50_significant: bool = True
+    workers: int | None = None
+
+
+def table_path(paths: CassPaths, name: str):
+    return paths.processed_path("reports", f"{name}.parquet")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            name,
+            deps=[raw_cohort],
+            group_name="reports",
+            description=DESCRIPTIONS[name],
+            kinds={"spacy", "parquet"},
+        )
+        for name in SCHEMAS
+    ],
+)
+def report_labels(
+    context: dg.AssetExecutionContext,
+    config: ReportConfig,
+    paths: CassPaths,
+    pseudonyms: PseudonymKey,
+):
+    """Read every report under raw/reports, de-identify, parse and label it."""
+    cohort = parse_report_folder(
+        paths.raw / "reports",
+        pseudonyms.secret(),
+        workers=config.workers,
+        bare_50_significant=config.bare_50_significant,
+    )
+    tables = report_tables(cohort)
+    context.log.info(f"{len(cohort.reports)} reports parsed, {len(cohort.rejects)} rejected")
+    for name, table in tables.items():
+        path = table_path(paths, name)
+        write_parquet_atomic(table, path, SCHEMAS[name])
+        metadata = parquet_metadata(path)
+        if name == "report_rejects":
+            metadata["reasons"] = dg.MetadataValue.json(
+                table.to_pandas().groupby("reason").size().to_dict() if table.num_rows else {}
+            )
+        if name == "branch_labels":
+            classes = table.column("stenosis_class").to_pandas().value_counts(dropna=False)
+            metadata["class_counts"] = dg.MetadataValue.json(
+                {str(k): int(v) for k, v in classes.items()}
+            )
+        if name == "patient_labels":
+            counts = table.column("cad_rads").to_pandas().value_counts(dropna=False)
+            metadata["cad_rads_counts"] = dg.MetadataValue.json(
+                {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))}
+            )
+        yield dg.MaterializeResult(asset_key=name, metadata=metadata)
+
+
+@dg.asset_check(asset="branch_labels", description="Share of accepted reports with a label.")
+def branch_label_coverage(paths: CassPaths) -> dg.AssetCheckResult:
+    reports = pq.read_table(table_path(paths, "deidentified_reports"), columns=["patient_id"])
+    labels = pd.read_parquet(table_path(paths, "branch_labels"))
+    rejects = pq.read_table(table_path(paths, "report_rejects")).num_rows
+    labelled = labels.dropna(subset=["stenosis_class"]).patient_id.nunique()
+    total = reports.num_rows + rejects
+    coverage = labelled / total if total else 0.0
+    return dg.AssetCheckResult(
+        passed=coverage >= 0.95,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "reports": total,
+            "patients_with_labels": labelled,
+            "rejected": rejects,
+            "coverage": round(coverage, 4),
+            "unlabelled_branches": int(labels.stenosis_class.isna().sum()),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="branch_labels",
+    blocking=True,
+    description="Every branch label points at text spans that say what it claims.",
+)
+def branch_labels_traceable(paths: CassPaths) -> dg.AssetCheckResult:
+    texts = (
+        pd.read_parquet(table_path(paths, "deidentified_reports"), columns=["patient_id", "text"])
+        .set_index("patient_id")
+        .text
+    )
+    labels = pd.read_parquet(table_path(paths, "branch_labels"))
+    broken = []
+    for row in labels.itertuples():
+        text = texts.get(row.patient_id, "")
+        spans = list(zip(row.evidence_start, row.evidence_end, row.evidence, strict=True))
+        if not spans or any(text[s:e] != quote for s, e, quote in spans):
+            broken.append(f"{row.patient_id}/{row.branch}")
+    return dg.AssetCheckResult(
+        passed=not broken,
+        metadata={
+            "labels": len(labels),
+            "untraceable": len(broken),
+            "examples": dg.MetadataValue.json(broken[:10]),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="deidentified_reports",
+    blocking=True,
+    description="No identifier from a report header appears in any report output.",
+)
+def no_identifiers_in_report_outputs(paths: CassPaths) -> dg.AssetCheckResult:
+    identifiers = set()
+    for path in report_files(paths.raw / "reports"):
+        try:
+            identifiers.update(
+                v for v in header_identifiers(decode_report(path.read_bytes())) if len(v) >= 3
+            )
+        except UnicodeError:
+            continue
+    hits = {}
+    for name in SCHEMAS:
+        frame = pd.read_parquet(table_path(paths, name))
+        blob = "\n".join(
+            json.dumps(row, default=str)
+            for row in frame.astype(str).itertuples(index=False, name=None)
+        ).lower()
+        found = sum(1 for value in identifiers if value.lower() in blob)
+        if found:
+            hits[name] = found
+    return dg.AssetCheckResult(
+        passed=not hits,
+        metadata={
+            "identifiers_checked": len(identifiers),
+            "tables_with_identifiers": dg.MetadataValue.json(hits),
+        },
+    )

@@ -1,0 +1,34 @@
+"""Keyed pseudonyms for patients, shared by the report and the image side.
+
+A patient's source key (the export folder name, the report's file name) may itself identify
+the patient (an MRN, a name). Outputs carry only `pseudonymise(key, secret)`, a keyed
+SHA-256 (HMAC), so the same patient joins across reports and images, and nobody without the
+secret can go back. The secret comes from `CASS_PSEUDONYM_KEY` or a key file created once
+with 32 random bytes (keep it with the raw data, never in outputs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from cass_pipeline.domain.storage import write_bytes_atomic
+
+
+def pseudonymise(source_key: str, secret: bytes) -> str:
+    """'P' + 16 hex digits of HMAC-SHA256(secret, key); stable for a given secret."""
+    digest = hmac.new(secret, source_key.strip().encode("utf-8"), hashlib.sha256).hexdigest()
+    return "P" + digest[:16]
+
+
+def load_secret(key_file: Path, env_value: str | None = None) -> bytes:
+    """The pseudonym secret: the environment value if set, else the key file (created once)."""
+    if env_value:
+        return env_value.encode("utf-8")
+    if not key_file.is_file():
+        write_bytes_atomic(key_file, secrets.token_hex(32).encode("ascii"))
+        os.chmod(key_file, 0o600)
+    return key_file.read_bytes().strip()

@@ -1,0 +1,159 @@
+"""From report mentions to branch labels, the patient class and the CAD-RADS category.
+
+Rules:
+- A percent range reads by its lower bound ("25-50%" is mild); "<X" is 1..X-1; ">X" is
+  X+1..99; a negated grade ("no significant stenosis") is the range below it (0-49), which
+  reads as no stenosis; combined words ("mild to moderate") take the more severe grade.
+- A bare 50% is significant (CAD-RADS 3), unless `bare_50_significant=False`.
+- Branch class = most severe finding on the branch. A stent (without restenosis), a graft
+  or a myocardial bridge alone is not stenosis: the branch is no_stenosis; high-risk plaque
+  alone is minimal plaque. A non-diagnostic branch gets no label unless a finding on it is
+  already significant.
+- Patient class = most severe branch; CAD-RADS 2.0 category from the branch maxima (4B for
+  left main >= 50% or >= 70% in all three arteries); N when a segment is non-diagnostic and
+  nothing obstructive is found. Modifiers: P1-P4 from the calcium score, N, HRP, S, G.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cass_pipeline.domain.anatomy import (
+    BRANCHES,
+    STENOSIS_CLASSES,
+    cad_rads_category,
+    class_of_percent,
+    plaque_burden,
+)
+from cass_pipeline.domain.reports.parser import Mention, ReportReading
+
+
+@dataclass
+class BranchLabel:
+    """The label of one branch and the text spans it rests on."""
+
+    branch: str
+    stenosis_class: str | None
+    pct_low: int | None
+    pct_high: int | None
+    evidence: list[str] = field(default_factory=list)
+    evidence_spans: list[tuple[int, int]] = field(default_factory=list)
+    non_diagnostic: bool = False
+    modifiers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportLabels:
+    """Labels of one report."""
+
+    branches: dict[str, BranchLabel]
+    patient_class: str | None
+    cad_rads: str | None
+    modifiers: list[str]
+    reading: ReportReading
+
+
+def finding_class(mention: Mention, bare_50_significant: bool) -> str:
+    if mention.bare_50 and not bare_50_significant:
+        return "non_significant"
+    return class_of_percent(mention.pct_low)
+
+
+def label_branch(branch: str, mentions: list[Mention], bare_50_significant: bool) -> BranchLabel:
+    findings = [m for m in mentions if m.pct_low is not None]
+    modifiers = sorted({m.modifier for m in mentions if m.modifier and not m.negated})
+    non_diagnostic = "N" in modifiers
+    if findings:
+        top = max(
+            findings,
+            key=lambda m: (
+                STENOSIS_CLASSES.index(finding_class(m, bare_50_significant)),
+                m.pct_low,
+                m.pct_high,
+            ),
+        )
+        decisive = [m for m in findings if (m.pct_low, m.pct_high) == (top.pct_low, top.pct_high)]
+        label = BranchLabel(
+            branch,
+            finding_class(top, bare_50_significant),
+            top.pct_low,
+            top.pct_high,
+            [m.text for m in decisive],
+            [(m.start_char, m.end_char) for m in decisive],
+        )
+    else:
+        support = [m for m in mentions if m.modifier and not m.negated and m.modifier != "N"]
+        low = 1 if any(m.modifier == "HRP" for m in support) else 0
+        high = 24 if low else 0
+        label = BranchLabel(
+            branch,
+            "non_significant" if low else "no_stenosis",
+            low,
+            high,
+            [m.text for m in support],
+            [(m.start_char, m.end_char) for m in support],
+        )
+        if not support:
+            label = BranchLabel(
+                branch,
+                None,
+                None,
+                None,
+                [m.text for m in mentions],
+                [(m.start_char, m.end_char) for m in mentions],
+            )
+    label.modifiers = [m for m in modifiers if m != "bridge"]
+    label.non_diagnostic = non_diagnostic
+    if non_diagnostic and label.stenosis_class != "significant":
+        label.stenosis_class = None
+    return label
+
+
+def label_report(reading: ReportReading, bare_50_significant: bool = True) -> ReportLabels:
+    """Branch labels, patient class and CAD-RADS of one report reading."""
+    by_branch: dict[str, list[Mention]] = {}
+    for mention in reading.mentions:
+        for branch in mention.branches:
+            by_branch.setdefault(branch, []).append(mention)
+    branches = {
+        b: label_branch(b, by_branch[b], bare_50_significant) for b in BRANCHES if b in by_branch
+    }
+    labelled = [lab for lab in branches.values() if lab.stenosis_class is not None]
+    patient_class = None
+    if labelled:
+        patient_class = max((lab.stenosis_class for lab in labelled), key=STENOSIS_CLASSES.index)
+    category = None
+    if branches:
+        maxima = {
+            lab.branch: (
+                49 if lab.stenosis_class == "non_significant" and lab.pct_low >= 50 else lab.pct_low
+            )
+            for lab in labelled
+        }
+        category = cad_rads_category(maxima)
+    non_diagnostic = any(lab.non_diagnostic for lab in branches.values())
+    if non_diagnostic and category in {None, "0", "1", "2"}:
+        category = "N"
+    modifiers = [m for m in (plaque_burden(reading.calcium_score),) if m]
+    if non_diagnostic and category != "N":
+        modifiers.append("N")
+    for code in ("HRP", "S", "G"):
+        if any(code in lab.modifiers for lab in branches.values()):
+            modifiers.append(code)
+    return ReportLabels(branches, patient_class, category, modifiers, reading)
+
+
+def labels_json(labels: ReportLabels) -> dict:
+    """The `cass parse-report --json` object."""
+    return {
+        "branches": {
+            name: {
+                "stenosis_class": lab.stenosis_class,
+                "max_stenosis_pct": None if lab.pct_low is None else [lab.pct_low, lab.pct_high],
+                "evidence": lab.evidence,
+            }
+            for name, lab in labels.branches.items()
+        },
+        "patient_class": labels.patient_class,
+        "cad_rads": {"category": labels.cad_rads, "modifiers": labels.modifiers},
+    }

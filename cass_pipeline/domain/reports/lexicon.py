@@ -1,0 +1,229 @@
+"""The report vocabulary as data: vessel names, SCCT segments, stenosis expressions, cues.
+
+Each concept is a regular expression run over the de-identified text; `parser.py` turns the
+matches into spaCy spans. Vessel names map to canonical branches; "PDA" and "PLV" without a
+side go to the dominant side (right unless the report says left).
+"""
+
+from __future__ import annotations
+
+import re
+
+DOMINANT = "{dominant}"  # placeholder side, resolved per report
+
+#: Canonical branch of each vessel name pattern (first match wins on overlaps by length).
+VESSEL_PATTERNS: list[tuple[str, str]] = [
+    (r"PDA-RCA|R-?PDA|right\s+posterior\s+descending(?:\s+artery)?", "PDA-RCA"),
+    (
+        r"PLV-RCA|R-?PL[BV]\d?|right\s+postero-?lateral(?:\s+(?:ventricular\s+)?(?:branch|artery))?",
+        "PLV-RCA",
+    ),
+    (r"PDA-LCX|L-?PDA|posterior\s+descending\s+artery\s+\(from\s+the\s+LCx\)", "PDA-LCX"),
+    (r"PLV-LCX|L-?PL[BV]\d?|postero-?lateral\s+branch\s+of\s+the\s+circumflex", "PLV-LCX"),
+    (r"left\s+main(?:\s+(?:coronary\s+)?(?:artery|stem|trunk))?|LMCA|LMS|LM", "LM"),
+    (
+        r"left\s+anterior\s+descending(?:\s+(?:coronary\s+)?artery)?|anterior\s+descending|"
+        r"[pmd]?LAD",
+        "LAD",
+    ),
+    (r"(?:first|1st)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?1|diagonal[\s-]?1", "D-1"),
+    (r"(?:second|2nd)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?2|diagonal[\s-]?2", "D-2"),
+    (r"(?:third|3rd)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?3|diagonal[\s-]?3", "D-3"),
+    (r"diagonal(?:\s+branch)?(?!\s*(?:branches|s\b))", "D-1"),
+    (r"(?:left\s+)?circumflex(?:\s+(?:coronary\s+)?artery)?|[pmd]?L?C[Xx]", "LCX"),
+    (
+        r"(?:first|1st)\s+(?:obtuse\s+)?marginal(?:\s+branch)?|OM[\s-]?1|obtuse\s+marginal[\s-]?1",
+        "OM-1",
+    ),
+    (
+        r"(?:second|2nd)\s+(?:obtuse\s+)?marginal(?:\s+branch)?|OM[\s-]?2|obtuse\s+marginal[\s-]?2",
+        "OM-2",
+    ),
+    (
+        r"(?:third|3rd)\s+(?:obtuse\s+)?marginal(?:\s+branch)?|OM[\s-]?3|obtuse\s+marginal[\s-]?3",
+        "OM-3",
+    ),
+    (r"(?:obtuse\s+)?marginal(?:\s+branch)?(?!\s*(?:branches|s\b))|OM", "OM"),
+    (
+        r"ramus(?:\s+intermedi(?:us|ate))?(?:\s+(?:branch|artery))?|intermediate\s+(?:branch|artery)|"
+        r"RI|RIM",
+        "RI",
+    ),
+    (r"right\s+coronary(?:\s+artery)?|[pmd]?RCA", "RCA"),
+    (
+        r"posterior\s+descending(?:\s+artery)?|posterior\s+interventricular(?:\s+artery)?|PDA",
+        f"PDA-{DOMINANT}",
+    ),
+    (r"postero-?lateral(?:\s+(?:ventricular\s+)?(?:branch|artery))?|PL[BV]\d?", f"PLV-{DOMINANT}"),
+]
+VESSEL_REGEX = re.compile(
+    "|".join(f"(?P<v{i}>(?<![\\w-])(?:{p})(?![\\w]))" for i, (p, _) in enumerate(VESSEL_PATTERNS)),
+    re.I,
+)
+
+#: SCCT segment number -> canonical branch (CAD-RADS 18-segment model).
+SCCT_SEGMENTS = {
+    1: "RCA",
+    2: "RCA",
+    3: "RCA",
+    4: "PDA-RCA",
+    5: "LM",
+    6: "LAD",
+    7: "LAD",
+    8: "LAD",
+    9: "D-1",
+    10: "D-2",
+    11: "LCX",
+    12: "OM-1",
+    13: "LCX",
+    14: "OM-2",
+    15: "PDA-LCX",
+    16: "PLV-RCA",
+    17: "RI",
+    18: "PLV-LCX",
+}
+SEGMENT_REGEX = re.compile(
+    r"\b(?:segments?|seg\.?|#)\s*(?P<a>\d{1,2})(?:\s*(?:-|–|to|and|,|&)\s*(?P<b>\d{1,2}))?\b", re.I
+)
+
+PERCENT_UNIT = r"\s*(?:%|per\s?cent\b|percent\b)"
+COMPARATOR = (
+    r"(?P<cmp>(?<!\w)(?:<=|>=|≤|≥|<|>|less\s+than|greater\s+than|more\s+than|over|under|"
+    r"up\s+to|at\s+least|approximately|approx\.?|about|around|~|circa|ca\.?))?\s*"
+)
+PERCENT_REGEX = re.compile(
+    rf"{COMPARATOR}(?P<a>\d{{1,3}})(?:{PERCENT_UNIT})?\s*(?:-|–|to)\s*(?P<b>\d{{1,3}}){PERCENT_UNIT}"
+    rf"|{COMPARATOR.replace('cmp', 'cmp1')}(?P<c>\d{{1,3}}){PERCENT_UNIT}",
+    re.I,
+)
+
+#: Grade words and the percent range each stands for.
+GRADE_RANGES = {
+    "minimal": (1, 24),
+    "mild": (25, 49),
+    "moderate": (50, 69),
+    "severe": (70, 99),
+    "critical": (90, 99),
+    "subtotal": (95, 99),
+    "occluded": (100, 100),
+    "high-grade": (70, 99),
+    "significant": (50, 99),
+    "obstructive": (50, 99),
+    "non-significant": (1, 49),
+    "non-obstructive": (1, 49),
+    "irregularities": (1, 24),
+    "normal": (0, 0),
+}
+GRADE_WORDS = (
+    r"minimal|mild|moderate|severe|critical|high[\s-]grade|"
+    r"(?:haemo|hemo)dynamically\s+significant|significant|obstructive"
+)
+GRADE_REGEX = re.compile(
+    r"(?<![\w-])(?P<neg>non[\s-]?|in)?(?P<g1>" + GRADE_WORDS + r")"
+    r"(?:\s*(?:-?\s*to\s*-?|-|–|/|or)\s*(?P<g2>minimal|mild|moderate|severe|critical))?"
+    r"(?![\w-])",
+    re.I,
+)
+OCCLUSION_REGEX = re.compile(
+    r"(?P<sub>sub-?total(?:ly)?\s+)?(?:(?:total(?:ly)?|complete(?:ly)?|chronic(?:\s+total)?)\s+)?"
+    r"occlu(?:ded|sion|sive)\b|\bCTO\b",
+    re.I,
+)
+IRREGULARITY_REGEX = re.compile(
+    r"\b(?:(?:minor|mild|minimal)\s+)?(?:luminal|wall)\s+irregularit(?:y|ies)\b", re.I
+)
+NORMAL_REGEX = re.compile(
+    r"\b(?:normal|unremarkable|patent|smooth)\b|(?m:(?<=:)[ \t]*-[ \t]*$)", re.I
+)
+NOUN_REGEX = re.compile(
+    r"\b(?:stenos[ie]s|stenotic|narrowing|plaques?|atheroma|atherosclerosis|"
+    r"atherosclerotic|disease|lesions?|obstruction|restenosis)\b",
+    re.I,
+)
+NEGATION_REGEX = re.compile(
+    r"\b(?:no\s+evidence\s+of|no\s+sign\s+of|absence\s+of|negative\s+for|free\s+of|no|not|"
+    r"without|nor|neither)\b",
+    re.I,
+)
+POST_NEGATION_REGEX = re.compile(r"\b(?:excluded|ruled\s+out|absent)\b", re.I)
+UNCERTAIN_REGEX = re.compile(
+    r"\b(?:possible|possibly|probable|probably|likely|questionable|suspected|suspicious\s+for|"
+    r"may\s+represent|borderline|equivocal|cannot\s+be\s+excluded|can(?:not|'t)\s+exclude)\b|\?",
+    re.I,
+)
+NONDIAGNOSTIC_REGEX = re.compile(
+    r"\bnon-?diagnostic\b|\bnot\s+(?:diagnostic|evaluable|assessable|interpretable)\b|"
+    r"\bnon-?evaluable\b|\bunevaluable\b|\bcannot\s+be\s+(?:evaluated|assessed)\b|"
+    r"\bcould\s+not\s+be\s+(?:evaluated|assessed)\b|\blimited\s+(?:evaluation|assessment)\b|"
+    r"\bunable\s+to\s+(?:evaluate|assess)\b",
+    re.I,
+)
+STENT_REGEX = re.compile(r"\b(?:in-?stent|stents?|stented|PCI)\b", re.I)
+GRAFT_REGEX = re.compile(r"\b(?:grafts?|CABG|LIMA|RIMA|SVG|bypass)\b", re.I)
+BRIDGE_REGEX = re.compile(
+    r"\b(?:myocardial\s+bridg\w*|intramyocardial\s+(?:course|segment)|"
+    r"bridging|tunnell?ed)\b",
+    re.I,
+)
+HRP_REGEX = re.compile(
+    r"\b(?:high[\s-]risk\s+(?:plaque|features?)|low[\s-]attenuation|"
+    r"positive(?:ly)?\s+remodel\w*|napkin[\s-]ring|spotty\s+calcification)\b",
+    re.I,
+)
+CALCIUM_REGEX = re.compile(
+    r"\b(?:agatston(?:\s+score)?|calcium\s+score|CACS?|coronary\s+(?:artery\s+)?calcium"
+    r"(?:\s+score)?)\b[^\d\n]{0,30}?(?P<value>\d+(?:[.,]\d+)?)",
+    re.I,
+)
+DOMINANCE_REGEX = re.compile(
+    r"\b(?P<a>right|left|co)[\s-]?dominan\w*|\bdominance\s*:?\s*(?P<b>right|left|co-?dominant|"
+    r"balanced|codominant)",
+    re.I,
+)
+CAD_RADS_REGEX = re.compile(
+    r"CAD-?RADS\s*(?:category\s*)?(?P<cat>[0-5][AB]?|N)\b(?P<mods>(?:\s*/\s*(?:P[1-4]|S|G|HRP|N|V|"
+    r"I\+/-|I[+-]|E))*)",
+    re.I,
+)
+PRONOUN_REGEX = re.compile(r"\b(?:it|its|this\s+(?:vessel|artery|branch)|the\s+vessel)\b", re.I)
+CLAUSE_BREAK_REGEX = re.compile(r";|\b(?:but|however|although|whereas|except|apart\s+from)\b", re.I)
+COORDINATION = {",", "and", "or", "&", "the", "as", "well", "to", "/", "both", "also", "-"}
+LINKING = {
+    "of",
+    "in",
+    "at",
+    "involving",
+    "within",
+    "along",
+    "affecting",
+    "throughout",
+    "on",
+    "the",
+    "a",
+    "an",
+    "proximal",
+    "mid",
+    "middle",
+    "distal",
+    "ostial",
+    "ostium",
+    "segment",
+    "portion",
+    "part",
+    "to",
+    "and",
+    ",",
+    "(",
+    ")",
+    "-",
+    "stenosis",
+    "narrowing",
+    "plaque",
+    "lesion",
+    "due",
+    "is",
+    "seen",
+    "noted",
+    "present",
+    "there",
+}

@@ -1,0 +1,418 @@
+"""Rule-based spaCy pipeline that turns a de-identified CCTA report into findings per branch.
+
+Pipeline: `spacy.blank("en")` + `cass_sentences` (sentence ends at . ! ? and line breaks) +
+`cass_concepts` (the regular expressions of `lexicon.py` as spans in `doc.spans["concepts"]`).
+`read_findings` then works clause by clause (clauses end at ";" and at but/however/although/
+except), with these rules:
+
+- A finding is negated by a negation cue at most 4 tokens before it with no other finding in
+  between ("no significant stenosis"), or by "excluded"/"ruled out" after it in the clause.
+  Negation never crosses a clause ("no significant stenosis; mild plaque in the LCx").
+- A finding attaches to the vessel(s) after it when a preposition links them ("mild stenosis
+  of the LAD and D1") or the vessel follows at once ("normal D1"); otherwise to the vessel(s)
+  just before it ("LAD, LCx and RCA are normal", "LAD: 70-90%"); otherwise to the line's label
+  vessel ("LAD: no stenosis; mild plaque distally"); "it"/"its" refer to the last vessel named.
+- Modifiers (stent, graft, bridge, high-risk plaque, non-diagnostic) attach the same way.
+- Percent stenosis expressions inside a clause that describes a myocardial bridge with
+  systolic compression belong to the bridge and are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+
+from cass_pipeline.domain.reports import lexicon as lx
+
+FINDING_LABELS = {"PCT", "GRADE", "OCCLUSION", "IRREG", "NORMAL", "NOUN"}
+MODIFIER_LABELS = {"STENT", "GRAFT", "BRIDGE", "HRP", "NONDIAG"}
+VESSEL_LABELS = {"VESSEL", "SEGMENT"}
+#: Concept label and expression, in priority order for overlaps of equal length.
+CONCEPTS: list[tuple[str, re.Pattern]] = [
+    ("NONDIAG", lx.NONDIAGNOSTIC_REGEX),
+    ("CADRADS", lx.CAD_RADS_REGEX),
+    ("CALCIUM", lx.CALCIUM_REGEX),
+    ("DOMINANCE", lx.DOMINANCE_REGEX),
+    ("SEGMENT", lx.SEGMENT_REGEX),
+    ("PCT", lx.PERCENT_REGEX),
+    ("OCCLUSION", lx.OCCLUSION_REGEX),
+    ("IRREG", lx.IRREGULARITY_REGEX),
+    ("HRP", lx.HRP_REGEX),
+    ("GRADE", lx.GRADE_REGEX),
+    ("BRIDGE", lx.BRIDGE_REGEX),
+    ("STENT", lx.STENT_REGEX),
+    ("GRAFT", lx.GRAFT_REGEX),
+    ("VESSEL", lx.VESSEL_REGEX),
+    ("NORMAL", lx.NORMAL_REGEX),
+    ("NOUN", lx.NOUN_REGEX),
+    ("UNCERTAIN", lx.UNCERTAIN_REGEX),
+    ("NEG", lx.NEGATION_REGEX),
+    ("POSTNEG", lx.POST_NEGATION_REGEX),
+    ("PRONOUN", lx.PRONOUN_REGEX),
+    ("BREAK", lx.CLAUSE_BREAK_REGEX),
+]
+PRIORITY = {label: i for i, (label, _) in enumerate(CONCEPTS)}
+ABBREVIATIONS = {"approx", "dr", "e.g", "i.e", "vs", "no", "seg", "ca", "prof", "st"}
+MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRIDGE": "bridge"}
+PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "throughout", "on"}
+
+
+@Language.component("cass_sentences")
+def cass_sentences(doc: Doc) -> Doc:
+    """Sentences end at . ! ? (not after common abbreviations) and at line breaks."""
+    for i, token in enumerate(doc):
+        if i == 0:
+            token.is_sent_start = True
+            continue
+        previous = doc[i - 1]
+        ends = previous.text in {".", "!", "?"} and (
+            i < 2 or doc[i - 2].lower_.rstrip(".") not in ABBREVIATIONS
+        )
+        token.is_sent_start = bool(ends or "\n" in previous.text or "\n" in previous.whitespace_)
+    return doc
+
+
+@Language.component("cass_concepts")
+def cass_concepts(doc: Doc) -> Doc:
+    """Every lexicon match as a labelled span; overlaps go to the longest, then by priority."""
+    candidates = []
+    text_of_doc = doc.text
+    for label, pattern in CONCEPTS:
+        for match in pattern.finditer(text_of_doc):
+            start, end = match.span()
+            text = match.group(0)
+            start += len(text) - len(text.lstrip())
+            end -= len(text) - len(text.rstrip())
+            if end > start:
+                candidates.append((start, end, label))
+    candidates.sort(key=lambda c: (-(c[1] - c[0]), PRIORITY[c[2]], c[0]))
+    taken = []
+    used = bytearray(len(text_of_doc) + 1)
+    for start, end, label in candidates:
+        if any(used[start:end]):
+            continue
+        span = doc.char_span(start, end, label=label, alignment_mode="expand")
+        if span is None:
+            continue
+        used[start:end] = b"\x01" * (end - start)
+        taken.append(span)
+    doc.spans["concepts"] = sorted(taken, key=lambda s: (s.start_char, s.end_char))
+    return doc
+
+
+def build_nlp() -> Language:
+    """The report pipeline: blank English tokenizer plus the two rule components."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("cass_sentences")
+    nlp.add_pipe("cass_concepts")
+    return nlp
+
+
+@dataclass
+class Mention:
+    """One finding or modifier, where it is in the text and which branches it speaks about."""
+
+    sentence_index: int
+    start_char: int
+    end_char: int
+    text: str
+    concept: str
+    branches: list[str]
+    grade: str | None = None
+    pct_low: int | None = None
+    pct_high: int | None = None
+    negated: bool = False
+    uncertain: bool = False
+    modifier: str | None = None
+    bare_50: bool = False
+
+
+@dataclass
+class ReportReading:
+    """All mentions of one report plus report-level facts."""
+
+    mentions: list[Mention] = field(default_factory=list)
+    dominance: str = "right"
+    calcium_score: float | None = None
+    stated_cad_rads: str | None = None
+    stated_modifiers: list[str] = field(default_factory=list)
+
+
+def grade_range(word: str) -> tuple[int, int]:
+    key = re.sub(r"[\s-]+", "-", word.lower())
+    key = {
+        "hemodynamically-significant": "significant",
+        "haemodynamically-significant": "significant",
+    }.get(key, key)
+    return lx.GRADE_RANGES[key]
+
+
+def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
+    """(low, high, grade word, bare 50%) a finding span stands for, None when not readable."""
+    text, label = span.text, span.label_
+    if label == "PCT":
+        m = lx.PERCENT_REGEX.search(text)
+        if m is None:
+            return None
+        if m.group("a") is not None:
+            low, high = sorted((int(m.group("a")), int(m.group("b"))))
+            return (low, high, None, False) if high <= 100 else None
+        value, cmp = int(m.group("c")), (m.group("cmp1") or "").lower().strip()
+        if value > 100:
+            return None
+        if cmp in {"<", "less than", "under"}:
+            return (min(1, value - 1), value - 1, None, False) if value > 1 else (0, 0, None, False)
+        if cmp in {"<=", "≤", "up to"}:
+            return 1, value, None, False
+        if cmp in {">", "greater than", "more than", "over"}:
+            return (min(value + 1, 100), 99 if value < 99 else 100, None, False)
+        if cmp in {">=", "≥", "at least"}:
+            return value, max(value, 99), None, False
+        return value, value, None, value == 50
+    if label == "GRADE":
+        m = lx.GRADE_REGEX.search(text)
+        words = [w for w in (m.group("g1"), m.group("g2")) if w]
+        if m.group("neg"):
+            return (
+                *grade_range(
+                    "non-" + ("obstructive" if "obstr" in words[0].lower() else "significant")
+                ),
+                "non-significant",
+                False,
+            )
+        ranges = [grade_range(w) for w in words]
+        worst = max(range(len(words)), key=lambda i: ranges[i])
+        return (*ranges[worst], re.sub(r"\s+", "-", words[worst].lower()), False)
+    if label == "OCCLUSION":
+        m = lx.OCCLUSION_REGEX.search(text)
+        return (
+            (95, 99, "subtotal", False) if m and m.group("sub") else (100, 100, "occluded", False)
+        )
+    if label == "IRREG":
+        return 1, 24, "minimal", False
+    if label == "NORMAL":
+        return 0, 0, "normal", False
+    return None
+
+
+def branches_of(span: Span, dominance: str) -> list[str]:
+    """Canonical branches a vessel or segment mention names."""
+    if span.label_ == "SEGMENT":
+        m = lx.SEGMENT_REGEX.search(span.text)
+        first = int(m.group("a"))
+        last = int(m.group("b")) if m.group("b") else first
+        numbers = range(first, last + 1) if 0 < last - first < 18 else {first, last}
+        return sorted({lx.SCCT_SEGMENTS[n] for n in numbers if n in lx.SCCT_SEGMENTS})
+    m = lx.VESSEL_REGEX.search(span.text)
+    if m is None:
+        return []
+    index = int(m.lastgroup[1:])
+    side = "LCX" if dominance == "left" else "RCA"
+    return [lx.VESSEL_PATTERNS[index][1].replace(lx.DOMINANT, side)]
+
+
+def gap_words(doc: Doc, left: Span, right: Span) -> list[str]:
+    return [t.lower_ for t in doc[left.end : right.start] if not t.is_space]
+
+
+def clauses_of(sentence: Span, concepts: list[Span]) -> list[list[Span]]:
+    """The sentence's concept spans grouped by clause (split at BREAK spans and ';')."""
+    clauses, current = [], []
+    for span in concepts:
+        if span.label_ == "BREAK":
+            clauses.append(current)
+            current = []
+        else:
+            current.append(span)
+    clauses.append(current)
+    return [c for c in clauses if c]
+
+
+def read_report(doc: Doc) -> ReportReading:
+    """Mentions with their branches, negation and uncertainty, plus report-level facts."""
+    reading = ReportReading()
+    concepts = list(doc.spans["concepts"])
+    for span in concepts:
+        if span.label_ == "DOMINANCE":
+            m = lx.DOMINANCE_REGEX.search(span.text)
+            side = (m.group("a") or m.group("b") or "").lower()
+            reading.dominance = "left" if side.startswith("left") else "right"
+        elif span.label_ == "CALCIUM" and reading.calcium_score is None:
+            m = lx.CALCIUM_REGEX.search(span.text)
+            reading.calcium_score = float(m.group("value").replace(",", "."))
+        elif span.label_ == "CADRADS":
+            m = lx.CAD_RADS_REGEX.search(span.text)
+            reading.stated_cad_rads = m.group("cat").upper()
+            reading.stated_modifiers = [
+                x.strip().upper() for x in m.group("mods").split("/") if x.strip()
+            ]
+    last_vessels: list[str] = []
+    full_text = doc.text
+    for s_index, sentence in enumerate(doc.sents):
+        inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
+        header = label_vessels(doc, sentence, inside, reading.dominance)
+        for clause in clauses_of(sentence, inside):
+            mentions = read_clause(
+                doc, full_text, clause, s_index, reading.dominance, header, last_vessels
+            )
+            reading.mentions += mentions
+            named = [
+                b
+                for c in clause
+                if c.label_ in VESSEL_LABELS
+                for b in branches_of(c, reading.dominance)
+            ]
+            if named:
+                last_vessels = named[-1:]
+    return reading
+
+
+def label_vessels(doc: Doc, sentence: Span, inside: list[Span], dominance: str) -> list[str]:
+    """Vessels that label a line ("LAD:", "Segment 7 (LAD):"), else none."""
+    vessels = []
+    for span in inside:
+        if span.label_ not in VESSEL_LABELS:
+            break
+        vessels += branches_of(span, dominance)
+        following = doc[span.end : min(span.end + 2, sentence.end)]
+        if any(":" in t.text for t in following):
+            return sorted(set(vessels))
+    return []
+
+
+def read_clause(
+    doc: Doc,
+    full_text: str,
+    clause: list[Span],
+    s_index: int,
+    dominance: str,
+    header: list[str],
+    last_vessels: list[str],
+) -> list[Mention]:
+    """Findings and modifiers of one clause, each attached to its branches."""
+    vessels = [c for c in clause if c.label_ in VESSEL_LABELS]
+    findings = [c for c in clause if c.label_ in FINDING_LABELS]
+    cues = [c for c in clause if c.label_ == "NEG"]
+    post_cues = [c for c in clause if c.label_ == "POSTNEG"]
+    hedges = [c for c in clause if c.label_ == "UNCERTAIN"]
+    graded = [f for f in findings if f.label_ != "NOUN"]
+    describes_bridge = any(c.label_ == "BRIDGE" for c in clause) and re.search(
+        r"compress|systol", clause[0].sent.text, re.I
+    )
+    has_pronoun = any(c.label_ == "PRONOUN" for c in clause)
+
+    def negation(span: Span) -> Span | None:
+        """The cue that negates `span` (a cue before it, or "excluded" after it), if any."""
+        for cue in cues:
+            between = [f for f in findings if cue.end <= f.start < span.start]
+            if cue.end <= span.start and span.start - cue.end <= 4 and not between:
+                return cue
+        return next((p for p in post_cues if p.start >= span.end), None)
+
+    def uncertain(span: Span) -> bool:
+        return any(
+            (h.end <= span.start and span.start - h.end <= 4) or h.start >= span.end
+            for h in hedges
+            if h.text.lower() in {"cannot be excluded", "?"} or h.end <= span.start
+        )
+
+    def targets(span: Span) -> list[str]:
+        after = [v for v in vessels if v.start >= span.end]
+        next_finding = min(
+            (
+                f.start
+                for f in findings
+                if f.start >= span.end and not (f.label_ == "NOUN" and f.start - span.end <= 2)
+            ),
+            default=10**9,
+        )
+        after = [v for v in after if v.start < next_finding]
+        if after:
+            gap = gap_words(doc, span, after[0])
+            linked = bool(set(gap) & PREPOSITIONS) and len(gap) <= 8
+            adjacent = set(gap) <= {"the", "a", "an"}
+            if linked or adjacent:
+                return run(after, forward=True)
+        before = [v for v in vessels if v.end <= span.start]
+        if before:
+            return run(before, forward=False)
+        if after:
+            return run(after, forward=True)
+        if header:
+            return header
+        return list(last_vessels) if has_pronoun else []
+
+    def run(candidates: list[Span], forward: bool) -> list[str]:
+        chain = [candidates[0]] if forward else [candidates[-1]]
+        sequence = candidates[1:] if forward else candidates[-2::-1]
+        for vessel in sequence:
+            left, right = (chain[-1], vessel) if forward else (vessel, chain[-1])
+            if not set(gap_words(doc, left, right)) <= lx.COORDINATION:
+                break
+            chain.append(vessel)
+        return sorted({b for v in chain for b in branches_of(v, dominance)})
+
+    out = []
+    for span in clause:
+        label = span.label_
+        if label in MODIFIER_LABELS:
+            out.append(
+                Mention(
+                    s_index,
+                    span.start_char,
+                    span.end_char,
+                    span.text,
+                    label,
+                    targets(span),
+                    modifier=MODIFIER_CODES[label],
+                    negated=negation(span) is not None,
+                )
+            )
+            continue
+        if label not in FINDING_LABELS:
+            continue
+        if describes_bridge and label in {"PCT", "GRADE"}:
+            continue
+        cue = negation(span)
+        is_negated = cue is not None
+        if label == "NOUN":
+            if is_negated:
+                low, high, grade, bare = 0, 0, "normal", False
+            elif graded:
+                continue
+            elif re.search(r"plaque|atheroma|atherosclero", span.text, re.I):
+                low, high, grade, bare = 1, 24, "minimal", False
+            else:
+                continue
+        else:
+            value = value_of(span)
+            if value is None:
+                continue
+            low, high, grade, bare = value
+            if is_negated:
+                if label == "NORMAL":
+                    continue
+                low, high, grade, bare = 0, max(0, low - 1), "normal", False
+        start = min(span.start_char, cue.start_char) if cue else span.start_char
+        end = max(span.end_char, cue.end_char) if cue else span.end_char
+        out.append(
+            Mention(
+                s_index,
+                start,
+                end,
+                full_text[start:end],
+                label,
+                targets(span),
+                grade=grade,
+                pct_low=low,
+                pct_high=high,
+                negated=is_negated,
+                uncertain=uncertain(span),
+                bare_50=bare,
+            )
+        )
+    return out

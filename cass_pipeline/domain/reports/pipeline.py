@@ -1,0 +1,147 @@
+"""Read, de-identify and parse a folder of reports on all cores, with rejects and reasons."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+from pathlib import Path
+
+from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.domain.reports.deid import deidentify
+from cass_pipeline.domain.reports.labels import ReportLabels, label_report
+from cass_pipeline.domain.reports.parser import build_nlp, read_report
+
+REPORT_SUFFIXES = {".txt", ".text", ".rpt"}
+CHUNK = 64
+#: Below this many reports one process is faster than starting workers (about 3 s each).
+PARALLEL_FROM = 600
+
+
+@dataclass
+class ParsedReport:
+    """One de-identified report and its labels (no identifier survives in here)."""
+
+    patient_id: str
+    text: str
+    text_sha256: str
+    redactions: dict[str, int]
+    labels: ReportLabels
+
+
+@dataclass
+class Reject:
+    """An input that could not be used, and why."""
+
+    patient_id: str
+    stage: str
+    reason: str
+
+
+@dataclass
+class ParsedCohort:
+    reports: list[ParsedReport] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def decode_report(data: bytes) -> str:
+    """Text of a report file: UTF-8 (BOM allowed) or BOM-marked UTF-16; else UnicodeError."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
+
+
+def report_files(folder: Path) -> list[Path]:
+    """Report files under `folder` (one per patient, named by the patient key), sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in REPORT_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+@lru_cache(maxsize=1)
+def cached_nlp():
+    return build_nlp()
+
+
+def parse_chunk(items: list[tuple[str, str]], bare_50_significant: bool) -> list[tuple]:
+    """(patient id, de-identified text, redactions, labels) for each (patient id, raw text)."""
+    nlp = cached_nlp()
+    cleaned = [(pid, deidentify(raw)) for pid, raw in items]
+    docs = nlp.pipe((d.text for _, d in cleaned), batch_size=CHUNK)
+    return [
+        (pid, d.text, d.counts, label_report(read_report(doc), bare_50_significant))
+        for (pid, d), doc in zip(cleaned, docs, strict=True)
+    ]
+
+
+def parse_report_text(raw: str, bare_50_significant: bool = True) -> tuple[str, ReportLabels]:
+    """De-identified text and labels of one report (the CLI's path)."""
+    [(_, text, _, labels)] = parse_chunk([("", raw)], bare_50_significant)
+    return text, labels
+
+
+def iter_parsed(
+    items: list[tuple[str, str]], workers: int, bare_50_significant: bool
+) -> Iterator[tuple]:
+    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    if workers <= 1 or len(items) < PARALLEL_FROM:
+        for chunk in chunks:
+            yield from parse_chunk(chunk, bare_50_significant)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for result in pool.map(
+            partial(parse_chunk, bare_50_significant=bare_50_significant), chunks
+        ):
+            yield from result
+
+
+def parse_report_folder(
+    folder: Path, secret: bytes, workers: int | None = None, bare_50_significant: bool = True
+) -> ParsedCohort:
+    """Every report under `folder`, parsed; unreadable, empty, duplicate and finding-less
+    reports become rejects with a reason."""
+    cohort = ParsedCohort()
+    items = []
+    seen: dict[str, str] = {}
+    for path in report_files(folder):
+        pid = pseudonymise(path.stem, secret)
+        try:
+            raw = decode_report(path.read_bytes())
+        except (UnicodeDecodeError, UnicodeError) as error:
+            cohort.rejects.append(
+                Reject(pid, "read", f"unreadable encoding: {error.reason} at byte {error.start}")
+            )
+            continue
+        except OSError as error:
+            cohort.rejects.append(Reject(pid, "read", f"unreadable file: {error.strerror}"))
+            continue
+        if not raw.strip():
+            cohort.rejects.append(Reject(pid, "read", "empty report"))
+            continue
+        digest = hashlib.sha256(" ".join(raw.split()).encode("utf-8")).hexdigest()
+        if digest in seen:
+            cohort.rejects.append(Reject(pid, "read", f"duplicate of the report of {seen[digest]}"))
+            continue
+        seen[digest] = pid
+        items.append((pid, raw))
+
+    workers = workers or os.cpu_count() or 1
+    for pid, text, counts, labels in iter_parsed(items, workers, bare_50_significant):
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if not any(
+            lab.stenosis_class is not None or lab.non_diagnostic for lab in labels.branches.values()
+        ):
+            cohort.rejects.append(Reject(pid, "parse", "no vessel findings"))
+            continue
+        cohort.reports.append(ParsedReport(pid, text, digest, counts, labels))
+    return cohort

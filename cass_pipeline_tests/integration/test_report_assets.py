@@ -1,0 +1,140 @@
+"""Report assets on a synthetic cohort: labels, rejects with reasons, and no identifier leaks."""
+
+import json
+import shutil
+from datetime import datetime
+
+import dagster as dg
+import pandas as pd
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from cass_pipeline.cli import main
+from cass_pipeline.defs.assets import reports as report_assets
+from cass_pipeline.defs.assets.cohort import raw_cohort
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.domain.privacy import pseudonymise
+
+SECRET = "test-secret"
+
+
+@pytest.fixture(scope="module")
+def materialised(tmp_path_factory, tiny_cohort):
+    root = tmp_path_factory.mktemp("reports")
+    raw = root / "raw"
+    shutil.copytree(tiny_cohort, raw)
+    reports = raw / "reports"
+    (reports / "BROKEN.txt").write_bytes(b"LAD: 70% stenosis \xff\xfe\xfa")
+    (reports / "EMPTY.txt").write_text("   \n")
+    shutil.copy(reports / "CASE-0001.txt", reports / "COPY.txt")
+    (reports / "NOFINDINGS.txt").write_text("Patient: DOE, Jane\nExam aborted: contrast leak.\n")
+    resources = {
+        "paths": CassPaths(raw_dir=str(raw), processed_dir=str(root / "processed")),
+        "pseudonyms": PseudonymKey(key_file=str(root / "key"), key=SECRET),
+    }
+    result = dg.materialize(
+        [
+            raw_cohort,
+            report_assets.report_labels,
+            report_assets.branch_label_coverage,
+            report_assets.branch_labels_traceable,
+            report_assets.no_identifiers_in_report_outputs,
+        ],
+        resources=resources,
+        selection=dg.AssetSelection.groups("reports"),
+    )
+    return root, result
+
+
+def test_labels_and_checks(materialised, tiny_cohort):
+    root, result = materialised
+    assert result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["branch_labels_traceable"].passed
+    assert checks["no_identifiers_in_report_outputs"].passed
+    # 4 of 8 reports are planted rejects: coverage 50% is flagged, as a warning.
+    coverage = checks["branch_label_coverage"]
+    assert not coverage.passed and coverage.severity == dg.AssetCheckSeverity.WARN
+    assert coverage.metadata["coverage"].value == 0.5
+    labels = pd.read_parquet(root / "processed" / "reports" / "branch_labels.parquet")
+    truth = pd.read_parquet(tiny_cohort / "ground_truth" / "branches.parquet")
+    truth["patient_id"] = [pseudonymise(c, SECRET.encode()) for c in truth.case_id]
+    merged = truth.merge(labels, on=["patient_id", "branch"], suffixes=("_true", ""))
+    assert len(merged) == len(truth)
+    assert (merged.stenosis_class == merged.stenosis_class_true).all()
+
+
+def test_rejects_carry_reasons(materialised):
+    root, _ = materialised
+    rejects = pd.read_parquet(root / "processed" / "reports" / "report_rejects.parquet")
+    reasons = {
+        pseudonymise(k, SECRET.encode()): k for k in ("BROKEN", "EMPTY", "COPY", "NOFINDINGS")
+    }
+    by_key = {reasons[p]: r for p, r in zip(rejects.patient_id, rejects.reason, strict=True)}
+    assert by_key["BROKEN"].startswith("unreadable encoding")
+    assert by_key["EMPTY"] == "empty report"
+    assert by_key["COPY"].startswith("duplicate of the report of")
+    assert by_key["NOFINDINGS"] == "no vessel findings"
+    assert len(rejects) == 4
+
+
+def test_no_header_identifier_reaches_any_parquet_output(materialised, tiny_cohort):
+    root, _ = materialised
+    identifiers = set()
+    for case in (tiny_cohort / "mpr").iterdir():
+        ds = pydicom.dcmread(next(case.rglob("*.dcm")))
+        family, given = str(ds.PatientName).split("^")
+        born = datetime.strptime(ds.PatientBirthDate, "%Y%m%d")
+        identifiers |= {
+            family,
+            given,
+            ds.PatientID,
+            ds.AccessionNumber,
+            case.name,
+            born.strftime("%Y-%m-%d"),
+            born.strftime("%d.%m.%Y"),
+            born.strftime("%m/%d/%Y"),
+        }
+    outputs = list((root / "processed").rglob("*.parquet"))
+    assert len(outputs) == 5
+    for path in outputs:
+        blob = pd.read_parquet(path).to_json().lower()
+        leaked = [v for v in identifiers if v.lower() in blob]
+        assert leaked == [], f"{path.name}: {leaked}"
+
+
+def test_identifier_check_catches_a_planted_leak(materialised):
+    root, _ = materialised
+    paths = CassPaths(raw_dir=str(root / "raw"), processed_dir=str(root / "processed"))
+    mentions_path = root / "processed" / "reports" / "report_mentions.parquet"
+    original = mentions_path.read_bytes()
+    report = (root / "raw" / "reports" / "CASE-0002.txt").read_text()
+    mrn = report.split("MRN: ")[1].split()[0]
+    frame = pd.read_parquet(mentions_path)
+    frame.loc[0, "text"] = f"seen by {mrn}"
+    frame.to_parquet(mentions_path)
+    try:
+        check = report_assets.no_identifiers_in_report_outputs(paths)
+        assert not check.passed
+        assert check.metadata["tables_with_identifiers"].value == {"report_mentions": 1}
+    finally:
+        mentions_path.write_bytes(original)
+
+
+def test_parse_report_cli_prints_one_json_object(tmp_path):
+    report = tmp_path / "r.txt"
+    report.write_text("Patient: DOE, Jane  MRN: 12345678\nLAD: 70-90%\nRCA: NORMAL\nCAD-RADS 4A\n")
+    result = CliRunner().invoke(main, ["parse-report", str(report), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["branches"]["LAD"] == {
+        "stenosis_class": "significant",
+        "max_stenosis_pct": [70, 90],
+        "evidence": ["70-90%"],
+    }
+    assert payload["branches"]["RCA"]["stenosis_class"] == "no_stenosis"
+    assert payload["patient_class"] == "significant"
+    assert payload["cad_rads"] == {"category": "4A", "modifiers": []}
+    assert set(payload) == {"branches", "patient_class", "cad_rads"}
+    assert "12345678" not in result.output and "DOE" not in result.output

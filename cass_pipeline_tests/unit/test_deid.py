@@ -1,0 +1,59 @@
+"""De-identification removes every identifier a report header or body carries."""
+
+from cass_pipeline.domain.privacy import load_secret, pseudonymise
+from cass_pipeline.domain.reports.deid import deidentify, header_identifiers
+
+REPORT = """Patient name: SMITH, John    DOB: 12.03.1957    MRN: 48213975
+Accession No: A2024031400123    Exam date: 14/03/2024
+Address: 12 Baker Street, London NW1
+Phone: +44 20 7946 0958
+Referred by Dr. Jane Okafor. Mr Smith has atypical chest pain since March 3, 2024.
+LAD: 70% stenosis. Agatston score 412. Compared with the study of 2023-11-02.
+"""
+
+
+def test_every_identifier_is_replaced():
+    result = deidentify(REPORT)
+    for value in (
+        "SMITH",
+        "Smith",
+        "John",
+        "12.03.1957",
+        "48213975",
+        "A2024031400123",
+        "14/03/2024",
+        "Baker Street",
+        "7946",
+        "Okafor",
+        "March 3, 2024",
+        "2023-11-02",
+    ):
+        assert value not in result.text, value
+    assert result.counts["NAME"] >= 3 and result.counts["DOB"] == 1
+    assert result.counts["MRN"] == 1 and result.counts["ACCESSION"] == 1
+    assert result.counts["PHONE"] == 1 and result.counts["ADDRESS"] == 1
+
+
+def test_clinical_content_survives():
+    text = deidentify(REPORT).text
+    assert "LAD: 70% stenosis." in text
+    assert "Agatston score 412" in text
+    assert "[NAME]" in text and "[DATE]" in text
+
+
+def test_header_identifiers_lists_values_and_name_parts():
+    found = header_identifiers(REPORT)
+    assert {"SMITH, John", "SMITH", "John", "12.03.1957", "48213975", "A2024031400123"} <= set(
+        found
+    )
+
+
+def test_pseudonyms_are_stable_keyed_and_not_reversible(tmp_path):
+    secret = load_secret(tmp_path / "key")
+    assert load_secret(tmp_path / "key") == secret  # created once, then reused
+    assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600
+    first = pseudonymise("MRN48213975", secret)
+    assert first == pseudonymise(" MRN48213975 ", secret)
+    assert first != pseudonymise("MRN48213975", b"other secret")
+    assert first.startswith("P") and len(first) == 17 and "48213975" not in first
+    assert load_secret(tmp_path / "unused", env_value="from-env") == b"from-env"

@@ -1,0 +1,52 @@
+"""A hand-written corpus of reports, each with the labels a radiologist expects."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cass_pipeline.domain.reports.pipeline import parse_report_text
+
+CORPUS = yaml.safe_load((Path(__file__).parents[1] / "data" / "report_corpus.yaml").read_text())
+
+
+def test_corpus_is_large_enough_and_covers_every_rule():
+    assert len(CORPUS) >= 30
+    rules = {rule for entry in CORPUS for rule in entry["rules"]}
+    for needed in (
+        "a range reads by its lower bound",
+        "<X is below X",
+        "combined words take the more severe grade",
+        "a bare 50% is significant by default",
+        "a non-diagnostic segment gives no label",
+        "CAD-RADS N",
+        "a stent without restenosis is not stenosis",
+        "S modifier",
+        "a myocardial bridge is not stenosis",
+        "negation does not cross a clause",
+        "SCCT segment numbers",
+        "PDA and PLV go to the dominant side",
+        "left main >= 50% is 4B",
+    ):
+        assert needed in rules
+
+
+@pytest.mark.parametrize("entry", CORPUS, ids=[e["id"] for e in CORPUS])
+def test_report_gets_the_expected_labels(entry):
+    _, labels = parse_report_text(entry["text"])
+    got = {name: lab.stenosis_class for name, lab in labels.branches.items()}
+    assert got == entry["branches"]
+    if "patient_class" in entry:
+        assert labels.patient_class == entry["patient_class"]
+    assert labels.cad_rads == entry["cad_rads"]
+    assert set(entry.get("modifiers", [])) <= set(labels.modifiers)
+    for lab in labels.branches.values():
+        assert lab.evidence, f"{lab.branch} has no evidence"
+
+
+def test_bare_fifty_can_be_read_as_non_significant():
+    _, labels = parse_report_text("50% stenosis of the first diagonal.", bare_50_significant=False)
+    assert labels.branches["D-1"].stenosis_class == "non_significant"
+    assert labels.cad_rads == "2"
+    _, ranged = parse_report_text("50-69% stenosis of D1.", bare_50_significant=False)
+    assert ranged.branches["D-1"].stenosis_class == "significant"
