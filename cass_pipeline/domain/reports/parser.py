@@ -64,15 +64,16 @@ PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "
 @Language.component("cass_sentences")
 def cass_sentences(doc: Doc) -> Doc:
     """Sentences end at . ! ? (not after common abbreviations) and at line breaks."""
-    for i, token in enumerate(doc):
-        if i == 0:
+    before, previous = "", ""
+    for token in doc:
+        if token.i == 0:
             token.is_sent_start = True
-            continue
-        previous = doc[i - 1]
-        ends = previous.text in {".", "!", "?"} and (
-            i < 2 or doc[i - 2].lower_.rstrip(".") not in ABBREVIATIONS
-        )
-        token.is_sent_start = bool(ends or "\n" in previous.text or "\n" in previous.whitespace_)
+        else:
+            ends = previous in {".", "!", "?"} and before.rstrip(".") not in ABBREVIATIONS
+            token.is_sent_start = ends or "\n" in previous
+        before, previous = previous.lower(), token.text_with_ws
+        if previous.endswith(" "):
+            previous = previous[:-1]
     return doc
 
 
@@ -80,7 +81,7 @@ def cass_sentences(doc: Doc) -> Doc:
 def cass_concepts(doc: Doc) -> Doc:
     """Every lexicon match as a labelled span; overlaps go to the longest, then by priority."""
     candidates = []
-    text_of_doc = doc.text
+    text_of_doc = text_of(doc)
     for label, pattern in CONCEPTS:
         for match in pattern.finditer(text_of_doc):
             start, end = match.span()
@@ -104,9 +105,30 @@ def cass_concepts(doc: Doc) -> Doc:
     return doc
 
 
+class TextKeepingTokenizer:
+    """spaCy's tokenizer, keeping the input text on the Doc (rebuilding `doc.text` is slow)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> Doc:
+        doc = self.tokenizer(text)
+        doc.user_data["text"] = text
+        return doc
+
+    def pipe(self, texts, batch_size: int = 1000):
+        for text in texts:
+            yield self(text)
+
+
+def text_of(doc: Doc) -> str:
+    return doc.user_data.get("text") or doc.text
+
+
 def build_nlp() -> Language:
     """The report pipeline: blank English tokenizer plus the two rule components."""
     nlp = spacy.blank("en")
+    nlp.tokenizer = TextKeepingTokenizer(nlp.tokenizer)
     nlp.add_pipe("cass_sentences")
     nlp.add_pipe("cass_concepts")
     return nlp
@@ -251,7 +273,7 @@ def read_report(doc: Doc) -> ReportReading:
                 x.strip().upper() for x in m.group("mods").split("/") if x.strip()
             ]
     last_vessels: list[str] = []
-    full_text = doc.text
+    full_text = text_of(doc)
     for s_index, sentence in enumerate(doc.sents):
         inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
         header = label_vessels(doc, sentence, inside, reading.dominance)

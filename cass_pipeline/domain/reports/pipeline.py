@@ -19,8 +19,8 @@ from cass_pipeline.domain.reports.parser import build_nlp, read_report
 
 REPORT_SUFFIXES = {".txt", ".text", ".rpt"}
 CHUNK = 64
-#: Below this many reports one process is faster than starting workers (about 3 s each).
-PARALLEL_FROM = 600
+#: Below this many reports one process is faster than starting workers.
+PARALLEL_FROM = 200
 
 
 @dataclass
@@ -97,7 +97,9 @@ def iter_parsed(
         for chunk in chunks:
             yield from parse_chunk(chunk, bare_50_significant)
         return
-    context = multiprocessing.get_context("spawn")
+    # fork: workers start with spaCy and the pipeline already loaded (spawn costs ~3 s each)
+    cached_nlp()
+    context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         for result in pool.map(
             partial(parse_chunk, bare_50_significant=bare_50_significant), chunks
