@@ -188,3 +188,44 @@ def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> Non
         f"patient: {result['patient_class']}; CAD-RADS "
         + "/".join([cad["category"] or "?", *cad["modifiers"]])
     )
+
+
+@main.command("clean-mpr")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--size", default=512, show_default=True, help="Output size in pixels.")
+@click.option(
+    "--text-level",
+    default=254,
+    show_default=True,
+    help="Pixels at or above this level are burned-in text.",
+)
+@click.option("--dilate", "dilate_px", default=2, show_default=True)
+@click.option("--inpaint-radius", default=5, show_default=True)
+@click.option("--frame", default=0, show_default=True, help="Frame of a multi-frame DICOM.")
+def clean_mpr(source, target, size, text_level, dilate_px, inpaint_radius, frame) -> None:
+    """Apply the training/serving cleanup to one MPR image (DICOM, PNG or JPEG) -> PNG."""
+    from pathlib import Path
+
+    import cv2
+
+    from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
+    from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
+
+    path = Path(source)
+    try:
+        image = read_image(path.read_bytes(), path.suffix)
+    except ImageReadError as error:
+        raise click.ClickException(f"{source}: {error}") from error
+    config = CleanupConfig(
+        size=size, text_level=text_level, dilate_px=dilate_px, inpaint_radius=inpaint_radius
+    )
+    cleaned, stats = clean_image(image.frames[frame], config)
+    if not cv2.imwrite(str(target), cleaned):
+        raise click.ClickException(f"cannot write {target}")
+    top, bottom, left, right = stats.crop
+    click.echo(
+        f"{target}: {size}x{size}, {stats.text_pixels} text pixels "
+        f"({stats.masked_pixels} inpainted), kept rows {top}-{bottom} cols {left}-{right}, "
+        f"cleanup {config.fingerprint()}"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cass_pipeline.defs.assets import cohort, reports
+from cass_pipeline.defs.assets import cohort, imaging, reports
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking, PseudonymKey
 from cass_pipeline.settings import CassSettings
 
@@ -13,8 +13,8 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
     """Assets, checks, jobs, schedules and resources, with locations from `settings`."""
     settings = settings or CassSettings.from_env()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([cohort, reports]),
-        asset_checks=dg.load_asset_checks_from_modules([cohort, reports]),
+        assets=dg.load_assets_from_modules([cohort, reports, imaging]),
+        asset_checks=dg.load_asset_checks_from_modules([cohort, reports, imaging]),
         resources={
             "paths": CassPaths.from_settings(settings),
             "mlflow": MlflowTracking.from_settings(settings),

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
+#: Bumped whenever generator code changes what a patient's files contain.
+GENERATOR_VERSION = 2
 Difficulty = Literal["easy", "standard", "hard"]
 ImageFormat = Literal["dicom", "png"]
 
@@ -70,8 +72,8 @@ class SynthConfig:
         return DIFFICULTIES[self.difficulty]
 
     def fingerprint(self) -> str:
-        """Hash of the settings that shape a patient's files (not the cohort size)."""
-        shaping = asdict(replace(self, n_patients=0))
+        """Hash of the generator version and the settings that shape a patient's files."""
+        shaping = asdict(replace(self, n_patients=0)) | {"generator_version": GENERATOR_VERSION}
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -11,9 +11,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from cass_pipeline.domain.imaging.cleanup import DEFAULT_WINDOW_HU, ct_window_to_uint8
 from cass_pipeline.domain.storage import atomic_path, write_bytes_atomic
 
-WINDOW_HU = (-200.0, 700.0)
 #: Image content tops out below the text level, as on the workstations the paper used.
 CONTENT_MAX = 250
 TEXT_LEVEL = 255
@@ -64,9 +64,8 @@ def series_folder(description: str) -> str:
 
 
 def window_to_uint8(hu: np.ndarray) -> np.ndarray:
-    """CT window to 0..CONTENT_MAX."""
-    low, high = WINDOW_HU
-    return np.round(np.clip((hu - low) / (high - low), 0, 1) * CONTENT_MAX).astype(np.uint8)
+    """CT window to 0..CONTENT_MAX, below the level of the burned-in text."""
+    return ct_window_to_uint8(hu, DEFAULT_WINDOW_HU, CONTENT_MAX)
 
 
 def burn_in_text(

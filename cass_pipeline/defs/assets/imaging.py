@@ -1,0 +1,225 @@
+"""Image stage: cleaned MPR views in a per-patient store, their manifest, rejects, examples."""
+
+import cv2
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from cass_pipeline.defs.assets.cohort import raw_cohort
+from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
+from cass_pipeline.domain.imaging.ingest import IngestConfig, discover, ingest_cohort
+from cass_pipeline.domain.imaging.readers import read_image
+from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
+from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
+
+N_EXAMPLES = 4
+
+
+class MprConfig(dg.Config):
+    """Cleanup and ingestion settings (recorded in every manifest row's fingerprint)."""
+
+    image_size: int = Field(default=128, description="output size; the paper used 512")
+    text_level: int = 254
+    dilate_px: int = 2
+    inpaint_radius: int = 5
+    border_level: int = 8
+    min_views: int = 4
+    workers: int | None = None
+
+    def ingest_config(self) -> IngestConfig:
+        cleanup = CleanupConfig(
+            self.image_size, self.text_level, self.dilate_px, self.inpaint_radius, self.border_level
+        )
+        return IngestConfig(cleanup=cleanup, min_views=self.min_views)
+
+
+def image_dir(paths: CassPaths):
+    return paths.processed / "images"
+
+
+def example_panel(raw: np.ndarray, config: CleanupConfig) -> np.ndarray:
+    """Source with detected text painted over (identifiers unreadable), and the cleaned view."""
+    cleaned, _ = clean_image(raw, config)
+    masked = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
+    masked[raw >= config.text_level] = (0, 0, 255)
+    masked = cv2.resize(masked, (cleaned.shape[1], cleaned.shape[0]), interpolation=cv2.INTER_AREA)
+    return np.concatenate(
+        [
+            masked,
+            np.full((cleaned.shape[0], 4, 3), 255, np.uint8),
+            cv2.cvtColor(cleaned, cv2.COLOR_GRAY2BGR),
+        ],
+        axis=1,
+    )
+
+
+def write_examples(
+    paths: CassPaths, secret: bytes, manifest: pd.DataFrame, config: CleanupConfig
+) -> list[tuple[str, bytes]]:
+    """Before/after panels for a few views of different branches."""
+    if manifest.empty:
+        return []
+    picks = manifest[manifest.view_index == 0].drop_duplicates("branch").head(N_EXAMPLES)
+    by_pid = {pseudonymise(s.key, secret): s for s in discover(paths.raw)}
+    examples = []
+    for row in picks.itertuples():
+        source = by_pid.get(row.patient_id)
+        if source is None or source.mpr_dir is None:
+            continue
+        path = source.mpr_dir / row.source_path
+        frame = read_image(path.read_bytes(), path.suffix).frames[row.frame]
+        _, png = cv2.imencode(".png", example_panel(frame, config))
+        name = f"{row.patient_id}_{row.branch}.png"
+        write_bytes_atomic(image_dir(paths) / "examples" / name, png.tobytes())
+        examples.append((name, png.tobytes()))
+    return examples
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "mpr_manifest",
+            deps=[raw_cohort],
+            group_name="images",
+            kinds={"parquet"},
+            description="One row per cleaned view: pseudonymised patient, artery, "
+            "branch, view index, source and sha256, store location, "
+            "cleanup statistics; images in images/store/<patient>.npy.",
+        ),
+        dg.AssetSpec(
+            "mpr_rejects",
+            deps=[raw_cohort],
+            group_name="images",
+            kinds={"parquet"},
+            description="Files, frames, series and branches not ingested, with reasons.",
+        ),
+        dg.AssetSpec(
+            "mpr_cleanup_examples",
+            deps=[raw_cohort],
+            group_name="images",
+            kinds={"png"},
+            description="Before (detected text painted red) and after the cleanup.",
+        ),
+    ],
+)
+def mpr_images(
+    context: dg.AssetExecutionContext, config: MprConfig, paths: CassPaths, pseudonyms: PseudonymKey
+):
+    """Discover the cohort's MPR series (or volumes), clean every view, pack per patient."""
+    secret = pseudonyms.secret()
+    settings = config.ingest_config()
+    out = image_dir(paths)
+    skipped = processed = 0
+    with (
+        parquet_stream(out / "manifest.parquet", MANIFEST_SCHEMA) as manifest,
+        parquet_stream(out / "rejects.parquet", IMAGE_REJECT_SCHEMA) as rejects,
+    ):
+        for result in ingest_cohort(paths.raw, out / "store", secret, settings, config.workers):
+            manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
+            rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))
+            skipped += result.skipped
+            processed += not result.skipped
+    context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
+    frame = pd.read_parquet(out / "manifest.parquet")
+    reject_frame = pd.read_parquet(out / "rejects.parquet")
+    yield dg.MaterializeResult(
+        asset_key="mpr_manifest",
+        metadata={
+            **parquet_metadata(out / "manifest.parquet"),
+            "patients": frame.patient_id.nunique(),
+            "branches": len(frame.groupby(["patient_id", "branch"])) if len(frame) else 0,
+            "patients_processed": processed,
+            "patients_skipped_unchanged": skipped,
+            "image_size": config.image_size,
+            "cleanup_fingerprint": settings.cleanup.fingerprint(),
+            "views_with_text_removed": int((frame.text_pixels > 0).sum()) if len(frame) else 0,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="mpr_rejects",
+        metadata={
+            **parquet_metadata(out / "rejects.parquet"),
+            "reasons": dg.MetadataValue.json(
+                reject_frame.reason.str.split(":")
+                .str[0]
+                .str.replace(r"'.*", "", regex=True)
+                .value_counts()
+                .to_dict()
+                if len(reject_frame)
+                else {}
+            ),
+        },
+    )
+    examples = write_examples(paths, secret, frame, settings.cleanup)
+    yield dg.MaterializeResult(
+        asset_key="mpr_cleanup_examples",
+        metadata={
+            "examples": len(examples),
+            "path": dg.MetadataValue.path(str(out / "examples")),
+            **{f"example_{i}": png_markdown(png, name) for i, (name, png) in enumerate(examples)},
+        },
+    )
+
+
+@dg.asset_check(
+    asset="mpr_manifest",
+    blocking=True,
+    description="Each patient's store holds exactly its manifest rows, in order.",
+)
+def mpr_store_matches_manifest(paths: CassPaths) -> dg.AssetCheckResult:
+    frame = pd.read_parquet(image_dir(paths) / "manifest.parquet")
+    broken = []
+    for pid, rows in frame.groupby("patient_id"):
+        store = np.load(paths.processed / rows.store_path.iloc[0], mmap_mode="r")
+        if (
+            store.shape[0] != len(rows)
+            or sorted(rows.store_index) != list(range(len(rows)))
+            or store.shape[1:] != (rows["size"].iloc[0],) * 2
+        ):
+            broken.append(pid)
+    return dg.AssetCheckResult(
+        passed=not broken,
+        metadata={
+            "patients": frame.patient_id.nunique(),
+            "mismatched": len(broken),
+            "examples": dg.MetadataValue.json(broken[:10]),
+        },
+    )
+
+
+@dg.asset_check(asset="mpr_manifest", description="Branches with fewer views than is usual.")
+def mpr_missing_views(paths: CassPaths) -> dg.AssetCheckResult:
+    frame = pd.read_parquet(image_dir(paths) / "manifest.parquet")
+    counts = frame.groupby(["patient_id", "branch"]).size()
+    expected = int(counts.mode().iloc[0]) if len(counts) else 0
+    short = counts[counts < expected]
+    gaps = frame.groupby(["patient_id", "branch"]).view_index.agg(
+        lambda v: sorted(v) != list(range(len(v)))
+    )
+    return dg.AssetCheckResult(
+        passed=short.empty and not gaps.any(),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "expected_views_per_branch": expected,
+            "branches": len(counts),
+            "branches_with_missing_views": len(short),
+            "branches_with_index_gaps": int(gaps.sum()),
+        },
+    )
+
+
+@dg.asset_check(asset="mpr_rejects", description="Rejected inputs stay under 5% of all views.")
+def mpr_rejects_ratio(paths: CassPaths) -> dg.AssetCheckResult:
+    views = len(pd.read_parquet(image_dir(paths) / "manifest.parquet", columns=["patient_id"]))
+    rejects = len(pd.read_parquet(image_dir(paths) / "rejects.parquet", columns=["reason"]))
+    ratio = rejects / max(1, views + rejects)
+    return dg.AssetCheckResult(
+        passed=ratio <= 0.05,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"views": views, "rejects": rejects, "ratio": round(ratio, 4)},
+    )

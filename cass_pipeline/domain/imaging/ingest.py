@@ -1,0 +1,382 @@
+"""Cohort folder -> cleaned image store (one uint8 .npy per patient) + manifest + rejects.
+
+Input layout: `mpr/<patient>/<series>/<files>` (DICOM, PNG or JPEG; a series may also be a
+multi-frame DICOM), and optionally `volumes/<patient>.nii.gz` + `centrelines/<patient>.json`
+for patients without an MPR folder: their views are rendered by the CPR library and take the
+same cleanup path. Patients are processed in parallel, each by one worker holding only that
+patient's images; a patient whose sources and settings are unchanged is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
+from cass_pipeline.domain.cpr import curved_mpr_views
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, ct_window_to_uint8
+from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
+from cass_pipeline.domain.imaging.series_names import DEFAULT_ALIASES, branch_of_series
+from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.domain.storage import atomic_path, write_text_atomic
+from cass_pipeline.domain.volume_io import read_centrelines, read_nifti
+
+STATE_DIR = ".ingest"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Ingestion settings (all recorded in each patient's state)."""
+
+    cleanup: CleanupConfig = field(default_factory=CleanupConfig)
+    min_views: int = 4
+    volume_views: int = 8
+    volume_width_mm: float = 24.0
+    volume_pixel_mm: float = 0.25
+    aliases: str = str(DEFAULT_ALIASES)
+
+    def fingerprint(self) -> str:
+        aliases = Path(self.aliases).read_bytes()
+        payload = json.dumps(asdict(self), sort_keys=True).encode() + aliases
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+@dataclass
+class PatientSource:
+    """Where a patient's images come from: an MPR folder or a volume with centrelines."""
+
+    key: str
+    mpr_dir: Path | None = None
+    volume: Path | None = None
+    centrelines: Path | None = None
+
+    def files(self) -> list[Path]:
+        if self.mpr_dir is not None:
+            return sorted(
+                p for p in self.mpr_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        return [p for p in (self.volume, self.centrelines) if p is not None]
+
+    def fingerprint(self) -> str:
+        """Changes when any source file is added, removed, resized or touched."""
+        digest = hashlib.sha256()
+        base = self.mpr_dir or (self.volume.parent.parent if self.volume else Path("."))
+        for path in self.files():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(base)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+def discover(raw_dir: Path) -> list[PatientSource]:
+    """Patients of a cohort folder, sorted by key."""
+    sources: dict[str, PatientSource] = {}
+    mpr = raw_dir / "mpr"
+    if mpr.is_dir():
+        for folder in sorted(p for p in mpr.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            sources[folder.name] = PatientSource(folder.name, mpr_dir=folder)
+    volumes = raw_dir / "volumes"
+    if volumes.is_dir():
+        for volume in sorted(volumes.glob("*.nii*")):
+            key = volume.name.split(".")[0]
+            centreline = raw_dir / "centrelines" / f"{key}.json"
+            if key not in sources and centreline.is_file():
+                sources[key] = PatientSource(key, volume=volume, centrelines=centreline)
+    return [sources[k] for k in sorted(sources)]
+
+
+@dataclass
+class View:
+    """One cleaned view before it is placed in the store."""
+
+    series: str
+    series_name: str
+    source_path: str
+    source_sha256: str
+    pixel_sha256: str
+    frame: int
+    order: tuple
+    kind: str
+    height: int
+    width: int
+    image: np.ndarray
+    text_pixels: int
+    masked_pixels: int
+
+
+@dataclass
+class PatientResult:
+    """Manifest rows and reject rows of one patient."""
+
+    patient_id: str
+    rows: list[dict]
+    rejects: list[dict]
+    skipped: bool = False
+
+
+def reject(
+    patient_id: str, source_path: str, series_name: str | None, branch: str | None, reason: str
+) -> dict:
+    return {
+        "patient_id": patient_id,
+        "source_path": source_path,
+        "series_name": series_name,
+        "branch": branch,
+        "reason": reason,
+    }
+
+
+def read_mpr_views(
+    source: PatientSource, pid: str, config: IngestConfig
+) -> tuple[list[View], list[dict]]:
+    """Every decodable, non-constant frame of the patient's MPR folder, cleaned."""
+    views, rejects = [], []
+    for path in source.files():
+        rel = path.relative_to(source.mpr_dir).as_posix()
+        series = path.parent.relative_to(source.mpr_dir).as_posix()
+        data = path.read_bytes()
+        try:
+            image = read_image(data, path.suffix)
+        except ImageReadError as error:
+            rejects.append(reject(pid, rel, series, None, str(error)))
+            continue
+        name = image.series_description or series
+        for frame_index, frame in enumerate(image.frames):
+            if int(frame.max()) == int(frame.min()):
+                rejects.append(
+                    reject(pid, rel, name, None, f"constant image (value {frame.min()})")
+                )
+                continue
+            cleaned, stats = clean_image(frame, config.cleanup)
+            views.append(
+                View(
+                    series=image.series_uid or series,
+                    series_name=name,
+                    source_path=rel,
+                    source_sha256=hashlib.sha256(data).hexdigest(),
+                    pixel_sha256=hashlib.sha256(frame.tobytes()).hexdigest(),
+                    frame=frame_index,
+                    order=(
+                        image.instance_number if image.instance_number is not None else 10**9,
+                        path.name,
+                        frame_index,
+                    ),
+                    kind=image.kind,
+                    height=frame.shape[0],
+                    width=frame.shape[1],
+                    image=cleaned,
+                    text_pixels=stats.text_pixels,
+                    masked_pixels=stats.masked_pixels,
+                )
+            )
+    return views, rejects
+
+
+def render_volume_views(source: PatientSource, config: IngestConfig) -> list[View]:
+    """Views of every centreline of the volume, through the CPR library, then cleaned."""
+    volume = read_nifti(source.volume)
+    digest = hashlib.sha256(source.volume.read_bytes()).hexdigest()
+    views = []
+    for name, points in read_centrelines(source.centrelines).items():
+        cpr = curved_mpr_views(
+            volume, points, config.volume_views, config.volume_width_mm, config.volume_pixel_mm
+        )
+        for k, hu in enumerate(cpr.images):
+            frame = ct_window_to_uint8(hu)
+            cleaned, stats = clean_image(frame, config.cleanup)
+            views.append(
+                View(
+                    series=name,
+                    series_name=name,
+                    source_path=f"{source.volume.name}#{name}/{k}",
+                    source_sha256=digest,
+                    pixel_sha256=hashlib.sha256(frame.tobytes()).hexdigest(),
+                    frame=k,
+                    order=(k, name, k),
+                    kind="volume",
+                    height=frame.shape[0],
+                    width=frame.shape[1],
+                    image=cleaned,
+                    text_pixels=stats.text_pixels,
+                    masked_pixels=stats.masked_pixels,
+                )
+            )
+    return views
+
+
+def assign_branches(
+    views: list[View], pid: str, config: IngestConfig
+) -> tuple[dict[str, list[View]], list[dict]]:
+    """Series -> branch through the alias table; unknown names, duplicate views, second
+    series of a branch and branches with too few views become rejects."""
+    rejects = []
+    by_series: dict[str, list[View]] = {}
+    seen: dict[str, str] = {}
+    for view in views:
+        if view.pixel_sha256 in seen:
+            rejects.append(
+                reject(
+                    pid,
+                    view.source_path,
+                    view.series_name,
+                    None,
+                    f"duplicate view of {seen[view.pixel_sha256]}",
+                )
+            )
+            continue
+        seen[view.pixel_sha256] = view.source_path
+        by_series.setdefault(view.series, []).append(view)
+    by_branch: dict[str, list[View]] = {}
+    for series_views in sorted(by_series.values(), key=lambda v: (-len(v), v[0].series_name)):
+        name = series_views[0].series_name
+        branch = branch_of_series(name, Path(config.aliases))
+        folder = Path(series_views[0].source_path).parent.name
+        if branch is None and folder != name:
+            branch = branch_of_series(folder, Path(config.aliases))
+        if branch is None:
+            rejects += [
+                reject(pid, v.source_path, name, None, f"unknown series name {name!r}")
+                for v in series_views
+            ]
+        elif branch in by_branch:
+            rejects += [
+                reject(
+                    pid,
+                    v.source_path,
+                    name,
+                    branch,
+                    f"second series for {branch}; kept {by_branch[branch][0].series_name!r}",
+                )
+                for v in series_views
+            ]
+        else:
+            by_branch[branch] = sorted(series_views, key=lambda v: v.order)
+    for branch in list(by_branch):
+        if len(by_branch[branch]) < config.min_views:
+            count = len(by_branch[branch])
+            rejects += [
+                reject(
+                    pid,
+                    v.source_path,
+                    v.series_name,
+                    branch,
+                    f"{branch} has {count} views, fewer than {config.min_views}",
+                )
+                for v in by_branch.pop(branch)
+            ]
+    return by_branch, rejects
+
+
+def ingest_patient(
+    source: PatientSource, store_dir: Path, secret: bytes, config: IngestConfig
+) -> PatientResult:
+    """Clean one patient's views into `<store>/<patient_id>.npy` (skipped when unchanged)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    pid = pseudonymise(source.key, secret)
+    state_path = store_dir / STATE_DIR / f"{pid}.json"
+    fingerprint = f"{source.fingerprint()}-{config.fingerprint()}"
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        store = store_dir / f"{pid}.npy"
+        if state["fingerprint"] == fingerprint and (store.is_file() or not state["rows"]):
+            return PatientResult(pid, state["rows"], state["rejects"], skipped=True)
+
+    if source.mpr_dir is not None:
+        views, rejects = read_mpr_views(source, pid, config)
+    else:
+        try:
+            views, rejects = render_volume_views(source, config), []
+        except (OSError, ValueError, KeyError) as error:
+            views, rejects = (
+                [],
+                [
+                    reject(
+                        pid,
+                        source.volume.name,
+                        None,
+                        None,
+                        f"unreadable volume or centrelines: {error}",
+                    )
+                ],
+            )
+    by_branch, more = assign_branches(views, pid, config)
+    rejects += more
+
+    rows, images = [], []
+    store_rel = f"images/store/{pid}.npy"
+    for branch in sorted(by_branch):
+        for view_index, view in enumerate(by_branch[branch]):
+            rows.append(
+                {
+                    "patient_id": pid,
+                    "artery": ARTERY_OF_BRANCH[branch],
+                    "branch": branch,
+                    "view_index": view_index,
+                    "series_name": view.series_name,
+                    "source_kind": view.kind,
+                    "source_path": view.source_path,
+                    "source_sha256": view.source_sha256,
+                    "frame": view.frame,
+                    "store_path": store_rel,
+                    "store_index": len(images),
+                    "source_height": view.height,
+                    "source_width": view.width,
+                    "size": config.cleanup.size,
+                    "text_pixels": view.text_pixels,
+                    "masked_pixels": view.masked_pixels,
+                    "cleanup_fingerprint": config.cleanup.fingerprint(),
+                }
+            )
+            images.append(view.image)
+    store = store_dir / f"{pid}.npy"
+    if images:
+        with atomic_path(store, suffix=".npy") as tmp:
+            np.save(tmp, np.stack(images))
+    else:
+        store.unlink(missing_ok=True)
+    write_text_atomic(
+        state_path, json.dumps({"fingerprint": fingerprint, "rows": rows, "rejects": rejects})
+    )
+    return PatientResult(pid, rows, rejects)
+
+
+def ingest_cohort(
+    raw_dir: Path,
+    store_dir: Path,
+    secret: bytes,
+    config: IngestConfig,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[PatientResult]:
+    """Patient results in key order; stores of patients gone from `raw_dir` are removed."""
+    sources = discover(raw_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    keep = {pseudonymise(s.key, secret) for s in sources}
+    for stale in [*store_dir.glob("*.npy"), *(store_dir / STATE_DIR).glob("*.json")]:
+        if stale.stem not in keep:
+            stale.unlink()
+    work = partial(ingest_patient, store_dir=store_dir, secret=secret, config=config)
+    workers = min(workers or os.cpu_count() or 1, max(1, len(sources)))
+    if workers <= 1:
+        results = map(work, sources)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(work, sources)
+    try:
+        for done, result in enumerate(results, start=1):
+            if progress:
+                progress(done, len(sources))
+            yield result
+    finally:
+        if workers > 1:
+            pool.shutdown()

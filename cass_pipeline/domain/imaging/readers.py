@@ -1,0 +1,147 @@
+"""Read MPR views from DICOM (any transfer syntax with a decoder installed), PNG or JPEG."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+MIN_SIDE = 32
+
+
+class ImageReadError(Exception):
+    """An input file that cannot give an image; the message is the reject reason."""
+
+
+@dataclass
+class SourceImage:
+    """Frames of one file as 8-bit grey images, with what the file says about itself."""
+
+    frames: list[np.ndarray]
+    kind: str
+    series_description: str | None = None
+    series_uid: str | None = None
+    instance_number: int | None = None
+
+
+def to_uint8(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """8-bit grey: uint8 kept as is; otherwise the window (centre, width) or the 0.5-99.5
+    percentile range mapped to 0..255."""
+    if pixels.dtype == np.uint8 and window is None:
+        return pixels
+    values = pixels.astype(np.float32)
+    if window is not None:
+        centre, width = window
+        low, high = centre - width / 2, centre + width / 2
+    else:
+        low, high = np.percentile(values, [0.5, 99.5])
+    if high <= low:
+        high = low + 1
+    return np.round(np.clip((values - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+
+
+def grey(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_RGBA2GRAY)
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return frame
+
+
+def first_value(value) -> float:
+    return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
+
+
+def parse_dicom(data: bytes) -> pydicom.Dataset:
+    """A dataset from bytes; files without the 128-byte preamble and meta header are accepted
+    when they hold pixel data."""
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except InvalidDicomError as error:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        except Exception:
+            ds = None
+        if ds is None or "PixelData" not in ds or "Rows" not in ds:
+            raise ImageReadError(f"not a DICOM file: {error}") from error
+        if "TransferSyntaxUID" not in ds.file_meta:
+            implicit, little = ds.original_encoding
+            ds.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian
+                if implicit
+                else ExplicitVRLittleEndian
+                if little
+                else ExplicitVRBigEndian
+            )
+        return ds
+    except Exception as error:  # pydicom raises many types on damaged files
+        raise ImageReadError(f"unreadable DICOM: {error}") from error
+
+
+def read_dicom(data: bytes) -> SourceImage:
+    ds = parse_dicom(data)
+    if "PixelData" not in ds and "Rows" in ds:
+        raise ImageReadError(f"truncated DICOM: image header of {len(data)} bytes, no pixel data")
+    if "PixelData" not in ds:
+        raise ImageReadError(f"DICOM without pixel data (SOP class {ds.get('SOPClassUID', '?')})")
+    try:
+        pixels = ds.pixel_array
+    except Exception as error:
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+        name = getattr(syntax, "name", None) or "unknown transfer syntax"
+        reason = str(error).splitlines()[0].rstrip(":")
+        raise ImageReadError(f"cannot decode pixel data ({name}): {reason}") from error
+    frames_count = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    frames = list(pixels) if frames_count > 1 else [pixels]
+    slope, intercept = (
+        float(ds.get("RescaleSlope", 1) or 1),
+        float(ds.get("RescaleIntercept", 0) or 0),
+    )
+    window = None
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        window = (first_value(ds.WindowCenter), first_value(ds.WindowWidth))
+    out = []
+    for frame in frames:
+        if samples > 1:
+            frame = grey(frame.astype(np.uint8) if frame.dtype != np.uint8 else frame)
+        elif (slope, intercept) != (1.0, 0.0):
+            frame = frame.astype(np.float32) * slope + intercept
+        frame = to_uint8(frame, window if samples == 1 else None)
+        if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
+            frame = 255 - frame
+        out.append(frame)
+    instance = ds.get("InstanceNumber")
+    return SourceImage(
+        out,
+        "dicom",
+        str(ds.get("SeriesDescription", "")) or None,
+        str(ds.get("SeriesInstanceUID", "")) or None,
+        int(instance) if instance not in (None, "") else None,
+    )
+
+
+def read_bitmap(data: bytes, suffix: str) -> SourceImage:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageReadError(f"not a decodable {suffix.lstrip('.').upper()} image")
+    return SourceImage([to_uint8(grey(image))], "jpeg" if suffix in {".jpg", ".jpeg"} else "png")
+
+
+def read_image(data: bytes, suffix: str) -> SourceImage:
+    """Frames of a file by its suffix (.dcm or none: DICOM), each checked for shape."""
+    suffix = suffix.lower()
+    source = read_bitmap(data, suffix) if suffix in IMAGE_SUFFIXES else read_dicom(data)
+    for frame in source.frames:
+        if frame.ndim != 2:
+            raise ImageReadError(f"wrong dimensions {frame.shape}: expected a 2D grey image")
+        if min(frame.shape) < MIN_SIDE:
+            raise ImageReadError(f"image too small: {frame.shape[0]}x{frame.shape[1]} px")
+    return source

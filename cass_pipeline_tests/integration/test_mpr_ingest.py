@@ -1,0 +1,135 @@
+"""Ingestion of a cohort folder: bad inputs land in rejects, the rest is stored and indexed."""
+
+import shutil
+
+import cv2
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from cass_pipeline.defs.assets import imaging
+from cass_pipeline.defs.assets.cohort import raw_cohort
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
+from cass_pipeline.domain.privacy import pseudonymise
+
+SECRET = b"ingest-test"
+CONFIG = IngestConfig(cleanup=CleanupConfig(size=32), min_views=3)
+
+
+def run(raw, store):
+    results = list(ingest_cohort(raw, store, SECRET, CONFIG, workers=1))
+    rows = pd.DataFrame([r for res in results for r in res.rows])
+    rejects = pd.DataFrame([r for res in results for r in res.rejects])
+    return results, rows, rejects
+
+
+@pytest.fixture
+def damaged_export(tmp_path, tiny_cohort):
+    """Two synthetic patients, one with a corrupt file, an unknown and a short series and a
+    duplicate view."""
+    raw = tmp_path / "raw"
+    for case in ("CASE-0001", "CASE-0002"):
+        shutil.copytree(tiny_cohort / "mpr" / case, raw / "mpr" / case)
+    patient = raw / "mpr" / "CASE-0001"
+    lad = next(
+        p for p in patient.iterdir() if p.name.upper().startswith("LAD") and "-" not in p.name
+    )
+    (lad / "001.dcm").write_bytes((lad / "001.dcm").read_bytes()[:-1000])  # truncated
+    shutil.copy(lad / "002.dcm", lad / "002_copy.dcm")  # duplicate view
+    unknown, short = patient / "Calcium score", patient / "RCA"
+    unknown.mkdir()
+    short.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        cv2.imwrite(str(unknown / f"{i}.png"), rng.integers(0, 200, (64, 64), dtype=np.uint8))
+    for i in range(2):
+        cv2.imwrite(str(short / f"{i}.png"), rng.integers(0, 200, (64, 64), dtype=np.uint8))
+    cv2.imwrite(str(short / "flat.png"), np.full((64, 64), 7, np.uint8))
+    return raw, lad.name
+
+
+def test_bad_inputs_are_rejected_with_reasons_and_the_rest_ingested(damaged_export, tmp_path):
+    raw, lad = damaged_export
+    _, rows, rejects = run(raw, tmp_path / "store")
+    pid = pseudonymise("CASE-0001", SECRET)
+    reasons = rejects.set_index("source_path").reason
+    assert reasons[f"{lad}/001.dcm"].startswith("cannot decode pixel data")
+    assert "less than expected" in reasons[f"{lad}/001.dcm"]
+    assert reasons[f"{lad}/002_copy.dcm"] == f"duplicate view of {lad}/002.dcm"
+    assert all(
+        reasons[f"Calcium score/{i}.png"] == "unknown series name 'Calcium score'" for i in range(4)
+    )
+    assert reasons["RCA/flat.png"] == "constant image (value 7)"
+    assert reasons["RCA/0.png"] == "RCA has 2 views, fewer than 3"
+    patient_rows = rows[rows.patient_id == pid]
+    assert set(patient_rows.branch) >= {"LAD"}
+    assert len(patient_rows[patient_rows.branch == "LAD"]) == 3  # 4 views minus the corrupt one
+    assert rows[rows.patient_id == pseudonymise("CASE-0002", SECRET)].shape[0] > 0
+    assert "CASE-0001" not in rows.to_csv() + rejects.to_csv()
+
+
+def test_store_matches_manifest_and_rerun_skips(tiny_cohort, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_cohort / "mpr", raw / "mpr")
+    results, rows, _ = run(raw, tmp_path / "store")
+    assert not any(r.skipped for r in results)
+    for pid, group in rows.groupby("patient_id"):
+        store = np.load(tmp_path / "store" / f"{pid}.npy", mmap_mode="r")
+        assert store.shape == (len(group), 32, 32) and store.dtype == np.uint8
+        assert sorted(group.store_index) == list(range(len(group)))
+        for branch_rows in group.groupby("branch").view_index:
+            assert sorted(branch_rows[1]) == list(range(len(branch_rows[1])))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "store").glob("*.npy")}
+    again, rows_again, _ = run(raw, tmp_path / "store")
+    assert all(r.skipped for r in again)
+    assert rows_again.equals(rows)
+    # A changed patient is redone alone, a new patient is added alone, same bytes otherwise.
+    changed = next((raw / "mpr" / "CASE-0002").rglob("*.dcm"))
+    changed.touch()
+    shutil.copytree(tiny_cohort / "mpr" / "CASE-0003", raw / "mpr" / "CASE-9999")
+    third, _, _ = run(raw, tmp_path / "store")
+    redone = {r.patient_id for r in third if not r.skipped}
+    assert redone == {pseudonymise("CASE-0002", SECRET), pseudonymise("CASE-9999", SECRET)}
+    after = {p.name: p.read_bytes() for p in (tmp_path / "store").glob("*.npy")}
+    assert all(after[name] == data for name, data in before.items())
+
+
+def test_volumes_with_centrelines_take_the_same_path(tiny_cohort, tmp_path):
+    raw = tmp_path / "raw"
+    for folder in ("volumes", "centrelines"):
+        shutil.copytree(tiny_cohort / folder, raw / folder)
+    _, rows, rejects = run(raw, tmp_path / "store")
+    assert rejects.empty
+    assert set(rows.source_kind) == {"volume"}
+    assert rows.patient_id.nunique() == 4
+    assert (rows.groupby(["patient_id", "branch"]).size() == CONFIG.volume_views).all()
+
+
+def test_assets_and_checks(tiny_cohort, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_cohort, raw)
+    result = dg.materialize(
+        [
+            raw_cohort,
+            imaging.mpr_images,
+            imaging.mpr_store_matches_manifest,
+            imaging.mpr_missing_views,
+            imaging.mpr_rejects_ratio,
+        ],
+        resources={
+            "paths": CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out")),
+            "pseudonyms": PseudonymKey(key_file=str(tmp_path / "key"), key="k"),
+        },
+        selection=dg.AssetSelection.groups("images"),
+        run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": 48, "workers": 1}}}),
+    )
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    manifest = result.asset_materializations_for_node("mpr_images")
+    by_key = {m.asset_key.path[-1]: m.metadata for m in manifest}
+    assert by_key["mpr_manifest"]["image_size"].value == 48
+    assert by_key["mpr_cleanup_examples"]["examples"].value >= 1
+    assert "data:image/png;base64," in by_key["mpr_cleanup_examples"]["example_0"].value

@@ -1,0 +1,141 @@
+"""The cleanup removes burned-in text, keeps the vessel, and reads what hospitals export."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
+from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
+from cass_pipeline.domain.imaging.series_names import alias_table, branch_of_series
+
+VESSEL = 200
+
+
+def synthetic_mpr(rng: np.random.Generator) -> np.ndarray:
+    """A vertical vessel (200) on noisy tissue (60), text and a scale bar at 255."""
+    image = np.clip(rng.normal(60, 8, (256, 256)), 0, 250).astype(np.uint8)
+    image[:, 120:136] = VESSEL
+    cv2.putText(image, "12345678 LAD 36 deg", (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1)
+    cv2.putText(image, "2024-03-14", (4, 248), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1)
+    cv2.line(image, (190, 240), (250, 240), 255, 2)
+    return np.where(image > 250, 255, image).astype(np.uint8)
+
+
+def test_text_is_removed_and_the_vessel_kept():
+    image = synthetic_mpr(np.random.default_rng(0))
+    text = image == 255
+    assert text.sum() > 100
+    cleaned, stats = clean_image(image, CleanupConfig(size=256, border_level=0))
+    assert stats.text_pixels == text.sum() and stats.crop == (0, 256, 0, 256)
+    assert cleaned[text].max() < VESSEL  # nothing of the text stays as bright as the vessel
+    vessel = np.zeros_like(text)
+    vessel[30:230, 120:136] = True
+    assert np.abs(cleaned[vessel].astype(int) - VESSEL).max() <= 2
+    untouched = ~cv2.dilate(text.astype(np.uint8), np.ones((13, 13), np.uint8)).astype(bool)
+    assert np.array_equal(cleaned[untouched], image[untouched])
+
+
+def test_borders_are_cut_and_size_is_configurable():
+    image = np.zeros((300, 200), np.uint8)
+    image[20:280, 30:170] = 90
+    cleaned, stats = clean_image(image, CleanupConfig(size=64))
+    assert cleaned.shape == (64, 64) and cleaned.min() == 90
+    assert stats.crop == (20, 280, 30, 170)
+    with pytest.raises(ValueError):
+        clean_image(image.astype(np.float32))
+
+
+def test_alias_table_maps_vendor_names():
+    assert branch_of_series("LAD *") == "LAD"
+    assert branch_of_series("LAD-D1 original") == "D-1"
+    assert branch_of_series("lcx-om1_original") == "OM-1"
+    assert branch_of_series("RCA-PLB1") == "PLV-RCA"
+    assert branch_of_series(" rca  pda ") == "PDA-RCA"
+    assert branch_of_series("Calcium score") is None
+    assert branch_of_series(None) is None
+    assert len(alias_table()) > 60
+
+
+def test_alias_table_rejects_clashing_aliases(tmp_path):
+    bad = tmp_path / "aliases.yaml"
+    bad.write_text("LAD: [X1]\nLCX: [x-1]\n")
+    with pytest.raises(ValueError, match="names both"):
+        alias_table(bad)
+
+
+TESTDATA = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+@pytest.mark.parametrize("path", sorted(TESTDATA.glob("*.dcm")), ids=lambda p: p.name)
+def test_pydicom_test_files_are_read_or_rejected_with_a_reason(path):
+    try:
+        image = read_image(path.read_bytes(), path.suffix)
+    except ImageReadError as error:
+        assert str(error)
+        return
+    assert image.frames and all(f.dtype == np.uint8 and f.ndim == 2 for f in image.frames)
+    cleaned, _ = clean_image(image.frames[0], CleanupConfig(size=64))
+    assert cleaned.shape == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",
+        "MR_small_RLE.dcm",
+        "JPEG2000.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+        "SC_rgb_rle_2frame.dcm",
+    ],
+)
+def test_common_transfer_syntaxes_decode(name):
+    image = read_image((TESTDATA / name).read_bytes(), ".dcm")
+    assert image.frames[0].std() > 0
+    if "2frame" in name:
+        assert len(image.frames) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("rtplan.dcm", "without pixel data"),
+        ("MR_truncated.dcm", "less than expected"),
+        ("JPEG-lossy.dcm", "cannot decode pixel data \\(JPEG Extended"),
+        ("README.txt", "not a DICOM file"),
+        ("no_meta.dcm", "not a DICOM file"),
+    ],
+)
+def test_unusable_dicom_files_are_rejected(name, reason):
+    with pytest.raises(ImageReadError, match=reason):
+        read_image((TESTDATA / name).read_bytes(), ".dcm")
+
+
+def test_dicom_without_preamble_is_read(tmp_path):
+    ds = pydicom.dcmread(TESTDATA / "CT_small.dcm")
+    ds.preamble = None
+    del ds.file_meta
+    pydicom.dcmwrite(tmp_path / "raw.dcm", ds, implicit_vr=False, little_endian=True)
+    assert (tmp_path / "raw.dcm").read_bytes()[128:132] != b"DICM"
+    image = read_image((tmp_path / "raw.dcm").read_bytes(), ".dcm")
+    assert image.frames[0].shape == (128, 128)
+
+
+def test_monochrome1_is_inverted_and_bitmaps_are_read(tmp_path):
+    ds = pydicom.dcmread(TESTDATA / "CT_small.dcm")
+    normal = read_image((TESTDATA / "CT_small.dcm").read_bytes(), ".dcm").frames[0]
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "m1.dcm")
+    inverted = read_image((tmp_path / "m1.dcm").read_bytes(), ".dcm").frames[0]
+    assert np.array_equal(inverted, 255 - normal)
+    _, png = cv2.imencode(".png", np.dstack([normal] * 3))
+    assert np.array_equal(read_image(png.tobytes(), ".png").frames[0], normal)
+    with pytest.raises(ImageReadError, match="not a decodable PNG"):
+        read_image(b"\x89PNG broken", ".png")
+    with pytest.raises(ImageReadError, match="too small"):
+        read_image(cv2.imencode(".png", np.ones((8, 8), np.uint8))[1].tobytes(), ".png")
