@@ -26,7 +26,7 @@ env: $(STAMP) .env
 
 ## Materialise the whole asset graph headless on the default (synthetic) data.
 run: env
-	$(BIN)/dagster asset materialize -m cass_pipeline.definitions --select '*'
+	$(BIN)/dagster asset materialize -m cass_pipeline.definitions --select '*' -c config/demo_run.yaml
 
 ## Lint, then the test suite.
 test: env

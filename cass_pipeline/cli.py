@@ -65,6 +65,17 @@ def info() -> None:
     click.echo(f"  {'artifact root':<24} {settings.artifact_root}")
     click.echo(f"  {'experiment':<24} {settings.experiment_name}")
     click.echo(f"\nTraining device: {training_device().description}")
+    from cass_pipeline.settings import REGISTERED_MODEL_NAME
+    from cass_pipeline.tracking import Tracking
+
+    versions = Tracking.from_settings(settings).model_versions()
+    click.echo(
+        f"\nRegistered model {REGISTERED_MODEL_NAME}: "
+        + (f"{len(versions)} version(s)" if versions else "no versions yet")
+    )
+    for v in versions[:10]:
+        aliases = f" @{', @'.join(v['aliases'])}" if v["aliases"] else ""
+        click.echo(f"  version {v['version']}{aliases} (run {v['run_id']})")
 
 
 @main.command()
@@ -229,3 +240,154 @@ def clean_mpr(source, target, size, text_level, dilate_px, inpaint_radius, frame
         f"({stats.masked_pixels} inpainted), kept rows {top}-{bottom} cols {left}-{right}, "
         f"cleanup {config.fingerprint()}"
     )
+
+
+def training_options(function):
+    """Options shared by `cass train` and `cass lr-find`."""
+    for option in reversed(
+        [
+            click.option(
+                "--arch",
+                default="shufflenet_v2_x1_0",
+                show_default=True,
+                type=click.Choice(
+                    [
+                        "shufflenet_v2_x0_5",
+                        "shufflenet_v2_x1_0",
+                        "shufflenet_v2_x1_5",
+                        "shufflenet_v2_x2_0",
+                    ]
+                ),
+            ),
+            click.option(
+                "--weights", default="auto", show_default=True, help="auto | imagenet | none | PATH"
+            ),
+            click.option("--batch-size", default=32, show_default=True),
+            click.option(
+                "--view-step",
+                default=1,
+                show_default=True,
+                help="keep every n-th view of each branch",
+            ),
+            click.option("--seed", default=7, show_default=True),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def ensure_splits(processed) -> None:
+    """Write the default patient splits when none exist yet (the asset normally does)."""
+    from cass_pipeline.domain.model.splits import patient_splits
+
+    target = processed / "model" / "splits.parquet"
+    if target.is_file():
+        return
+    import pandas as pd
+
+    labels = pd.read_parquet(processed / "reports" / "patient_labels.parquet")
+    manifest = pd.read_parquet(processed / "images" / "manifest.parquet", columns=["patient_id"])
+    usable = labels[labels.patient_id.isin(manifest.patient_id) & labels.patient_class.notna()]
+    from cass_pipeline.defs.assets.model import SPLIT_SCHEMA
+    from cass_pipeline.domain.storage import write_parquet_atomic
+
+    write_parquet_atomic(
+        patient_splits(usable[["patient_id", "patient_class"]]), target, SPLIT_SCHEMA
+    )
+
+
+@main.command()
+@training_options
+@click.option("--lr", default=1e-4, show_default=True)
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--patience", default=5, show_default=True)
+@click.option("--accumulation-steps", default=1, show_default=True)
+@click.option(
+    "--imbalance",
+    default="sampler",
+    show_default=True,
+    type=click.Choice(["sampler", "class_weights", "none"]),
+)
+@click.option("--num-workers", default=0, show_default=True)
+@click.option("--time-budget", "time_budget_s", type=float, help="seconds; stop after that epoch")
+@click.option("--fresh", is_flag=True, help="ignore an interrupted run's checkpoint")
+def train(fresh, **options) -> None:
+    """Train on the processed tables; log to MLflow; register the model as challenger.
+
+    Runs the same under `torchrun --nproc-per-node N -m cass_pipeline.cli train ...`.
+    """
+    import shutil
+
+    from cass_pipeline.domain.model.train import TrainConfig
+    from cass_pipeline.tracking import Tracking
+    from cass_pipeline.training_run import TrainingInputs, run_training
+
+    settings = CassSettings.from_env()
+    ensure_splits(settings.processed_dir)
+    inputs = TrainingInputs.under(settings.processed_dir)
+    if fresh:
+        shutil.rmtree(inputs.checkpoint_dir, ignore_errors=True)
+    summary = run_training(
+        inputs,
+        TrainConfig(**options),
+        Tracking.from_settings(settings),
+        {"launched_by": "cass train"},
+    )
+    if summary is not None:
+        click.echo(
+            f"run {summary.run_id}: best epoch {summary.best_epoch}, validation branch "
+            f"weighted F1 {summary.best_val_branch_f1:.3f}, weights {summary.weights_used};"
+            f" registered version {summary.model_version} as challenger"
+        )
+
+
+@main.command("lr-find")
+@training_options
+@click.option("--steps", default=100, show_default=True)
+@click.option(
+    "--out", "out_dir", default="lr_find", show_default=True, type=click.Path(file_okay=False)
+)
+def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
+    """Learning-rate range test on the train split: writes lr_find.png and lr_find.csv."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from cass_pipeline.domain.model.data import labelled_views
+    from cass_pipeline.domain.model.lr_find import lr_range_test
+
+    settings = CassSettings.from_env()
+    processed = settings.processed_dir
+    ensure_splits(processed)
+    views = labelled_views(
+        pd.read_parquet(processed / "images" / "manifest.parquet"),
+        pd.read_parquet(processed / "reports" / "branch_labels.parquet"),
+        pd.read_parquet(processed / "model" / "splits.parquet"),
+        view_step,
+    )
+    result = lr_range_test(
+        views, processed, arch, weights, steps=steps, batch_size=batch_size, seed=seed
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.curve.to_csv(out / "lr_find.csv", index=False)
+    fig, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(result.curve.lr, result.curve.smoothed_loss)
+    axis.axvline(result.suggested_lr, linestyle="--", color="grey")
+    axis.set(
+        xscale="log",
+        xlabel="learning rate",
+        ylabel="smoothed training loss",
+        title=f"LR range test ({arch}); steepest descent at {result.suggested_lr:.1e}",
+    )
+    fig.tight_layout()
+    fig.savefig(out / "lr_find.png", dpi=100)
+    click.echo(f"suggested learning rate {result.suggested_lr:.2e}; plot {out / 'lr_find.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cass_pipeline.defs.assets import cohort, imaging, reports
+from cass_pipeline.defs.assets import cohort, imaging, model, reports
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking, PseudonymKey
 from cass_pipeline.settings import CassSettings
+
+MODULES = [cohort, reports, imaging, model]
 
 
 def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
     """Assets, checks, jobs, schedules and resources, with locations from `settings`."""
     settings = settings or CassSettings.from_env()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([cohort, reports, imaging]),
-        asset_checks=dg.load_asset_checks_from_modules([cohort, reports, imaging]),
+        assets=dg.load_assets_from_modules(MODULES),
+        asset_checks=dg.load_asset_checks_from_modules(MODULES),
+        jobs=[model.retrain_job],
+        schedules=[model.weekly_retrain],
         resources={
             "paths": CassPaths.from_settings(settings),
-            "mlflow": MlflowTracking.from_settings(settings),
+            "mlflow_tracking": MlflowTracking.from_settings(settings),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
             "pseudonyms": PseudonymKey.from_settings(settings),
         },
     )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from cass_pipeline.domain.privacy import load_secret
 from cass_pipeline.settings import CassSettings
+from cass_pipeline.tracking import Tracking
 
 
 class CassPaths(dg.ConfigurableResource):
@@ -55,32 +53,17 @@ class MlflowTracking(dg.ConfigurableResource):
             artifact_root=settings.artifact_root,
         )
 
+    def tracking(self) -> Tracking:
+        return Tracking(
+            self.tracking_uri, self.experiment_name, self.artifact_root, self.registry_uri
+        )
+
     def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        return self.tracking().client()
 
-    def experiment_id(self) -> str:
-        """The experiment's id, created on first use with artifacts under `artifact_root`."""
-        client = self.client()
-        experiment = client.get_experiment_by_name(self.experiment_name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = None
-        if self.artifact_root and not self.tracking_uri.startswith(("http://", "https://")):
-            location = f"{self.artifact_root.rstrip('/')}/{self.experiment_name}"
-        return client.create_experiment(self.experiment_name, artifact_location=location)
-
-    @contextmanager
-    def start_run(
-        self, run_name: str, tags: dict[str, str] | None = None
-    ) -> Iterator[mlflow.ActiveRun]:
+    def start_run(self, run_name: str, tags: dict[str, str] | None = None):
         """An active fluent-API run in this experiment, so `mlflow.log_*` calls land in it."""
-        mlflow.set_tracking_uri(self.tracking_uri)
-        if self.registry_uri:
-            mlflow.set_registry_uri(self.registry_uri)
-        with mlflow.start_run(
-            experiment_id=self.experiment_id(), run_name=run_name, tags=tags
-        ) as run:
-            yield run
+        return self.tracking().start_run(run_name, tags)
 
 
 class PseudonymKey(dg.ConfigurableResource):

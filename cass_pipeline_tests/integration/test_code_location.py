@@ -20,8 +20,8 @@ BIN = Path(sys.executable).parent
 def test_definitions_load_with_resources():
     dg.Definitions.validate_loadable(defs)
     resources = defs.resources
-    assert {"paths", "mlflow"} <= set(resources)
-    assert resources["mlflow"].tracking_uri.startswith("sqlite:////")
+    assert {"paths", "mlflow_tracking", "pseudonyms"} <= set(resources)
+    assert resources["mlflow_tracking"].tracking_uri.startswith("sqlite:////")
 
 
 def test_definitions_follow_overridden_settings(tmp_path):

@@ -1,0 +1,113 @@
+"""Views from the memory-mapped image store, with the paper's augmentations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import v2
+
+from cass_pipeline.domain.model.network import to_model_input
+
+
+def labelled_views(
+    manifest: pd.DataFrame, branch_labels: pd.DataFrame, splits: pd.DataFrame, view_step: int = 1
+) -> pd.DataFrame:
+    """Manifest rows with their branch label and split; unlabelled branches are left out.
+    `view_step` keeps every n-th view of each branch."""
+    labels = branch_labels.dropna(subset=["label"])[["patient_id", "branch", "label"]]
+    views = manifest.merge(labels, on=["patient_id", "branch"], how="inner")
+    views = views.merge(splits[["patient_id", "split"]], on="patient_id", how="inner")
+    views = views[views.view_index % view_step == 0]
+    views = views.astype({"label": "int64"})
+    return views.sort_values(["patient_id", "branch", "view_index"]).reset_index(drop=True)
+
+
+def augmentation(image_size: int) -> v2.Compose:
+    """Scale, rotate, blur, brightness, transpose (the paper's list) plus the mirror view."""
+    return v2.Compose(
+        [
+            v2.RandomAffine(degrees=10, scale=(0.9, 1.1)),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.2))], p=0.3),
+            v2.ColorJitter(brightness=0.2),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.Lambda(lambda x: x.transpose(-1, -2))], p=0.2),
+            v2.Resize((image_size, image_size), antialias=True),
+        ]
+    )
+
+
+class ViewDataset(Dataset):
+    """(normalised 3xHxW tensor, label) per manifest row; stores opened lazily per worker."""
+
+    def __init__(self, views: pd.DataFrame, store_root: Path, augment: bool = False):
+        self.paths = views.store_path.to_numpy()
+        self.indices = views.store_index.to_numpy()
+        self.labels = torch.as_tensor(views.label.to_numpy(), dtype=torch.long)
+        self.root = Path(store_root)
+        self.size = int(views["size"].iloc[0]) if len(views) else 0
+        self.transform = augmentation(self.size) if augment else None
+        self._stores: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> np.ndarray:
+        path = self.paths[i]
+        if path not in self._stores:
+            self._stores[path] = np.load(self.root / path, mmap_mode="r")
+        return np.asarray(self._stores[path][self.indices[i]])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tensor = torch.from_numpy(self.image(i)).float().div_(255.0).unsqueeze(0)
+        if self.transform is not None:
+            tensor = self.transform(tensor).clamp_(0, 1)
+        return to_model_input(tensor)[0], self.labels[i]
+
+
+class BalancedSampler(Sampler[int]):
+    """Draws views with probability inversely proportional to their class frequency; the
+    same seed and epoch give the same order; under DDP each rank takes its own shard."""
+
+    def __init__(self, labels: torch.Tensor, seed: int, rank: int = 0, world_size: int = 1):
+        counts = torch.bincount(labels, minlength=3).clamp(min=1).double()
+        self.weights = (1.0 / counts)[labels]
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        self.per_rank = len(labels) // world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        drawn = torch.multinomial(
+            self.weights, self.per_rank * self.world_size, True, generator=generator
+        )
+        return iter(drawn[self.rank :: self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+class ShuffledSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded by rank (class weights handle imbalance)."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        self.epoch = 0
+        self.per_rank = n // world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        order = torch.randperm(self.n, generator=generator)[: self.per_rank * self.world_size]
+        return iter(order[self.rank :: self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank

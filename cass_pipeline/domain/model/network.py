@@ -1,0 +1,94 @@
+"""ShuffleNet V2 with a 3-class head on grey MPR views, and the one input transform.
+
+Grey views are replicated to three channels and normalised with the ImageNet statistics,
+everywhere: training, evaluation and serving call `to_model_input`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+ARCHITECTURES = {
+    "shufflenet_v2_x0_5": "ShuffleNet_V2_X0_5_Weights",
+    "shufflenet_v2_x1_0": "ShuffleNet_V2_X1_0_Weights",
+    "shufflenet_v2_x1_5": "ShuffleNet_V2_X1_5_Weights",
+    "shufflenet_v2_x2_0": "ShuffleNet_V2_X2_0_Weights",
+}
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+N_CLASSES = 3
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    model: nn.Module
+    weights_used: str
+
+
+def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 views (N, H, W) or float (N, H, W) in 0..1 -> normalised float (N, 3, H, W)."""
+    tensor = torch.as_tensor(images)
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255.0
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(1)
+    tensor = tensor.expand(-1, 3, -1, -1)
+    return (tensor - MEAN) / STD
+
+
+def imagenet_cache_file(arch: str) -> Path:
+    """Where torch.hub keeps the ImageNet weights of `arch` once downloaded."""
+    weights = getattr(torchvision.models, ARCHITECTURES[arch]).IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def load_backbone_weights(model: nn.Module, state: dict) -> None:
+    """Load weights, dropping a classification head of another size (e.g. ImageNet's 1000)."""
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in state and not k.startswith("fc.")]
+    if missing:
+        raise ValueError(f"weights do not fit the architecture: missing {missing[:3]}...")
+    model.load_state_dict(state, strict=False)
+
+
+def build_model(arch: str = "shufflenet_v2_x1_0", weights: str = "auto") -> BuiltModel:
+    """`weights`: auto (ImageNet when cached, else none), imagenet (must be obtainable),
+    none, or a path to a state dict; `weights_used` records which."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    model = getattr(torchvision.models, arch)(weights=None)
+    model.fc = nn.Linear(model.fc.in_features, N_CLASSES)
+    if weights == "none":
+        return BuiltModel(model, "none")
+    if weights in {"auto", "imagenet"}:
+        cached = imagenet_cache_file(arch)
+        if cached.is_file():
+            load_backbone_weights(model, torch.load(cached, map_location="cpu", weights_only=True))
+            return BuiltModel(model, f"imagenet ({cached})")
+        if weights == "auto":
+            return BuiltModel(model, "none (no ImageNet weights in the torch cache)")
+        try:
+            enum = getattr(torchvision.models, ARCHITECTURES[arch]).IMAGENET1K_V1
+            state = enum.get_state_dict(progress=False)
+        except Exception as error:
+            raise RuntimeError(
+                f"ImageNet weights for {arch} cannot be downloaded here ({error}); "
+                f"put them at {cached} or pass a path"
+            ) from error
+        load_backbone_weights(model, state)
+        return BuiltModel(model, "imagenet (downloaded)")
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    load_backbone_weights(model, torch.load(path, map_location="cpu", weights_only=True))
+    return BuiltModel(model, f"path ({path.resolve()})")

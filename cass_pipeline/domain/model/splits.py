@@ -1,0 +1,61 @@
+"""Patient-level train / validation / test splits, stratified by patient class."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "validation", "test")
+#: The paper's 708 / 15 / 105 patients.
+PAPER_RATIOS = (708 / 828, 15 / 828, 105 / 828)
+
+
+def allocate(n: int, ratios: tuple[float, float, float], floor: int) -> list[int]:
+    """Patients of one class per split: the ratio, but at least `floor` in validation and test
+    when the class has enough patients to leave the rest for training."""
+    counts = [round(n * r) for r in ratios[1:]]
+    for i in range(2):
+        if n - sum(counts) - (floor - counts[i]) >= max(1, floor) and counts[i] < floor:
+            counts[i] = floor
+    while sum(counts) > n - 1 and n > 1:
+        counts[int(np.argmax(counts))] -= 1
+    return [n - sum(counts), *counts]
+
+
+def patient_splits(
+    patients: pd.DataFrame, ratios=PAPER_RATIOS, seed: int = 7, floor_per_class: int = 2
+) -> pd.DataFrame:
+    """Columns patient_id, patient_class, split; the same input and seed give the same split."""
+    if len(ratios) != 3 or abs(sum(ratios) - 1) > 1e-6 or min(ratios) < 0:
+        raise ValueError(f"ratios must be three non-negative shares summing to 1, got {ratios}")
+    rows = []
+    for patient_class, group in patients.sort_values("patient_id").groupby("patient_class"):
+        digest = hashlib.sha256(f"{seed}/{patient_class}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        ids = group.patient_id.to_numpy()[rng.permutation(len(group))]
+        start = 0
+        for split, count in zip(SPLITS, allocate(len(ids), ratios, floor_per_class), strict=True):
+            rows += [
+                {"patient_id": p, "patient_class": patient_class, "split": split}
+                for p in ids[start : start + count]
+            ]
+            start += count
+    return pd.DataFrame(rows).sort_values("patient_id").reset_index(drop=True)
+
+
+def split_leaks(splits: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, list[str]]:
+    """Patients listed in more than one split, and source images shared across splits."""
+    per_patient = splits.groupby("patient_id").split.nunique()
+    patients = sorted(per_patient[per_patient > 1].index)
+    images = manifest.merge(
+        splits.drop_duplicates("patient_id")[["patient_id", "split"]], on="patient_id"
+    )
+    per_image = images.groupby("source_sha256").split.nunique()
+    return {"patients": patients, "images": sorted(per_image[per_image > 1].index)}
+
+
+def table_hash(frame: pd.DataFrame) -> str:
+    """A short content hash of a table (logged to tell data versions apart)."""
+    return hashlib.sha256(frame.to_csv(index=False).encode("utf-8")).hexdigest()[:16]

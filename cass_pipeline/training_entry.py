@@ -1,0 +1,44 @@
+"""Entry point for `torchrun --nproc-per-node N -m cass_pipeline.training_entry SPEC.json`.
+
+Each rank trains (DDP); rank 0 logs to MLflow and, when Dagster launched this through Pipes,
+reports the materialisation back to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from cass_pipeline.domain.model.train import TrainConfig
+from cass_pipeline.tracking import Tracking
+from cass_pipeline.training_run import TrainingInputs, run_training
+
+
+def main(argv: list[str] | None = None) -> None:
+    spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
+    summary = run_training(
+        TrainingInputs(**spec["inputs"]),
+        TrainConfig(**spec["config"]),
+        Tracking(**spec["tracking"]),
+        spec.get("tags"),
+        spec.get("run_name", "train"),
+    )
+    if summary is None:
+        return
+    out = spec.get("summary_path")
+    if out:
+        Path(out).write_text(json.dumps(asdict(summary)))
+    if "DAGSTER_PIPES_CONTEXT" in os.environ:
+        from dagster_pipes import open_dagster_pipes
+
+        with open_dagster_pipes() as pipes:
+            pipes.report_asset_materialization(
+                metadata={k: v for k, v in asdict(summary).items() if v is not None}
+            )
+
+
+if __name__ == "__main__":
+    main()

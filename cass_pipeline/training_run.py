@@ -1,0 +1,199 @@
+"""A tracked training run: tables in, model out, everything logged and registered in MLflow.
+
+Wiring shared by the Dagster asset, `cass train` and the torchrun entry point
+(`python -m cass_pipeline.training_entry`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from mlflow.models import infer_signature
+
+from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.model.data import labelled_views
+from cass_pipeline.domain.model.splits import table_hash
+from cass_pipeline.domain.model.train import EpochRecord, TrainConfig, distributed_context, train
+from cass_pipeline.settings import PACKAGE_DIR, REGISTERED_MODEL_NAME
+from cass_pipeline.tracking import Tracking
+
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """The tables and folders a training run reads and writes."""
+
+    manifest: str
+    branch_labels: str
+    splits: str
+    store_root: str
+    checkpoint_dir: str
+
+    @classmethod
+    def under(cls, processed: Path) -> TrainingInputs:
+        return cls(
+            str(processed / "images" / "manifest.parquet"),
+            str(processed / "reports" / "branch_labels.parquet"),
+            str(processed / "model" / "splits.parquet"),
+            str(processed),
+            str(processed / "model" / "checkpoints"),
+        )
+
+
+@dataclass
+class TrainingSummary:
+    run_id: str
+    model_version: int | None
+    weights_used: str
+    best_epoch: int
+    best_val_branch_f1: float
+    epochs_run: int
+    train_views: int
+    val_views: int
+    train_images_per_s: float
+    resumed_from_epoch: int | None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PACKAGE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def training_views(inputs: TrainingInputs, view_step: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Train and validation views (never test) and the content hashes of the inputs."""
+    manifest = pd.read_parquet(inputs.manifest)
+    labels = pd.read_parquet(inputs.branch_labels)
+    splits = pd.read_parquet(inputs.splits)
+    views = labelled_views(manifest, labels, splits, view_step)
+    hashes = {
+        "manifest_hash": table_hash(manifest),
+        "labels_hash": table_hash(labels),
+        "splits_hash": table_hash(splits),
+    }
+    return views[views.split != "test"].reset_index(drop=True), hashes
+
+
+def plot_curves(history: list[EpochRecord], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot(epochs, [h.train_loss for h in history], label="train loss")
+    left.plot(epochs, [h.val_loss for h in history], label="validation loss")
+    left.set_xlabel("epoch")
+    left.legend()
+    right.plot(epochs, [h.val_branch_f1 for h in history], label="val branch weighted F1")
+    right.plot(epochs, [h.val_view_accuracy for h in history], label="val view accuracy")
+    right.set_xlabel("epoch")
+    right.set_ylim(0, 1)
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def log_parameters(config: TrainConfig, hashes: dict[str, str], views: pd.DataFrame) -> None:
+    params = {f"train.{k}": v for k, v in asdict(config).items()}
+    params |= hashes | {
+        "git_commit": git_commit(),
+        "image_size": int(views["size"].iloc[0]),
+        "train_views": int((views.split == "train").sum()),
+        "val_views": int((views.split == "validation").sum()),
+        "cleanup_fingerprint": str(views.cleanup_fingerprint.iloc[0]),
+    }
+    mlflow.log_params(params)
+
+
+def run_training(
+    inputs: TrainingInputs,
+    config: TrainConfig,
+    tracking: Tracking,
+    tags: dict[str, str] | None = None,
+    run_name: str = "train",
+) -> TrainingSummary | None:
+    """Train; rank 0 logs the run and registers the model as the new challenger."""
+    rank, _ = distributed_context()
+    views, hashes = training_views(inputs, config.view_step)
+    checkpoints = Path(inputs.checkpoint_dir)
+    if rank != 0:
+        train(config, views, Path(inputs.store_root), checkpoints)
+        return None
+    with tracking.start_run(run_name, tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
+        log_parameters(config, hashes, views)
+        tmp = Path(tmp)
+        (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        (tmp / "class_map.json").write_text(json.dumps(dict(enumerate(STENOSIS_CLASSES))))
+        pd.read_parquet(inputs.splits).to_csv(tmp / "splits.csv", index=False)
+
+        def on_epoch(record: EpochRecord) -> None:
+            mlflow.log_metrics(
+                {k: v for k, v in asdict(record).items() if k != "epoch"}, step=record.epoch
+            )
+
+        result = train(config, views, Path(inputs.store_root), checkpoints, on_epoch)
+        mlflow.log_param("weights_used", result.weights_used)
+        mlflow.log_metrics(
+            {"best_val_branch_f1": result.best_val_branch_f1, "best_epoch": result.best_epoch}
+        )
+        plot_curves(result.history, tmp / "curves.png")
+        pd.DataFrame([asdict(h) for h in result.history]).to_csv(tmp / "history.csv", index=False)
+        for name in ("config.json", "class_map.json", "splits.csv", "curves.png", "history.csv"):
+            mlflow.log_artifact(str(tmp / name))
+        version = log_and_register(result.model, int(views["size"].iloc[0]), tracking)
+        return TrainingSummary(
+            run_id=run.info.run_id,
+            model_version=version,
+            weights_used=result.weights_used,
+            best_epoch=result.best_epoch,
+            best_val_branch_f1=result.best_val_branch_f1,
+            epochs_run=len(result.history),
+            train_views=int((views.split == "train").sum()),
+            val_views=int((views.split == "validation").sum()),
+            train_images_per_s=float(np.median([h.images_per_s for h in result.history])),
+            resumed_from_epoch=result.resumed_from_epoch,
+        )
+
+
+def log_and_register(model: torch.nn.Module, size: int, tracking: Tracking) -> int:
+    """Log the model with signature and input example; register it; alias it challenger."""
+    model = model.eval()
+    example = np.zeros((1, 3, size, size), np.float32)
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        input_example=example,
+        signature=infer_signature(example, output),
+        registered_model_name=REGISTERED_MODEL_NAME,
+        serialization_format="pickle",
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"torchvision=={torchvision.__version__.split('+')[0]}",
+        ],
+    )
+    version = int(info.registered_model_version)
+    tracking.client().set_registered_model_alias(REGISTERED_MODEL_NAME, CHALLENGER, version)
+    return version

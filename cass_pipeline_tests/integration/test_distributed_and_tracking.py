@@ -1,0 +1,76 @@
+"""Two CPU processes under torchrun end identical; each training run is tracked in MLflow."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from cass_pipeline.domain.model.train import TrainConfig
+from cass_pipeline.tracking import Tracking
+from cass_pipeline.training_run import TrainingInputs, run_training
+
+WORKER = Path(__file__).parents[1] / "ddp_worker.py"
+
+
+def test_two_gloo_processes_end_with_identical_weights(training_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(WORKER),
+            str(training_data),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+
+
+def test_each_run_is_logged_registered_and_a_config_change_shows(training_data, tmp_path):
+    tracking = Tracking(
+        f"sqlite:///{tmp_path}/mlflow.db", "cass-test", (tmp_path / "artifacts").as_uri()
+    )
+    inputs = TrainingInputs.under(training_data)
+    base = dict(
+        arch="shufflenet_v2_x0_5", weights="none", batch_size=8, epochs=1, channels_last=False
+    )
+    first = run_training(
+        inputs, TrainConfig(lr=1e-3, **base), tracking, {"dagster_run_id": "run-1"}
+    )
+    inputs = TrainingInputs(**{**inputs.__dict__, "checkpoint_dir": str(tmp_path / "ckpt2")})
+    second = run_training(
+        inputs, TrainConfig(lr=3e-4, **base), tracking, {"dagster_run_id": "run-2"}
+    )
+    client = tracking.client()
+    runs = [client.get_run(s.run_id) for s in (first, second)]
+    assert [r.data.params["train.lr"] for r in runs] == ["0.001", "0.0003"]
+    assert runs[0].data.params["splits_hash"] == runs[1].data.params["splits_hash"]
+    assert runs[1].data.params["weights_used"] == "none"
+    assert runs[1].data.tags["dagster_run_id"] == "run-2"
+    assert "val_branch_f1" in runs[1].data.metrics
+    artifacts = {a.path for a in client.list_artifacts(second.run_id)}
+    assert {"config.json", "class_map.json", "splits.csv", "curves.png"} <= artifacts
+    assert (first.model_version, second.model_version) == (1, 2)
+    versions = tracking.model_versions()
+    assert versions[0] == {"version": 2, "run_id": second.run_id, "aliases": ["challenger"]}
+    assert versions[1]["aliases"] == []
+    import mlflow.pytorch
+
+    tracking.activate()
+    model = mlflow.pytorch.load_model("models:/cass-stenosis@challenger")
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)

@@ -1,0 +1,93 @@
+"""Training: weights modes, resume equals uninterrupted, data hygiene."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from cass_pipeline.domain.model.data import labelled_views
+from cass_pipeline.domain.model.network import build_model, imagenet_cache_file, to_model_input
+from cass_pipeline.domain.model.train import TrainConfig, train
+
+TINY = TrainConfig(
+    arch="shufflenet_v2_x0_5",
+    weights="none",
+    lr=1e-3,
+    batch_size=8,
+    epochs=3,
+    patience=10,
+    channels_last=False,
+)
+
+
+def views_of(root: Path) -> pd.DataFrame:
+    return labelled_views(
+        pd.read_parquet(root / "images" / "manifest.parquet"),
+        pd.read_parquet(root / "reports" / "branch_labels.parquet"),
+        pd.read_parquet(root / "model" / "splits.parquet"),
+    )
+
+
+def test_weights_modes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert build_model("shufflenet_v2_x0_5", "none").weights_used == "none"
+    auto = build_model("shufflenet_v2_x0_5", "auto")
+    assert auto.weights_used.startswith("none (no ImageNet weights")
+    # An ImageNet checkpoint in the torch cache: auto and imagenet use it (head replaced).
+    import torchvision
+
+    imagenet = torchvision.models.shufflenet_v2_x0_5(weights=None)
+    cache = imagenet_cache_file("shufflenet_v2_x0_5")
+    cache.parent.mkdir(parents=True)
+    torch.save(imagenet.state_dict(), cache)
+    for mode in ("auto", "imagenet"):
+        built = build_model("shufflenet_v2_x0_5", mode)
+        assert built.weights_used == f"imagenet ({cache})"
+        assert torch.equal(built.model.conv1[0].weight, imagenet.conv1[0].weight)
+        assert built.model.fc.out_features == 3
+    # A path: our own checkpoint.
+    own = build_model("shufflenet_v2_x0_5", "none").model
+    torch.save(own.state_dict(), tmp_path / "own.pt")
+    from_path = build_model("shufflenet_v2_x0_5", str(tmp_path / "own.pt"))
+    assert from_path.weights_used.startswith("path (")
+    assert torch.equal(from_path.model.fc.weight, own.fc.weight)
+    with pytest.raises(FileNotFoundError):
+        build_model("shufflenet_v2_x0_5", str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("resnet50", "none")
+
+
+def test_model_input_is_grey_replicated_and_normalised():
+    images = torch.full((2, 16, 16), 255, dtype=torch.uint8)
+    batch = to_model_input(images)
+    assert batch.shape == (2, 3, 16, 16)
+    assert torch.allclose(batch[:, 0], torch.tensor((1 - 0.485) / 0.229))
+    assert torch.allclose(batch[:, 2], torch.tensor((1 - 0.406) / 0.225))
+
+
+def test_resume_equals_uninterrupted(training_data, tmp_path):
+    views = views_of(training_data).query("split != 'test'")
+    straight = train(TINY, views, training_data, tmp_path / "straight")
+
+    class KilledError(Exception):
+        pass
+
+    def kill_after_epoch_one(record):
+        if record.epoch == 1:
+            raise KilledError
+
+    with pytest.raises(KilledError):
+        train(TINY, views, training_data, tmp_path / "resumed", on_epoch=kill_after_epoch_one)
+    resumed = train(TINY, views, training_data, tmp_path / "resumed")
+    assert resumed.resumed_from_epoch == 1
+    assert [h.train_loss for h in resumed.history] == [h.train_loss for h in straight.history]
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_test_split_never_reaches_training(training_data, tmp_path):
+    with pytest.raises(ValueError, match="test split"):
+        train(TINY, views_of(training_data), training_data, tmp_path / "ckpt")
