@@ -46,7 +46,7 @@ class ViewDataset(Dataset):
     def __init__(self, views: pd.DataFrame, store_root: Path, augment: bool = False):
         self.paths = views.store_path.to_numpy()
         self.indices = views.store_index.to_numpy()
-        self.labels = torch.as_tensor(views.label.to_numpy(), dtype=torch.long)
+        self.labels = torch.as_tensor(views.label.to_numpy().copy(), dtype=torch.long)
         self.root = Path(store_root)
         self.size = int(views["size"].iloc[0]) if len(views) else 0
         self.transform = augmentation(self.size) if augment else None

@@ -1,0 +1,41 @@
+"""Split and training assets: the leak check, and DDP training launched through Dagster Pipes."""
+
+import dagster as dg
+import pandas as pd
+
+from cass_pipeline.defs.assets import model
+from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+
+
+def resources(root, tmp_path):
+    return {
+        "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(root)),
+        "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                                          experiment_name="pipes-test",
+                                          artifact_root=(tmp_path / "artifacts").as_uri()),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }
+
+
+def test_split_check_catches_a_planted_leak(training_data, tmp_path):
+    paths = CassPaths(raw_dir=str(tmp_path), processed_dir=str(training_data))
+    assert model.no_patient_in_two_splits(paths).passed
+    splits = pd.read_parquet(training_data / "model" / "splits.parquet")
+    leaked = pd.concat([splits, splits.iloc[[0]].assign(split="test")])
+    leaked.to_parquet(training_data / "model" / "splits.parquet")
+    check = model.no_patient_in_two_splits(paths)
+    assert not check.passed
+    assert check.metadata["patients_in_two_splits"].value == 1
+
+
+def test_two_process_training_through_pipes(training_data, tmp_path):
+    config = {"arch": "shufflenet_v2_x0_5", "weights": "none", "lr": 1e-3, "batch_size": 8,
+              "epochs": 1, "nproc": 2}
+    result = dg.materialize(
+        [model.stenosis_model], resources=resources(training_data, tmp_path),
+        run_config=dg.RunConfig({"stenosis_model": {"config": config}}),
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("stenosis_model")[0].metadata
+    assert metadata["model_version"].value == 1
+    assert metadata["weights_used"].value == "none"
