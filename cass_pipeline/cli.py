@@ -391,3 +391,111 @@ def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.argument("predictions", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
+@click.option(
+    "--bootstrap",
+    default=1000,
+    show_default=True,
+    help="Bootstrap rounds over patients for the 95% intervals (0: none).",
+)
+def evaluate(predictions: str, as_json: bool, bootstrap: int) -> None:
+    """Segment, artery and patient metrics of view predictions (Parquet with patient_id,
+    branch, view_index, label, pred)."""
+    import json
+
+    import pandas as pd
+
+    from cass_pipeline.domain.evaluation import LEVELS, PAPER_TABLE2
+    from cass_pipeline.domain.evaluation import evaluate as evaluate_views
+
+    try:
+        metrics = evaluate_views(pd.read_parquet(predictions), bootstrap)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    click.echo(f"{'level':<9}{'n':>5}{'accuracy':>10}{'F1 (w)':>9}   paper acc / F1")
+    for level in LEVELS:
+        m = metrics[level]
+        click.echo(
+            f"{level:<9}{m['n']:>5}{m['accuracy']:>10.3f}{m['f1_weighted']:>9.3f}   "
+            f"{PAPER_TABLE2[level][0]:.2f} / {PAPER_TABLE2[level][1]:.2f}"
+        )
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--model",
+    "model_uri",
+    default="models:/cass-stenosis@champion",
+    show_default=True,
+    help="MLflow model URI (models:/name@alias, runs:/...).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    help="Heat-map PNG (default: IMAGE name + _ig.png in the working folder).",
+)
+@click.option("--steps", default=32, show_default=True)
+def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> None:
+    """Classify one MPR image and write its Integrated Gradients heat map."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import cv2
+    import mlflow
+    import mlflow.pytorch
+
+    from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+    from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction
+    from cass_pipeline.domain.explain import overlay as heat_overlay
+    from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
+    from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
+    from cass_pipeline.domain.model.inference import predict_probabilities
+    from cass_pipeline.tracking import Tracking
+
+    tracking = Tracking.from_settings(CassSettings.from_env())
+    tracking.activate()
+    try:
+        model = mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
+        run_id = mlflow.models.get_model_info(model_uri).run_id
+    except mlflow.exceptions.MlflowException as error:
+        raise click.ClickException(f"cannot load {model_uri}: {error}") from error
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="cleanup.json", dst_path=tmp
+            )
+            cleanup = CleanupConfig(**json.loads(Path(local).read_text()))
+        except Exception:
+            size = mlflow.models.get_model_info(model_uri).signature.inputs.to_dict()[0][
+                "tensor-spec"
+            ]["shape"][-1]
+            cleanup = CleanupConfig(size=int(size))
+    path = Path(image)
+    try:
+        frame = read_image(path.read_bytes(), path.suffix).frames[0]
+    except ImageReadError as error:
+        raise click.ClickException(f"{image}: {error}") from error
+    cleaned, _ = clean_image(frame, cleanup)
+    probabilities = predict_probabilities(model, cleaned[None])[0]
+    predicted = int(probabilities.argmax())
+    attribution = integrated_gradients(model, cleaned, predicted, steps)
+    target = Path(out_path) if out_path else Path(f"{path.stem}_ig.png")
+    cv2.imwrite(str(target), heat_overlay(cleaned, attribution))
+    share = mass_fraction(attribution, central_band(cleaned.shape, 0.25))
+    click.echo(
+        " ".join(f"{c}={p:.3f}" for c, p in zip(STENOSIS_CLASSES, probabilities, strict=True))
+    )
+    click.echo(
+        f"predicted {STENOSIS_CLASSES[predicted]}; {share:.0%} of the attribution on the "
+        f"central vessel band; heat map {target}"
+    )

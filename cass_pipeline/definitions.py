@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cass_pipeline.defs.assets import cohort, imaging, model, reports
+from cass_pipeline.defs.assets import cohort, evaluation, imaging, model, reports
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking, PseudonymKey
 from cass_pipeline.settings import CassSettings
 
-MODULES = [cohort, reports, imaging, model]
+MODULES = [cohort, reports, imaging, model, evaluation]
 
 
 def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:

@@ -58,6 +58,18 @@ class Tracking:
         ) as run:
             yield run
 
+    def load_model(self, alias: str, name: str = REGISTERED_MODEL_NAME):
+        """(torch model, version, training run id) of `models:/name@alias`, or None."""
+        import mlflow.pytorch
+
+        try:
+            version = self.client().get_model_version_by_alias(name, alias)
+        except mlflow.exceptions.MlflowException:
+            return None
+        self.activate()
+        model = mlflow.pytorch.load_model(f"models:/{name}/{version.version}", map_location="cpu")
+        return model.eval(), int(version.version), version.run_id
+
     def model_versions(self, name: str = REGISTERED_MODEL_NAME) -> list[dict]:
         """Registered versions of `name` with their aliases, newest first ([] if none)."""
         client = self.client()

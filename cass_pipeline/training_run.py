@@ -161,6 +161,9 @@ def run_training(
         pd.DataFrame([asdict(h) for h in result.history]).to_csv(tmp / "history.csv", index=False)
         for name in ("config.json", "class_map.json", "splits.csv", "curves.png", "history.csv"):
             mlflow.log_artifact(str(tmp / name))
+        cleanup = Path(inputs.store_root) / "images" / "cleanup.json"
+        if cleanup.is_file():
+            mlflow.log_artifact(str(cleanup))
         version = log_and_register(result.model, int(views["size"].iloc[0]), tracking)
         return TrainingSummary(
             run_id=run.info.run_id,

@@ -10,9 +10,11 @@ from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 def resources(root, tmp_path):
     return {
         "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(root)),
-        "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                                          experiment_name="pipes-test",
-                                          artifact_root=(tmp_path / "artifacts").as_uri()),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+            experiment_name="pipes-test",
+            artifact_root=(tmp_path / "artifacts").as_uri(),
+        ),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
 
@@ -29,10 +31,17 @@ def test_split_check_catches_a_planted_leak(training_data, tmp_path):
 
 
 def test_two_process_training_through_pipes(training_data, tmp_path):
-    config = {"arch": "shufflenet_v2_x0_5", "weights": "none", "lr": 1e-3, "batch_size": 8,
-              "epochs": 1, "nproc": 2}
+    config = {
+        "arch": "shufflenet_v2_x0_5",
+        "weights": "none",
+        "lr": 1e-3,
+        "batch_size": 8,
+        "epochs": 1,
+        "nproc": 2,
+    }
     result = dg.materialize(
-        [model.stenosis_model], resources=resources(training_data, tmp_path),
+        [model.stenosis_model],
+        resources=resources(training_data, tmp_path),
         run_config=dg.RunConfig({"stenosis_model": {"config": config}}),
     )
     assert result.success

@@ -1,5 +1,8 @@
 """Image stage: cleaned MPR views in a per-patient store, their manifest, rejects, examples."""
 
+import json
+from dataclasses import asdict
+
 import cv2
 import dagster as dg
 import numpy as np
@@ -15,7 +18,7 @@ from cass_pipeline.domain.imaging.ingest import IngestConfig, discover, ingest_c
 from cass_pipeline.domain.imaging.readers import read_image
 from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
 from cass_pipeline.domain.privacy import pseudonymise
-from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
+from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic, write_text_atomic
 
 N_EXAMPLES = 4
 
@@ -125,6 +128,7 @@ def mpr_images(
             skipped += result.skipped
             processed += not result.skipped
     context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
+    write_text_atomic(out / "cleanup.json", json.dumps(asdict(settings.cleanup), indent=2))
     frame = pd.read_parquet(out / "manifest.parquet")
     reject_frame = pd.read_parquet(out / "rejects.parquet")
     yield dg.MaterializeResult(

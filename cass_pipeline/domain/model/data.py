@@ -59,7 +59,7 @@ class ViewDataset(Dataset):
         path = self.paths[i]
         if path not in self._stores:
             self._stores[path] = np.load(self.root / path, mmap_mode="r")
-        return np.asarray(self._stores[path][self.indices[i]])
+        return np.array(self._stores[path][self.indices[i]])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         tensor = torch.from_numpy(self.image(i)).float().div_(255.0).unsqueeze(0)

@@ -1,0 +1,339 @@
+"""Evaluation stage: test predictions, hierarchical metrics, champion promotion, explanations."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import cv2
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from cass_pipeline.defs.assets.model import patient_splits, splits_path, stenosis_model
+from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
+from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.evaluation import LEVELS, PAPER_TABLE2, evaluate
+from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction, overlay
+from cass_pipeline.domain.model.data import ViewDataset, labelled_views
+from cass_pipeline.domain.model.inference import predict_views
+from cass_pipeline.domain.storage import write_parquet_atomic, write_text_atomic
+from cass_pipeline.settings import REGISTERED_MODEL_NAME
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("patient_id", pa.string()),
+        ("artery", pa.string()),
+        ("branch", pa.string()),
+        ("view_index", pa.int32()),
+        ("label", pa.int8()),
+        ("pred", pa.int8()),
+        ("p_no_stenosis", pa.float32()),
+        ("p_non_significant", pa.float32()),
+        ("p_significant", pa.float32()),
+        ("model_version", pa.int32()),
+    ]
+)
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def evaluation_dir(paths: CassPaths) -> Path:
+    path = paths.processed / "evaluation"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_views(paths: CassPaths) -> pd.DataFrame:
+    """Labelled views of the test split (the only place the test split is read)."""
+    views = labelled_views(
+        pd.read_parquet(paths.processed / "images" / "manifest.parquet"),
+        pd.read_parquet(paths.processed / "reports" / "branch_labels.parquet"),
+        pd.read_parquet(splits_path(paths)),
+    )
+    return views[views.split == "test"].reset_index(drop=True)
+
+
+def predictions_with(model, version: int, views: pd.DataFrame, paths: CassPaths) -> pd.DataFrame:
+    scored = predict_views(model, views, paths.processed).assign(model_version=version)
+    return scored[PREDICTION_SCHEMA.names]
+
+
+@dg.asset(group_name="evaluation", deps=[stenosis_model, patient_splits], kinds={"parquet"})
+def test_predictions(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+    """The challenger's per-view probabilities and class on the test split."""
+    loaded = mlflow_tracking.tracking().load_model(CHALLENGER)
+    if loaded is None:
+        raise dg.Failure(f"no {REGISTERED_MODEL_NAME}@{CHALLENGER} in the registry")
+    model, version, _ = loaded
+    path = evaluation_dir(paths) / "test_predictions.parquet"
+    write_parquet_atomic(
+        predictions_with(model, version, test_views(paths), paths), path, PREDICTION_SCHEMA
+    )
+    return dg.MaterializeResult(metadata={**parquet_metadata(path), "model_version": version})
+
+
+def metrics_markdown(metrics: dict) -> str:
+    lines = [
+        "| level | n | accuracy (95% CI) | weighted F1 (95% CI) | paper acc / F1 | "
+        "diagonal no / non-sig / sig | significant called no_stenosis |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in LEVELS:
+        m = metrics[level]
+        ci = m.get("ci95", {})
+        acc_ci = "–".join(f"{v:.2f}" for v in ci.get("accuracy", []))
+        f1_ci = "–".join(f"{v:.2f}" for v in ci.get("f1_weighted", []))
+        diagonal = " / ".join(f"{m['confusion_matrix'][k][k]:.2f}" for k in range(3))
+        missed = m["significant_called_no_stenosis"]
+        paper = PAPER_TABLE2[level]
+        lines.append(
+            f"| {level} | {m['n']} | {m['accuracy']:.3f} ({acc_ci}) | "
+            f"{m['f1_weighted']:.3f} ({f1_ci}) | {paper[0]:.2f} / {paper[1]:.2f} | "
+            f"{diagonal} | {'-' if missed is None else f'{missed:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def confusion_png(metrics: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    short = ["no", "non-sig", "sig"]
+    for axis, level in zip(axes, LEVELS, strict=True):
+        matrix = np.array(metrics[level]["confusion_matrix"])
+        axis.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            axis.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                color="white" if value > 0.5 else "black",
+            )
+        axis.set(
+            xticks=range(3),
+            yticks=range(3),
+            xticklabels=short,
+            yticklabels=short,
+            xlabel="predicted",
+            ylabel="truth",
+            title=f"{level} (n={metrics[level]['n']})",
+        )
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        fig.savefig(Path(tmp) / "c.png", dpi=80)
+        plt.close(fig)
+        return (Path(tmp) / "c.png").read_bytes()
+
+
+def log_to_run(tracking, run_id: str, metrics: dict, files: dict[str, bytes]) -> None:
+    """Metrics and artifacts added to the challenger's training run."""
+    client = tracking.client()
+    for level in LEVELS:
+        for key in ("accuracy", "f1_weighted"):
+            if metrics[level][key] is not None:
+                client.log_metric(run_id, f"test_{level}_{key}", metrics[level][key])
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+            client.log_artifact(run_id, str(Path(tmp) / name), artifact_path="evaluation")
+
+
+class EvaluationConfig(dg.Config):
+    bootstrap: int = Field(default=1000, description="bootstrap rounds over patients")
+
+
+@dg.asset(group_name="evaluation", deps=[test_predictions], kinds={"mlflow"})
+def evaluation_report(
+    config: EvaluationConfig, paths: CassPaths, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
+    """Segment / artery / patient metrics of the challenger on the test split, beside the
+    paper's Table 2; logged on the training run."""
+    predictions = pd.read_parquet(evaluation_dir(paths) / "test_predictions.parquet")
+    metrics = evaluate(predictions, config.bootstrap)
+    version = int(predictions.model_version.iloc[0])
+    tracking = mlflow_tracking.tracking()
+    run_id = tracking.client().get_model_version(REGISTERED_MODEL_NAME, str(version)).run_id
+    report = {"model_version": version, "run_id": run_id, "metrics": metrics}
+    write_text_atomic(evaluation_dir(paths) / "evaluation.json", json.dumps(report, indent=2))
+    picture = confusion_png(metrics)
+    table = metrics_markdown(metrics)
+    log_to_run(
+        tracking,
+        run_id,
+        metrics,
+        {
+            "evaluation.json": json.dumps(report).encode(),
+            "confusion.png": picture,
+            "table.md": table.encode(),
+        },
+    )
+    majority = evaluate(predictions.assign(pred=0), bootstrap=0)["segment"]["f1_weighted"]
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "mlflow_run_id": run_id,
+            "metrics": dg.MetadataValue.md(table),
+            "confusion_matrices": png_markdown(picture, "row-normalised confusion matrices"),
+            "segment_f1_weighted": metrics["segment"]["f1_weighted"],
+            "segment_f1_majority_baseline": majority,
+            "patient_f1_weighted": metrics["patient"]["f1_weighted"],
+        }
+    )
+
+
+def significant_sensitivity(metrics: dict) -> float:
+    return metrics["patient"]["sensitivity"][2] or 0.0
+
+
+@dg.asset(group_name="evaluation", deps=[evaluation_report], kinds={"mlflow"})
+def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+    """Challenger vs champion on the same test split: promote when the challenger's
+    patient-level weighted F1 is at least the champion's (the champion is re-evaluated)."""
+    tracking = mlflow_tracking.tracking()
+    challenger = json.loads((evaluation_dir(paths) / "evaluation.json").read_text())
+    decision = {
+        "challenger_version": challenger["model_version"],
+        "challenger_patient_f1": challenger["metrics"]["patient"]["f1_weighted"],
+        "challenger_significant_sensitivity": significant_sensitivity(challenger["metrics"]),
+    }
+    champion = tracking.load_model(CHAMPION)
+    if champion is None:
+        decision |= {"champion_version": None, "promote": True, "reason": "no champion yet"}
+    elif champion[1] == challenger["model_version"]:
+        decision |= {
+            "champion_version": champion[1],
+            "promote": False,
+            "reason": "the challenger is already the champion",
+        }
+    else:
+        model, version, _ = champion
+        scored = predictions_with(model, version, test_views(paths), paths)
+        metrics = evaluate(scored, bootstrap=0)
+        decision |= {
+            "champion_version": version,
+            "champion_patient_f1": metrics["patient"]["f1_weighted"],
+            "champion_significant_sensitivity": significant_sensitivity(metrics),
+        }
+        decision["promote"] = decision["challenger_patient_f1"] >= decision["champion_patient_f1"]
+        decision["reason"] = (
+            "patient-level weighted F1 "
+            f"{decision['challenger_patient_f1']:.3f} vs champion "
+            f"{decision['champion_patient_f1']:.3f} on the same test split"
+        )
+    write_text_atomic(evaluation_dir(paths) / "promotion.json", json.dumps(decision, indent=2))
+    client = tracking.client()
+    run_id = challenger["run_id"]
+    client.set_tag(run_id, "promotion_decision", "promote" if decision["promote"] else "keep")
+    client.set_tag(run_id, "promotion_reason", decision["reason"])
+    if decision.get("champion_patient_f1") is not None:
+        client.log_metric(
+            run_id, "champion_test_patient_f1_weighted", decision["champion_patient_f1"]
+        )
+    return dg.MaterializeResult(
+        metadata={k: (v if v is not None else "none") for k, v in decision.items()}
+    )
+
+
+@dg.asset_check(
+    asset=promotion_decision,
+    blocking=True,
+    description="No promotion with worse significant-class sensitivity than the champion's.",
+)
+def promotion_keeps_significant_sensitivity(paths: CassPaths) -> dg.AssetCheckResult:
+    decision = json.loads((evaluation_dir(paths) / "promotion.json").read_text())
+    worse = (
+        decision["promote"]
+        and decision.get("champion_significant_sensitivity") is not None
+        and decision["challenger_significant_sensitivity"]
+        < decision["champion_significant_sensitivity"]
+    )
+    return dg.AssetCheckResult(
+        passed=not worse,
+        metadata={
+            "promote": decision["promote"],
+            "challenger_significant_sensitivity": decision["challenger_significant_sensitivity"],
+            "champion_significant_sensitivity": decision.get("champion_significant_sensitivity")
+            or "none",
+        },
+    )
+
+
+@dg.asset(group_name="evaluation", deps=[promotion_decision], kinds={"mlflow"})
+def champion_model(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+    """Moves the `champion` alias to the challenger when the decision says so."""
+    decision = json.loads((evaluation_dir(paths) / "promotion.json").read_text())
+    client = mlflow_tracking.client()
+    if decision["promote"]:
+        client.set_registered_model_alias(
+            REGISTERED_MODEL_NAME, CHAMPION, decision["challenger_version"]
+        )
+    current = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION)
+    return dg.MaterializeResult(
+        metadata={
+            "promoted": decision["promote"],
+            "reason": decision["reason"],
+            "champion_version": int(current.version),
+            "model_uri": f"models:/{REGISTERED_MODEL_NAME}@{CHAMPION}",
+        }
+    )
+
+
+class ExplanationConfig(dg.Config):
+    per_class: int = Field(default=2, description="test views explained per true class")
+    steps: int = Field(default=32, description="Integrated Gradients steps")
+    vessel_band: float = Field(
+        default=0.25, description="share of the width around the centreline counted as the vessel"
+    )
+
+
+@dg.asset(group_name="evaluation", deps=[test_predictions], kinds={"pytorch"})
+def explanations(
+    config: ExplanationConfig, paths: CassPaths, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
+    """Integrated Gradients heat maps for a sample of test views per class, and the share of
+    the attribution that falls on the vessel band."""
+    tracking = mlflow_tracking.tracking()
+    predictions = pd.read_parquet(evaluation_dir(paths) / "test_predictions.parquet")
+    model, version, run_id = tracking.load_model(CHALLENGER)
+    views = test_views(paths)
+    dataset = ViewDataset(views, paths.processed)
+    keyed = views.reset_index().merge(
+        predictions, on=["patient_id", "branch", "view_index"], suffixes=("", "_p")
+    )
+    picks = keyed.sample(frac=1, random_state=0).groupby("label").head(config.per_class)
+    out = evaluation_dir(paths) / "explanations"
+    out.mkdir(exist_ok=True)
+    metadata, fractions = {}, []
+    for row in picks.itertuples():
+        image = dataset.image(row.index)
+        attribution = integrated_gradients(model, image, int(row.pred), config.steps)
+        fraction = mass_fraction(attribution, central_band(image.shape, config.vessel_band))
+        fractions.append(fraction)
+        name = f"{STENOSIS_CLASSES[row.label]}_{row.patient_id}_{row.branch}_{row.view_index}.png"
+        _, png = cv2.imencode(".png", overlay(image, attribution))
+        (out / name).write_bytes(png.tobytes())
+        metadata[name.removesuffix(".png")] = png_markdown(
+            png.tobytes(),
+            f"truth {STENOSIS_CLASSES[row.label]}, predicted "
+            f"{STENOSIS_CLASSES[row.pred]}, {fraction:.0%} on the vessel band",
+        )
+    client = tracking.client()
+    client.log_artifacts(run_id, str(out), artifact_path="explanations")
+    mean = float(np.mean(fractions)) if fractions else 0.0
+    client.log_metric(run_id, "ig_vessel_band_fraction", mean)
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "views_explained": len(fractions),
+            "vessel_band_attribution_fraction": mean,
+            "vessel_band_area_fraction": config.vessel_band,
+            **metadata,
+        }
+    )

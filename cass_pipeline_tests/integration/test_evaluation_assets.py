@@ -1,0 +1,137 @@
+"""Evaluation, promotion and explanations on a tiny trained model; the CLI's JSON."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from cass_pipeline.cli import main
+from cass_pipeline.defs.assets import evaluation, model
+from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+
+ASSETS = [
+    model.stenosis_model,
+    evaluation.test_predictions,
+    evaluation.evaluation_report,
+    evaluation.promotion_decision,
+    evaluation.promotion_keeps_significant_sensitivity,
+    evaluation.champion_model,
+    evaluation.explanations,
+]
+
+
+def run(root, tmp_path, lr):
+    return dg.materialize(
+        ASSETS,
+        resources={
+            "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(root)),
+            "mlflow_tracking": MlflowTracking(
+                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                experiment_name="eval-test",
+                artifact_root=(tmp_path / "a").as_uri(),
+            ),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        },
+        run_config=dg.RunConfig(
+            {
+                "stenosis_model": {
+                    "config": {
+                        "arch": "shufflenet_v2_x0_5",
+                        "weights": "none",
+                        "lr": lr,
+                        "batch_size": 8,
+                        "epochs": 1,
+                        "resume": False,
+                    }
+                },
+                "evaluation_report": {"config": {"bootstrap": 50}},
+                "explanations": {"config": {"per_class": 1, "steps": 4}},
+            }
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory):
+    from cass_pipeline_tests.conftest import write_training_data
+
+    tmp_path = tmp_path_factory.mktemp("evaluation")
+    root = write_training_data(tmp_path / "processed")
+    first = run(root, tmp_path, 1e-3)
+    first_decision = json.loads((root / "evaluation" / "promotion.json").read_text())
+    second = run(root, tmp_path, 3e-3)
+    second_decision = json.loads((root / "evaluation" / "promotion.json").read_text())
+    return root, first, first_decision, second, second_decision
+
+
+def test_first_model_becomes_champion_and_metrics_are_reported(two_rounds):
+    root, first, decision, _, _ = two_rounds
+    assert first.success
+    assert decision["promote"] and decision["reason"] == "no champion yet"
+    report = first.asset_materializations_for_node("evaluation_report")[0].metadata
+    assert "| segment |" in report["metrics"].value and "0.81 / 0.81" in report["metrics"].value
+    assert "data:image/png;base64," in report["confusion_matrices"].value
+    metrics = json.loads((root / "evaluation" / "evaluation.json").read_text())["metrics"]
+    assert set(metrics) == {"segment", "artery", "patient"}
+    assert metrics["patient"]["n"] == 2  # two test patients
+    explained = first.asset_materializations_for_node("explanations")[0].metadata
+    assert explained["views_explained"].value == 3  # one per class
+    assert 0 <= explained["vessel_band_attribution_fraction"].value <= 1
+
+
+def test_second_model_is_compared_with_the_re_evaluated_champion(two_rounds):
+    _, _, _, second, decision = two_rounds
+    assert second.success
+    assert decision["champion_version"] == 1 and decision["challenger_version"] == 2
+    assert decision["promote"] == (
+        decision["challenger_patient_f1"] >= decision["champion_patient_f1"]
+    )
+    champion = second.asset_materializations_for_node("champion_model")[0].metadata
+    assert champion["champion_version"].value == (2 if decision["promote"] else 1)
+
+
+def test_promotion_with_worse_significant_sensitivity_is_blocked(two_rounds, tmp_path):
+    root, *_ = two_rounds
+    path = root / "evaluation" / "promotion.json"
+    original = path.read_text()
+    planted = {
+        **json.loads(original),
+        "promote": True,
+        "challenger_significant_sensitivity": 0.4,
+        "champion_significant_sensitivity": 0.9,
+    }
+    path.write_text(json.dumps(planted))
+    try:
+        paths = CassPaths(raw_dir=str(tmp_path), processed_dir=str(root))
+        assert not evaluation.promotion_keeps_significant_sensitivity(paths).passed
+        path.write_text(json.dumps({**planted, "challenger_significant_sensitivity": 0.9}))
+        assert evaluation.promotion_keeps_significant_sensitivity(paths).passed
+    finally:
+        path.write_text(original)
+
+
+def test_evaluate_cli_json(tmp_path):
+    rows = [
+        ("A", "LAD", 0, 2, 2),
+        ("A", "LAD", 1, 2, 0),
+        ("A", "LAD", 2, 2, 2),
+        ("A", "D-1", 0, 0, 1),
+        ("A", "D-1", 1, 0, 0),
+        ("B", "RCA", 0, 1, 1),
+        ("B", "RCA", 1, 1, 0),
+    ]
+    frame = pd.DataFrame(rows, columns=["patient_id", "branch", "view_index", "label", "pred"])
+    frame.to_parquet(tmp_path / "p.parquet")
+    result = CliRunner().invoke(
+        main, ["evaluate", str(tmp_path / "p.parquet"), "--json", "--bootstrap", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    # branches: A/LAD 2->2, A/D-1 0->1 (tie to the more severe), B/RCA 1->1 (tie)
+    assert payload["segment"]["n"] == 3 and payload["segment"]["accuracy"] == pytest.approx(2 / 3)
+    assert payload["segment"]["confusion_matrix"] == [[0, 1, 0], [0, 1, 0], [0, 0, 1]]
+    assert payload["artery"]["n"] == 2 and payload["patient"]["accuracy"] == 1.0
+    for level in ("segment", "artery", "patient"):
+        assert {"accuracy", "f1_weighted", "confusion_matrix", "n"} <= set(payload[level])
