@@ -68,3 +68,16 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
 @pytest.fixture
 def training_data(tmp_path) -> Path:
     return write_training_data(tmp_path / "processed")
+
+
+def training_views(root: Path):
+    """Labelled views of a processed folder written by `write_training_data`."""
+    import pandas as pd
+
+    from cass_pipeline.domain.model.data import labelled_views
+
+    return labelled_views(
+        pd.read_parquet(root / "images" / "manifest.parquet"),
+        pd.read_parquet(root / "reports" / "branch_labels.parquet"),
+        pd.read_parquet(root / "model" / "splits.parquet"),
+    )

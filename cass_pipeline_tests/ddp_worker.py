@@ -3,20 +3,15 @@
 import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.distributed as dist
 
-from cass_pipeline.domain.model.data import labelled_views
 from cass_pipeline.domain.model.train import TrainConfig, train
+from cass_pipeline_tests.conftest import training_views
 
 if __name__ == "__main__":
     root, out = Path(sys.argv[1]), Path(sys.argv[2])
-    views = labelled_views(
-        pd.read_parquet(root / "images" / "manifest.parquet"),
-        pd.read_parquet(root / "reports" / "branch_labels.parquet"),
-        pd.read_parquet(root / "model" / "splits.parquet"),
-    )
+    views = training_views(root)
     config = TrainConfig(
         arch="shufflenet_v2_x0_5",
         weights="none",

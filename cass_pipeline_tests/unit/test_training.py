@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cass_pipeline.domain.model.data import labelled_views
 from cass_pipeline.domain.model.network import build_model, imagenet_cache_file, to_model_input
 from cass_pipeline.domain.model.train import TrainConfig, train
+from cass_pipeline_tests.conftest import training_views
 
 TINY = TrainConfig(
     arch="shufflenet_v2_x0_5",
@@ -22,11 +22,7 @@ TINY = TrainConfig(
 
 
 def views_of(root: Path) -> pd.DataFrame:
-    return labelled_views(
-        pd.read_parquet(root / "images" / "manifest.parquet"),
-        pd.read_parquet(root / "reports" / "branch_labels.parquet"),
-        pd.read_parquet(root / "model" / "splits.parquet"),
-    )
+    return training_views(root)
 
 
 def test_weights_modes(tmp_path, monkeypatch):
