@@ -11,7 +11,7 @@ from cass_pipeline.domain.model.train import TrainConfig
 from cass_pipeline.tracking import Tracking
 from cass_pipeline.training_run import TrainingInputs, run_training
 
-WORKER = Path(__file__).parents[1] / "ddp_worker.py"
+ROOT = Path(__file__).parents[2]
 
 
 def test_two_gloo_processes_end_with_identical_weights(training_data, tmp_path):
@@ -23,7 +23,8 @@ def test_two_gloo_processes_end_with_identical_weights(training_data, tmp_path):
             "torch.distributed.run",
             "--standalone",
             "--nproc-per-node=2",
-            str(WORKER),
+            "-m",
+            "cass_pipeline_tests.ddp_worker",
             str(training_data),
             str(tmp_path),
         ],
@@ -31,6 +32,7 @@ def test_two_gloo_processes_end_with_identical_weights(training_data, tmp_path):
         text=True,
         timeout=600,
         env=env,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt")
