@@ -129,7 +129,7 @@ def stenosis_model(
     inputs = TrainingInputs.under(paths.processed)
     if not config.resume:
         shutil.rmtree(inputs.checkpoint_dir, ignore_errors=True)
-    tags = {"dagster_run_id": context.run_id, "dagster_asset": "stenosis_model"}
+    tags = {"dagster_run_id": context.run.run_id, "dagster_asset": "stenosis_model"}
     tracking = mlflow_tracking.tracking()
     train_config = config.train_config()
     if config.nproc > 1:
