@@ -6,6 +6,7 @@ import cv2
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 
 from cass_pipeline.defs.assets import imaging
@@ -133,3 +134,34 @@ def test_assets_and_checks(tiny_cohort, tmp_path):
     assert by_key["mpr_manifest"]["image_size"].value == 48
     assert by_key["mpr_cleanup_examples"]["examples"].value >= 1
     assert "data:image/png;base64," in by_key["mpr_cleanup_examples"]["example_0"].value
+
+
+def test_identifier_check_catches_a_series_named_after_the_patient(tiny_cohort, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_cohort, raw)
+    folder = raw / "mpr" / "CASE-0001" / "LCX"
+    family = str(pydicom.dcmread(next(folder.glob("*.dcm"))).PatientName).split("^")[0]
+    for path in folder.glob("*.dcm"):  # a workstation that puts the name in the description
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = f"LCX {family}"
+        ds.save_as(path)
+    paths = CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out"))
+    config = IngestConfig(cleanup=CleanupConfig(size=32), min_views=3)
+    from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
+    from cass_pipeline.domain.storage import write_parquet_atomic
+
+    results = list(ingest_cohort(raw, tmp_path / "out" / "images" / "store", SECRET, config, 1))
+    out = tmp_path / "out" / "images"
+    write_parquet_atomic(
+        pd.DataFrame([r for x in results for r in x.rows]),
+        out / "manifest.parquet",
+        MANIFEST_SCHEMA,
+    )
+    write_parquet_atomic(
+        pd.DataFrame([r for x in results for r in x.rejects], columns=IMAGE_REJECT_SCHEMA.names),
+        out / "rejects.parquet",
+        IMAGE_REJECT_SCHEMA,
+    )
+    check = imaging.no_identifiers_in_image_outputs(paths)
+    assert not check.passed
+    assert sum(check.metadata["outputs_with_identifiers"].value.values()) >= 1

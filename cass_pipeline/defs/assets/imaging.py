@@ -11,11 +11,11 @@ import pyarrow as pa
 from pydantic import Field
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
+from cass_pipeline.defs.presentation import parquet_metadata, png_markdown, text_columns
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
 from cass_pipeline.domain.imaging.ingest import IngestConfig, discover, ingest_cohort
-from cass_pipeline.domain.imaging.readers import read_image
+from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image
 from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
 from cass_pipeline.domain.privacy import pseudonymise
 from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic, write_text_atomic
@@ -226,4 +226,38 @@ def mpr_rejects_ratio(paths: CassPaths) -> dg.AssetCheckResult:
         passed=ratio <= 0.05,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"views": views, "rejects": rejects, "ratio": round(ratio, 4)},
+    )
+
+
+@dg.asset_check(
+    asset="mpr_manifest",
+    blocking=True,
+    description="No patient identifier from the DICOM headers or folder names "
+    "appears in the manifest, the rejects or the example names.",
+)
+def no_identifiers_in_image_outputs(paths: CassPaths) -> dg.AssetCheckResult:
+    identifiers = set()
+    for source in discover(paths.raw):
+        identifiers.add(source.key)
+        if source.mpr_dir is not None:
+            first = next(
+                (f for f in source.files() if f.suffix.lower() not in {".png", ".jpg", ".jpeg"}),
+                None,
+            )
+            if first is not None:
+                identifiers |= dicom_identifiers(first)
+    out = image_dir(paths)
+    texts = {
+        name: text_columns(pd.read_parquet(out / f"{name}.parquet"))
+        for name in ("manifest", "rejects")
+    }
+    texts["examples"] = " ".join(p.name for p in (out / "examples").glob("*")).lower()
+    hits = {name: sum(1 for v in identifiers if v.lower() in text) for name, text in texts.items()}
+    hits = {k: v for k, v in hits.items() if v}
+    return dg.AssetCheckResult(
+        passed=not hits,
+        metadata={
+            "identifiers_checked": len(identifiers),
+            "outputs_with_identifiers": dg.MetadataValue.json(hits),
+        },
     )

@@ -1,13 +1,12 @@
 """Report stage: de-identified reports, mentions, branch labels, patient CAD-RADS, rejects."""
 
-import json
 
 import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.presentation import parquet_metadata
+from cass_pipeline.defs.presentation import parquet_metadata, text_columns
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
 from cass_pipeline.domain.reports.deid import header_identifiers
 from cass_pipeline.domain.reports.pipeline import decode_report, parse_report_folder, report_files
@@ -163,11 +162,7 @@ def no_identifiers_in_report_outputs(paths: CassPaths) -> dg.AssetCheckResult:
             continue
     hits = {}
     for name in SCHEMAS:
-        frame = pd.read_parquet(table_path(paths, name))
-        blob = "\n".join(
-            json.dumps(row, default=str)
-            for row in frame.astype(str).itertuples(index=False, name=None)
-        ).lower()
+        blob = text_columns(pd.read_parquet(table_path(paths, name)))
         found = sum(1 for value in identifiers if value.lower() in blob)
         if found:
             hits[name] = found

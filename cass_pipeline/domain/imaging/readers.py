@@ -145,3 +145,26 @@ def read_image(data: bytes, suffix: str) -> SourceImage:
         if min(frame.shape) < MIN_SIDE:
             raise ImageReadError(f"image too small: {frame.shape[0]}x{frame.shape[1]} px")
     return source
+
+
+def dicom_identifiers(path) -> set[str]:
+    """Patient identifiers in a DICOM header (name parts, id, birth date, accession), read
+    without pixel data, for checking that none reaches an output."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:
+        return set()
+    values = {
+        str(ds.get(tag, "") or "")
+        for tag in ("PatientID", "AccessionNumber", "PatientBirthDate", "OtherPatientIDs")
+    }
+    name = str(ds.get("PatientName", "") or "")
+    values |= {name, *name.replace("^", " ").split()}
+    birth = str(ds.get("PatientBirthDate", "") or "")
+    if len(birth) == 8:
+        values |= {
+            f"{birth[:4]}-{birth[4:6]}-{birth[6:]}",
+            f"{birth[6:]}.{birth[4:6]}.{birth[:4]}",
+            f"{birth[4:6]}/{birth[6:]}/{birth[:4]}",
+        }
+    return {v for v in values if len(v) >= 3}
