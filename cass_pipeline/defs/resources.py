@@ -8,6 +8,7 @@ import dagster as dg
 from mlflow.tracking import MlflowClient
 
 from cass_pipeline.domain.privacy import load_secret
+from cass_pipeline.domain.synthetic.cohort import is_synthetic_cohort
 from cass_pipeline.settings import CassSettings
 from cass_pipeline.tracking import Tracking
 
@@ -66,6 +67,9 @@ class MlflowTracking(dg.ConfigurableResource):
         return self.tracking().start_run(run_name, tags)
 
 
+SYNTHETIC_COHORT_KEY = b"cass-synthetic-cohort"
+
+
 class PseudonymKey(dg.ConfigurableResource):
     """The secret behind patient pseudonyms (shared by the report and the image side)."""
 
@@ -78,3 +82,11 @@ class PseudonymKey(dg.ConfigurableResource):
 
     def secret(self) -> bytes:
         return load_secret(Path(self.key_file), self.key)
+
+    def secret_for(self, raw_dir: Path) -> bytes:
+        """The secret, except for a synthetic cohort written by `cass synth`: it holds no real
+        identity, so a fixed public key makes demo pseudonyms (and splits) the same on every
+        machine. Real exports always use the secret."""
+        if is_synthetic_cohort(raw_dir) and not self.key:
+            return SYNTHETIC_COHORT_KEY
+        return self.secret()

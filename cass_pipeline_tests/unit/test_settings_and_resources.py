@@ -63,3 +63,19 @@ def test_mlflow_resource_logs_a_run_and_reads_it_back(tmp_path):
     assert artifacts.is_relative_to(tmp_path / "mlflow" / "artifacts")
     assert (artifacts / "note.txt").read_text() == "hello"
     assert (tmp_path / "mlflow" / "mlflow.db").is_file()
+
+
+def test_pseudonym_secret_is_fixed_only_for_a_synthetic_cohort(tmp_path):
+    from cass_pipeline.defs.resources import SYNTHETIC_COHORT_KEY, PseudonymKey
+
+    synthetic, real = tmp_path / "synthetic", tmp_path / "real"
+    synthetic.mkdir()
+    (synthetic / "cohort.json").write_text('{"generator": "cass synth"}')
+    (real / "mpr").mkdir(parents=True)
+    keys = PseudonymKey(key_file=str(tmp_path / "key"))
+    assert keys.secret_for(synthetic) == SYNTHETIC_COHORT_KEY
+    secret = keys.secret_for(real)
+    assert secret != SYNTHETIC_COHORT_KEY and len(secret) == 64
+    assert (tmp_path / "key").read_bytes().strip() == secret
+    configured = PseudonymKey(key_file=str(tmp_path / "key"), key="site-secret")
+    assert configured.secret_for(synthetic) == b"site-secret"

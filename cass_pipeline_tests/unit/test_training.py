@@ -87,3 +87,33 @@ def test_resume_equals_uninterrupted(training_data, tmp_path):
 def test_test_split_never_reaches_training(training_data, tmp_path):
     with pytest.raises(ValueError, match="test split"):
         train(TINY, views_of(training_data), training_data, tmp_path / "ckpt")
+
+
+def test_lr_find_writes_a_curve_and_a_plot(training_data, tmp_path):
+    from click.testing import CliRunner
+
+    from cass_pipeline.cli import main
+
+    env = {"CASS_DATA_DIR": str(tmp_path), "CASS_PROCESSED_DIR": str(training_data)}
+    result = CliRunner(env=env).invoke(
+        main,
+        [
+            "lr-find",
+            "--arch",
+            "shufflenet_v2_x0_5",
+            "--weights",
+            "none",
+            "--steps",
+            "12",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "lr"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    curve = pd.read_csv(tmp_path / "lr" / "lr_find.csv")
+    assert curve.lr.is_monotonic_increasing and len(curve) <= 12
+    assert (tmp_path / "lr" / "lr_find.png").stat().st_size > 1000
+    suggested = float(result.output.split("suggested learning rate ")[1].split(";")[0])
+    assert curve.lr.min() <= suggested <= curve.lr.max()

@@ -114,7 +114,7 @@ def mpr_images(
     context: dg.AssetExecutionContext, config: MprConfig, paths: CassPaths, pseudonyms: PseudonymKey
 ):
     """Discover the cohort's MPR series (or volumes), clean every view, pack per patient."""
-    secret = pseudonyms.secret()
+    secret = pseudonyms.secret_for(paths.raw)
     settings = config.ingest_config()
     out = image_dir(paths)
     skipped = processed = 0

@@ -1,6 +1,5 @@
 """Report stage: de-identified reports, mentions, branch labels, patient CAD-RADS, rejects."""
 
-
 import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
@@ -70,7 +69,7 @@ def report_labels(
     """Read every report under raw/reports, de-identify, parse and label it."""
     cohort = parse_report_folder(
         paths.raw / "reports",
-        pseudonyms.secret(),
+        pseudonyms.secret_for(paths.raw),
         workers=config.workers,
         bare_50_significant=config.bare_50_significant,
     )
