@@ -22,7 +22,12 @@ $(STAMP): pyproject.toml
 .env: Makefile
 	@echo "DAGSTER_HOME=$(DAGSTER_HOME)" > $@
 
-env: $(STAMP) .env
+## The persistent Dagster instance (run history, schedules), telemetry off.
+$(DAGSTER_HOME)/dagster.yaml:
+	@mkdir -p $(DAGSTER_HOME)
+	@printf 'telemetry:\n  enabled: false\n' > $@
+
+env: $(STAMP) .env $(DAGSTER_HOME)/dagster.yaml
 
 ## Materialise the whole asset graph headless on the default (synthetic) data.
 run: env
@@ -39,5 +44,4 @@ dev: env
 
 ## Delete generated data (raw synthetic cohort, processed outputs, MLflow store, run history).
 clean-data:
-	find data -mindepth 1 -maxdepth 1 ! -name README.md ! -name dagster_home -exec rm -rf {} +
-	find data/dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
+	find data -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
