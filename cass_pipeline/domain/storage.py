@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,17 +33,6 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def table_from_records(records: Iterable[dict], schema: pa.Schema) -> pa.Table:
-    """A table of `schema` from dict rows; missing keys become nulls, extra keys are an error."""
-    rows = list(records)
-    names = set(schema.names)
-    for row in rows:
-        extra = set(row) - names
-        if extra:
-            raise ValueError(f"columns not in the declared schema: {sorted(extra)}")
-    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: Path, schema: pa.Schema) -> None:
