@@ -389,10 +389,6 @@ def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
     click.echo(f"suggested learning rate {result.suggested_lr:.2e}; plot {out / 'lr_find.png'}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command()
 @click.argument("predictions", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
@@ -499,3 +495,7 @@ def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> Non
         f"predicted {STENOSIS_CLASSES[predicted]}; {share:.0%} of the attribution on the "
         f"central vessel band; heat map {target}"
     )
+
+
+if __name__ == "__main__":
+    main()

@@ -63,6 +63,28 @@ def test_cli_help_and_info():
     assert "torchvision" in result.output
 
 
+def test_module_entry_point_has_every_command():
+    """`python -m cass_pipeline.cli` is what torchrun runs; it must know all commands."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cass_pipeline.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for command in (
+        "info",
+        "synth",
+        "parse-report",
+        "clean-mpr",
+        "train",
+        "lr-find",
+        "evaluate",
+        "explain",
+    ):
+        assert command in result.stdout
+
+
 def test_console_script_is_installed():
     result = subprocess.run(
         [str(BIN / "cass"), "--version"], capture_output=True, text=True, timeout=60
