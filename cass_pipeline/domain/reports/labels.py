@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from cass_pipeline.domain.anatomy import (
     BRANCHES,
+    GRADE_RANGE,
     STENOSIS_CLASSES,
     cad_rads_category,
     class_of_percent,
@@ -83,17 +84,19 @@ def label_branch(branch: str, mentions: list[Mention], bare_50_significant: bool
         )
     else:
         support = [m for m in mentions if m.modifier and not m.negated and m.modifier != "N"]
-        low = 1 if any(m.modifier == "HRP" for m in support) else 0
-        high = 24 if low else 0
-        label = BranchLabel(
-            branch,
-            "non_significant" if low else "no_stenosis",
-            low,
-            high,
-            [m.text for m in support],
-            [(m.start_char, m.end_char) for m in support],
-        )
-        if not support:
+        if support:
+            # High-risk plaque alone is plaque without a grade; stent, graft, bridge: none.
+            hrp = any(m.modifier == "HRP" for m in support)
+            low, high = GRADE_RANGE["minimal" if hrp else "none"]
+            label = BranchLabel(
+                branch,
+                class_of_percent(low),
+                low,
+                high,
+                [m.text for m in support],
+                [(m.start_char, m.end_char) for m in support],
+            )
+        else:
             label = BranchLabel(
                 branch,
                 None,

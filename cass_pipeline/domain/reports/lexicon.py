@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from cass_pipeline.domain.anatomy import GRADE_RANGE
+
 DOMINANT = "{dominant}"  # placeholder side, resolved per report
 
 #: Canonical branch of each vessel name pattern (first match wins on overlaps by length).
@@ -99,20 +101,15 @@ PERCENT_REGEX = re.compile(
 
 #: Grade words and the percent range each stands for.
 GRADE_RANGES = {
-    "minimal": (1, 24),
-    "mild": (25, 49),
-    "moderate": (50, 69),
-    "severe": (70, 99),
+    **GRADE_RANGE,
+    "normal": GRADE_RANGE["none"],
     "critical": (90, 99),
     "subtotal": (95, 99),
-    "occluded": (100, 100),
     "high-grade": (70, 99),
     "significant": (50, 99),
     "obstructive": (50, 99),
     "non-significant": (1, 49),
     "non-obstructive": (1, 49),
-    "irregularities": (1, 24),
-    "normal": (0, 0),
 }
 GRADE_WORDS = (
     r"minimal|mild|moderate|severe|critical|high[\s-]grade|"
@@ -188,42 +185,3 @@ CAD_RADS_REGEX = re.compile(
 PRONOUN_REGEX = re.compile(r"\b(?:it|its|this\s+(?:vessel|artery|branch)|the\s+vessel)\b", re.I)
 CLAUSE_BREAK_REGEX = re.compile(r";|\b(?:but|however|although|whereas|except|apart\s+from)\b", re.I)
 COORDINATION = {",", "and", "or", "&", "the", "as", "well", "to", "/", "both", "also", "-"}
-LINKING = {
-    "of",
-    "in",
-    "at",
-    "involving",
-    "within",
-    "along",
-    "affecting",
-    "throughout",
-    "on",
-    "the",
-    "a",
-    "an",
-    "proximal",
-    "mid",
-    "middle",
-    "distal",
-    "ostial",
-    "ostium",
-    "segment",
-    "portion",
-    "part",
-    "to",
-    "and",
-    ",",
-    "(",
-    ")",
-    "-",
-    "stenosis",
-    "narrowing",
-    "plaque",
-    "lesion",
-    "due",
-    "is",
-    "seen",
-    "noted",
-    "present",
-    "there",
-}

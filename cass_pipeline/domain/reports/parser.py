@@ -2,7 +2,7 @@
 
 Pipeline: `spacy.blank("en")` + `cass_sentences` (sentence ends at . ! ? and line breaks) +
 `cass_concepts` (the regular expressions of `lexicon.py` as spans in `doc.spans["concepts"]`).
-`read_findings` then works clause by clause (clauses end at ";" and at but/however/although/
+`read_report` then works clause by clause (clauses end at ";" and at but/however/although/
 except), with these rules:
 
 - A finding is negated by a negation cue at most 4 tokens before it with no other finding in
@@ -58,6 +58,7 @@ CONCEPTS: list[tuple[str, re.Pattern]] = [
 PRIORITY = {label: i for i, (label, _) in enumerate(CONCEPTS)}
 ABBREVIATIONS = {"approx", "dr", "e.g", "i.e", "vs", "no", "seg", "ca", "prof", "st"}
 MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRIDGE": "bridge"}
+POST_HEDGE = re.compile(r"excluded|\?", re.I)
 PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "throughout", "on"}
 
 
@@ -81,7 +82,7 @@ def cass_sentences(doc: Doc) -> Doc:
 def cass_concepts(doc: Doc) -> Doc:
     """Every lexicon match as a labelled span; overlaps go to the longest, then by priority."""
     candidates = []
-    text_of_doc = text_of(doc)
+    text_of_doc = doc.text
     for label, pattern in CONCEPTS:
         for match in pattern.finditer(text_of_doc):
             start, end = match.span()
@@ -105,30 +106,9 @@ def cass_concepts(doc: Doc) -> Doc:
     return doc
 
 
-class TextKeepingTokenizer:
-    """spaCy's tokenizer, keeping the input text on the Doc (rebuilding `doc.text` is slow)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, text: str) -> Doc:
-        doc = self.tokenizer(text)
-        doc.user_data["text"] = text
-        return doc
-
-    def pipe(self, texts, batch_size: int = 1000):
-        for text in texts:
-            yield self(text)
-
-
-def text_of(doc: Doc) -> str:
-    return doc.user_data.get("text") or doc.text
-
-
 def build_nlp() -> Language:
     """The report pipeline: blank English tokenizer plus the two rule components."""
     nlp = spacy.blank("en")
-    nlp.tokenizer = TextKeepingTokenizer(nlp.tokenizer)
     nlp.add_pipe("cass_sentences")
     nlp.add_pipe("cass_concepts")
     return nlp
@@ -187,7 +167,7 @@ def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
         if value > 100:
             return None
         if cmp in {"<", "less than", "under"}:
-            return (min(1, value - 1), value - 1, None, False) if value > 1 else (0, 0, None, False)
+            return (1, value - 1, None, False) if value > 1 else (0, 0, None, False)
         if cmp in {"<=", "≤", "up to"}:
             return 1, value, None, False
         if cmp in {">", "greater than", "more than", "over"}:
@@ -211,13 +191,12 @@ def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
         return (*ranges[worst], re.sub(r"\s+", "-", words[worst].lower()), False)
     if label == "OCCLUSION":
         m = lx.OCCLUSION_REGEX.search(text)
-        return (
-            (95, 99, "subtotal", False) if m and m.group("sub") else (100, 100, "occluded", False)
-        )
+        grade = "subtotal" if m and m.group("sub") else "occluded"
+        return (*grade_range(grade), grade, False)
     if label == "IRREG":
-        return 1, 24, "minimal", False
+        return (*grade_range("minimal"), "minimal", False)
     if label == "NORMAL":
-        return 0, 0, "normal", False
+        return (*grade_range("normal"), "normal", False)
     return None
 
 
@@ -273,7 +252,7 @@ def read_report(doc: Doc) -> ReportReading:
                 x.strip().upper() for x in m.group("mods").split("/") if x.strip()
             ]
     last_vessels: list[str] = []
-    full_text = text_of(doc)
+    full_text = doc.text
     for s_index, sentence in enumerate(doc.sents):
         inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
         header = label_vessels(doc, sentence, inside, reading.dominance)
@@ -336,10 +315,11 @@ def read_clause(
         return next((p for p in post_cues if p.start >= span.end), None)
 
     def uncertain(span: Span) -> bool:
+        """A hedge at most 4 tokens before the finding, or "cannot be excluded" / "?" after."""
         return any(
-            (h.end <= span.start and span.start - h.end <= 4) or h.start >= span.end
+            (h.end <= span.start and span.start - h.end <= 4)
+            or (h.start >= span.end and POST_HEDGE.search(h.text))
             for h in hedges
-            if h.text.lower() in {"cannot be excluded", "?"} or h.end <= span.start
         )
 
     def targets(span: Span) -> list[str]:
@@ -403,13 +383,14 @@ def read_clause(
         is_negated = cue is not None
         if label == "NOUN":
             if is_negated:
-                low, high, grade, bare = 0, 0, "normal", False
+                grade = "normal"
             elif graded:
                 continue
             elif re.search(r"plaque|atheroma|atherosclero", span.text, re.I):
-                low, high, grade, bare = 1, 24, "minimal", False
+                grade = "minimal"
             else:
                 continue
+            (low, high), bare = grade_range(grade), False
         else:
             value = value_of(span)
             if value is None:
