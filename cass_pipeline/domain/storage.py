@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -49,3 +51,10 @@ def parquet_stream(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
     """A ParquetWriter on a temporary file, renamed into place when the block succeeds."""
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         yield writer
+
+
+def settings_hash(settings: dict, extra: bytes = b"") -> str:
+    """16 hex digits of SHA-256 over settings as key-sorted JSON (and optional extra bytes):
+    the fingerprint recorded with outputs so that a change of settings is noticed."""
+    payload = json.dumps(settings, sort_keys=True).encode() + extra
+    return hashlib.sha256(payload).hexdigest()[:16]

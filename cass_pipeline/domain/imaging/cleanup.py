@@ -8,12 +8,12 @@ with every output (`CleanupConfig.fingerprint`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
+from cass_pipeline.domain.storage import settings_hash
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
 
@@ -29,7 +29,7 @@ class CleanupConfig:
     border_level: int = 8
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return settings_hash(asdict(self))
 
 
 @dataclass(frozen=True)

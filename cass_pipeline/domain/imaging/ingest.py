@@ -27,7 +27,7 @@ from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, ct_
 from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
 from cass_pipeline.domain.imaging.series_names import DEFAULT_ALIASES, branch_of_series
 from cass_pipeline.domain.privacy import pseudonymise
-from cass_pipeline.domain.storage import atomic_path, write_text_atomic
+from cass_pipeline.domain.storage import atomic_path, settings_hash, write_text_atomic
 from cass_pipeline.domain.volume_io import read_centrelines, read_nifti
 
 STATE_DIR = ".ingest"
@@ -45,9 +45,7 @@ class IngestConfig:
     aliases: str = str(DEFAULT_ALIASES)
 
     def fingerprint(self) -> str:
-        aliases = Path(self.aliases).read_bytes()
-        payload = json.dumps(asdict(self), sort_keys=True).encode() + aliases
-        return hashlib.sha256(payload).hexdigest()[:16]
+        return settings_hash(asdict(self), Path(self.aliases).read_bytes())
 
 
 @dataclass

@@ -9,8 +9,6 @@ The test split is never read here.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -27,7 +25,7 @@ from torch.utils.data import DataLoader
 from cass_pipeline.domain.evaluation import branch_level, weighted_f1
 from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
 from cass_pipeline.domain.model.network import build_model
-from cass_pipeline.domain.storage import atomic_path
+from cass_pipeline.domain.storage import atomic_path, settings_hash
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class TrainConfig:
     time_budget_s: float | None = None
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return settings_hash(asdict(self))
 
 
 @dataclass

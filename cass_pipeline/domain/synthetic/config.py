@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
+
+from cass_pipeline.domain.storage import settings_hash
 
 #: Bumped whenever generator code changes what a patient's files contain.
 GENERATOR_VERSION = 2
@@ -74,7 +74,7 @@ class SynthConfig:
     def fingerprint(self) -> str:
         """Hash of the generator version and the settings that shape a patient's files."""
         shaping = asdict(replace(self, n_patients=0)) | {"generator_version": GENERATOR_VERSION}
-        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+        return settings_hash(shaping)
 
 
 PRESETS: dict[str, SynthConfig] = {
