@@ -278,22 +278,19 @@ def training_options(function):
 
 def ensure_splits(processed) -> None:
     """Write the default patient splits when none exist yet (the asset normally does)."""
-    from cass_pipeline.domain.model.splits import patient_splits
+    import pandas as pd
+
+    from cass_pipeline.domain.model.splits import SPLIT_SCHEMA, patient_splits, splittable_patients
+    from cass_pipeline.domain.storage import write_parquet_atomic
 
     target = processed / "model" / "splits.parquet"
     if target.is_file():
         return
-    import pandas as pd
-
-    labels = pd.read_parquet(processed / "reports" / "patient_labels.parquet")
-    manifest = pd.read_parquet(processed / "images" / "manifest.parquet", columns=["patient_id"])
-    usable = labels[labels.patient_id.isin(manifest.patient_id) & labels.patient_class.notna()]
-    from cass_pipeline.defs.assets.model import SPLIT_SCHEMA
-    from cass_pipeline.domain.storage import write_parquet_atomic
-
-    write_parquet_atomic(
-        patient_splits(usable[["patient_id", "patient_class"]]), target, SPLIT_SCHEMA
+    usable = splittable_patients(
+        pd.read_parquet(processed / "reports" / "patient_labels.parquet"),
+        pd.read_parquet(processed / "images" / "manifest.parquet", columns=["patient_id"]),
     )
+    write_parquet_atomic(patient_splits(usable), target, SPLIT_SCHEMA)
 
 
 @main.command()
@@ -355,20 +352,14 @@ def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    from cass_pipeline.domain.model.data import labelled_views
     from cass_pipeline.domain.model.lr_find import lr_range_test
+    from cass_pipeline.training_run import TrainingInputs, load_views
 
     settings = CassSettings.from_env()
     processed = settings.processed_dir
     ensure_splits(processed)
-    views = labelled_views(
-        pd.read_parquet(processed / "images" / "manifest.parquet"),
-        pd.read_parquet(processed / "reports" / "branch_labels.parquet"),
-        pd.read_parquet(processed / "model" / "splits.parquet"),
-        view_step,
-    )
+    views = load_views(TrainingInputs.under(processed), view_step)
     result = lr_range_test(
         views, processed, arch, weights, steps=steps, batch_size=batch_size, seed=seed
     )
@@ -471,7 +462,7 @@ def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> Non
                 run_id=run_id, artifact_path="cleanup.json", dst_path=tmp
             )
             cleanup = CleanupConfig(**json.loads(Path(local).read_text()))
-        except Exception:
+        except (mlflow.exceptions.MlflowException, OSError):  # trained before cleanup.json
             size = mlflow.models.get_model_info(model_uri).signature.inputs.to_dict()[0][
                 "tensor-spec"
             ]["shape"][-1]

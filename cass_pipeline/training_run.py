@@ -78,17 +78,28 @@ def git_commit() -> str:
         return "unknown"
 
 
+def read_tables(inputs: TrainingInputs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Manifest, branch labels and splits."""
+    return (
+        pd.read_parquet(inputs.manifest),
+        pd.read_parquet(inputs.branch_labels),
+        pd.read_parquet(inputs.splits),
+    )
+
+
+def load_views(inputs: TrainingInputs, view_step: int = 1) -> pd.DataFrame:
+    """Labelled views of every split (training, lr-find and evaluation read them here)."""
+    return labelled_views(*read_tables(inputs), view_step)
+
+
 def training_views(inputs: TrainingInputs, view_step: int) -> tuple[pd.DataFrame, dict[str, str]]:
     """Train and validation views (never test) and the content hashes of the inputs."""
-    manifest = pd.read_parquet(inputs.manifest)
-    labels = pd.read_parquet(inputs.branch_labels)
-    splits = pd.read_parquet(inputs.splits)
-    views = labelled_views(manifest, labels, splits, view_step)
+    tables = read_tables(inputs)
     hashes = {
-        "manifest_hash": table_hash(manifest),
-        "labels_hash": table_hash(labels),
-        "splits_hash": table_hash(splits),
+        f"{name}_hash": table_hash(table)
+        for name, table in zip(("manifest", "labels", "splits"), tables, strict=True)
     }
+    views = labelled_views(*tables, view_step)
     return views[views.split != "test"].reset_index(drop=True), hashes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -48,11 +49,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: CassSettings) -> MlflowTracking:
-        return cls(
-            tracking_uri=settings.tracking_uri,
-            experiment_name=settings.experiment_name,
-            artifact_root=settings.artifact_root,
-        )
+        return cls(**asdict(Tracking.from_settings(settings)))
 
     def tracking(self) -> Tracking:
         return Tracking(

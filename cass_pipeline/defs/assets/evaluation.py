@@ -11,16 +11,17 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from cass_pipeline.defs.assets.model import patient_splits, splits_path, stenosis_model
+from cass_pipeline.defs.assets.model import patient_splits, stenosis_model
 from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.evaluation import LEVELS, PAPER_TABLE2, evaluate
 from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction, overlay
-from cass_pipeline.domain.model.data import ViewDataset, labelled_views
+from cass_pipeline.domain.model.data import ViewDataset
 from cass_pipeline.domain.model.inference import predict_views
 from cass_pipeline.domain.storage import write_parquet_atomic, write_text_atomic
 from cass_pipeline.settings import REGISTERED_MODEL_NAME
+from cass_pipeline.training_run import TrainingInputs, load_views
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -47,11 +48,7 @@ def evaluation_dir(paths: CassPaths) -> Path:
 
 def test_views(paths: CassPaths) -> pd.DataFrame:
     """Labelled views of the test split (the only place the test split is read)."""
-    views = labelled_views(
-        pd.read_parquet(paths.processed / "images" / "manifest.parquet"),
-        pd.read_parquet(paths.processed / "reports" / "branch_labels.parquet"),
-        pd.read_parquet(splits_path(paths)),
-    )
+    views = load_views(TrainingInputs.under(paths.processed))
     return views[views.split == "test"].reset_index(drop=True)
 
 

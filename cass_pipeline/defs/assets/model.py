@@ -9,7 +9,6 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field
 
 from cass_pipeline.defs.presentation import parquet_metadata
@@ -18,10 +17,6 @@ from cass_pipeline.domain.model import splits as split_rules
 from cass_pipeline.domain.model.train import TrainConfig
 from cass_pipeline.domain.storage import write_parquet_atomic
 from cass_pipeline.training_run import TrainingInputs, run_training
-
-SPLIT_SCHEMA = pa.schema(
-    [("patient_id", pa.string()), ("patient_class", pa.string()), ("split", pa.string())]
-)
 
 
 class SplitConfig(dg.Config):
@@ -38,7 +33,7 @@ class SplitConfig(dg.Config):
 
 
 def splits_path(paths: CassPaths) -> Path:
-    return paths.processed_path("model", "splits.parquet")
+    return Path(TrainingInputs.under(paths.processed).splits)
 
 
 @dg.asset(group_name="model", deps=["patient_labels", "mpr_manifest"], kinds={"parquet"})
@@ -49,14 +44,14 @@ def patient_splits(config: SplitConfig, paths: CassPaths) -> dg.MaterializeResul
     manifest = pd.read_parquet(
         paths.processed / "images" / "manifest.parquet", columns=["patient_id"]
     )
-    usable = labels[labels.patient_id.isin(manifest.patient_id) & labels.patient_class.notna()]
+    usable = split_rules.splittable_patients(labels, manifest)
     table = split_rules.patient_splits(
-        usable[["patient_id", "patient_class"]],
+        usable,
         (config.train, config.validation, config.test),
         config.seed,
         config.floor_per_class,
     )
-    write_parquet_atomic(table, splits_path(paths), SPLIT_SCHEMA)
+    write_parquet_atomic(table, splits_path(paths), split_rules.SPLIT_SCHEMA)
     counts = table.groupby(["split", "patient_class"]).size().unstack(fill_value=0)
     return dg.MaterializeResult(
         metadata={

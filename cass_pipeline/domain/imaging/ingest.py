@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
@@ -277,8 +278,6 @@ def ingest_patient(
     source: PatientSource, store_dir: Path, secret: bytes, config: IngestConfig
 ) -> PatientResult:
     """Clean one patient's views into `<store>/<patient_id>.npy` (skipped when unchanged)."""
-    import cv2
-
     cv2.setNumThreads(1)
     pid = pseudonymise(source.key, secret)
     state_path = store_dir / STATE_DIR / f"{pid}.json"

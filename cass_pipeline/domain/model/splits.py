@@ -6,8 +6,12 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 SPLITS = ("train", "validation", "test")
+SPLIT_SCHEMA = pa.schema(
+    [("patient_id", pa.string()), ("patient_class", pa.string()), ("split", pa.string())]
+)
 #: The paper's 708 / 15 / 105 patients.
 PAPER_RATIOS = (708 / 828, 15 / 828, 105 / 828)
 
@@ -22,6 +26,14 @@ def allocate(n: int, ratios: tuple[float, float, float], floor: int) -> list[int
     while sum(counts) > n - 1 and n > 1:
         counts[int(np.argmax(counts))] -= 1
     return [n - sum(counts), *counts]
+
+
+def splittable_patients(patient_labels: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """patient_id and patient_class of the patients with both a label and images."""
+    usable = (
+        patient_labels.patient_id.isin(manifest.patient_id) & patient_labels.patient_class.notna()
+    )
+    return patient_labels.loc[usable, ["patient_id", "patient_class"]]
 
 
 def patient_splits(

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from cass_pipeline.domain.evaluation import branch_level, weighted_f1
 from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
+from cass_pipeline.domain.model.inference import view_probabilities
 from cass_pipeline.domain.model.network import build_model
 from cass_pipeline.domain.storage import atomic_path, settings_hash
 
@@ -90,26 +91,6 @@ def pick_device(config: TrainConfig, rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def predict(
-    model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities, labels and mean loss over a loader (no augmentation)."""
-    model.eval()
-    probabilities, labels, losses = [], [], []
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    with torch.no_grad():
-        for images, targets in loader:
-            images = images.to(device)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            logits = model(images).float().cpu()
-            losses.append(loss_fn(logits, targets).item())
-            probabilities.append(torch.softmax(logits, 1).numpy())
-            labels.append(targets.numpy())
-    n = max(1, sum(len(x) for x in labels))
-    return np.concatenate(probabilities), np.concatenate(labels), sum(losses) / n
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
@@ -166,7 +147,6 @@ def train(
         "persistent_workers": False,
         "pin_memory": device.type == "cuda",
     }
-    val_loader = DataLoader(ViewDataset(val_views, store_root), shuffle=False, **loader_args)
 
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     history: list[EpochRecord] = []
@@ -215,7 +195,10 @@ def train(
             seen += len(targets)
         train_seconds = time.monotonic() - tick
 
-        probabilities, labels, val_loss = predict(core, val_loader, device, config.channels_last)
+        probabilities = view_probabilities(core, val_views, store_root, config.batch_size, device)
+        labels = val_views.label.to_numpy()
+        picked = probabilities[np.arange(len(labels)), labels]
+        val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
         scored = val_views.assign(pred=probabilities.argmax(1))
         branches = branch_level(scored)
         record = EpochRecord(
