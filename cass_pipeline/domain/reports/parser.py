@@ -141,7 +141,6 @@ class ReportReading:
     dominance: str = "right"
     calcium_score: float | None = None
     stated_cad_rads: str | None = None
-    stated_modifiers: list[str] = field(default_factory=list)
 
 
 def grade_range(word: str) -> tuple[int, int]:
@@ -248,9 +247,6 @@ def read_report(doc: Doc) -> ReportReading:
         elif span.label_ == "CADRADS":
             m = lx.CAD_RADS_REGEX.search(span.text)
             reading.stated_cad_rads = m.group("cat").upper()
-            reading.stated_modifiers = [
-                x.strip().upper() for x in m.group("mods").split("/") if x.strip()
-            ]
     last_vessels: list[str] = []
     full_text = doc.text
     for s_index, sentence in enumerate(doc.sents):

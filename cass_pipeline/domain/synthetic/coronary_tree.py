@@ -6,7 +6,7 @@ at the apex) and azimuth phi (90 anterior, 0 left lateral, -90 posterior, 180 ri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -112,7 +112,6 @@ class Branch:
     lesion: Lesion | None = None
     stent: tuple[float, float] | None = None
     bridge: tuple[float, float] | None = None
-    surface_path: np.ndarray = field(default=None, repr=False)
 
     @property
     def length_mm(self) -> float:
@@ -208,7 +207,7 @@ def build_anatomy(config: SynthConfig, rng: np.random.Generator) -> PatientAnato
         surface = heart.surface(theta, phi, lift)
         frames = rotation_minimising_frames(resample_polyline(surface, config.cpr_pixel_mm))
         exported = bool(rng.random() < EXPORT_RATE.get(name, 0.0))
-        branches[name] = Branch(name, frames, radius, exported, surface_path=surface)
+        branches[name] = Branch(name, frames, radius, exported)
 
     draw_lesions(branches, level, rng)
     stents_and_bridges(branches, config, rng)
