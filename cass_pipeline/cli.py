@@ -415,15 +415,113 @@ def evaluate(predictions: str, as_json: bool, bootstrap: int) -> None:
         )
 
 
-@main.command()
-@click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option(
+model_option = click.option(
     "--model",
     "model_uri",
     default="models:/cass-stenosis@champion",
     show_default=True,
-    help="MLflow model URI (models:/name@alias, runs:/...).",
+    help="models:/name@alias, models:/name/version, an alias or a version number.",
 )
+
+
+def load_registered(model_uri: str, engine: str = "onnxruntime"):
+    """The registered model, or one clear line and exit 1."""
+    import os
+
+    from cass_pipeline.tracking import RegistryError, Tracking
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        return Tracking.from_settings(CassSettings.from_env()).load(model_uri, engine)
+    except (RegistryError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+@main.command()
+@click.argument("patient_dir", type=click.Path(file_okay=False))
+@model_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder for prediction.json and report.png (default: ./prediction-<pseudonym>).",
+)
+@click.option("--explain", is_flag=True, help="Add Integrated Gradients of each decisive view.")
+@click.option("--steps", default=32, show_default=True, help="Integrated Gradients steps.")
+@click.option(
+    "--engine",
+    default="onnxruntime",
+    show_default=True,
+    help="onnxruntime (CPU) or pytorch.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print prediction.json to stdout.")
+def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) -> None:
+    """Score one patient's curved MPR export (DICOM or PNG, series in sub-folders) with a
+    registered model; write prediction.json and report.png."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from cass_pipeline.domain.imaging.ingest import PatientSource
+    from cass_pipeline.domain.prediction_report import predict_folder
+    from cass_pipeline.domain.privacy import cohort_secret, pseudonymise
+    from cass_pipeline.domain.synthetic.cohort import is_synthetic_cohort
+
+    folder = Path(patient_dir).resolve()
+    if not folder.is_dir():
+        raise click.ClickException(f"{patient_dir}: no such folder")
+    files = PatientSource(folder.name, mpr_dir=folder).files()
+    if not files:
+        raise click.ClickException(f"{patient_dir}: the folder holds no files")
+    loaded = load_registered(model_uri, engine)
+    settings = CassSettings.from_env()
+    secret = cohort_secret(
+        is_synthetic_cohort(folder.parent.parent),
+        settings.pseudonym_key_file,
+        settings.pseudonym_key,
+    )
+    patient = pseudonymise(folder.name, secret)
+    with tqdm(total=len(files), desc="reading and cleaning", unit="file", disable=None) as bar:
+        report = predict_folder(
+            loaded.predictor,
+            folder,
+            patient,
+            loaded.description(),
+            steps if explain else 0,
+            on_file=bar.update,
+        )
+    document = report.document
+    if document["patient_class"] is None:
+        reasons = sorted({r["reason"] for r in document["rejected"]})
+        raise click.ClickException(
+            f"{patient_dir}: no recognisable series; {len(document['rejected'])} files rejected"
+            + (f" ({'; '.join(reasons[:3])})" if reasons else "")
+        )
+    out = Path(out_dir) if out_dir else Path(f"prediction-{patient}")
+    report.write(out)
+    if as_json:
+        click.echo(json.dumps(document))
+        return
+    click.echo(
+        f"patient {patient}: {document['patient_class']} (CAD-RADS {document['cad_rads']}), "
+        f"model {loaded.name} version {loaded.version}"
+    )
+    for name, branch in document["branches"].items():
+        p = branch["probabilities"]
+        click.echo(
+            f"  {name:<8} {branch['class']:<16} "
+            + " ".join(f"{p[c]:.2f}" for c in p)
+            + f"  ({branch['views_used']} views)"
+        )
+    if document["rejected"]:
+        click.echo(f"  {len(document['rejected'])} files rejected (reasons in prediction.json)")
+    click.echo(f"wrote {out / 'prediction.json'} and {out / 'report.png'}")
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@model_option
 @click.option(
     "--out",
     "out_path",
@@ -433,49 +531,26 @@ def evaluate(predictions: str, as_json: bool, bootstrap: int) -> None:
 @click.option("--steps", default=32, show_default=True)
 def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> None:
     """Classify one MPR image and write its Integrated Gradients heat map."""
-    import json
-    import tempfile
     from pathlib import Path
 
     import cv2
-    import mlflow
-    import mlflow.pytorch
 
     from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
     from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction
     from cass_pipeline.domain.explain import overlay as heat_overlay
-    from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
+    from cass_pipeline.domain.imaging.cleanup import clean_image
     from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
-    from cass_pipeline.domain.model.inference import predict_probabilities
-    from cass_pipeline.tracking import Tracking
 
-    tracking = Tracking.from_settings(CassSettings.from_env())
-    tracking.activate()
-    try:
-        model = mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
-        run_id = mlflow.models.get_model_info(model_uri).run_id
-    except mlflow.exceptions.MlflowException as error:
-        raise click.ClickException(f"cannot load {model_uri}: {error}") from error
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="cleanup.json", dst_path=tmp
-            )
-            cleanup = CleanupConfig(**json.loads(Path(local).read_text()))
-        except (mlflow.exceptions.MlflowException, OSError):  # trained before cleanup.json
-            size = mlflow.models.get_model_info(model_uri).signature.inputs.to_dict()[0][
-                "tensor-spec"
-            ]["shape"][-1]
-            cleanup = CleanupConfig(size=int(size))
+    predictor = load_registered(model_uri).predictor
     path = Path(image)
     try:
         frame = read_image(path.read_bytes(), path.suffix).frames[0]
     except ImageReadError as error:
         raise click.ClickException(f"{image}: {error}") from error
-    cleaned, _ = clean_image(frame, cleanup)
-    probabilities = predict_probabilities(model, cleaned[None])[0]
+    cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup)
+    probabilities = predictor.probabilities(cleaned[None])[0]
     predicted = int(probabilities.argmax())
-    attribution = integrated_gradients(model, cleaned, predicted, steps)
+    attribution = integrated_gradients(predictor.network(), cleaned, predicted, steps)
     target = Path(out_path) if out_path else Path(f"{path.stem}_ig.png")
     cv2.imwrite(str(target), heat_overlay(cleaned, attribution))
     share = mass_fraction(attribution, central_band(cleaned.shape, 0.25))

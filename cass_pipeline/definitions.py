@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cass_pipeline.defs.assets import cohort, evaluation, imaging, model, reports
-from cass_pipeline.defs.resources import CassPaths, MlflowTracking, PseudonymKey
+from cass_pipeline.defs.assets import cohort, evaluation, imaging, model, prediction, reports
+from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
 from cass_pipeline.settings import CassSettings
 
-MODULES = [cohort, reports, imaging, model, evaluation]
+MODULES = [cohort, reports, imaging, model, evaluation, prediction]
 
 
 def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
@@ -17,13 +17,15 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(MODULES),
         asset_checks=dg.load_asset_checks_from_modules(MODULES),
-        jobs=[model.retrain_job],
+        jobs=[model.retrain_job, prediction.predict_patient_job],
         schedules=[model.weekly_retrain],
+        sensors=[prediction.inbox_sensor],
         resources={
             "paths": CassPaths.from_settings(settings),
             "mlflow_tracking": MlflowTracking.from_settings(settings),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
             "pseudonyms": PseudonymKey.from_settings(settings),
+            "inbox": Inbox.from_settings(settings),
         },
     )
 

@@ -35,6 +35,7 @@ class CassSettings:
     data_dir: Path
     raw_dir: Path
     processed_dir: Path
+    inbox_dir: Path
     mlflow_dir: Path
     dagster_home: Path
     tracking_uri: str
@@ -58,6 +59,7 @@ class CassSettings:
             data_dir=data_dir,
             raw_dir=path("CASS_RAW_DIR", data_dir / "raw"),
             processed_dir=path("CASS_PROCESSED_DIR", data_dir / "processed"),
+            inbox_dir=path("CASS_INBOX_DIR", data_dir / "inbox"),
             mlflow_dir=mlflow_dir,
             dagster_home=path("DAGSTER_HOME", data_dir / "dagster_home"),
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or sqlite_uri(mlflow_dir / "mlflow.db"),

@@ -5,14 +5,78 @@ Wiring layer (imports mlflow); the Dagster resource `MlflowTracking` builds one 
 
 from __future__ import annotations
 
+import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 import mlflow
+import numpy as np
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
+from torch import nn
 
+from cass_pipeline.domain.prediction import ENGINES, ModelBundle, Predictor, write_bundle
 from cass_pipeline.settings import REGISTERED_MODEL_NAME, CassSettings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+#: What the serving environment needs (`mlflow models serve --env-manager local` uses this one).
+SERVING_PACKAGES = (
+    "cass-pipeline",
+    "torch",
+    "torchvision",
+    "onnxruntime",
+    "opencv-python-headless",
+)
+
+
+class RegistryError(Exception):
+    """A model that cannot be looked up; the message is one line for the user."""
+
+
+def parse_model_reference(reference: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of `models:/name@alias`, `models:/name/3`, `champion` or `3`."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\d+))", reference.strip())
+    if match:
+        return match.group(1), match.group(2), match.group(3)
+    if reference.isdigit():
+        return REGISTERED_MODEL_NAME, None, reference
+    if re.fullmatch(r"[\w-]+", reference):
+        return REGISTERED_MODEL_NAME, reference, None
+    raise RegistryError(
+        f"{reference!r} is not a model reference (models:/name@alias, models:/name/version, "
+        "an alias or a version number)"
+    )
+
+
+def model_uri(name: str, alias: str | None, version: str | int | None) -> str:
+    return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model ready to predict, and which one it is."""
+
+    predictor: Predictor
+    name: str
+    version: int
+    alias: str | None
+    run_id: str
+
+    def description(self) -> dict:
+        """What a prediction records about the model that made it."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "uri": model_uri(self.name, self.alias, self.version),
+            "run_id": self.run_id,
+            "engine": self.predictor.engine.name,
+            "cleanup_fingerprint": self.predictor.bundle.ingest.cleanup.fingerprint(),
+        }
 
 
 @dataclass(frozen=True)
@@ -58,17 +122,119 @@ class Tracking:
         ) as run:
             yield run
 
-    def load_model(self, alias: str, name: str = REGISTERED_MODEL_NAME):
-        """(torch model, version, training run id) of `models:/name@alias`, or None."""
-        import mlflow.pytorch
+    def check_reachable(self) -> None:
+        """Fail with one clear line when the store is missing or the server does not answer
+        (sqlite would otherwise create an empty store, http retry for minutes)."""
+        uri = self.registry_uri or self.tracking_uri
+        if uri.startswith("sqlite:///"):
+            path = Path(uri.removeprefix("sqlite:///"))
+            if not path.is_file():
+                raise RegistryError(f"no MLflow registry at {path} (tracking URI {uri})")
+        elif uri.startswith(("http://", "https://")):
+            import requests
 
+            try:
+                requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+            except requests.ConnectionError as error:
+                raise RegistryError(
+                    f"cannot reach the MLflow server at {uri}: no answer"
+                ) from error
+            except requests.RequestException as error:
+                raise RegistryError(f"the MLflow server at {uri} failed: {error}") from error
+
+    def model_version(self, reference: str = CHAMPION) -> ModelVersion:
+        """The registered version a reference names: `models:/name@alias`,
+        `models:/name/version`, or a bare alias or version number of `cass-stenosis`."""
+        self.check_reachable()
+        name, alias, version = parse_model_reference(reference)
+        client = self.client()
         try:
-            version = self.client().get_model_version_by_alias(name, alias)
-        except mlflow.exceptions.MlflowException:
+            if alias is not None:
+                return client.get_model_version_by_alias(name, alias)
+            return client.get_model_version(name, version)
+        except mlflow.exceptions.MlflowException as error:
+            aliases = ", ".join(
+                f"@{a} = version {v['version']}"
+                for v in self.model_versions(name)
+                for a in v["aliases"]
+            )
+            raise RegistryError(
+                f"{model_uri(name, alias, version)} is not in the registry at "
+                f"{self.tracking_uri} (known aliases: {aliases or 'none'})"
+            ) from error
+
+    def alias_version(self, alias: str, name: str = REGISTERED_MODEL_NAME) -> int | None:
+        """The version holding `alias`, or None when no version holds it yet."""
+        try:
+            return int(self.model_version(model_uri(name, alias, None)).version)
+        except RegistryError:
             return None
+
+    def load(
+        self, reference: str = CHAMPION, engine: str = "onnxruntime", device: str = "cpu"
+    ) -> LoadedModel:
+        """The registered pyfunc model as a `Predictor`, with what identifies it."""
+        import mlflow.pyfunc
+
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        version = self.model_version(reference)
+        _, alias, _ = parse_model_reference(reference)
         self.activate()
-        model = mlflow.pytorch.load_model(f"models:/{name}/{version.version}", map_location="cpu")
-        return model.eval(), int(version.version), version.run_id
+        pyfunc = mlflow.pyfunc.load_model(
+            model_uri(version.name, None, version.version),
+            model_config={"engine": engine, "device": device},
+        )
+        return LoadedModel(
+            predictor=pyfunc.unwrap_python_model().predictor,
+            name=version.name,
+            version=int(version.version),
+            alias=alias,
+            run_id=version.run_id,
+        )
+
+    def register(
+        self,
+        model: nn.Module,
+        bundle: ModelBundle,
+        check_images: np.ndarray,
+        name: str = REGISTERED_MODEL_NAME,
+    ) -> int:
+        """Log `model` with its bundle as a pyfunc in the active run (the ONNX export checked
+        against the network on `check_images`), register it and alias it `challenger`."""
+        import mlflow.pyfunc
+
+        from cass_pipeline.serving import (
+            BUNDLE_ARTIFACT,
+            DEFAULT_MODEL_CONFIG,
+            PYFUNC_ENTRY,
+            SIGNATURE,
+            example_request,
+        )
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / BUNDLE_ARTIFACT
+            difference = write_bundle(model, bundle, folder, check_images)
+            mlflow.log_metric("onnx_max_probability_difference", difference)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_ENTRY),
+                artifacts={BUNDLE_ARTIFACT: str(folder)},
+                signature=SIGNATURE,
+                input_example=example_request(bundle.image_size),
+                model_config=DEFAULT_MODEL_CONFIG,
+                registered_model_name=name,
+                pip_requirements=[
+                    f"{package}=={metadata.version(package)}" for package in SERVING_PACKAGES
+                ],
+            )
+        version = int(info.registered_model_version)
+        self.set_alias(CHALLENGER, version, name)
+        return version
+
+    def set_alias(self, alias: str, version: int, name: str = REGISTERED_MODEL_NAME) -> None:
+        """Point `alias` (challenger, champion) at `version`."""
+        self.client().set_registered_model_alias(name, alias, str(version))
 
     def model_versions(self, name: str = REGISTERED_MODEL_NAME) -> list[dict]:
         """Registered versions of `name` with their aliases, newest first ([] if none)."""

@@ -15,18 +15,16 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
-import torchvision
-from mlflow.models import infer_signature
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
-from cass_pipeline.domain.model.data import labelled_views
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+from cass_pipeline.domain.imaging.ingest import SETTINGS_FILE, IngestConfig
+from cass_pipeline.domain.model.data import ViewDataset, labelled_views
 from cass_pipeline.domain.model.splits import table_hash
 from cass_pipeline.domain.model.train import EpochRecord, TrainConfig, distributed_context, train
-from cass_pipeline.settings import PACKAGE_DIR, REGISTERED_MODEL_NAME
+from cass_pipeline.domain.prediction import ModelBundle
+from cass_pipeline.settings import PACKAGE_DIR
 from cass_pipeline.tracking import Tracking
-
-CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
@@ -103,6 +101,28 @@ def training_views(inputs: TrainingInputs, view_step: int) -> tuple[pd.DataFrame
     return views[views.split != "test"].reset_index(drop=True), hashes
 
 
+def model_bundle(inputs: TrainingInputs, config: TrainConfig, views: pd.DataFrame) -> ModelBundle:
+    """The ingestion settings the image store was made with, bundled with the network; the
+    views must carry their fingerprint (what serving does is what training saw)."""
+    saved = Path(inputs.store_root) / "images" / SETTINGS_FILE
+    size = int(views["size"].iloc[0])
+    ingest = IngestConfig.read(saved) if saved.is_file() else IngestConfig(CleanupConfig(size))
+    fingerprints = set(views.cleanup_fingerprint)
+    if fingerprints != {ingest.cleanup.fingerprint()}:
+        raise ValueError(
+            f"the image store holds views cleaned as {sorted(fingerprints)}, but its settings "
+            f"({saved}) say {ingest.cleanup.fingerprint()}: re-run the image ingestion"
+        )
+    return ModelBundle(config.arch, ingest)
+
+
+def check_images(inputs: TrainingInputs, views: pd.DataFrame, count: int = 64) -> np.ndarray:
+    """Validation views (else training views) to check the ONNX export against the network."""
+    ordered = pd.concat([views[views.split == "validation"], views[views.split != "validation"]])
+    dataset = ViewDataset(ordered.head(count), Path(inputs.store_root))
+    return np.stack([dataset.image(i) for i in range(len(dataset))])
+
+
 def plot_curves(history: list[EpochRecord], path: Path) -> None:
     import matplotlib
 
@@ -172,10 +192,9 @@ def run_training(
         pd.DataFrame([asdict(h) for h in result.history]).to_csv(tmp / "history.csv", index=False)
         for name in ("config.json", "class_map.json", "splits.csv", "curves.png", "history.csv"):
             mlflow.log_artifact(str(tmp / name))
-        cleanup = Path(inputs.store_root) / "images" / "cleanup.json"
-        if cleanup.is_file():
-            mlflow.log_artifact(str(cleanup))
-        version = log_and_register(result.model, int(views["size"].iloc[0]), tracking)
+        version = tracking.register(
+            result.model, model_bundle(inputs, config, views), check_images(inputs, views)
+        )
         return TrainingSummary(
             run_id=run.info.run_id,
             model_version=version,
@@ -188,26 +207,3 @@ def run_training(
             train_images_per_s=float(np.median([h.images_per_s for h in result.history])),
             resumed_from_epoch=result.resumed_from_epoch,
         )
-
-
-def log_and_register(model: torch.nn.Module, size: int, tracking: Tracking) -> int:
-    """Log the model with signature and input example; register it; alias it challenger."""
-    model = model.eval()
-    example = np.zeros((1, 3, size, size), np.float32)
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        input_example=example,
-        signature=infer_signature(example, output),
-        registered_model_name=REGISTERED_MODEL_NAME,
-        serialization_format="pickle",
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"torchvision=={torchvision.__version__.split('+')[0]}",
-        ],
-    )
-    version = int(info.registered_model_version)
-    tracking.client().set_registered_model_alias(REGISTERED_MODEL_NAME, CHALLENGER, version)
-    return version

@@ -25,6 +25,8 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
     import numpy as np
     import pandas as pd
 
+    from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+
     rng = np.random.default_rng(0)
     manifest, labels, splits = [], [], []
     (root / "images" / "store").mkdir(parents=True, exist_ok=True)
@@ -51,7 +53,7 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
                         "store_index": len(images),
                         "size": size,
                         "source_sha256": f"{pid}-{branch}-{v}",
-                        "cleanup_fingerprint": "test",
+                        "cleanup_fingerprint": CleanupConfig(size).fingerprint(),
                     }
                 )
                 images.append(image)

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from cass_pipeline.domain.privacy import load_secret
+from cass_pipeline.domain.privacy import cohort_secret, load_secret
 from cass_pipeline.domain.synthetic.cohort import is_synthetic_cohort
 from cass_pipeline.settings import CassSettings
 from cass_pipeline.tracking import Tracking
@@ -64,7 +64,20 @@ class MlflowTracking(dg.ConfigurableResource):
         return self.tracking().start_run(run_name, tags)
 
 
-SYNTHETIC_COHORT_KEY = b"cass-synthetic-cohort"
+class Inbox(dg.ConfigurableResource):
+    """Where new patients' exports arrive (one folder each) and how long a folder must stay
+    unchanged before it is read."""
+
+    folder: str
+    quiet_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: CassSettings) -> Inbox:
+        return cls(folder=str(settings.inbox_dir))
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder)
 
 
 class PseudonymKey(dg.ConfigurableResource):
@@ -81,9 +94,5 @@ class PseudonymKey(dg.ConfigurableResource):
         return load_secret(Path(self.key_file), self.key)
 
     def secret_for(self, raw_dir: Path) -> bytes:
-        """The secret, except for a synthetic cohort written by `cass synth`: it holds no real
-        identity, so a fixed public key makes demo pseudonyms (and splits) the same on every
-        machine. Real exports always use the secret."""
-        if is_synthetic_cohort(raw_dir) and not self.key:
-            return SYNTHETIC_COHORT_KEY
-        return self.secret()
+        """The secret for the cohort in `raw_dir` (`cohort_secret`)."""
+        return cohort_secret(is_synthetic_cohort(raw_dir), Path(self.key_file), self.key)

@@ -68,6 +68,8 @@ GRADE_CLASS: Final = {
     "severe": "significant",
     "occluded": "significant",
 }
+#: CAD-RADS categories that each class stands for (section 3 of the domain reference).
+CAD_RADS_OF_CLASS: Final = {"no_stenosis": "0", "non_significant": "1-2", "significant": "3-5"}
 GRADE_RANGE: Final = {
     "none": (0, 0),
     "minimal": (1, 24),

@@ -32,3 +32,16 @@ def load_secret(key_file: Path, env_value: str | None = None) -> bytes:
         write_bytes_atomic(key_file, secrets.token_hex(32).encode("ascii"))
         os.chmod(key_file, 0o600)
     return key_file.read_bytes().strip()
+
+
+#: The public key of cohorts written by `cass synth`: they hold no real identity, so the demo
+#: gives the same pseudonyms (and splits) on every machine.
+SYNTHETIC_COHORT_KEY = b"cass-synthetic-cohort"
+
+
+def cohort_secret(synthetic: bool, key_file: Path, env_value: str | None = None) -> bytes:
+    """The secret for a cohort: the public key for a synthetic cohort when no key is
+    configured, else `load_secret`. Real exports always use the secret."""
+    if synthetic and not env_value:
+        return SYNTHETIC_COHORT_KEY
+    return load_secret(key_file, env_value)

@@ -66,7 +66,8 @@ def test_mlflow_resource_logs_a_run_and_reads_it_back(tmp_path):
 
 
 def test_pseudonym_secret_is_fixed_only_for_a_synthetic_cohort(tmp_path):
-    from cass_pipeline.defs.resources import SYNTHETIC_COHORT_KEY, PseudonymKey
+    from cass_pipeline.defs.resources import PseudonymKey
+    from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY
 
     synthetic, real = tmp_path / "synthetic", tmp_path / "real"
     synthetic.mkdir()

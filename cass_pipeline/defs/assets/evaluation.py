@@ -18,9 +18,16 @@ from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.evaluation import LEVELS, PAPER_TABLE2, evaluate
 from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction, overlay
 from cass_pipeline.domain.model.data import ViewDataset
-from cass_pipeline.domain.model.inference import predict_views
+from cass_pipeline.domain.model.inference import (
+    TorchEngine,
+    largest_difference,
+    predict_views,
+    view_probabilities,
+)
+from cass_pipeline.domain.prediction import ONNX_TOLERANCE, PROBABILITY_COLUMNS
 from cass_pipeline.domain.storage import write_parquet_atomic, write_text_atomic
 from cass_pipeline.settings import REGISTERED_MODEL_NAME
+from cass_pipeline.tracking import CHALLENGER, CHAMPION, LoadedModel, RegistryError, Tracking
 from cass_pipeline.training_run import TrainingInputs, load_views
 
 PREDICTION_SCHEMA = pa.schema(
@@ -37,7 +44,6 @@ PREDICTION_SCHEMA = pa.schema(
         ("model_version", pa.int32()),
     ]
 )
-CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def evaluation_dir(paths: CassPaths) -> Path:
@@ -52,23 +58,82 @@ def test_views(paths: CassPaths) -> pd.DataFrame:
     return views[views.split == "test"].reset_index(drop=True)
 
 
-def predictions_with(model, version: int, views: pd.DataFrame, paths: CassPaths) -> pd.DataFrame:
-    scored = predict_views(model, views, paths.processed).assign(model_version=version)
-    return scored[PREDICTION_SCHEMA.names]
+def predictions_with(loaded: LoadedModel, views: pd.DataFrame, paths: CassPaths) -> pd.DataFrame:
+    """The registered model's view predictions, through its own predictor (as served)."""
+    expected = loaded.predictor.bundle.ingest.cleanup.fingerprint()
+    found = set(views.cleanup_fingerprint)
+    if found - {expected}:
+        raise dg.Failure(
+            f"model version {loaded.version} expects views cleaned as {expected}, the image "
+            f"store holds {sorted(found)}: re-run mpr_images with the model's settings"
+        )
+    scored = predict_views(loaded.predictor.engine, views, paths.processed)
+    return scored.assign(model_version=loaded.version)[PREDICTION_SCHEMA.names]
+
+
+def registry(mlflow_tracking: MlflowTracking) -> Tracking:
+    """The tracking object, its lookups failing the step with the registry's message."""
+    tracking = mlflow_tracking.tracking()
+    try:
+        tracking.check_reachable()
+    except RegistryError as error:
+        raise dg.Failure(str(error)) from error
+    return tracking
+
+
+def load_alias(tracking: Tracking, alias: str, engine: str = "onnxruntime") -> LoadedModel:
+    try:
+        return tracking.load(alias, engine)
+    except RegistryError as error:
+        raise dg.Failure(str(error)) from error
 
 
 @dg.asset(group_name="evaluation", deps=[stenosis_model, patient_splits], kinds={"parquet"})
 def test_predictions(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
-    """The challenger's per-view probabilities and class on the test split."""
-    loaded = mlflow_tracking.tracking().load_model(CHALLENGER)
-    if loaded is None:
-        raise dg.Failure(f"no {REGISTERED_MODEL_NAME}@{CHALLENGER} in the registry")
-    model, version, _ = loaded
+    """The challenger's per-view probabilities and class on the test split, through the
+    registered model (ONNX Runtime); its PyTorch network is scored too, to check the export."""
+    tracking = registry(mlflow_tracking)
+    loaded = load_alias(tracking, CHALLENGER)
+    views = test_views(paths)
     path = evaluation_dir(paths) / "test_predictions.parquet"
-    write_parquet_atomic(
-        predictions_with(model, version, test_views(paths), paths), path, PREDICTION_SCHEMA
+    scored = predictions_with(loaded, views, paths)
+    write_parquet_atomic(scored, path, PREDICTION_SCHEMA)
+    network = TorchEngine(loaded.predictor.network())
+    difference, changed = largest_difference(
+        scored[PROBABILITY_COLUMNS].to_numpy(), view_probabilities(network, views, paths.processed)
     )
-    return dg.MaterializeResult(metadata={**parquet_metadata(path), "model_version": version})
+    parity = {
+        "model_version": loaded.version,
+        "views": len(views),
+        "largest_probability_difference": difference,
+        "views_changing_class": changed,
+        "tolerance": ONNX_TOLERANCE,
+    }
+    write_text_atomic(evaluation_dir(paths) / "onnx_parity.json", json.dumps(parity, indent=2))
+    return dg.MaterializeResult(
+        metadata={
+            **parquet_metadata(path),
+            "model_version": loaded.version,
+            "engine": loaded.predictor.engine.name,
+            "onnx_vs_pytorch_largest_difference": difference,
+            "onnx_vs_pytorch_views_changing_class": changed,
+        }
+    )
+
+
+@dg.asset_check(
+    asset=test_predictions,
+    blocking=True,
+    description="On the test split the served ONNX model gives the PyTorch network's classes, "
+    "every probability within 1e-4.",
+)
+def onnx_matches_pytorch(paths: CassPaths) -> dg.AssetCheckResult:
+    parity = json.loads((evaluation_dir(paths) / "onnx_parity.json").read_text())
+    return dg.AssetCheckResult(
+        passed=parity["views_changing_class"] == 0
+        and parity["largest_probability_difference"] <= parity["tolerance"],
+        metadata=parity,
+    )
 
 
 def metrics_markdown(metrics: dict) -> str:
@@ -155,8 +220,8 @@ def evaluation_report(
     predictions = pd.read_parquet(evaluation_dir(paths) / "test_predictions.parquet")
     metrics = evaluate(predictions, config.bootstrap)
     version = int(predictions.model_version.iloc[0])
-    tracking = mlflow_tracking.tracking()
-    run_id = tracking.client().get_model_version(REGISTERED_MODEL_NAME, str(version)).run_id
+    tracking = registry(mlflow_tracking)
+    run_id = tracking.model_version(str(version)).run_id
     report = {"model_version": version, "run_id": run_id, "metrics": metrics}
     write_text_atomic(evaluation_dir(paths) / "evaluation.json", json.dumps(report, indent=2))
     picture = confusion_png(metrics)
@@ -193,28 +258,27 @@ def significant_sensitivity(metrics: dict) -> float:
 def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
     """Challenger vs champion on the same test split: promote when the challenger's
     patient-level weighted F1 is at least the champion's (the champion is re-evaluated)."""
-    tracking = mlflow_tracking.tracking()
+    tracking = registry(mlflow_tracking)
     challenger = json.loads((evaluation_dir(paths) / "evaluation.json").read_text())
     decision = {
         "challenger_version": challenger["model_version"],
         "challenger_patient_f1": challenger["metrics"]["patient"]["f1_weighted"],
         "challenger_significant_sensitivity": significant_sensitivity(challenger["metrics"]),
     }
-    champion = tracking.load_model(CHAMPION)
-    if champion is None:
+    champion_version = tracking.alias_version(CHAMPION)
+    if champion_version is None:
         decision |= {"champion_version": None, "promote": True, "reason": "no champion yet"}
-    elif champion[1] == challenger["model_version"]:
+    elif champion_version == challenger["model_version"]:
         decision |= {
-            "champion_version": champion[1],
+            "champion_version": champion_version,
             "promote": False,
             "reason": "the challenger is already the champion",
         }
     else:
-        model, version, _ = champion
-        scored = predictions_with(model, version, test_views(paths), paths)
+        scored = predictions_with(load_alias(tracking, CHAMPION), test_views(paths), paths)
         metrics = evaluate(scored, bootstrap=0)
         decision |= {
-            "champion_version": version,
+            "champion_version": champion_version,
             "champion_patient_f1": metrics["patient"]["f1_weighted"],
             "champion_significant_sensitivity": significant_sensitivity(metrics),
         }
@@ -266,19 +330,18 @@ def promotion_keeps_significant_sensitivity(paths: CassPaths) -> dg.AssetCheckRe
 def champion_model(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
     """Moves the `champion` alias to the challenger when the decision says so."""
     decision = json.loads((evaluation_dir(paths) / "promotion.json").read_text())
-    client = mlflow_tracking.client()
+    tracking = registry(mlflow_tracking)
     if decision["promote"]:
-        client.set_registered_model_alias(
-            REGISTERED_MODEL_NAME, CHAMPION, decision["challenger_version"]
-        )
-    current = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION)
+        tracking.set_alias(CHAMPION, decision["challenger_version"])
+    version = tracking.alias_version(CHAMPION)
     return dg.MaterializeResult(
         metadata={
             "promoted": decision["promote"],
             "reason": decision["reason"],
-            "champion_version": int(current.version),
+            "champion_version": version,
             "model_uri": f"models:/{REGISTERED_MODEL_NAME}@{CHAMPION}",
-        }
+        },
+        data_version=dg.DataVersion(f"champion-{version}"),
     )
 
 
@@ -296,9 +359,10 @@ def explanations(
 ) -> dg.MaterializeResult:
     """Integrated Gradients heat maps for a sample of test views per class, and the share of
     the attribution that falls on the vessel band."""
-    tracking = mlflow_tracking.tracking()
+    tracking = registry(mlflow_tracking)
     predictions = pd.read_parquet(evaluation_dir(paths) / "test_predictions.parquet")
-    model, version, run_id = tracking.load_model(CHALLENGER)
+    loaded = load_alias(tracking, CHALLENGER)
+    model, version, run_id = loaded.predictor.network(), loaded.version, loaded.run_id
     views = test_views(paths)
     dataset = ViewDataset(views, paths.processed)
     keyed = views.reset_index().merge(

@@ -1,8 +1,5 @@
 """Image stage: cleaned MPR views in a per-patient store, their manifest, rejects, examples."""
 
-import json
-from dataclasses import asdict
-
 import cv2
 import dagster as dg
 import numpy as np
@@ -14,11 +11,16 @@ from cass_pipeline.defs.assets.cohort import raw_cohort
 from cass_pipeline.defs.presentation import parquet_metadata, png_markdown, text_columns
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
-from cass_pipeline.domain.imaging.ingest import IngestConfig, discover, ingest_cohort
+from cass_pipeline.domain.imaging.ingest import (
+    SETTINGS_FILE,
+    IngestConfig,
+    discover,
+    ingest_cohort,
+)
 from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image
 from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
 from cass_pipeline.domain.privacy import pseudonymise
-from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic, write_text_atomic
+from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
 
 N_EXAMPLES = 4
 
@@ -128,7 +130,7 @@ def mpr_images(
             skipped += result.skipped
             processed += not result.skipped
     context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
-    write_text_atomic(out / "cleanup.json", json.dumps(asdict(settings.cleanup), indent=2))
+    settings.write(out / SETTINGS_FILE)
     frame = pd.read_parquet(out / "manifest.parquet")
     reject_frame = pd.read_parquet(out / "rejects.parquet")
     yield dg.MaterializeResult(

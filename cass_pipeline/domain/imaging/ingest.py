@@ -13,8 +13,8 @@ import hashlib
 import json
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +32,8 @@ from cass_pipeline.domain.storage import atomic_path, settings_hash, write_text_
 from cass_pipeline.domain.volume_io import read_centrelines, read_nifti
 
 STATE_DIR = ".ingest"
+#: The ingestion settings, saved in the images folder beside the store and the manifest.
+SETTINGS_FILE = "ingest.json"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,28 @@ class IngestConfig:
 
     def fingerprint(self) -> str:
         return settings_hash(asdict(self), Path(self.aliases).read_bytes())
+
+    def write(self, path: Path) -> None:
+        """Saved beside the image store, so that training bundles what the store was made with."""
+        write_text_atomic(path, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> IngestConfig:
+        data = json.loads(path.read_text())
+        return cls(cleanup=CleanupConfig(**data.pop("cleanup")), **data)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a patient's export: its path inside the patient's folder, the series it
+    belongs to (folder or stated name), its bytes, and optionally a stated canonical branch
+    (which skips the alias table) and view order."""
+
+    path: str
+    series: str
+    data: bytes
+    branch: str | None = None
+    view_index: int | None = None
 
 
 @dataclass
@@ -64,6 +88,12 @@ class PatientSource:
                 p for p in self.mpr_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
             )
         return [p for p in (self.volume, self.centrelines) if p is not None]
+
+    def source_files(self) -> Iterator[SourceFile]:
+        """The MPR folder's files, read one at a time."""
+        for path in self.files():
+            series = path.parent.relative_to(self.mpr_dir).as_posix()
+            yield SourceFile(path.relative_to(self.mpr_dir).as_posix(), series, path.read_bytes())
 
     def fingerprint(self) -> str:
         """Changes when any source file is added, removed, resized or touched."""
@@ -109,6 +139,7 @@ class View:
     image: np.ndarray
     text_pixels: int
     masked_pixels: int
+    branch: str | None = None
 
 
 @dataclass
@@ -133,49 +164,68 @@ def reject(
     }
 
 
-def read_mpr_views(
-    source: PatientSource, pid: str, config: IngestConfig
+def read_views(
+    files: Iterable[SourceFile],
+    pid: str,
+    config: IngestConfig,
+    threads: int = 1,
+    on_file: Callable[[], None] | None = None,
 ) -> tuple[list[View], list[dict]]:
-    """Every decodable, non-constant frame of the patient's MPR folder, cleaned."""
+    """Every decodable, non-constant frame of the files, cleaned (on `threads` threads);
+    `on_file` is called as each file is done."""
+
+    def work(file: SourceFile) -> tuple[list[View], list[dict]]:
+        result = read_file_views(file, pid, config)
+        if on_file is not None:
+            on_file()
+        return result
+
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            results = list(pool.map(work, files))
+    else:
+        results = map(work, files)
     views, rejects = [], []
-    for path in source.files():
-        rel = path.relative_to(source.mpr_dir).as_posix()
-        series = path.parent.relative_to(source.mpr_dir).as_posix()
-        data = path.read_bytes()
-        try:
-            image = read_image(data, path.suffix)
-        except ImageReadError as error:
-            rejects.append(reject(pid, rel, series, None, str(error)))
-            continue
-        name = image.series_description or series
-        for frame_index, frame in enumerate(image.frames):
-            if int(frame.max()) == int(frame.min()):
-                rejects.append(
-                    reject(pid, rel, name, None, f"constant image (value {frame.min()})")
-                )
-                continue
-            cleaned, stats = clean_image(frame, config.cleanup)
-            views.append(
-                View(
-                    series=image.series_uid or series,
-                    series_name=name,
-                    source_path=rel,
-                    source_sha256=hashlib.sha256(data).hexdigest(),
-                    pixel_sha256=hashlib.sha256(frame.tobytes()).hexdigest(),
-                    frame=frame_index,
-                    order=(
-                        image.instance_number if image.instance_number is not None else 10**9,
-                        path.name,
-                        frame_index,
-                    ),
-                    kind=image.kind,
-                    height=frame.shape[0],
-                    width=frame.shape[1],
-                    image=cleaned,
-                    text_pixels=stats.text_pixels,
-                    masked_pixels=stats.masked_pixels,
-                )
+    for file_views, file_rejects in results:
+        views += file_views
+        rejects += file_rejects
+    return views, rejects
+
+
+def read_file_views(file: SourceFile, pid: str, config: IngestConfig) -> tuple[list[View], list]:
+    """The cleaned views of one file, or its reject rows."""
+    try:
+        image = read_image(file.data, Path(file.path).suffix)
+    except ImageReadError as error:
+        return [], [reject(pid, file.path, file.series, file.branch, str(error))]
+    name = image.series_description or file.series
+    views, rejects = [], []
+    for frame_index, frame in enumerate(image.frames):
+        if int(frame.max()) == int(frame.min()):
+            rejects.append(
+                reject(pid, file.path, name, file.branch, f"constant image (value {frame.min()})")
             )
+            continue
+        cleaned, stats = clean_image(frame, config.cleanup)
+        first = file.view_index if file.view_index is not None else image.instance_number
+        views.append(
+            View(
+                series=image.series_uid or file.series,
+                series_name=name,
+                source_path=file.path,
+                source_sha256=hashlib.sha256(file.data).hexdigest(),
+                pixel_sha256=hashlib.sha256(frame.tobytes()).hexdigest(),
+                frame=frame_index,
+                order=(first if first is not None else 10**9, Path(file.path).name, frame_index),
+                kind=image.kind,
+                height=frame.shape[0],
+                width=frame.shape[1],
+                image=cleaned,
+                text_pixels=stats.text_pixels,
+                masked_pixels=stats.masked_pixels,
+                branch=file.branch,
+            )
+        )
     return views, rejects
 
 
@@ -235,16 +285,21 @@ def assign_branches(
         by_series.setdefault(view.series, []).append(view)
     by_branch: dict[str, list[View]] = {}
     for series_views in sorted(by_series.values(), key=lambda v: (-len(v), v[0].series_name)):
-        name = series_views[0].series_name
-        branch = branch_of_series(name, Path(config.aliases))
-        folder = Path(series_views[0].source_path).parent.name
-        if branch is None and folder != name:
-            branch = branch_of_series(folder, Path(config.aliases))
+        name, stated = series_views[0].series_name, series_views[0].branch
+        if stated is not None:
+            branch = stated if stated in ARTERY_OF_BRANCH else None
+        else:
+            branch = branch_of_series(name, Path(config.aliases))
+            folder = Path(series_views[0].source_path).parent.name
+            if branch is None and folder != name:
+                branch = branch_of_series(folder, Path(config.aliases))
         if branch is None:
-            rejects += [
-                reject(pid, v.source_path, name, None, f"unknown series name {name!r}")
-                for v in series_views
-            ]
+            reason = (
+                f"unknown branch {stated!r}"
+                if stated is not None
+                else f"unknown series name {name!r}"
+            )
+            rejects += [reject(pid, v.source_path, name, None, reason) for v in series_views]
         elif branch in by_branch:
             rejects += [
                 reject(
@@ -289,7 +344,7 @@ def ingest_patient(
             return PatientResult(pid, state["rows"], state["rejects"], skipped=True)
 
     if source.mpr_dir is not None:
-        views, rejects = read_mpr_views(source, pid, config)
+        views, rejects = read_views(source.source_files(), pid, config)
     else:
         try:
             views, rejects = render_volume_views(source, config), []

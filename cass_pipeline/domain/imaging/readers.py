@@ -135,9 +135,22 @@ def read_bitmap(data: bytes, suffix: str) -> SourceImage:
     return SourceImage([to_uint8(grey(image))], "jpeg" if suffix in {".jpg", ".jpeg"} else "png")
 
 
-def read_image(data: bytes, suffix: str) -> SourceImage:
-    """Frames of a file by its suffix (.dcm or none: DICOM), each checked for shape."""
+BITMAP_SIGNATURES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}
+
+
+def image_suffix(data: bytes, suffix: str) -> str:
+    """The suffix that says how to decode `data`: a bitmap suffix as given, else the PNG or
+    JPEG signature of the bytes, else '.dcm' (DICOM files often have no extension)."""
     suffix = suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return suffix
+    return next((s for magic, s in BITMAP_SIGNATURES.items() if data.startswith(magic)), ".dcm")
+
+
+def read_image(data: bytes, suffix: str = "") -> SourceImage:
+    """Frames of a file by its suffix or, without a bitmap suffix, its signature (else DICOM),
+    each checked for shape."""
+    suffix = image_suffix(data, suffix)
     source = read_bitmap(data, suffix) if suffix in IMAGE_SUFFIXES else read_dicom(data)
     for frame in source.frames:
         if frame.ndim != 2:

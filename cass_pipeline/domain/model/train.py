@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from cass_pipeline.domain.evaluation import branch_level, weighted_f1
 from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
-from cass_pipeline.domain.model.inference import view_probabilities
+from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
 from cass_pipeline.domain.model.network import build_model
 from cass_pipeline.domain.storage import atomic_path, settings_hash
 
@@ -195,7 +195,8 @@ def train(
             seen += len(targets)
         train_seconds = time.monotonic() - tick
 
-        probabilities = view_probabilities(core, val_views, store_root, config.batch_size, device)
+        engine = TorchEngine(core, device)
+        probabilities = view_probabilities(engine, val_views, store_root, config.batch_size)
         labels = val_views.label.to_numpy()
         picked = probabilities[np.arange(len(labels)), labels]
         val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())

@@ -1,0 +1,154 @@
+"""Prediction latency for one new patient: raw DICOM to prediction.json, stage by stage.
+
+A 50-view, 512-px patient (one branch of a `paper` preset patient) is scored by a registered
+ShuffleNet V2 x1.0 (random weights: speed does not depend on them) as `cass predict`, the
+REST service and the Dagster asset score it once the model is loaded. Printed: seconds per
+stage (read + decode, cleanup, inference, roll-up + document), the end-to-end time, the
+inference stage beside raw ONNX Runtime throughput of the same network in the same run, and
+the one-off start-up (imports, model load from the registry) apart. Goal: end to end under
+2 s on 2 cores, inference within 10% of raw ONNX Runtime.
+Usage: python benchmarks/predict_latency.py [--views 50] [--repeats 3] [--whole-patient]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+CORES = os.cpu_count() or 1
+
+
+def median_seconds(work, repeats: int) -> float:
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def import_seconds() -> float:
+    """A fresh interpreter importing what serving imports (torch, onnxruntime, mlflow)."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", "import cass_pipeline.tracking, cass_pipeline.serving, onnxruntime"],
+        check=True,
+    )
+    return time.perf_counter() - start
+
+
+def patient_folder(tmp: Path, views: int, whole: bool) -> Path:
+    from cass_pipeline.domain.synthetic.cohort import generate_cohort
+    from cass_pipeline.domain.synthetic.config import preset
+
+    generate_cohort(preset("paper", n_patients=1, n_views=views), tmp / "cohort", workers=CORES)
+    patient = next((tmp / "cohort" / "mpr").iterdir())
+    if whole:
+        return patient
+    folder = tmp / "patient"
+    series = sorted(p for p in patient.iterdir() if p.is_dir())[0]
+    shutil.copytree(series, folder / series.name)
+    return folder
+
+
+def register(tmp: Path):
+    """A registry holding a 512-px ShuffleNet V2 x1.0 as champion."""
+    from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+    from cass_pipeline.domain.imaging.ingest import IngestConfig
+    from cass_pipeline.domain.model.network import build_model
+    from cass_pipeline.domain.prediction import ModelBundle
+    from cass_pipeline.tracking import CHAMPION, Tracking
+
+    tracking = Tracking(f"sqlite:///{tmp}/mlflow.db", "latency", (tmp / "artifacts").as_uri())
+    bundle = ModelBundle("shufflenet_v2_x1_0", IngestConfig(CleanupConfig(size=512)))
+    check = np.random.default_rng(0).integers(0, 255, (4, 512, 512), dtype=np.uint8)
+    with tracking.start_run("latency"):
+        version = tracking.register(build_model("shufflenet_v2_x1_0", "none").model, bundle, check)
+    tracking.set_alias(CHAMPION, version)
+    return tracking
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--views", type=int, default=50, help="views per branch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--whole-patient", action="store_true", help="every branch, not one")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    from cass_pipeline.domain.imaging.cleanup import clean_image
+    from cass_pipeline.domain.imaging.ingest import PatientSource
+    from cass_pipeline.domain.imaging.readers import read_image
+    from cass_pipeline.domain.model.network import to_model_input
+    from cass_pipeline.domain.prediction import roll_up
+    from cass_pipeline.domain.prediction_report import predict_folder, prediction_document
+    from cass_pipeline.tracking import CHAMPION
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder = patient_folder(tmp, args.views, args.whole_patient)
+        tracking = register(tmp)
+        start = time.perf_counter()
+        loaded = tracking.load(CHAMPION)
+        load_s = time.perf_counter() - start
+        predictor, cleanup = loaded.predictor, loaded.predictor.bundle.ingest.cleanup
+        source = PatientSource("bench", mpr_dir=folder)
+        paths = source.files()
+        predict_folder(predictor, folder, "bench", loaded.description())  # warm-up
+
+        with ThreadPoolExecutor(2) as pool:
+            decode = lambda: list(pool.map(lambda p: read_image(p.read_bytes(), p.suffix), paths))  # noqa: E731
+            frames = [image.frames[0] for image in decode()]
+            read_s = median_seconds(decode, args.repeats)
+            clean = lambda: list(pool.map(lambda f: clean_image(f, cleanup)[0], frames))  # noqa: E731
+            cleaned = np.stack(clean())
+            cleanup_s = median_seconds(clean, args.repeats)
+        inference_s = median_seconds(lambda: predictor.probabilities(cleaned), args.repeats)
+        prediction = predictor.predict_files(source.source_files(), "bench")
+        views = prediction.rows("view")
+        roll_up_s = median_seconds(
+            lambda: prediction_document(roll_up("bench", views, [], predictor.bundle), {}),
+            args.repeats,
+        )
+        end_to_end_s = median_seconds(
+            lambda: predict_folder(predictor, folder, "bench", loaded.description()), args.repeats
+        )
+        session = predictor.engine.session
+        batch = to_model_input(cleaned[:64]).numpy()
+        raw_s = median_seconds(lambda: session.run(None, {"images": batch}), args.repeats)
+        raw_ips = len(batch) / raw_s
+        imports_s = import_seconds()
+
+    n = len(cleaned)
+    print(f"patient: {n} views at 512 px from {len(paths)} DICOM files; {CORES} cores")
+    print(f"{'stage':<24}{'seconds':>9}")
+    for name, seconds in (
+        ("read + decode (2 thr)", read_s),
+        ("cleanup (2 threads)", cleanup_s),
+        ("inference (ONNX RT)", inference_s),
+        ("roll-up + document", roll_up_s),
+    ):
+        print(f"{name:<24}{seconds:>9.3f}")
+    print(f"{'end to end (warm)':<24}{end_to_end_s:>9.3f}   goal < 2 s for 50 views")
+    print(
+        f"inference {n / inference_s:.1f} images/s vs raw ONNX Runtime {raw_ips:.1f} images/s "
+        f"(same network, batch {len(batch)}): {inference_s / (n / raw_ips) - 1:+.1%} "
+        "(goal within 10%)"
+    )
+    print(
+        f"start-up, apart: imports {imports_s:.2f} s, model load from the registry {load_s:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

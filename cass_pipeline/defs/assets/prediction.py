@@ -1,0 +1,126 @@
+"""Prediction stage: each patient arriving in the inbox becomes a partition scored by the
+registered champion (the same predictor as `cass predict` and the REST service)."""
+
+import json
+import time
+
+import dagster as dg
+from pydantic import Field
+
+from cass_pipeline.defs.assets.evaluation import champion_model
+from cass_pipeline.defs.presentation import png_markdown
+from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
+from cass_pipeline.domain.inbox import folder_of, scan_inbox
+from cass_pipeline.domain.prediction_report import predict_folder
+from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.tracking import RegistryError
+
+inbox_patients = dg.DynamicPartitionsDefinition(name="inbox_patients")
+
+
+class PredictionConfig(dg.Config):
+    model: str = Field(
+        default="models:/cass-stenosis@champion",
+        description="models:/name@alias, models:/name/version, an alias or a version",
+    )
+    engine: str = Field(default="onnxruntime", description="onnxruntime (CPU) or pytorch")
+    explain_steps: int = Field(
+        default=0, description="Integrated Gradients steps for the decisive views (0: none)"
+    )
+
+
+@dg.asset(
+    group_name="prediction",
+    partitions_def=inbox_patients,
+    deps=[champion_model],
+    kinds={"mlflow", "png"},
+    code_version="1",
+)
+def patient_prediction(
+    context: dg.AssetExecutionContext,
+    config: PredictionConfig,
+    paths: CassPaths,
+    inbox: Inbox,
+    pseudonyms: PseudonymKey,
+    mlflow_tracking: MlflowTracking,
+) -> dg.MaterializeResult:
+    """One inbox patient scored by the registered model: `prediction.json` and `report.png`
+    under predictions/<pseudonym>/. A new champion makes earlier predictions stale."""
+    patient = context.partition_key
+    secret = pseudonyms.secret_for(inbox.path)
+    folder = folder_of(inbox.path, patient, lambda name: pseudonymise(name, secret))
+    if folder is None:
+        raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
+    try:
+        loaded = mlflow_tracking.tracking().load(config.model, config.engine)
+    except (RegistryError, ValueError) as error:
+        raise dg.Failure(str(error)) from error
+    report = predict_folder(
+        loaded.predictor, folder, patient, loaded.description(), config.explain_steps
+    )
+    out = paths.processed / "predictions" / patient
+    report.write(out)
+    document = report.document
+    context.log.info(
+        f"{patient}: {document['patient_class'] or 'no prediction'} with {loaded.name} "
+        f"version {loaded.version}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "patient_class": document["patient_class"] or "none",
+            "cad_rads": document["cad_rads"] or "none",
+            "note": document["note"] or "",
+            "branches": dg.MetadataValue.md(branch_table(document)),
+            "views_used": document["views_used"] or 0,
+            "files_rejected": len(document["rejected"]),
+            "model_version": loaded.version,
+            "model_uri": loaded.description()["uri"],
+            "engine": loaded.predictor.engine.name,
+            "report": png_markdown(report.report_png, f"prediction report of {patient}"),
+            "path": dg.MetadataValue.path(str(out / "prediction.json")),
+        }
+    )
+
+
+def branch_table(document: dict) -> str:
+    lines = ["| branch | class | p no / non-sig / sig | views |", "|---|---|---|---|"]
+    for name, branch in document["branches"].items():
+        p = " / ".join(f"{v:.2f}" for v in branch["probabilities"].values())
+        lines.append(f"| {name} | {branch['class']} | {p} | {branch['views_used']} |")
+    return "\n".join(lines)
+
+
+predict_patient_job = dg.define_asset_job(
+    "predict_patient",
+    selection=[patient_prediction],
+    description="Scores one inbox patient with the registered champion.",
+)
+
+
+@dg.sensor(
+    job=predict_patient_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Adds each new, fully copied inbox folder as a partition and scores it.",
+)
+def inbox_sensor(
+    context: dg.SensorEvaluationContext, inbox: Inbox, pseudonyms: PseudonymKey
+) -> dg.SensorResult:
+    secret = pseudonyms.secret_for(inbox.path)
+    scan = scan_inbox(
+        inbox.path,
+        json.loads(context.cursor) if context.cursor else {},
+        lambda name: pseudonymise(name, secret),
+        time.time(),
+        inbox.quiet_seconds,
+    )
+    new = [
+        p for p in scan.ready if not context.instance.has_dynamic_partition(inbox_patients.name, p)
+    ]
+    if scan.waiting:
+        context.log.info(f"{len(scan.waiting)} inbox folders still changing; looking again later")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=None, partition_key=p) for p in scan.ready],
+        dynamic_partitions_requests=[inbox_patients.build_add_request(new)] if new else [],
+        cursor=json.dumps(scan.memory),
+    )

@@ -1,0 +1,364 @@
+"""Prediction for a new patient with the registered champion: the CLI, REST and Dagster give
+what evaluation gives, bad input gives one clear line, the inbox runs each patient once."""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import requests
+import torch
+from click.testing import CliRunner
+
+from cass_pipeline.cli import main
+from cass_pipeline.defs.assets import evaluation, prediction
+from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
+from cass_pipeline.domain.evaluation import branch_level
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
+from cass_pipeline.domain.model.inference import predict_views
+from cass_pipeline.domain.model.network import build_model, to_model_input
+from cass_pipeline.domain.prediction import ModelBundle
+from cass_pipeline.domain.prediction_report import prediction_document
+from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, pseudonymise
+from cass_pipeline.tracking import CHAMPION, Tracking
+
+INGEST = IngestConfig(CleanupConfig(size=64))
+PATIENT = "CASE-0001"
+
+
+@dataclass
+class Registry:
+    root: Path
+    processed: Path
+    tracking: Tracking
+    manifest: pd.DataFrame
+
+    def env(self, **extra) -> dict:
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking.tracking_uri,
+            "CASS_DATA_DIR": str(self.root),
+            "CASS_PSEUDONYM_KEY": None,
+            **extra,
+        }
+
+    def register(self, seed: int) -> int:
+        """A random network whose classes depend on the view: batch statistics taken from
+        the store's views, the head scaled up."""
+        torch.manual_seed(seed)
+        model = build_model("shufflenet_v2_x0_5", "none").model
+        images = np.concatenate(
+            [np.load(p) for p in (self.processed / "images/store").glob("*.npy")]
+        )
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.momentum = None  # running statistics = this batch's
+        with torch.no_grad():
+            model.train()(to_model_input(images))
+        model.fc.weight.data *= 10
+        with self.tracking.start_run(f"register-{seed}"):
+            return self.tracking.register(model, ModelBundle("shufflenet_v2_x0_5", INGEST), images)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, tiny_cohort) -> Registry:
+    """The tiny cohort ingested as the pipeline does, and a registered champion."""
+    root = tmp_path_factory.mktemp("predict")
+    processed = root / "processed"
+    results = ingest_cohort(
+        tiny_cohort, processed / "images" / "store", SYNTHETIC_COHORT_KEY, INGEST, workers=1
+    )
+    manifest = pd.DataFrame([row for result in results for row in result.rows])
+    tracking = Tracking(
+        f"sqlite:///{root}/mlflow.db", "predict-test", (root / "artifacts").as_uri()
+    )
+    registry = Registry(root, processed, tracking, manifest)
+    tracking.set_alias(CHAMPION, registry.register(seed=0))
+    return registry
+
+
+def predict(registry: Registry, folder: Path, out: Path, *options: str, **env):
+    return CliRunner().invoke(
+        main, ["predict", str(folder), "--out", str(out), *options], env=registry.env(**env)
+    )
+
+
+def test_cli_gives_what_evaluation_gives_on_the_raw_export(registry, tiny_cohort, tmp_path):
+    result = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document == json.loads((tmp_path / "out" / "prediction.json").read_text())
+    pid = pseudonymise(PATIENT, SYNTHETIC_COHORT_KEY)
+    assert document["patient"] == pid and PATIENT not in result.stdout
+    assert document["model"]["version"] == 1 and document["model"]["alias"] == "champion"
+    # the evaluation path: the stored, already cleaned views of the same patient
+    loaded = registry.tracking.load(CHAMPION)
+    views = registry.manifest[registry.manifest.patient_id == pid].assign(label=0)
+    scored = predict_views(loaded.predictor.engine, views, registry.processed)
+    branches = branch_level(scored).set_index("branch").pred
+    classes = ("no_stenosis", "non_significant", "significant")
+    assert {b: classes[p] for b, p in branches.items()} == {
+        b: info["class"] for b, info in document["branches"].items()
+    }
+    assert len({v["class"] for b in document["branches"].values() for v in b["views"]}) > 1
+    for row in scored.itertuples():
+        served = document["branches"][row.branch]["views"][row.view_index]["probabilities"]
+        assert served["significant"] == pytest.approx(row.p_significant, abs=1e-6)
+    picture = cv2.imread(str(tmp_path / "out" / "report.png"))
+    assert picture is not None and picture.shape[1] > 800
+
+
+def test_unreadable_files_are_reported_and_the_rest_predicted(registry, tiny_cohort, tmp_path):
+    folder = tmp_path / "55500011"
+    shutil.copytree(tiny_cohort / "mpr" / PATIENT, folder)
+    lad = sorted((folder / "LAD").iterdir())
+    lad[0].write_bytes(lad[0].read_bytes()[:300])
+    (folder / "notes.txt").write_text("scanned on the second table")
+    result = predict(registry, folder, tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    reasons = {r["source"]: r["reason"] for r in document["rejected"]}
+    assert set(reasons) >= {"LAD/000.dcm", "notes.txt"}
+    assert "LAD" not in document["branches"]  # 3 views left, fewer than the bundle's 4
+    assert "3 views, fewer than 4" in reasons["LAD/001.dcm"]
+    assert document["patient_class"] is not None and len(document["branches"]) >= 2
+    assert "55500011" not in json.dumps(document)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["empty folder", "no recognisable series", "unknown alias", "unreachable server", "no store"],
+)
+def test_bad_input_gives_one_clear_line_and_a_failure_exit(registry, tiny_cohort, tmp_path, case):
+    folder = tmp_path / "patient"
+    folder.mkdir()
+    options, env = [], {}
+    if case != "empty folder":
+        shutil.copytree(tiny_cohort / "mpr" / PATIENT, folder, dirs_exist_ok=True)
+    if case == "no recognisable series":
+        for index, series in enumerate(p for p in sorted(folder.iterdir()) if p.is_dir()):
+            for path in series.iterdir():
+                dataset = pydicom.dcmread(path)
+                dataset.SeriesDescription = f"Calcium score {index}"
+                dataset.save_as(path)
+            series.rename(folder / f"series-{index}")
+    if case == "unknown alias":
+        options = ["--model", "models:/cass-stenosis@gold"]
+    if case == "unreachable server":
+        env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    if case == "no store":
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/missing/mlflow.db"}
+    started = time.monotonic()
+    result = predict(registry, folder, tmp_path / "out", *options, **env)
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    expected = {
+        "empty folder": "holds no files",
+        "no recognisable series": "no recognisable series",
+        "unknown alias": "@gold is not in the registry",
+        "unreachable server": "cannot reach the MLflow server",
+        "no store": "no MLflow registry at",
+    }[case]
+    assert expected in lines[0]
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "out").exists()
+
+
+def test_explain_adds_the_decisive_views_attributions(registry, tiny_cohort, tmp_path):
+    folder = tiny_cohort / "mpr" / PATIENT
+    plain = predict(registry, folder, tmp_path / "plain")
+    explained = predict(registry, folder, tmp_path / "explained", "--explain", "--steps", "4")
+    assert plain.exit_code == explained.exit_code == 0, explained.output
+
+    def right_column_ink(name):
+        picture = cv2.imread(str(tmp_path / name / "report.png"))
+        body = picture[picture.shape[0] // 3 :, -picture.shape[1] // 10 :]
+        return float((body.min(axis=2) < 200).mean())
+
+    assert right_column_ink("plain") == 0
+    assert right_column_ink("explained") > 0.05
+    same = [
+        json.loads((tmp_path / n / "prediction.json").read_text()) for n in ("plain", "explained")
+    ]
+    assert same[0] == same[1]
+
+
+@pytest.fixture
+def rest_server(registry):
+    """`mlflow models serve` of the champion on a free port of 127.0.0.1."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": registry.tracking.tracking_uri,
+    }
+    log = registry.root / f"serve-{port}.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                str(Path(bin_dir) / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                "models:/cass-stenosis@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            if server.poll() is not None:
+                pytest.fail(f"mlflow models serve exited: {log.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{url}/ping", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"mlflow models serve did not answer: {log.read_text()[-2000:]}")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_rest_service_answers_what_the_cli_writes(registry, rest_server, tiny_cohort, tmp_path):
+    folder = tiny_cohort / "mpr" / PATIENT
+    cli = predict(registry, folder, tmp_path / "out", "--json")
+    expected = json.loads(cli.stdout)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    rows = [
+        [
+            base64.b64encode(p.read_bytes()).decode(),
+            p.parent.name,
+            p.relative_to(folder).as_posix(),
+            expected["patient"],
+        ]
+        for p in files
+    ]
+    response = requests.post(
+        f"{rest_server}/invocations",
+        json={
+            "dataframe_split": {
+                "columns": ["image", "series_name", "source", "patient"],
+                "data": rows,
+            }
+        },
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text[:2000]
+    assert "NaN" not in response.text  # strict JSON
+    table = pd.DataFrame(response.json()["predictions"])
+    served = prediction_document(table, expected["model"])
+    assert served["branches"].keys() == expected["branches"].keys()
+    for name, branch in expected["branches"].items():
+        assert served["branches"][name]["class"] == branch["class"]
+        for key, value in branch["probabilities"].items():
+            assert served["branches"][name]["probabilities"][key] == pytest.approx(value, abs=1e-6)
+    assert (served["patient_class"], served["cad_rads"]) == (
+        expected["patient_class"],
+        expected["cad_rads"],
+    )
+
+
+def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
+    registry, tiny_cohort, tmp_path
+):
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    inbox = tmp_path / "inbox"
+    folder = inbox / "55500011"
+    shutil.copytree(tiny_cohort / "mpr" / "CASE-0002", folder)
+    past = time.time() - 7200
+    for path in folder.rglob("*"):
+        os.utime(path, (past, past))
+    resources = {
+        "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(registry.processed)),
+        "inbox": Inbox(folder=str(inbox), quiet_seconds=60),
+        "pseudonyms": PseudonymKey(key_file=str(tmp_path / "pseudonym.key")),
+        "mlflow_tracking": MlflowTracking(**registry.tracking.__dict__),
+    }
+    pid = pseudonymise("55500011", resources["pseudonyms"].secret())
+    promotion = registry.processed / "evaluation" / "promotion.json"
+    promotion.parent.mkdir(parents=True, exist_ok=True)
+    with dg.instance_for_test() as instance:
+        cursor, requested = None, []
+        for _ in range(3):
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            result = prediction.inbox_sensor(context)
+            requested.append([r.partition_key for r in result.run_requests])
+            for request in result.dynamic_partitions_requests:
+                instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+            cursor = result.cursor
+        assert requested == [[], [pid], []]
+        assert "55500011" not in cursor
+        assert instance.get_dynamic_partitions("inbox_patients") == [pid]
+
+        def champion(version: int) -> None:
+            promotion.write_text(
+                json.dumps({"promote": True, "challenger_version": version, "reason": "test"})
+            )
+            assert dg.materialize(
+                [evaluation.champion_model], resources=resources, instance=instance
+            ).success
+
+        def predict_partition() -> dg.ExecuteInProcessResult:
+            return dg.materialize(
+                [prediction.patient_prediction],
+                partition_key=pid,
+                resources=resources,
+                instance=instance,
+            )
+
+        champion(1)
+        result = predict_partition()
+        assert result.success
+        metadata = result.asset_materializations_for_node("patient_prediction")[0].metadata
+        assert metadata["model_version"].value == 1
+        assert "data:image/png;base64," in metadata["report"].value
+        written = json.loads(
+            (registry.processed / "predictions" / pid / "prediction.json").read_text()
+        )
+        assert (
+            written["patient"] == pid
+            and written["patient_class"] == metadata["patient_class"].value
+        )
+        assets = [evaluation.champion_model, prediction.patient_prediction]
+        key = prediction.patient_prediction.key
+        assert get_stale_status_resolver(instance, assets).get_status(key, pid).value == "FRESH"
+
+        champion(registry.register(seed=1))
+        assert get_stale_status_resolver(instance, assets).get_status(key, pid).value == "STALE"
+        again = predict_partition().asset_materializations_for_node("patient_prediction")[0]
+        assert again.metadata["model_version"].value == 2
+        assert get_stale_status_resolver(instance, assets).get_status(key, pid).value == "FRESH"
