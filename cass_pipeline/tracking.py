@@ -37,6 +37,10 @@ class RegistryError(Exception):
     """A model that cannot be looked up; the message is one line for the user."""
 
 
+class NotServableError(RegistryError):
+    """A registered version that is not a CASS serving model (no bundle)."""
+
+
 def parse_model_reference(reference: str) -> tuple[str, str | None, str | None]:
     """(name, alias, version) of `models:/name@alias`, `models:/name/3`, `champion` or `3`."""
     match = re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\d+))", reference.strip())
@@ -164,11 +168,15 @@ class Tracking:
             ) from error
 
     def alias_version(self, alias: str, name: str = REGISTERED_MODEL_NAME) -> int | None:
-        """The version holding `alias`, or None when no version holds it yet."""
+        """The version holding `alias`, or None when no version holds it yet (an unreachable
+        registry is an error, not "none")."""
+        self.check_reachable()
         try:
-            return int(self.model_version(model_uri(name, alias, None)).version)
-        except RegistryError:
-            return None
+            return int(self.client().get_model_version_by_alias(name, alias).version)
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+                return None
+            raise
 
     def load(
         self, reference: str = CHAMPION, engine: str = "onnxruntime", device: str = "cpu"
@@ -176,15 +184,21 @@ class Tracking:
         """The registered pyfunc model as a `Predictor`, with what identifies it."""
         import mlflow.pyfunc
 
+        from cass_pipeline.serving import BUNDLE_ARTIFACT
+
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
         version = self.model_version(reference)
         _, alias, _ = parse_model_reference(reference)
         self.activate()
-        pyfunc = mlflow.pyfunc.load_model(
-            model_uri(version.name, None, version.version),
-            model_config={"engine": engine, "device": device},
-        )
+        uri = model_uri(version.name, None, version.version)
+        flavours = mlflow.models.get_model_info(uri).flavors
+        if BUNDLE_ARTIFACT not in flavours.get("python_function", {}).get("artifacts", {}):
+            raise NotServableError(
+                f"{uri} is not a CASS serving model (flavours: {', '.join(flavours)}; "
+                "registered before models carried their bundle?): retrain to register one"
+            )
+        pyfunc = mlflow.pyfunc.load_model(uri, model_config={"engine": engine, "device": device})
         return LoadedModel(
             predictor=pyfunc.unwrap_python_model().predictor,
             name=version.name,

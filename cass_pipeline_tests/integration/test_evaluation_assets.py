@@ -135,3 +135,36 @@ def test_evaluate_cli_json(tmp_path):
     assert payload["artery"]["n"] == 2 and payload["patient"]["accuracy"] == 1.0
     for level in ("segment", "artery", "patient"):
         assert {"accuracy", "f1_weighted", "confusion_matrix", "n"} <= set(payload[level])
+
+
+def test_a_champion_that_cannot_be_served_loses_its_place(two_rounds):
+    import mlflow.pytorch
+    import numpy as np
+
+    from cass_pipeline.domain.model.network import build_model
+    from cass_pipeline.tracking import CHAMPION, Tracking
+
+    root = two_rounds[0]
+    tracking = Tracking(
+        f"sqlite:///{root.parent}/mlflow.db", "eval-test", (root.parent / "a").as_uri()
+    )
+    serving = tracking.alias_version(CHAMPION)
+    with tracking.start_run("registered the old way"):
+        info = mlflow.pytorch.log_model(
+            build_model("shufflenet_v2_x0_5", "none").model,
+            name="model",
+            serialization_format="pickle",
+            input_example=np.zeros((2, 3, 32, 32), np.float32),
+            registered_model_name="cass-stenosis",
+        )
+    legacy = int(info.registered_model_version)
+    tracking.set_alias(CHAMPION, legacy)
+    try:
+        paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))
+        decision = evaluation.against_champion(tracking, paths, 0.1, legacy)
+        assert decision["promote"] and "is not a CASS serving model" in decision["reason"]
+        tracking.set_alias(CHAMPION, serving)
+        kept = evaluation.against_champion(tracking, paths, -1.0, serving)
+        assert not kept["promote"] and kept["champion_patient_f1"] >= 0
+    finally:
+        tracking.set_alias(CHAMPION, serving)

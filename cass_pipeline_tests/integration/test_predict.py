@@ -203,6 +203,24 @@ def test_explain_adds_the_decisive_views_attributions(registry, tiny_cohort, tmp
     assert same[0] == same[1]
 
 
+def test_a_version_without_a_bundle_is_refused_with_a_reason(registry, tiny_cohort, tmp_path):
+    import mlflow.pytorch
+
+    with registry.tracking.start_run("registered the old way"):
+        info = mlflow.pytorch.log_model(
+            build_model("shufflenet_v2_x0_5", "none").model,
+            name="model",
+            serialization_format="pickle",
+            input_example=np.zeros((2, 3, 64, 64), np.float32),
+            registered_model_name="cass-stenosis",
+        )
+    version = str(info.registered_model_version)
+    result = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "out", "--model", version)
+    assert result.exit_code == 1
+    assert f"models:/cass-stenosis/{version} is not a CASS serving model" in result.stderr
+    assert "flavours: " in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 @pytest.fixture
 def rest_server(registry):
     """`mlflow models serve` of the champion on a free port of 127.0.0.1."""
@@ -357,8 +375,9 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
         key = prediction.patient_prediction.key
         assert get_stale_status_resolver(instance, assets).get_status(key, pid).value == "FRESH"
 
-        champion(registry.register(seed=1))
+        new_champion = registry.register(seed=1)
+        champion(new_champion)
         assert get_stale_status_resolver(instance, assets).get_status(key, pid).value == "STALE"
         again = predict_partition().asset_materializations_for_node("patient_prediction")[0]
-        assert again.metadata["model_version"].value == 2
+        assert again.metadata["model_version"].value == new_champion > 1
         assert get_stale_status_resolver(instance, assets).get_status(key, pid).value == "FRESH"

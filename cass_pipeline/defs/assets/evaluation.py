@@ -27,7 +27,14 @@ from cass_pipeline.domain.model.inference import (
 from cass_pipeline.domain.prediction import ONNX_TOLERANCE, PROBABILITY_COLUMNS
 from cass_pipeline.domain.storage import write_parquet_atomic, write_text_atomic
 from cass_pipeline.settings import REGISTERED_MODEL_NAME
-from cass_pipeline.tracking import CHALLENGER, CHAMPION, LoadedModel, RegistryError, Tracking
+from cass_pipeline.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    LoadedModel,
+    NotServableError,
+    RegistryError,
+    Tracking,
+)
 from cass_pipeline.training_run import TrainingInputs, load_views
 
 PREDICTION_SCHEMA = pa.schema(
@@ -254,6 +261,27 @@ def significant_sensitivity(metrics: dict) -> float:
     return metrics["patient"]["sensitivity"][2] or 0.0
 
 
+def against_champion(
+    tracking: Tracking, paths: CassPaths, challenger_f1: float, version: int
+) -> dict:
+    """The champion re-evaluated on the same test split, and whether the challenger wins; a
+    champion that cannot be served (registered before models carried their bundle) loses."""
+    try:
+        champion = tracking.load(CHAMPION)
+    except NotServableError as error:
+        return {"champion_version": version, "promote": True, "reason": str(error)}
+    metrics = evaluate(predictions_with(champion, test_views(paths), paths), bootstrap=0)
+    f1 = metrics["patient"]["f1_weighted"]
+    return {
+        "champion_version": version,
+        "champion_patient_f1": f1,
+        "champion_significant_sensitivity": significant_sensitivity(metrics),
+        "promote": challenger_f1 >= f1,
+        "reason": f"patient-level weighted F1 {challenger_f1:.3f} vs champion {f1:.3f} "
+        "on the same test split",
+    }
+
+
 @dg.asset(group_name="evaluation", deps=[evaluation_report], kinds={"mlflow"})
 def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
     """Challenger vs champion on the same test split: promote when the challenger's
@@ -275,18 +303,8 @@ def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.
             "reason": "the challenger is already the champion",
         }
     else:
-        scored = predictions_with(load_alias(tracking, CHAMPION), test_views(paths), paths)
-        metrics = evaluate(scored, bootstrap=0)
-        decision |= {
-            "champion_version": champion_version,
-            "champion_patient_f1": metrics["patient"]["f1_weighted"],
-            "champion_significant_sensitivity": significant_sensitivity(metrics),
-        }
-        decision["promote"] = decision["challenger_patient_f1"] >= decision["champion_patient_f1"]
-        decision["reason"] = (
-            "patient-level weighted F1 "
-            f"{decision['challenger_patient_f1']:.3f} vs champion "
-            f"{decision['champion_patient_f1']:.3f} on the same test split"
+        decision |= against_champion(
+            tracking, paths, decision["challenger_patient_f1"], champion_version
         )
     write_text_atomic(evaluation_dir(paths) / "promotion.json", json.dumps(decision, indent=2))
     client = tracking.client()
