@@ -83,3 +83,22 @@ def training_views(root: Path):
         pd.read_parquet(root / "reports" / "branch_labels.parquet"),
         pd.read_parquet(root / "model" / "splits.parquet"),
     )
+
+
+def register_without_bundle(tracking, size: int) -> int:
+    """A version registered the old way (PyTorch flavour, no bundle): what an older CASS
+    left in a registry."""
+    import mlflow.pytorch
+    import numpy as np
+
+    from cass_pipeline.domain.model.network import build_model
+
+    with tracking.start_run("registered the old way"):
+        info = mlflow.pytorch.log_model(
+            build_model("shufflenet_v2_x0_5", "none").model,
+            name="model",
+            serialization_format="pickle",
+            input_example=np.zeros((2, 3, size, size), np.float32),
+            registered_model_name="cass-stenosis",
+        )
+    return int(info.registered_model_version)

@@ -138,26 +138,15 @@ def test_evaluate_cli_json(tmp_path):
 
 
 def test_a_champion_that_cannot_be_served_loses_its_place(two_rounds):
-    import mlflow.pytorch
-    import numpy as np
-
-    from cass_pipeline.domain.model.network import build_model
     from cass_pipeline.tracking import CHAMPION, Tracking
+    from cass_pipeline_tests.conftest import register_without_bundle
 
     root = two_rounds[0]
     tracking = Tracking(
         f"sqlite:///{root.parent}/mlflow.db", "eval-test", (root.parent / "a").as_uri()
     )
     serving = tracking.alias_version(CHAMPION)
-    with tracking.start_run("registered the old way"):
-        info = mlflow.pytorch.log_model(
-            build_model("shufflenet_v2_x0_5", "none").model,
-            name="model",
-            serialization_format="pickle",
-            input_example=np.zeros((2, 3, 32, 32), np.float32),
-            registered_model_name="cass-stenosis",
-        )
-    legacy = int(info.registered_model_version)
+    legacy = register_without_bundle(tracking, 32)
     tracking.set_alias(CHAMPION, legacy)
     try:
         paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))

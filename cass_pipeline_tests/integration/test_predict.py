@@ -35,6 +35,7 @@ from cass_pipeline.domain.prediction import ModelBundle
 from cass_pipeline.domain.prediction_report import prediction_document
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, pseudonymise
 from cass_pipeline.tracking import CHAMPION, Tracking
+from cass_pipeline_tests.conftest import register_without_bundle
 
 INGEST = IngestConfig(CleanupConfig(size=64))
 PATIENT = "CASE-0001"
@@ -204,17 +205,7 @@ def test_explain_adds_the_decisive_views_attributions(registry, tiny_cohort, tmp
 
 
 def test_a_version_without_a_bundle_is_refused_with_a_reason(registry, tiny_cohort, tmp_path):
-    import mlflow.pytorch
-
-    with registry.tracking.start_run("registered the old way"):
-        info = mlflow.pytorch.log_model(
-            build_model("shufflenet_v2_x0_5", "none").model,
-            name="model",
-            serialization_format="pickle",
-            input_example=np.zeros((2, 3, 64, 64), np.float32),
-            registered_model_name="cass-stenosis",
-        )
-    version = str(info.registered_model_version)
+    version = str(register_without_bundle(registry.tracking, 64))
     result = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "out", "--model", version)
     assert result.exit_code == 1
     assert f"models:/cass-stenosis/{version} is not a CASS serving model" in result.stderr
