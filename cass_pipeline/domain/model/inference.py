@@ -23,12 +23,28 @@ CPU = torch.device("cpu")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 
 
+#: Pixels per inference batch: about 4 views at 512 px, 64 at 128 px (measured fastest for
+#: ONNX Runtime on 2 CPU cores, where larger batches fall out of the caches).
+BATCH_PIXELS = 2**20
+
+
 class Engine(Protocol):
-    """Runs the network on a normalised float32 batch (N, 3, H, W) and returns logits (N, 3)."""
+    """Runs the network on cleaned uint8 views (N, H, W) and returns logits (N, 3)."""
 
     name: str
 
-    def logits(self, batch: np.ndarray) -> np.ndarray: ...
+    def logits(self, images: np.ndarray) -> np.ndarray: ...
+
+
+class ViewsToLogits(nn.Module):
+    """The network behind the one input transform, as exported: uint8 views in, logits out."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(to_model_input(images))
 
 
 class TorchEngine:
@@ -40,15 +56,15 @@ class TorchEngine:
         self.model = model.eval().to(device)
         self.device = device
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(batch).to(self.device)
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        batch = to_model_input(np.ascontiguousarray(images)).to(self.device)
         with torch.no_grad():
-            batch = tensor.contiguous(memory_format=torch.channels_last)
+            batch = batch.contiguous(memory_format=torch.channels_last)
             return self.model(batch).float().cpu().numpy()
 
 
 class OnnxEngine:
-    """An exported network in ONNX Runtime on the CPU, using every core by default."""
+    """An exported `ViewsToLogits` in ONNX Runtime on the CPU, using every core by default."""
 
     name = "onnxruntime"
 
@@ -62,30 +78,39 @@ class OnnxEngine:
             str(path), options, providers=["CPUExecutionProvider"]
         )
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: batch})[0]
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images)})[0]
 
 
-def softmax(logits: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Class probabilities of logits (N, 3), computed the same way for every engine."""
-    return torch.softmax(torch.as_tensor(logits).float(), 1).numpy()
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of logits (N, 3), computed the same way for every engine (in
+    NumPy: a PyTorch op between ONNX Runtime calls wakes PyTorch's threads, which then
+    compete with ONNX Runtime's for the cores)."""
+    shifted = np.asarray(logits, np.float32) - np.max(logits, axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
-def predict_probabilities(engine: Engine, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities (N, 3) for cleaned uint8 views (N, H, W)."""
+def predict_probabilities(
+    engine: Engine, images: np.ndarray, batch_size: int | None = None
+) -> np.ndarray:
+    """Softmax probabilities (N, 3) for cleaned uint8 views (N, H, W), in batches of
+    `batch_size` views (default: `BATCH_PIXELS` worth)."""
+    if batch_size is None:
+        batch_size = max(1, BATCH_PIXELS // max(1, images[0].size if len(images) else 1))
     out = [
-        softmax(engine.logits(to_model_input(images[start : start + batch_size]).numpy()))
+        softmax(engine.logits(images[start : start + batch_size]))
         for start in range(0, len(images), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
 
 
 def export_onnx(model: nn.Module, size: int, path: Path) -> None:
-    """The network as ONNX (batch size free, `size` x `size` input) at `path`."""
-    model = model.eval().to(CPU)
-    example = torch.zeros(2, 3, size, size)  # batch 2: a batch of 1 would be fixed in the graph
+    """`ViewsToLogits(model)` as ONNX: uint8 views (batch size free, `size` x `size`) in."""
+    wrapped = ViewsToLogits(model.eval().to(CPU)).eval()
+    example = torch.zeros(2, size, size, dtype=torch.uint8)  # a batch of 1 would be fixed
     program = torch.onnx.export(
-        model,
+        wrapped,
         (example,),
         dynamo=True,
         input_names=[ONNX_INPUT],
@@ -105,19 +130,17 @@ def largest_difference(p: np.ndarray, q: np.ndarray) -> tuple[float, int]:
 
 
 def view_probabilities(
-    engine: Engine, views: pd.DataFrame, store_root: Path, batch_size: int = 64
+    engine: Engine, views: pd.DataFrame, store_root: Path, batch_size: int | None = None
 ) -> np.ndarray:
-    """Probabilities for manifest rows, reading the image store one batch at a time."""
+    """Probabilities for manifest rows, reading the image store 64 views at a time."""
     dataset = ViewDataset(views.reset_index(drop=True), store_root)
     chunks = [
         predict_probabilities(
             engine,
-            np.stack(
-                [dataset.image(i) for i in range(start, min(start + batch_size, len(dataset)))]
-            ),
+            np.stack([dataset.image(i) for i in range(start, min(start + 64, len(dataset)))]),
             batch_size,
         )
-        for start in range(0, len(dataset), batch_size)
+        for start in range(0, len(dataset), 64)
     ]
     return np.concatenate(chunks) if chunks else np.zeros((0, 3), np.float32)
 

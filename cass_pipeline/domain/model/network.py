@@ -31,15 +31,18 @@ class BuiltModel:
     weights_used: str
 
 
+#: (grey / 255 - mean) / std as one multiply-add per pixel and channel, for uint8 views.
+UINT8_SCALE, UINT8_SHIFT = 1.0 / (255.0 * STD), -MEAN / STD
+
+
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 views (N, H, W) or float (N, H, W) in 0..1 -> normalised float (N, 3, H, W)."""
     tensor = torch.as_tensor(images)
-    if tensor.dtype == torch.uint8:
-        tensor = tensor.float() / 255.0
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(1)
-    tensor = tensor.expand(-1, 3, -1, -1)
-    return (tensor - MEAN) / STD
+    if tensor.dtype == torch.uint8:
+        return tensor.float() * UINT8_SCALE + UINT8_SHIFT
+    return (tensor.expand(-1, 3, -1, -1) - MEAN) / STD
 
 
 def imagenet_cache_file(arch: str) -> Path:
