@@ -37,10 +37,3 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     """A PNG embedded in markdown (Dagster has no image metadata type)."""
     encoded = base64.b64encode(png).decode("ascii")
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
-
-
-def text_columns(frame: pd.DataFrame) -> str:
-    """A table as lower-case text for identifier scans; hash columns are left out (hex digests
-    contain digit runs that could match an MRN by chance)."""
-    keep = [c for c in frame.columns if not c.endswith("sha256")]
-    return frame[keep].to_csv().lower()

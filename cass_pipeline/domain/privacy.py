@@ -12,8 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
+from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
+
+import pandas as pd
 
 from cass_pipeline.domain.storage import write_bytes_atomic
 
@@ -45,3 +50,36 @@ def cohort_secret(synthetic: bool, key_file: Path, env_value: str | None = None)
     if synthetic and not env_value:
         return SYNTHETIC_COHORT_KEY
     return load_secret(key_file, env_value)
+
+
+TOKEN = re.compile(r"[^\W_]+")
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case runs of letters or digits (underscores, spaces, punctuation separate)."""
+    return TOKEN.findall(str(text).lower())
+
+
+def identifiers_found(values: Iterable[str], identifiers: Iterable[str]) -> set[str]:
+    """The identifiers that occur in `values` as whole tokens, in order: a name part as a
+    word ("Ted" is not in "iodinated"), a number as a whole number, a written date as its
+    parts ("1961-03-04" matches "04" after "03" after "1961")."""
+    wanted: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+    for identifier in identifiers:
+        sequence = tuple(tokens(identifier))
+        if sequence:
+            wanted[sequence[0]].add(sequence)
+    found = set()
+    for value in values:
+        words = tokens(value)
+        for start, word in enumerate(words):
+            for sequence in wanted.get(word, ()):
+                if tuple(words[start : start + len(sequence)]) == sequence:
+                    found.add(" ".join(sequence))
+    return found
+
+
+def table_values(frame: pd.DataFrame) -> Iterable[str]:
+    """Every distinct cell value of a table as text (values only: column names are ours)."""
+    for column in frame.columns:
+        yield from frame[column].dropna().astype(str).unique()

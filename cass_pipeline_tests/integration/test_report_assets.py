@@ -138,3 +138,33 @@ def test_parse_report_cli_prints_one_json_object(tmp_path):
     assert payload["cad_rads"] == {"category": "4A", "modifiers": []}
     assert set(payload) == {"branches", "patient_class", "cad_rads"}
     assert "12345678" not in result.output and "DOE" not in result.output
+
+
+def test_short_common_names_inside_ordinary_words_are_not_leaks(materialised):
+    root, _ = materialised
+    paths = CassPaths(raw_dir=str(root / "raw"), processed_dir=str(root / "processed"))
+    reports = root / "raw" / "reports"
+    names = {"CASE-0001": "TED, Ina", "CASE-0002": "PAT, Art", "CASE-0003": "AL, Li"}
+    originals = {case: (reports / f"{case}.txt").read_text() for case in names}
+    mentions_path = root / "processed" / "reports" / "report_mentions.parquet"
+    original_mentions = mentions_path.read_bytes()
+    try:
+        for case, name in names.items():
+            rest = originals[case].split("    DOB:", 1)[1]
+            (reports / f"{case}.txt").write_text(f"Patient: {name}    DOB:{rest}")
+        outputs = " ".join(
+            pd.read_parquet(p).to_csv().lower() for p in (root / "processed").rglob("*.parquet")
+        )
+        inside_words = [n for n in ("ted", "ina", "pat", "art", "al", "li") if n in outputs]
+        assert len(inside_words) >= 4  # the old substring scan blocked on these
+        assert report_assets.no_identifiers_in_report_outputs(paths).passed
+        frame = pd.read_parquet(mentions_path)
+        frame.loc[0, "text"] = "discussed with Ina on the ward"
+        frame.to_parquet(mentions_path)
+        check = report_assets.no_identifiers_in_report_outputs(paths)
+        assert not check.passed
+        assert check.metadata["tables_with_identifiers"].value == {"report_mentions": 1}
+    finally:
+        for case, text in originals.items():
+            (reports / f"{case}.txt").write_text(text)
+        mentions_path.write_bytes(original_mentions)

@@ -8,7 +8,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.presentation import parquet_metadata, png_markdown, text_columns
+from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
 from cass_pipeline.domain.imaging.ingest import (
@@ -19,7 +19,7 @@ from cass_pipeline.domain.imaging.ingest import (
 )
 from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image
 from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
-from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.domain.privacy import identifiers_found, pseudonymise, table_values
 from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
 
 N_EXAMPLES = 4
@@ -249,12 +249,12 @@ def no_identifiers_in_image_outputs(paths: CassPaths) -> dg.AssetCheckResult:
             if first is not None:
                 identifiers |= dicom_identifiers(first)
     out = image_dir(paths)
-    texts = {
-        name: text_columns(pd.read_parquet(out / f"{name}.parquet"))
+    values = {
+        name: table_values(pd.read_parquet(out / f"{name}.parquet"))
         for name in ("manifest", "rejects")
     }
-    texts["examples"] = " ".join(p.name for p in (out / "examples").glob("*")).lower()
-    hits = {name: sum(1 for v in identifiers if v.lower() in text) for name, text in texts.items()}
+    values["examples"] = [p.name for p in (out / "examples").glob("*")]
+    hits = {name: len(identifiers_found(v, identifiers)) for name, v in values.items()}
     hits = {k: v for k, v in hits.items() if v}
     return dg.AssetCheckResult(
         passed=not hits,

@@ -5,8 +5,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.presentation import parquet_metadata, text_columns
+from cass_pipeline.defs.presentation import parquet_metadata
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.domain.privacy import identifiers_found, table_values
 from cass_pipeline.domain.reports.deid import header_identifiers
 from cass_pipeline.domain.reports.pipeline import decode_report, parse_report_folder, report_files
 from cass_pipeline.domain.reports.tables import (
@@ -154,15 +155,14 @@ def no_identifiers_in_report_outputs(paths: CassPaths) -> dg.AssetCheckResult:
     identifiers = set()
     for path in report_files(paths.raw / "reports"):
         try:
-            identifiers.update(
-                v for v in header_identifiers(decode_report(path.read_bytes())) if len(v) >= 3
-            )
+            identifiers.update(header_identifiers(decode_report(path.read_bytes())))
         except UnicodeError:
             continue
     hits = {}
     for name in SCHEMAS:
-        blob = text_columns(pd.read_parquet(table_path(paths, name)))
-        found = sum(1 for value in identifiers if value.lower() in blob)
+        found = len(
+            identifiers_found(table_values(pd.read_parquet(table_path(paths, name))), identifiers)
+        )
         if found:
             hits[name] = found
     return dg.AssetCheckResult(

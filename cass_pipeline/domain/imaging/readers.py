@@ -180,4 +180,4 @@ def dicom_identifiers(path) -> set[str]:
             f"{birth[6:]}.{birth[4:6]}.{birth[:4]}",
             f"{birth[4:6]}/{birth[6:]}/{birth[:4]}",
         }
-    return {v for v in values if len(v) >= 3}
+    return {v for v in values if len(v) >= 2}
