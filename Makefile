@@ -6,9 +6,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cass-installed
-export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+# A DAGSTER_HOME set in the shell wins over the repository's instance.
+DEFAULT_DAGSTER_HOME := $(CURDIR)/data/dagster_home
+DAGSTER_HOME ?= $(DEFAULT_DAGSTER_HOME)
+export DAGSTER_HOME
 
-.PHONY: run test lint dev env clean-data
+.PHONY: run test lint dev env instance clean-data
 
 ## Create or update the virtual environment when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -18,16 +21,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-## DAGSTER_HOME for `dagster dev` and the CLI, written as an absolute path into .env.
+## DAGSTER_HOME for `dagster dev` run from the checkout: the repository's instance, unless
+## DAGSTER_HOME is already set (dotenv expands the default only when it is not).
 .env: Makefile
-	@echo "DAGSTER_HOME=$(DAGSTER_HOME)" > $@
+	@echo 'DAGSTER_HOME="$${DAGSTER_HOME:-$(DEFAULT_DAGSTER_HOME)}"' > $@
 
-## The persistent Dagster instance (run history, schedules), telemetry off.
-$(DAGSTER_HOME)/dagster.yaml:
-	@mkdir -p $(DAGSTER_HOME)
-	@printf 'telemetry:\n  enabled: false\n' > $@
+## The persistent Dagster instance (run history, schedules), telemetry off; an existing
+## dagster.yaml (the user's own instance) is left as it is.
+instance:
+	@mkdir -p "$$DAGSTER_HOME"
+	@test -f "$$DAGSTER_HOME/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$$DAGSTER_HOME/dagster.yaml"
 
-env: $(STAMP) .env $(DAGSTER_HOME)/dagster.yaml
+env: $(STAMP) .env instance
 
 ## Materialise the whole asset graph headless on the default (synthetic) data.
 run: env
