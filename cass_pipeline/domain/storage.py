@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -15,11 +16,35 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(path: Path, suffix: str) -> None:
+    """Temporaries of `path` whose writer died before renaming (a `kill -9`): their names
+    carry the writer's process id; a live writer's temporary is left alone."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary path beside `path`, renamed over it when the block succeeds."""
+    """A temporary path beside `path`, renamed over it when the block succeeds; temporaries
+    that killed writers left behind are removed first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    remove_orphaned_temporaries(path, suffix)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=suffix
+    )
     os.close(fd)
     try:
         yield Path(tmp)
