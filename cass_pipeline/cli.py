@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import click
 
@@ -176,13 +177,23 @@ def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> Non
     from pathlib import Path
 
     from cass_pipeline.domain.reports.labels import labels_json
-    from cass_pipeline.domain.reports.pipeline import decode_report, parse_report_text
+    from cass_pipeline.domain.reports.pipeline import (
+        EMPTY_REPORT,
+        NO_FINDINGS,
+        decode_report,
+        has_findings,
+        parse_report_text,
+    )
 
     try:
         raw = decode_report(Path(path).read_bytes())
     except UnicodeError as error:
         raise click.ClickException(f"{path}: unreadable encoding ({error})") from error
+    if not raw.strip():
+        raise click.ClickException(f"{path}: {EMPTY_REPORT}")
     _, labels = parse_report_text(raw, bare_50_significant=not bare_50_non_significant)
+    if not has_findings(labels):
+        raise click.ClickException(f"{path}: {NO_FINDINGS}")
     result = labels_json(labels)
     if as_json:
         click.echo(json.dumps(result))
@@ -204,7 +215,13 @@ def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> Non
 @main.command("clean-mpr")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.argument("target", type=click.Path(dir_okay=False))
-@click.option("--size", default=512, show_default=True, help="Output size in pixels.")
+@click.option(
+    "--size",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=16),
+    help="Output size in pixels.",
+)
 @click.option(
     "--text-level",
     default=254,
@@ -213,27 +230,30 @@ def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> Non
 )
 @click.option("--dilate", "dilate_px", default=2, show_default=True)
 @click.option("--inpaint-radius", default=5, show_default=True)
-@click.option("--frame", default=0, show_default=True, help="Frame of a multi-frame DICOM.")
+@click.option(
+    "--frame",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Frame of a multi-frame DICOM.",
+)
 def clean_mpr(source, target, size, text_level, dilate_px, inpaint_radius, frame) -> None:
     """Apply the training/serving cleanup to one MPR image (DICOM, PNG or JPEG) -> PNG."""
     from pathlib import Path
 
-    import cv2
-
     from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
-    from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
+    from cass_pipeline.domain.imaging.readers import ImageReadError, frame_of, read_image
 
-    path = Path(source)
+    path, target = Path(source), picture_target(target)
     try:
-        image = read_image(path.read_bytes(), path.suffix)
+        image = frame_of(read_image(path.read_bytes(), path.suffix), frame)
     except ImageReadError as error:
         raise click.ClickException(f"{source}: {error}") from error
     config = CleanupConfig(
         size=size, text_level=text_level, dilate_px=dilate_px, inpaint_radius=inpaint_radius
     )
-    cleaned, stats = clean_image(image.frames[frame], config)
-    if not cv2.imwrite(str(target), cleaned):
-        raise click.ClickException(f"cannot write {target}")
+    cleaned, stats = clean_image(image, config)
+    write_picture(target, cleaned)
     top, bottom, left, right = stats.crop
     click.echo(
         f"{target}: {size}x{size}, {stats.text_pixels} text pixels "
@@ -277,8 +297,16 @@ def training_options(function):
 
 
 def ensure_splits(processed) -> None:
-    """Write the default patient splits when none exist yet (the asset normally does)."""
+    """Write the default patient splits when none exist yet (the asset normally does); the
+    image manifest and the report labels must be there."""
     import pandas as pd
+
+    for table in ("images/manifest.parquet", "reports/patient_labels.parquet"):
+        if not (processed / table).is_file():
+            raise click.ClickException(
+                f"no processed data: {processed / table} is missing; run `make run` or "
+                "materialise the images and reports assets first"
+            )
 
     from cass_pipeline.domain.model.splits import SPLIT_SCHEMA, patient_splits, splittable_patients
     from cass_pipeline.domain.storage import write_parquet_atomic
@@ -424,6 +452,24 @@ model_option = click.option(
 )
 
 
+def picture_target(path: str) -> Path:
+    """Where a picture will be written, checked before any work: a .png or .jpg file in an
+    existing folder."""
+    target = Path(path)
+    if target.suffix.lower() not in {".png", ".jpg", ".jpeg"}:
+        raise click.ClickException(f"{target}: write a .png or .jpg file")
+    if not target.parent.is_dir():
+        raise click.ClickException(f"{target}: no folder {target.parent}")
+    return target
+
+
+def write_picture(target: Path, picture) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(target), picture):
+        raise click.ClickException(f"cannot write {target}")
+
+
 def load_registered(model_uri: str, engine: str = "onnxruntime"):
     """The registered model, or one clear line and exit 1."""
     import os
@@ -533,26 +579,24 @@ def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> Non
     """Classify one MPR image and write its Integrated Gradients heat map."""
     from pathlib import Path
 
-    import cv2
-
     from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
     from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction
     from cass_pipeline.domain.explain import overlay as heat_overlay
     from cass_pipeline.domain.imaging.cleanup import clean_image
-    from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
+    from cass_pipeline.domain.imaging.readers import ImageReadError, frame_of, read_image
 
-    predictor = load_registered(model_uri).predictor
     path = Path(image)
+    target = picture_target(out_path or f"{path.stem}_ig.png")
     try:
-        frame = read_image(path.read_bytes(), path.suffix).frames[0]
+        frame = frame_of(read_image(path.read_bytes(), path.suffix), 0)
     except ImageReadError as error:
         raise click.ClickException(f"{image}: {error}") from error
+    predictor = load_registered(model_uri).predictor
     cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup)
     probabilities = predictor.probabilities(cleaned[None])[0]
     predicted = int(probabilities.argmax())
     attribution = integrated_gradients(predictor.network(), cleaned, predicted, steps)
-    target = Path(out_path) if out_path else Path(f"{path.stem}_ig.png")
-    cv2.imwrite(str(target), heat_overlay(cleaned, attribution))
+    write_picture(target, heat_overlay(cleaned, attribution))
     share = mass_fraction(attribution, central_band(cleaned.shape, 0.25))
     click.echo(
         " ".join(f"{c}={p:.3f}" for c, p in zip(STENOSIS_CLASSES, probabilities, strict=True))

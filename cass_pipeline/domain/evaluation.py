@@ -119,6 +119,8 @@ def bootstrap_intervals(frame: pd.DataFrame, rounds: int, seed: int) -> dict:
 def evaluate(views: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Metrics at the segment (branch), artery and patient level from view predictions with
     columns patient_id, branch, view_index, label, pred."""
+    if views.empty:
+        raise ValueError("no predictions to evaluate (the table is empty)")
     missing = {"patient_id", "branch", "view_index", "label", "pred"} - set(views.columns)
     if missing:
         raise ValueError(f"predictions lack columns {sorted(missing)}")

@@ -25,7 +25,7 @@ import numpy as np
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
 from cass_pipeline.domain.cpr import curved_mpr_views
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, ct_window_to_uint8
-from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
+from cass_pipeline.domain.imaging.readers import ImageReadError, check_frame, read_image
 from cass_pipeline.domain.imaging.series_names import DEFAULT_ALIASES, branch_of_series
 from cass_pipeline.domain.privacy import pseudonymise
 from cass_pipeline.domain.storage import atomic_path, settings_hash, write_text_atomic
@@ -201,10 +201,10 @@ def read_file_views(file: SourceFile, pid: str, config: IngestConfig) -> tuple[l
     name = image.series_description or file.series
     views, rejects = [], []
     for frame_index, frame in enumerate(image.frames):
-        if int(frame.max()) == int(frame.min()):
-            rejects.append(
-                reject(pid, file.path, name, file.branch, f"constant image (value {frame.min()})")
-            )
+        try:
+            check_frame(frame)
+        except ImageReadError as error:
+            rejects.append(reject(pid, file.path, name, file.branch, str(error)))
             continue
         cleaned, stats = clean_image(frame, config.cleanup)
         first = file.view_index if file.view_index is not None else image.instance_number

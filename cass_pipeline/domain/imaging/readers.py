@@ -160,6 +160,20 @@ def read_image(data: bytes, suffix: str = "") -> SourceImage:
     return source
 
 
+def check_frame(frame: np.ndarray) -> None:
+    """A frame that holds no picture (one grey level) cannot be classified."""
+    if int(frame.max()) == int(frame.min()):
+        raise ImageReadError(f"constant image (value {frame.min()})")
+
+
+def frame_of(image: SourceImage, index: int) -> np.ndarray:
+    """Frame `index` of a file, checked as ingestion checks every frame."""
+    if not 0 <= index < len(image.frames):
+        raise ImageReadError(f"no frame {index}: the file has {len(image.frames)} frame(s)")
+    check_frame(image.frames[index])
+    return image.frames[index]
+
+
 def dicom_identifiers(path) -> set[str]:
     """Patient identifiers in a DICOM header (name parts, id, birth date, accession), read
     without pixel data, for checking that none reaches an output."""

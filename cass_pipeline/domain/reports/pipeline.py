@@ -107,6 +107,16 @@ def iter_parsed(
             yield from result
 
 
+EMPTY_REPORT, NO_FINDINGS = "empty report", "no vessel findings"
+
+
+def has_findings(labels: ReportLabels) -> bool:
+    """Whether a parsed report says anything about a vessel (else it is rejected)."""
+    return any(
+        lab.stenosis_class is not None or lab.non_diagnostic for lab in labels.branches.values()
+    )
+
+
 def parse_report_folder(
     folder: Path, secret: bytes, workers: int | None = None, bare_50_significant: bool = True
 ) -> ParsedCohort:
@@ -128,7 +138,7 @@ def parse_report_folder(
             cohort.rejects.append(Reject(pid, "read", f"unreadable file: {error.strerror}"))
             continue
         if not raw.strip():
-            cohort.rejects.append(Reject(pid, "read", "empty report"))
+            cohort.rejects.append(Reject(pid, "read", EMPTY_REPORT))
             continue
         digest = hashlib.sha256(" ".join(raw.split()).encode("utf-8")).hexdigest()
         if digest in seen:
@@ -140,10 +150,8 @@ def parse_report_folder(
     workers = workers or os.cpu_count() or 1
     for pid, text, counts, labels in iter_parsed(items, workers, bare_50_significant):
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        if not any(
-            lab.stenosis_class is not None or lab.non_diagnostic for lab in labels.branches.values()
-        ):
-            cohort.rejects.append(Reject(pid, "parse", "no vessel findings"))
+        if not has_findings(labels):
+            cohort.rejects.append(Reject(pid, "parse", NO_FINDINGS))
             continue
         cohort.reports.append(ParsedReport(pid, text, digest, counts, labels))
     return cohort
