@@ -297,21 +297,21 @@ def training_options(function):
 
 
 def ensure_splits(processed) -> None:
-    """Write the default patient splits when none exist yet (the asset normally does); the
-    image manifest and the report labels must be there."""
+    """Check that the tables training reads are there, and write the default patient splits
+    when none exist yet (the asset normally does)."""
     import pandas as pd
-
-    for table in ("images/manifest.parquet", "reports/patient_labels.parquet"):
-        if not (processed / table).is_file():
-            raise click.ClickException(
-                f"no processed data: {processed / table} is missing; run `make run` or "
-                "materialise the images and reports assets first"
-            )
 
     from cass_pipeline.domain.model.splits import SPLIT_SCHEMA, patient_splits, splittable_patients
     from cass_pipeline.domain.storage import write_parquet_atomic
 
     target = processed / "model" / "splits.parquet"
+    needed = ["images/manifest.parquet", "reports/branch_labels.parquet"]
+    for table in needed if target.is_file() else [*needed, "reports/patient_labels.parquet"]:
+        if not (processed / table).is_file():
+            raise click.ClickException(
+                f"no processed data: {processed / table} is missing; run `make run` or "
+                "materialise the images and reports assets first"
+            )
     if target.is_file():
         return
     usable = splittable_patients(
