@@ -132,7 +132,6 @@ def synth(
 ) -> None:
     """Generate a synthetic CCTA cohort with known ground truth."""
     from dataclasses import replace
-    from pathlib import Path
 
     from cass_pipeline.domain.synthetic.cohort import generate_cohort
     from cass_pipeline.domain.synthetic.config import Confounders, preset
@@ -174,7 +173,6 @@ def synth(
 def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> None:
     """Label one free-text CCTA report (de-identified before parsing)."""
     import json
-    from pathlib import Path
 
     from cass_pipeline.domain.reports.labels import labels_json
     from cass_pipeline.domain.reports.pipeline import (
@@ -239,8 +237,6 @@ def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> Non
 )
 def clean_mpr(source, target, size, text_level, dilate_px, inpaint_radius, frame) -> None:
     """Apply the training/serving cleanup to one MPR image (DICOM, PNG or JPEG) -> PNG."""
-    from pathlib import Path
-
     from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
     from cass_pipeline.domain.imaging.readers import ImageReadError, frame_of, read_image
 
@@ -374,8 +370,6 @@ def train(fresh, **options) -> None:
 )
 def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
     """Learning-rate range test on the train split: writes lr_find.png and lr_find.csv."""
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -505,7 +499,6 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
     """Score one patient's curved MPR export (DICOM or PNG, series in sub-folders) with a
     registered model; write prediction.json and report.png."""
     import json
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -577,8 +570,6 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
 @click.option("--steps", default=32, show_default=True)
 def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> None:
     """Classify one MPR image and write its Integrated Gradients heat map."""
-    from pathlib import Path
-
     from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
     from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction
     from cass_pipeline.domain.explain import overlay as heat_overlay

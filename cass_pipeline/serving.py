@@ -18,7 +18,12 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from cass_pipeline.domain.prediction import PREDICTION_COLUMNS, PROBABILITY_COLUMNS, Predictor
+from cass_pipeline.domain.prediction import (
+    INPUT_COLUMNS,
+    PREDICTION_COLUMNS,
+    PROBABILITY_COLUMNS,
+    Predictor,
+)
 
 BUNDLE_ARTIFACT = "bundle"
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
@@ -27,12 +32,12 @@ INTEGER_COLUMNS = ("view_index", "views_used")
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [
-            ColSpec("binary", "image"),
-            *(
-                ColSpec("string", name, required=False)
-                for name in ("patient", "branch", "series_name", "source")
-            ),
-            ColSpec("long", "view_index", required=False),
+            ColSpec(
+                "binary" if name == "image" else "long" if name == "view_index" else "string",
+                name,
+                required=name == "image",
+            )
+            for name in INPUT_COLUMNS
         ]
     ),
     outputs=Schema(

@@ -19,7 +19,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from cass_pipeline.domain.prediction import ENGINES, ModelBundle, Predictor, write_bundle
+from cass_pipeline.domain.prediction import ModelBundle, Predictor, check_engine, write_bundle
 from cass_pipeline.settings import REGISTERED_MODEL_NAME, CassSettings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -186,8 +186,7 @@ class Tracking:
 
         from cass_pipeline.serving import BUNDLE_ARTIFACT
 
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        check_engine(engine)  # before the registry is asked
         version = self.model_version(reference)
         _, alias, _ = parse_model_reference(reference)
         self.activate()

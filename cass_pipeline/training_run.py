@@ -107,13 +107,9 @@ def model_bundle(inputs: TrainingInputs, config: TrainConfig, views: pd.DataFram
     saved = Path(inputs.store_root) / "images" / SETTINGS_FILE
     size = int(views["size"].iloc[0])
     ingest = IngestConfig.read(saved) if saved.is_file() else IngestConfig(CleanupConfig(size))
-    fingerprints = set(views.cleanup_fingerprint)
-    if fingerprints != {ingest.cleanup.fingerprint()}:
-        raise ValueError(
-            f"the image store holds views cleaned as {sorted(fingerprints)}, but its settings "
-            f"({saved}) say {ingest.cleanup.fingerprint()}: re-run the image ingestion"
-        )
-    return ModelBundle(config.arch, ingest)
+    bundle = ModelBundle(config.arch, ingest)
+    bundle.check_store(views.cleanup_fingerprint)
+    return bundle
 
 
 def check_images(inputs: TrainingInputs, views: pd.DataFrame, count: int = 64) -> np.ndarray:

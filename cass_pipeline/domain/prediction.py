@@ -74,6 +74,11 @@ INPUT_COLUMNS = ("image", "patient", "branch", "series_name", "view_index", "sou
 ENGINES = ("onnxruntime", "pytorch")
 
 
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+
+
 @dataclass(frozen=True)
 class ModelBundle:
     """What a registered model needs besides its weights."""
@@ -113,6 +118,15 @@ class ModelBundle:
             artery_of_branch=data["artery_of_branch"],
         )
 
+    def check_store(self, fingerprints: Iterable[str]) -> None:
+        """Refuse views cleaned otherwise than this bundle cleans (train/serve skew)."""
+        found, expected = set(fingerprints), self.ingest.cleanup.fingerprint()
+        if found - {expected}:
+            raise ValueError(
+                f"the model expects views cleaned as {expected}, the image store holds "
+                f"{sorted(found)}: re-run the image ingestion with the model's settings"
+            )
+
 
 def write_bundle(
     model: nn.Module, bundle: ModelBundle, folder: Path, check_images: np.ndarray
@@ -138,9 +152,9 @@ def write_bundle(
     return difference
 
 
-def torch_network(folder: Path) -> nn.Module:
+def torch_network(folder: Path, arch: str) -> nn.Module:
     """The bundle's PyTorch network (for gradients, GPUs and the ONNX check)."""
-    model = build_model(ModelBundle.read(folder).arch, "none").model
+    model = build_model(arch, "none").model
     model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval()
 
@@ -168,14 +182,13 @@ class Predictor:
     @classmethod
     def load(cls, folder: Path, engine: str = "onnxruntime", device: str = "cpu") -> Predictor:
         """A predictor on ONNX Runtime (CPU) or PyTorch (`device`: cpu, cuda, ...)."""
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+        check_engine(engine)
         bundle = ModelBundle.read(folder)
         if engine == "onnxruntime":
             runner: Engine = OnnxEngine(folder / ONNX_FILE)
         else:
-            runner = TorchEngine(torch_network(folder), torch.device(device))
-        return cls(bundle, runner, lambda: torch_network(folder))
+            runner = TorchEngine(torch_network(folder, bundle.arch), torch.device(device))
+        return cls(bundle, runner, lambda: torch_network(folder, bundle.arch))
 
     def network(self) -> nn.Module:
         """The PyTorch network (Integrated Gradients need gradients)."""
@@ -201,8 +214,8 @@ class Predictor:
         if images:
             stacked = np.concatenate(list(images.values()))
             probabilities = iter(self.probabilities(stacked))
-            for branch, branch_views in ((b, by_branch[b]) for b in images):
-                for index, view in enumerate(branch_views):
+            for branch in images:
+                for index, view in enumerate(by_branch[branch]):
                     p = next(probabilities)
                     view_rows.append(
                         {
@@ -269,6 +282,18 @@ def decisive(rows: pd.DataFrame, classes: tuple[str, ...]) -> pd.Series:
     return worst.loc[worst[column].idxmax()]
 
 
+def most_severe(level: str, rows: pd.DataFrame, part: str, classes: tuple[str, ...]) -> dict:
+    """A `level` row taking class and probabilities from the most severe of its `rows`."""
+    worst = decisive(rows, classes)
+    return {
+        "level": level,
+        "stenosis_class": worst.stenosis_class,
+        **worst[PROBABILITY_COLUMNS].to_dict(),
+        "views_used": int(rows.views_used.sum()),
+        "decided_by": worst[part],
+    }
+
+
 def roll_up(
     patient: str, views: pd.DataFrame, rejects: list[dict], bundle: ModelBundle
 ) -> pd.DataFrame:
@@ -290,29 +315,14 @@ def roll_up(
         order = list(bundle.artery_of_branch)
         branches = pd.DataFrame(rows).sort_values("branch", key=lambda b: b.map(order.index))
         branches["artery"] = branches.branch.map(bundle.artery_of_branch)
-        arteries = []
-        for artery, group in branches.groupby("artery", sort=True):
-            worst = decisive(group, classes)
-            arteries.append(
-                {
-                    "level": "artery",
-                    "artery": artery,
-                    "stenosis_class": worst.stenosis_class,
-                    **worst[PROBABILITY_COLUMNS].to_dict(),
-                    "views_used": int(group.views_used.sum()),
-                    "decided_by": worst.branch,
-                }
-            )
-        arteries = pd.DataFrame(arteries)
-        worst = decisive(arteries, classes)
-        top = {
-            "level": "patient",
-            "stenosis_class": worst.stenosis_class,
-            **worst[PROBABILITY_COLUMNS].to_dict(),
-            "views_used": int(arteries.views_used.sum()),
-            "decided_by": worst.artery,
-            "cad_rads": CAD_RADS_OF_CLASS[worst.stenosis_class],
-        }
+        arteries = pd.DataFrame(
+            [
+                {"artery": artery, **most_severe("artery", group, "branch", classes)}
+                for artery, group in branches.groupby("artery", sort=True)
+            ]
+        )
+        top = most_severe("patient", arteries, "artery", classes)
+        top["cad_rads"] = CAD_RADS_OF_CLASS[top["stenosis_class"]]
         views = views.assign(level="view", artery=views.branch.map(bundle.artery_of_branch))
         parts = [pd.DataFrame([top]), arteries, branches, views]
     else:

@@ -28,7 +28,7 @@ CLASS_COLOURS = {"no_stenosis": "#2e7d32", "non_significant": "#f9a825", "signif
 STRIP_VIEWS = 12
 
 
-def probabilities(row: pd.Series) -> dict[str, float] | None:
+def probabilities(row: dict) -> dict[str, float] | None:
     values = {c: row.get(f"p_{c}") for c in STENOSIS_CLASSES}
     if any(v is None or pd.isna(v) for v in values.values()):
         return None
@@ -47,55 +47,55 @@ def prediction_document(table: pd.DataFrame, model: dict) -> dict:
     """The `prediction.json` of one patient's prediction table (schema in the README)."""
     level = {name: rows for name, rows in table.groupby("level", sort=False)}
     empty = table.iloc[0:0]
-    top = level["patient"].iloc[0]
+    top = level["patient"].iloc[0].to_dict()
     views, rejected = level.get("view", empty), level.get("rejected", empty)
     branches = {}
-    for row in level.get("branch", empty).itertuples(index=False):
-        own = views[views.branch == row.branch].sort_values("view_index")
-        branches[row.branch] = {
-            "artery": row.artery,
-            "class": row.stenosis_class,
-            "probabilities": probabilities(pd.Series(row._asdict())),
-            "views_used": number(row.views_used),
+    for row in level.get("branch", empty).to_dict("records"):
+        own = views[views.branch == row["branch"]].sort_values("view_index")
+        branches[row["branch"]] = {
+            "artery": row["artery"],
+            "class": row["stenosis_class"],
+            "probabilities": probabilities(row),
+            "views_used": number(row["views_used"]),
             "votes": {c: int((own.stenosis_class == c).sum()) for c in STENOSIS_CLASSES},
             "views": [
                 {
-                    "view_index": number(v.view_index),
-                    "source": v.source,
-                    "class": v.stenosis_class,
-                    "probabilities": probabilities(pd.Series(v._asdict())),
+                    "view_index": number(view["view_index"]),
+                    "source": view["source"],
+                    "class": view["stenosis_class"],
+                    "probabilities": probabilities(view),
                 }
-                for v in own.itertuples(index=False)
+                for view in own.to_dict("records")
             ],
             "views_rejected": [
-                {"source": r.source, "reason": r.reason}
-                for r in rejected[rejected.branch == row.branch].itertuples(index=False)
+                {"source": r["source"], "reason": r["reason"]}
+                for r in rejected[rejected.branch == row["branch"]].to_dict("records")
             ],
         }
     arteries = {
-        row.artery: {
-            "class": row.stenosis_class,
-            "probabilities": probabilities(pd.Series(row._asdict())),
-            "decided_by": row.decided_by,
-            "views_used": number(row.views_used),
+        row["artery"]: {
+            "class": row["stenosis_class"],
+            "probabilities": probabilities(row),
+            "decided_by": row["decided_by"],
+            "views_used": number(row["views_used"]),
         }
-        for row in level.get("artery", empty).itertuples(index=False)
+        for row in level.get("artery", empty).to_dict("records")
     }
     return {
         "schema": SCHEMA,
-        "patient": str(top.patient),
+        "patient": str(top["patient"]),
         "model": model,
-        "patient_class": text(top.stenosis_class),
-        "cad_rads": text(top.cad_rads),
+        "patient_class": text(top["stenosis_class"]),
+        "cad_rads": text(top["cad_rads"]),
         "probabilities": probabilities(top),
-        "decided_by": text(top.decided_by),
-        "views_used": number(top.views_used),
-        "note": text(top.reason),
+        "decided_by": text(top["decided_by"]),
+        "views_used": number(top["views_used"]),
+        "note": text(top["reason"]),
         "arteries": arteries,
         "branches": branches,
         "rejected": [
-            {"source": r.source, "branch": text(r.branch), "reason": r.reason}
-            for r in rejected.itertuples(index=False)
+            {"source": r["source"], "branch": text(r["branch"]), "reason": r["reason"]}
+            for r in rejected.to_dict("records")
         ],
     }
 
@@ -179,16 +179,17 @@ def render_report(
     )
     header = fig.add_subplot(grid[0, :])
     header.axis("off")
+    title, *details = summary_lines(document)
     header.text(
         0,
         0.95,
-        summary_lines(document)[0],
+        title,
         fontsize=15,
         weight="bold",
         va="top",
         color=CLASS_COLOURS.get(document["patient_class"], "black"),
     )
-    header.text(0, 0.55, "\n".join(summary_lines(document)[1:]), fontsize=10, va="top")
+    header.text(0, 0.55, "\n".join(details), fontsize=10, va="top")
     for i, branch in enumerate(branches):
         info = document["branches"][branch]
         left = fig.add_subplot(grid[i + 1, 0])

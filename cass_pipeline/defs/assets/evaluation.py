@@ -67,13 +67,10 @@ def test_views(paths: CassPaths) -> pd.DataFrame:
 
 def predictions_with(loaded: LoadedModel, views: pd.DataFrame, paths: CassPaths) -> pd.DataFrame:
     """The registered model's view predictions, through its own predictor (as served)."""
-    expected = loaded.predictor.bundle.ingest.cleanup.fingerprint()
-    found = set(views.cleanup_fingerprint)
-    if found - {expected}:
-        raise dg.Failure(
-            f"model version {loaded.version} expects views cleaned as {expected}, the image "
-            f"store holds {sorted(found)}: re-run mpr_images with the model's settings"
-        )
+    try:
+        loaded.predictor.bundle.check_store(views.cleanup_fingerprint)
+    except ValueError as error:
+        raise dg.Failure(f"model version {loaded.version}: {error}") from error
     scored = predict_views(loaded.predictor.engine, views, paths.processed)
     return scored.assign(model_version=loaded.version)[PREDICTION_SCHEMA.names]
 
@@ -88,10 +85,11 @@ def registry(mlflow_tracking: MlflowTracking) -> Tracking:
     return tracking
 
 
-def load_alias(tracking: Tracking, alias: str, engine: str = "onnxruntime") -> LoadedModel:
+def load_registered(tracking: Tracking, reference: str, engine: str = "onnxruntime") -> LoadedModel:
+    """`Tracking.load`, its errors failing the step with their one-line message."""
     try:
-        return tracking.load(alias, engine)
-    except RegistryError as error:
+        return tracking.load(reference, engine)
+    except (RegistryError, ValueError) as error:
         raise dg.Failure(str(error)) from error
 
 
@@ -100,7 +98,7 @@ def test_predictions(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.Ma
     """The challenger's per-view probabilities and class on the test split, through the
     registered model (ONNX Runtime); its PyTorch network is scored too, to check the export."""
     tracking = registry(mlflow_tracking)
-    loaded = load_alias(tracking, CHALLENGER)
+    loaded = load_registered(tracking, CHALLENGER)
     views = test_views(paths)
     path = evaluation_dir(paths) / "test_predictions.parquet"
     scored = predictions_with(loaded, views, paths)
@@ -379,7 +377,7 @@ def explanations(
     the attribution that falls on the vessel band."""
     tracking = registry(mlflow_tracking)
     predictions = pd.read_parquet(evaluation_dir(paths) / "test_predictions.parquet")
-    loaded = load_alias(tracking, CHALLENGER)
+    loaded = load_registered(tracking, CHALLENGER)
     model, version, run_id = loaded.predictor.network(), loaded.version, loaded.run_id
     views = test_views(paths)
     dataset = ViewDataset(views, paths.processed)

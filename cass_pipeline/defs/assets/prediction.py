@@ -7,13 +7,11 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from cass_pipeline.defs.assets.evaluation import champion_model
+from cass_pipeline.defs.assets.evaluation import champion_model, load_registered
 from cass_pipeline.defs.presentation import png_markdown
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
 from cass_pipeline.domain.inbox import folder_of, scan_inbox
 from cass_pipeline.domain.prediction_report import predict_folder
-from cass_pipeline.domain.privacy import pseudonymise
-from cass_pipeline.tracking import RegistryError
 
 inbox_patients = dg.DynamicPartitionsDefinition(name="inbox_patients")
 
@@ -47,14 +45,10 @@ def patient_prediction(
     """One inbox patient scored by the registered model: `prediction.json` and `report.png`
     under predictions/<pseudonym>/. A new champion makes earlier predictions stale."""
     patient = context.partition_key
-    secret = pseudonyms.secret_for(inbox.path)
-    folder = folder_of(inbox.path, patient, lambda name: pseudonymise(name, secret))
+    folder = folder_of(inbox.path, patient, pseudonyms.pseudonym_for(inbox.path))
     if folder is None:
         raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
-    try:
-        loaded = mlflow_tracking.tracking().load(config.model, config.engine)
-    except (RegistryError, ValueError) as error:
-        raise dg.Failure(str(error)) from error
+    loaded = load_registered(mlflow_tracking.tracking(), config.model, config.engine)
     report = predict_folder(
         loaded.predictor, folder, patient, loaded.description(), config.explain_steps
     )
@@ -74,7 +68,7 @@ def patient_prediction(
             "views_used": document["views_used"] or 0,
             "files_rejected": len(document["rejected"]),
             "model_version": loaded.version,
-            "model_uri": loaded.description()["uri"],
+            "model_uri": document["model"]["uri"],
             "engine": loaded.predictor.engine.name,
             "report": png_markdown(report.report_png, f"prediction report of {patient}"),
             "path": dg.MetadataValue.path(str(out / "prediction.json")),
@@ -106,11 +100,10 @@ predict_patient_job = dg.define_asset_job(
 def inbox_sensor(
     context: dg.SensorEvaluationContext, inbox: Inbox, pseudonyms: PseudonymKey
 ) -> dg.SensorResult:
-    secret = pseudonyms.secret_for(inbox.path)
     scan = scan_inbox(
         inbox.path,
         json.loads(context.cursor) if context.cursor else {},
-        lambda name: pseudonymise(name, secret),
+        pseudonyms.pseudonym_for(inbox.path),
         time.time(),
         inbox.quiet_seconds,
     )
