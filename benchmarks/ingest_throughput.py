@@ -20,6 +20,7 @@ from pathlib import Path
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
 from cass_pipeline.domain.imaging.readers import read_image
+from cass_pipeline.domain.privacy import Pseudonyms
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
 from cass_pipeline.domain.synthetic.config import preset
 
@@ -54,9 +55,8 @@ def main() -> None:
         files = sorted((raw / "mpr").rglob("*.dcm"))
         floor_one = per_image_seconds(files[:: max(1, len(files) // 150)], config.cleanup)
         start = time.perf_counter()
-        images = sum(
-            len(r.rows) for r in ingest_cohort(raw, tmp / "store", b"bench", config, workers=cores)
-        )
+        results = ingest_cohort(raw, tmp / "store", Pseudonyms(b"bench"), config, workers=cores)
+        images = sum(len(r.rows) for r in results)
         seconds = time.perf_counter() - start
     rate = images / seconds
     floor = cores / floor_one

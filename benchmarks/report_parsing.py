@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cass_pipeline.domain.anatomy import cad_rads_category
-from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
 from cass_pipeline.domain.reports.pipeline import parse_report_folder
 from cass_pipeline.domain.synthetic.config import preset
 from cass_pipeline.domain.synthetic.coronary_tree import PatientAnatomy, build_anatomy
@@ -69,7 +69,7 @@ def main() -> None:
         rates = {}
         for workers in (1, cores):
             start = time.perf_counter()
-            cohort = parse_report_folder(folder, b"benchmark", workers=workers)
+            cohort = parse_report_folder(folder, Pseudonyms(b"benchmark"), workers=workers)
             rates[workers] = args.reports / (time.perf_counter() - start)
             assert len(cohort.reports) + len(cohort.rejects) == args.reports
         branch_share, patient_share = agreement(cohort, truth, b"benchmark")

@@ -504,8 +504,7 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
 
     from cass_pipeline.domain.imaging.ingest import PatientSource
     from cass_pipeline.domain.prediction_report import predict_folder
-    from cass_pipeline.domain.privacy import cohort_secret, pseudonymise
-    from cass_pipeline.domain.synthetic.cohort import is_synthetic_cohort
+    from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 
     folder = Path(patient_dir).resolve()
     if not folder.is_dir():
@@ -515,12 +514,14 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
         raise click.ClickException(f"{patient_dir}: the folder holds no files")
     loaded = load_registered(model_uri, engine)
     settings = CassSettings.from_env()
-    secret = cohort_secret(
-        is_synthetic_cohort(folder.parent.parent),
+    in_raw_layout = folder.parent.name == "mpr"  # raw/mpr/<patient>: may be generated
+    pseudonyms = cohort_pseudonyms(
+        folder.parent.parent,
         settings.pseudonym_key_file,
         settings.pseudonym_key,
+        cases=[folder.name] if in_raw_layout else [],
     )
-    patient = pseudonymise(folder.name, secret)
+    patient = pseudonyms(folder.name)
     with tqdm(total=len(files), desc="reading and cleaning", unit="file", disable=None) as bar:
         report = predict_folder(
             loaded.predictor,

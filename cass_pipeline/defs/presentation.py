@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cass_pipeline.domain.raw_layout import too_few_patients
+
 
 def schema_metadata(schema: pa.Schema) -> dg.MetadataValue:
     """A Parquet schema as a Dagster table schema (shown on the asset page)."""
@@ -37,3 +39,31 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     """A PNG embedded in markdown (Dagster has no image metadata type)."""
     encoded = base64.b64encode(png).decode("ascii")
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
+
+
+def patients_in(path: Path) -> int:
+    """Distinct patients of a Parquet table with a `patient_id` column (0 before its first
+    materialisation)."""
+    if not path.is_file():
+        return 0
+    return len(pq.read_table(path, columns=["patient_id"]).column("patient_id").unique())
+
+
+def previous_patients(context: dg.AssetCheckExecutionContext, asset: str) -> int | None:
+    """The patient count the latest materialisation of `asset` found before it ran."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    value = event.asset_materialization.metadata.get("previous_patients") if event else None
+    return value.value if value is not None else None
+
+
+def patient_count_check(
+    found: int, previous: int | None, expected: str, seen: str
+) -> dg.AssetCheckResult:
+    """Fails (for a blocking check) when `too_few_patients`, saying what was expected where
+    and what was found instead."""
+    problem = too_few_patients(found, previous)
+    return dg.AssetCheckResult(
+        passed=problem is None,
+        description=f"{problem}. Expected {expected}; found {seen}." if problem else None,
+        metadata={"patients": found, "previous_patients": previous or 0},
+    )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from cass_pipeline.domain.privacy import cohort_secret, load_secret, pseudonymise
-from cass_pipeline.domain.synthetic.cohort import is_synthetic_cohort
+from cass_pipeline.domain.privacy import Pseudonyms, load_secret
+from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.settings import CassSettings
 from cass_pipeline.tracking import Tracking
 
@@ -92,13 +90,10 @@ class PseudonymKey(dg.ConfigurableResource):
     def from_settings(cls, settings: CassSettings) -> PseudonymKey:
         return cls(key_file=str(settings.pseudonym_key_file), key=settings.pseudonym_key)
 
-    def secret(self) -> bytes:
-        return load_secret(Path(self.key_file), self.key)
+    def secret_pseudonyms(self) -> Pseudonyms:
+        """Pseudonyms on the secret key alone (new patients arriving in the inbox)."""
+        return Pseudonyms(load_secret(Path(self.key_file), self.key))
 
-    def secret_for(self, raw_dir: Path) -> bytes:
-        """The secret for the cohort in `raw_dir` (`cohort_secret`)."""
-        return cohort_secret(is_synthetic_cohort(raw_dir), Path(self.key_file), self.key)
-
-    def pseudonym_for(self, raw_dir: Path) -> Callable[[str], str]:
-        """Source key -> pseudonym for the patients in `raw_dir`."""
-        return partial(pseudonymise, secret=self.secret_for(raw_dir))
+    def pseudonyms_for(self, raw_dir: Path) -> Pseudonyms:
+        """Source key -> pseudonym for the patients in `raw_dir` (`cohort_pseudonyms`)."""
+        return cohort_pseudonyms(Path(raw_dir), Path(self.key_file), self.key)

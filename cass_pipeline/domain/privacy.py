@@ -16,6 +16,7 @@ import re
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -39,17 +40,31 @@ def load_secret(key_file: Path, env_value: str | None = None) -> bytes:
     return key_file.read_bytes().strip()
 
 
-#: The public key of cohorts written by `cass synth`: they hold no real identity, so the demo
-#: gives the same pseudonyms (and splits) on every machine.
+#: The public key of patients written by `cass synth`: they hold no real identity, so the demo
+#: gives the same pseudonyms (and splits) on every machine. Never used for any other patient.
 SYNTHETIC_COHORT_KEY = b"cass-synthetic-cohort"
 
 
-def cohort_secret(synthetic: bool, key_file: Path, env_value: str | None = None) -> bytes:
-    """The secret for a cohort: the public key for a synthetic cohort when no key is
-    configured, else `load_secret`. Real exports always use the secret."""
-    if synthetic and not env_value:
-        return SYNTHETIC_COHORT_KEY
-    return load_secret(key_file, env_value)
+@dataclass(frozen=True)
+class Pseudonyms:
+    """Source key -> pseudonym: the public key for the listed generated patients, the secret
+    for every other key."""
+
+    secret: bytes
+    public_keys: frozenset[str] = frozenset()
+
+    def uses_public_key(self, source_key: str) -> bool:
+        return source_key.strip() in self.public_keys
+
+    def __call__(self, source_key: str) -> str:
+        public = self.uses_public_key(source_key)
+        return pseudonymise(source_key, SYNTHETIC_COHORT_KEY if public else self.secret)
+
+    def key_counts(self, source_keys: Iterable[str]) -> dict[str, int]:
+        """How many of `source_keys` use the public and the secret key (for run metadata)."""
+        keys = list(source_keys)
+        public = sum(map(self.uses_public_key, keys))
+        return {"public (generated patients)": public, "secret": len(keys) - public}
 
 
 TOKEN = re.compile(r"[^\W_]+")

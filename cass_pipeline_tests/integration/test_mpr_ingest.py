@@ -14,14 +14,15 @@ from cass_pipeline.defs.assets.cohort import raw_cohort
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
-from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
 
 SECRET = b"ingest-test"
+KEYS = Pseudonyms(SECRET)
 CONFIG = IngestConfig(cleanup=CleanupConfig(size=32), min_views=3)
 
 
 def run(raw, store):
-    results = list(ingest_cohort(raw, store, SECRET, CONFIG, workers=1))
+    results = list(ingest_cohort(raw, store, KEYS, CONFIG, workers=1))
     rows = pd.DataFrame([r for res in results for r in res.rows])
     rejects = pd.DataFrame([r for res in results for r in res.rejects])
     return results, rows, rejects
@@ -150,7 +151,7 @@ def test_identifier_check_catches_a_series_named_after_the_patient(tiny_cohort, 
     from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
     from cass_pipeline.domain.storage import write_parquet_atomic
 
-    results = list(ingest_cohort(raw, tmp_path / "out" / "images" / "store", SECRET, config, 1))
+    results = list(ingest_cohort(raw, tmp_path / "out" / "images" / "store", KEYS, config, 1))
     out = tmp_path / "out" / "images"
     write_parquet_atomic(
         pd.DataFrame([r for x in results for r in x.rows]),

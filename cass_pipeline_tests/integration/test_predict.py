@@ -33,7 +33,8 @@ from cass_pipeline.domain.model.inference import predict_views
 from cass_pipeline.domain.model.network import build_model, to_model_input
 from cass_pipeline.domain.prediction import ModelBundle
 from cass_pipeline.domain.prediction_report import prediction_document
-from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, pseudonymise
+from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, load_secret, pseudonymise
+from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.tracking import CHAMPION, Tracking
 from cass_pipeline_tests.conftest import register_without_bundle
 
@@ -80,7 +81,11 @@ def registry(tmp_path_factory, tiny_cohort) -> Registry:
     root = tmp_path_factory.mktemp("predict")
     processed = root / "processed"
     results = ingest_cohort(
-        tiny_cohort, processed / "images" / "store", SYNTHETIC_COHORT_KEY, INGEST, workers=1
+        tiny_cohort,
+        processed / "images" / "store",
+        cohort_pseudonyms(tiny_cohort, root / "key"),
+        INGEST,
+        workers=1,
     )
     manifest = pd.DataFrame([row for result in results for row in result.rows])
     tracking = Tracking(
@@ -317,7 +322,7 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
         "pseudonyms": PseudonymKey(key_file=str(tmp_path / "pseudonym.key")),
         "mlflow_tracking": MlflowTracking(**registry.tracking.__dict__),
     }
-    pid = pseudonymise("55500011", resources["pseudonyms"].secret())
+    pid = pseudonymise("55500011", load_secret(tmp_path / "pseudonym.key"))
     promotion = registry.processed / "evaluation" / "promotion.json"
     promotion.parent.mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test() as instance:

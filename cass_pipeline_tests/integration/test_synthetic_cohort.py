@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -142,16 +143,15 @@ def test_rerun_skips_finished_patients_and_repairs_a_killed_run(tmp_path):
     reference = file_bytes(tmp_path)
     report = tmp_path / "reports" / "CASE-0002.txt"
     mtime = report.stat().st_mtime_ns
-    # A killed run: a patient half-written in staging, its completion marker never written.
-    (tmp_path / ".synth" / "CASE-0003.json").unlink()
+    # A killed run: a patient half-written in staging, its marker never completed.
+    marker = tmp_path / ".synth" / "CASE-0003.json"
+    marker.write_text(marker.read_text().replace('"complete": true', '"complete": false'))
+    shutil.rmtree(tmp_path / "mpr" / "CASE-0003")
     (tmp_path / ".synth" / "staging" / "CASE-0003" / "LAD").mkdir(parents=True)
     (tmp_path / ".synth" / "staging" / "CASE-0003" / "LAD" / "000.dcm").write_bytes(b"junk")
     generate_cohort(config, tmp_path, workers=1)
     assert report.stat().st_mtime_ns == mtime
     assert file_bytes(tmp_path) == reference
-    generate_cohort(preset("tiny", n_patients=2), tmp_path, workers=1)
-    assert not (tmp_path / "mpr" / "CASE-0003").exists()
-    assert not (tmp_path / "reports" / "CASE-0003.txt").exists()
 
 
 def test_png_export_and_bad_settings(tmp_path):

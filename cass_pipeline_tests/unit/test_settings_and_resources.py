@@ -65,18 +65,14 @@ def test_mlflow_resource_logs_a_run_and_reads_it_back(tmp_path):
     assert (tmp_path / "mlflow" / "mlflow.db").is_file()
 
 
-def test_pseudonym_secret_is_fixed_only_for_a_synthetic_cohort(tmp_path):
+def test_a_folder_the_generator_did_not_write_gets_the_secret_key(tmp_path):
     from cass_pipeline.defs.resources import PseudonymKey
-    from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY
+    from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, pseudonymise
 
-    synthetic, real = tmp_path / "synthetic", tmp_path / "real"
-    synthetic.mkdir()
-    (synthetic / "cohort.json").write_text('{"generator": "cass synth"}')
-    (real / "mpr").mkdir(parents=True)
-    keys = PseudonymKey(key_file=str(tmp_path / "key"))
-    assert keys.secret_for(synthetic) == SYNTHETIC_COHORT_KEY
-    secret = keys.secret_for(real)
+    real = tmp_path / "real"
+    (real / "mpr" / "CASE-0001").mkdir(parents=True)
+    (real / "cohort.json").write_text('{"generator": "cass synth"}')  # a leftover summary
+    keys = PseudonymKey(key_file=str(tmp_path / "key")).pseudonyms_for(real)
+    secret = (tmp_path / "key").read_bytes().strip()
     assert secret != SYNTHETIC_COHORT_KEY and len(secret) == 64
-    assert (tmp_path / "key").read_bytes().strip() == secret
-    configured = PseudonymKey(key_file=str(tmp_path / "key"), key="site-secret")
-    assert configured.secret_for(synthetic) == b"site-secret"
+    assert keys("CASE-0001") == pseudonymise("CASE-0001", secret)

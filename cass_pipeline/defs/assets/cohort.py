@@ -8,8 +8,12 @@ from pydantic import Field
 
 from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths
-from cass_pipeline.domain.synthetic.cohort import generate_cohort, is_synthetic_cohort
+from cass_pipeline.domain.imaging.ingest import discover
+from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, EXPECTED_REPORTS
+from cass_pipeline.domain.reports.pipeline import report_files
+from cass_pipeline.domain.synthetic.cohort import case_id, generate_cohort, is_synthetic_cohort
 from cass_pipeline.domain.synthetic.config import preset
+from cass_pipeline.domain.synthetic.provenance import missing_or_changed
 
 
 class CohortConfig(dg.Config):
@@ -23,6 +27,11 @@ class CohortConfig(dg.Config):
     workers: int | None = Field(default=None, description="processes; default all cores")
 
 
+def patient_keys(raw: Path) -> set[str]:
+    """Keys of the patients with images or a report in `raw`."""
+    return {s.key for s in discover(raw)} | {p.stem for p in report_files(raw / "reports")}
+
+
 def holds_real_export(raw: Path) -> bool:
     """A non-empty raw folder that this project's generator did not write."""
     return raw.is_dir() and any(raw.iterdir()) and not is_synthetic_cohort(raw)
@@ -32,8 +41,15 @@ def holds_real_export(raw: Path) -> bool:
 def raw_cohort(
     context: dg.AssetExecutionContext, config: CohortConfig, paths: CassPaths
 ) -> dg.MaterializeResult:
-    """MPR series and reports under raw/; the synthetic demo cohort when no real data is there."""
+    """MPR series and reports under raw/; the synthetic demo cohort when the folder does not
+    exist yet (or holds an earlier synthetic cohort). An existing empty folder fails."""
     raw = paths.raw
+    if raw.is_dir() and not any(raw.iterdir()):
+        raise dg.Failure(
+            f"The raw folder {raw} is empty. Put an export there ({EXPECTED_IMAGES}; "
+            f"{EXPECTED_REPORTS}), or remove the folder to have the synthetic demo cohort "
+            "written into it."
+        )
     if holds_real_export(raw):
         context.log.info(f"Real export found in {raw}; synthetic generation skipped.")
         return dg.MaterializeResult(
@@ -58,8 +74,16 @@ def raw_cohort(
             context.log.info(f"synthetic cohort: {done}/{total} patients")
 
     summary = generate_cohort(settings, raw, workers=config.workers, progress=progress)
+    others = len(patient_keys(raw) - {case_id(i) for i in range(summary["patients"])})
+    if others:
+        context.log.warning(
+            f"{raw} mixes {summary['patients']} generated patients with {others} other "
+            "patients: those are pseudonymised with the secret key, never the public one, "
+            "and the generator leaves their files untouched."
+        )
     metadata = {
-        "source": "synthetic",
+        "source": "synthetic" if not others else "synthetic and other patients (mixed)",
+        "patients_not_generated": others,
         "path": dg.MetadataValue.path(str(raw)),
         "patients": summary["patients"],
         "exported_branches": summary["exported_branches"],
@@ -79,17 +103,26 @@ def raw_cohort(
 
 @dg.asset_check(asset=raw_cohort, blocking=True)
 def raw_cohort_files_complete(paths: CassPaths) -> dg.AssetCheckResult:
-    """Every view in the synthetic ground truth exists on disk (skipped for real exports)."""
-    views_path = paths.raw / "ground_truth" / "views.parquet"
-    if not is_synthetic_cohort(paths.raw) or not views_path.is_file():
+    """Every file the generator wrote for the synthetic ground truth's patients (views,
+    reports, volumes) is on disk with its content (skipped for real exports)."""
+    patients_path = paths.raw / "ground_truth" / "patients.parquet"
+    if not is_synthetic_cohort(paths.raw) or not patients_path.is_file():
         return dg.AssetCheckResult(passed=True, metadata={"checked": "not a synthetic cohort"})
-    files = pd.read_parquet(views_path, columns=["file"])["file"]
-    missing = [f for f in files if not (paths.raw / f).is_file()]
+    cases = pd.read_parquet(patients_path, columns=["case_id"])["case_id"].tolist()
+    damaged = {case: damage for case in cases if (damage := missing_or_changed(paths.raw, case))}
+    files = [rel for damage in damaged.values() for rel in damage]
     return dg.AssetCheckResult(
-        passed=not missing,
+        passed=not damaged,
+        description=(
+            f"{len(files)} files of {len(damaged)} generated patients are missing or changed; "
+            "materialise raw_cohort again to regenerate them"
+            if damaged
+            else None
+        ),
         metadata={
-            "views": len(files),
-            "missing": len(missing),
-            "first_missing": dg.MetadataValue.json(missing[:10]),
+            "patients": len(cases),
+            "damaged_patients": len(damaged),
+            "missing_or_changed_files": len(files),
+            "first_files": dg.MetadataValue.json(files[:10]),
         },
     )

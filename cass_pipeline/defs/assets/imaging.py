@@ -8,7 +8,13 @@ import pyarrow as pa
 from pydantic import Field
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
+from cass_pipeline.defs.presentation import (
+    parquet_metadata,
+    patient_count_check,
+    patients_in,
+    png_markdown,
+    previous_patients,
+)
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
 from cass_pipeline.domain.imaging.ingest import (
@@ -19,7 +25,8 @@ from cass_pipeline.domain.imaging.ingest import (
 )
 from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image
 from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
-from cass_pipeline.domain.privacy import identifiers_found, pseudonymise, table_values
+from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
+from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, files_outside
 from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
 
 N_EXAMPLES = 4
@@ -64,13 +71,13 @@ def example_panel(raw: np.ndarray, config: CleanupConfig) -> np.ndarray:
 
 
 def write_examples(
-    paths: CassPaths, secret: bytes, manifest: pd.DataFrame, config: CleanupConfig
+    paths: CassPaths, pseudonyms: Pseudonyms, manifest: pd.DataFrame, config: CleanupConfig
 ) -> list[tuple[str, bytes]]:
     """Before/after panels for a few views of different branches."""
     if manifest.empty:
         return []
     picks = manifest[manifest.view_index == 0].drop_duplicates("branch").head(N_EXAMPLES)
-    by_pid = {pseudonymise(s.key, secret): s for s in discover(paths.raw)}
+    by_pid = {pseudonyms(s.key): s for s in discover(paths.raw)}
     examples = []
     for row in picks.itertuples():
         source = by_pid.get(row.patient_id)
@@ -116,15 +123,16 @@ def mpr_images(
     context: dg.AssetExecutionContext, config: MprConfig, paths: CassPaths, pseudonyms: PseudonymKey
 ):
     """Discover the cohort's MPR series (or volumes), clean every view, pack per patient."""
-    secret = pseudonyms.secret_for(paths.raw)
+    keys = pseudonyms.pseudonyms_for(paths.raw)
     settings = config.ingest_config()
     out = image_dir(paths)
+    previous = patients_in(out / "manifest.parquet")
     skipped = processed = 0
     with (
         parquet_stream(out / "manifest.parquet", MANIFEST_SCHEMA) as manifest,
         parquet_stream(out / "rejects.parquet", IMAGE_REJECT_SCHEMA) as rejects,
     ):
-        for result in ingest_cohort(paths.raw, out / "store", secret, settings, config.workers):
+        for result in ingest_cohort(paths.raw, out / "store", keys, settings, config.workers):
             manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
             rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))
             skipped += result.skipped
@@ -138,10 +146,14 @@ def mpr_images(
         metadata={
             **parquet_metadata(out / "manifest.parquet"),
             "patients": frame.patient_id.nunique(),
+            "previous_patients": previous,
             "branches": len(frame.groupby(["patient_id", "branch"])) if len(frame) else 0,
             "patients_processed": processed,
             "patients_skipped_unchanged": skipped,
             "image_size": config.image_size,
+            "pseudonym_keys": dg.MetadataValue.json(
+                keys.key_counts(s.key for s in discover(paths.raw))
+            ),
             "cleanup_fingerprint": settings.cleanup.fingerprint(),
             "views_with_text_removed": int((frame.text_pixels > 0).sum()) if len(frame) else 0,
         },
@@ -161,7 +173,7 @@ def mpr_images(
             ),
         },
     )
-    examples = write_examples(paths, secret, frame, settings.cleanup)
+    examples = write_examples(paths, keys, frame, settings.cleanup)
     yield dg.MaterializeResult(
         asset_key="mpr_cleanup_examples",
         metadata={
@@ -195,6 +207,29 @@ def mpr_store_matches_manifest(paths: CassPaths) -> dg.AssetCheckResult:
             "mismatched": len(broken),
             "examples": dg.MetadataValue.json(broken[:10]),
         },
+    )
+
+
+@dg.asset_check(
+    asset="mpr_manifest",
+    blocking=True,
+    description="Images of at least one patient were ingested, and of at least half the "
+    "patients of the previous materialisation.",
+)
+def mpr_manifest_has_patients(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths
+) -> dg.AssetCheckResult:
+    out = image_dir(paths)
+    found = patients_in(out / "manifest.parquet")
+    folders = len([p for p in (paths.raw / "mpr").glob("*") if p.is_dir()])
+    rejected = len(pd.read_parquet(out / "rejects.parquet", columns=["reason"]))
+    outside = files_outside(paths.raw, ("mpr", "volumes", "centrelines", "reports"))
+    seen = (
+        f"{folders} patient folders under {paths.raw / 'mpr'}, {rejected} rejected files "
+        f"(see mpr_rejects) and {outside} files elsewhere under {paths.raw}"
+    )
+    return patient_count_check(
+        found, previous_patients(context, "mpr_manifest"), EXPECTED_IMAGES, seen
     )
 
 

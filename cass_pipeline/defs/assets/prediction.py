@@ -45,7 +45,7 @@ def patient_prediction(
     """One inbox patient scored by the registered model: `prediction.json` and `report.png`
     under predictions/<pseudonym>/. A new champion makes earlier predictions stale."""
     patient = context.partition_key
-    folder = folder_of(inbox.path, patient, pseudonyms.pseudonym_for(inbox.path))
+    folder = folder_of(inbox.path, patient, pseudonyms.secret_pseudonyms())
     if folder is None:
         raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
     loaded = load_registered(mlflow_tracking.tracking(), config.model, config.engine)
@@ -103,7 +103,7 @@ def inbox_sensor(
     scan = scan_inbox(
         inbox.path,
         json.loads(context.cursor) if context.cursor else {},
-        pseudonyms.pseudonym_for(inbox.path),
+        pseudonyms.secret_pseudonyms(),
         time.time(),
         inbox.quiet_seconds,
     )

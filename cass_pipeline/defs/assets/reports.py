@@ -5,9 +5,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.presentation import parquet_metadata
+from cass_pipeline.defs.presentation import (
+    parquet_metadata,
+    patient_count_check,
+    patients_in,
+    previous_patients,
+)
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
 from cass_pipeline.domain.privacy import identifiers_found, table_values
+from cass_pipeline.domain.raw_layout import EXPECTED_REPORTS, files_outside
 from cass_pipeline.domain.reports.deid import header_identifiers
 from cass_pipeline.domain.reports.pipeline import decode_report, parse_report_folder, report_files
 from cass_pipeline.domain.reports.tables import (
@@ -68,9 +74,11 @@ def report_labels(
     pseudonyms: PseudonymKey,
 ):
     """Read every report under raw/reports, de-identify, parse and label it."""
+    keys = pseudonyms.pseudonyms_for(paths.raw)
+    previous = patients_in(table_path(paths, "deidentified_reports"))
     cohort = parse_report_folder(
         paths.raw / "reports",
-        pseudonyms.secret_for(paths.raw),
+        keys,
         workers=config.workers,
         bare_50_significant=config.bare_50_significant,
     )
@@ -80,6 +88,10 @@ def report_labels(
         path = table_path(paths, name)
         write_parquet_atomic(table, path, SCHEMAS[name])
         metadata = parquet_metadata(path)
+        if name == "deidentified_reports":
+            stems = [p.stem for p in report_files(paths.raw / "reports")]
+            metadata["pseudonym_keys"] = dg.MetadataValue.json(keys.key_counts(stems))
+            metadata["previous_patients"] = previous
         if name == "report_rejects":
             metadata["reasons"] = dg.MetadataValue.json(
                 table.to_pandas().groupby("reason").size().to_dict() if table.num_rows else {}
@@ -95,6 +107,27 @@ def report_labels(
                 {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))}
             )
         yield dg.MaterializeResult(asset_key=name, metadata=metadata)
+
+
+@dg.asset_check(
+    asset="deidentified_reports",
+    blocking=True,
+    description="Reports of at least one patient were read, and of at least half the "
+    "patients of the previous materialisation.",
+)
+def reports_have_patients(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths
+) -> dg.AssetCheckResult:
+    found = patients_in(table_path(paths, "deidentified_reports"))
+    files = len(report_files(paths.raw / "reports"))
+    rejected = pq.read_table(table_path(paths, "report_rejects")).num_rows
+    outside = files_outside(paths.raw, ("mpr", "volumes", "centrelines", "reports"))
+    seen = (
+        f"{files} report files under {paths.raw / 'reports'}, {rejected} rejected "
+        f"(see report_rejects) and {outside} files elsewhere under {paths.raw}"
+    )
+    previous = previous_patients(context, "deidentified_reports")
+    return patient_count_check(found, previous, EXPECTED_REPORTS, seen)
 
 
 @dg.asset_check(asset="branch_labels", description="Share of accepted reports with a label.")

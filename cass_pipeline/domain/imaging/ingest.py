@@ -27,7 +27,7 @@ from cass_pipeline.domain.cpr import curved_mpr_views
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, ct_window_to_uint8
 from cass_pipeline.domain.imaging.readers import ImageReadError, check_frame, read_image
 from cass_pipeline.domain.imaging.series_names import DEFAULT_ALIASES, branch_of_series
-from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.domain.privacy import Pseudonyms
 from cass_pipeline.domain.storage import atomic_path, settings_hash, write_text_atomic
 from cass_pipeline.domain.volume_io import read_centrelines, read_nifti
 
@@ -330,11 +330,11 @@ def assign_branches(
 
 
 def ingest_patient(
-    source: PatientSource, store_dir: Path, secret: bytes, config: IngestConfig
+    source: PatientSource, store_dir: Path, pseudonyms: Pseudonyms, config: IngestConfig
 ) -> PatientResult:
     """Clean one patient's views into `<store>/<patient_id>.npy` (skipped when unchanged)."""
     cv2.setNumThreads(1)
-    pid = pseudonymise(source.key, secret)
+    pid = pseudonyms(source.key)
     state_path = store_dir / STATE_DIR / f"{pid}.json"
     fingerprint = f"{source.fingerprint()}-{config.fingerprint()}"
     if state_path.is_file():
@@ -405,7 +405,7 @@ def ingest_patient(
 def ingest_cohort(
     raw_dir: Path,
     store_dir: Path,
-    secret: bytes,
+    pseudonyms: Pseudonyms,
     config: IngestConfig,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -413,11 +413,11 @@ def ingest_cohort(
     """Patient results in key order; stores of patients gone from `raw_dir` are removed."""
     sources = discover(raw_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
-    keep = {pseudonymise(s.key, secret) for s in sources}
+    keep = {pseudonyms(s.key) for s in sources}
     for stale in [*store_dir.glob("*.npy"), *(store_dir / STATE_DIR).glob("*.json")]:
         if stale.stem not in keep:
             stale.unlink()
-    work = partial(ingest_patient, store_dir=store_dir, secret=secret, config=config)
+    work = partial(ingest_patient, store_dir=store_dir, pseudonyms=pseudonyms, config=config)
     workers = min(workers or os.cpu_count() or 1, max(1, len(sources)))
     if workers <= 1:
         results = map(work, sources)

@@ -6,13 +6,12 @@ import codecs
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 
-from cass_pipeline.domain.privacy import pseudonymise
 from cass_pipeline.domain.reports.deid import deidentify
 from cass_pipeline.domain.reports.labels import ReportLabels, label_report
 from cass_pipeline.domain.reports.parser import build_nlp, read_report
@@ -118,7 +117,10 @@ def has_findings(labels: ReportLabels) -> bool:
 
 
 def parse_report_folder(
-    folder: Path, secret: bytes, workers: int | None = None, bare_50_significant: bool = True
+    folder: Path,
+    pseudonyms: Callable[[str], str],
+    workers: int | None = None,
+    bare_50_significant: bool = True,
 ) -> ParsedCohort:
     """Every report under `folder`, parsed; unreadable, empty, duplicate and finding-less
     reports become rejects with a reason."""
@@ -126,7 +128,7 @@ def parse_report_folder(
     items = []
     seen: dict[str, str] = {}
     for path in report_files(folder):
-        pid = pseudonymise(path.stem, secret)
+        pid = pseudonyms(path.stem)
         try:
             raw = decode_report(path.read_bytes())
         except (UnicodeDecodeError, UnicodeError) as error:

@@ -45,6 +45,17 @@ from cass_pipeline.domain.synthetic.export import (
     write_png,
 )
 from cass_pipeline.domain.synthetic.phantom import render_volume
+from cass_pipeline.domain.synthetic.provenance import (
+    MARKER_DIR,
+    ForeignFilesError,
+    Provenance,
+    digests,
+    marked_cases,
+    marker_path,
+    patient_files,
+    provenance,
+    read_marker,
+)
 from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
 from cass_pipeline.domain.volume_io import write_centrelines, write_nifti
 
@@ -92,7 +103,6 @@ VIEW_SCHEMA = pa.schema(
         ("file", pa.string()),
     ]
 )
-MARKER_DIR = ".synth"
 GENERATOR = "cass synth"
 
 
@@ -106,13 +116,15 @@ def patient_rng(seed: int, index: int, stream: int) -> np.random.Generator:
 
 
 def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
-    """Write one patient's files (skipped when already written with the same settings)."""
+    """Write one patient's files (skipped when exactly its files, with the same settings, are
+    already there); refuses to overwrite files the generator did not write."""
     case = case_id(index)
-    marker = out_dir / MARKER_DIR / f"{case}.json"
-    if marker.is_file():
-        record = json.loads(marker.read_text())
-        if record.get("fingerprint") == config.fingerprint():
-            return record
+    state = provenance(out_dir, case)
+    if state is Provenance.FOREIGN:
+        raise ForeignFilesError(foreign_message(out_dir, [case]))
+    previous = read_marker(out_dir, case)
+    if state is Provenance.GENERATED and previous["fingerprint"] == config.fingerprint():
+        return previous
     cv2.setNumThreads(1)
     rng = patient_rng(config.seed, index, 0)
     identity = make_identity(patient_rng(config.seed, index, 1))
@@ -177,7 +189,7 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
             rel = (
                 f"mpr/{case}/{folder}/{k:03d}.{'dcm' if config.image_format == 'dicom' else 'png'}"
             )
-            target = staging / folder / Path(rel).name
+            target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if config.image_format == "dicom":
                 write_dicom(
@@ -206,16 +218,15 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
                 }
             )
 
-    publish_folder(staging, out_dir / "mpr" / case)
     style = REPORT_STYLES[index % len(REPORT_STYLES)]
     write_text_atomic(
-        out_dir / "reports" / f"{case}.txt", write_report(anatomy, identity, style, text_rng)
+        staging / "reports" / f"{case}.txt", write_report(anatomy, identity, style, text_rng)
     )
     if config.write_volumes:
-        write_nifti(volume, out_dir / "volumes" / f"{case}.nii.gz")
+        write_nifti(volume, staging / "volumes" / f"{case}.nii.gz")
         write_centrelines(
             {n: b.frames.points for n, b in anatomy.branches.items()},
-            out_dir / "centrelines" / f"{case}.json",
+            staging / "centrelines" / f"{case}.json",
         )
     write_sheet(out_dir, case, anatomy, sheets, view_rows)
 
@@ -231,14 +242,38 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
         "n_branches": len(anatomy.branches),
         "n_exported_branches": series_number,
     }
+    written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     record = {
         "fingerprint": config.fingerprint(),
+        "complete": False,
+        "files": digests(staging, written),
+        "replaces": digests(out_dir, patient_files(out_dir, case)),
         "patient": patient_row,
         "branches": branch_rows,
         "views": view_rows,
     }
-    write_text_atomic(marker, json.dumps(record))
+    write_text_atomic(marker_path(out_dir, case), json.dumps(record))
+    publish_patient(staging, out_dir, case, set(written), record["replaces"])
+    record["complete"] = True
+    del record["replaces"]
+    write_text_atomic(marker_path(out_dir, case), json.dumps(record))
     return record
+
+
+def publish_patient(
+    staging: Path, out_dir: Path, case: str, written: set[str], replaced: dict[str, str]
+) -> None:
+    """Move a patient's fully written staging tree into place; files of its previous version
+    that the new one does not write are removed."""
+    publish_folder(staging / "mpr" / case, out_dir / "mpr" / case)
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        target = out_dir / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    for rel in replaced.keys() - written:
+        if not rel.startswith(f"mpr/{case}/"):
+            (out_dir / rel).unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def publish_folder(staging: Path, final: Path) -> None:
@@ -251,6 +286,15 @@ def publish_folder(staging: Path, final: Path) -> None:
         os.replace(final, trash)
     os.replace(staging, final)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def foreign_message(out_dir: Path, cases: list[str]) -> str:
+    shown = ", ".join(cases[:5]) + (f" and {len(cases) - 5} more" if len(cases) > 5 else "")
+    return (
+        f"{out_dir} holds files of {shown} that the synthetic generator did not write; "
+        "it never overwrites or deletes them: move them away, or generate into an empty "
+        "folder (CASS_RAW_DIR)"
+    )
 
 
 def write_sheet(
@@ -291,6 +335,13 @@ def generate_cohort(
     """Generate (or complete) a cohort and write its ground truth tables and summary."""
     out_dir = Path(out_dir).resolve()
     workers = workers or os.cpu_count() or 1
+    foreign = [
+        case_id(i)
+        for i in range(config.n_patients)
+        if provenance(out_dir, case_id(i)) is Provenance.FOREIGN
+    ]
+    if foreign:
+        raise ForeignFilesError(foreign_message(out_dir, foreign))
     gt = out_dir / "ground_truth"
     counts = {
         "branches": np.zeros(3, int),
@@ -340,17 +391,17 @@ def is_synthetic_cohort(folder: Path) -> bool:
 
 
 def prune_extra_patients(out_dir: Path, n_patients: int) -> None:
-    """Remove patients left over from an earlier, larger run of the generator."""
+    """Remove generated patients left over from an earlier, larger run of the generator;
+    a patient whose folder holds anything the generator did not write is left alone."""
     keep = {case_id(i) for i in range(n_patients)}
-    for path in [
-        *(out_dir / "mpr").glob("CASE-*"),
-        *(out_dir / "reports").glob("CASE-*.txt"),
-        *(out_dir / "volumes").glob("CASE-*"),
-        *(out_dir / "centrelines").glob("CASE-*"),
-        *(out_dir / MARKER_DIR).glob("CASE-*"),
-    ]:
-        if path.name.split(".")[0] not in keep:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for case in marked_cases(out_dir):
+        if case in keep or provenance(out_dir, case) is Provenance.FOREIGN:
+            continue
+        for rel in patient_files(out_dir, case):
+            (out_dir / rel).unlink()
+        shutil.rmtree(out_dir / "mpr" / case, ignore_errors=True)
+        for path in (out_dir / MARKER_DIR).glob(f"{case}.*"):
+            path.unlink()
 
 
 def update_counts(counts: dict, record: dict) -> None:

@@ -1,0 +1,36 @@
+"""What CASS expects in a raw folder, and when an ingestion found too little of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXPECTED_IMAGES = (
+    "raw/mpr/<patient>/<series>/<view>.dcm|.png, one folder per patient "
+    "(or raw/volumes/<patient>.nii.gz with raw/centrelines/<patient>.json)"
+)
+EXPECTED_REPORTS = "raw/reports/<patient>.txt, one free-text report per patient"
+#: A rerun that keeps fewer than this share of the previous patients is taken for a mistake
+#: (wrong folder, wrong layout, a half-copied export), not for a smaller cohort.
+MIN_KEPT_SHARE = 0.5
+
+
+def too_few_patients(found: int, previous: int | None) -> str | None:
+    """Why `found` patients is not a plausible ingestion (None when it is)."""
+    if found == 0:
+        return "no patient was ingested"
+    if previous and found < MIN_KEPT_SHARE * previous:
+        return f"{found} patients, against {previous} in the previous materialisation"
+    return None
+
+
+def files_outside(raw: Path, folders: tuple[str, ...]) -> int:
+    """Files in sub-folders of `raw` other than `folders` (a wrong layout; hidden paths and
+    top-level files such as a cohort summary are not counted)."""
+    if not raw.is_dir():
+        return 0
+    count = 0
+    for path in raw.rglob("*"):
+        parts = path.relative_to(raw).parts
+        hidden = any(part.startswith(".") for part in parts)
+        count += path.is_file() and not hidden and len(parts) > 1 and parts[0] not in folders
+    return count

@@ -1,0 +1,127 @@
+"""Which patients of a raw folder the generator wrote, proven per patient by its marker.
+
+Before it publishes a patient, the generator records in `.synth/<case>.json` the sha256 of
+every file it is about to write (and of those it replaces); once they are in place it marks
+the record complete. A patient is *generated* only while exactly those files are on disk with
+that content: only such patients get the public pseudonym key, are skipped as done, or are
+pruned. Files the generator did not write are never overwritten or deleted.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from pathlib import Path
+
+from cass_pipeline.domain.privacy import Pseudonyms, load_secret
+
+MARKER_DIR = ".synth"
+#: Folders beside `mpr/` that hold one file per patient, named `<case>.<suffix>`.
+PER_PATIENT_FOLDERS = ("reports", "volumes", "centrelines")
+
+
+class Provenance(enum.Enum):
+    GENERATED = "exactly the files the generator wrote"
+    INCOMPLETE = "written by the generator, some files missing or unfinished"
+    FOREIGN = "holds files the generator did not write"
+    ABSENT = "nothing on disk"
+
+
+class ForeignFilesError(ValueError):
+    """The generator was asked to write where files it did not write live."""
+
+
+def marker_path(out_dir: Path, case: str) -> Path:
+    return out_dir / MARKER_DIR / f"{case}.json"
+
+
+def read_marker(out_dir: Path, case: str) -> dict | None:
+    try:
+        return json.loads(marker_path(out_dir, case).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def patient_files(out_dir: Path, case: str) -> list[str]:
+    """Paths (relative to `out_dir`) of every file on disk that belongs to patient `case`."""
+    found = [p for p in (out_dir / "mpr" / case).rglob("*") if p.is_file()]
+    for folder in PER_PATIENT_FOLDERS:
+        found += [p for p in (out_dir / folder).glob(f"{case}.*") if p.is_file()]
+    return sorted(p.relative_to(out_dir).as_posix() for p in found)
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def digests(root: Path, files: list[str]) -> dict[str, str]:
+    return {rel: file_digest(root / rel) for rel in files}
+
+
+def claimed_files(record: dict, case: str) -> dict[str, set[str | None]]:
+    """Path -> the contents the generator may have left there (None: any, for a marker
+    written before markers listed digests)."""
+    if "files" not in record:
+        legacy = [v["file"] for v in record.get("views", [])]
+        legacy += [f"reports/{case}.txt", f"volumes/{case}.nii.gz", f"centrelines/{case}.json"]
+        return {rel: {None} for rel in legacy}
+    claimed: dict[str, set[str | None]] = {}
+    for listing in (record["files"], record.get("replaces", {})):
+        for rel, digest in listing.items():
+            claimed.setdefault(rel, set()).add(digest)
+    return claimed
+
+
+def provenance(out_dir: Path, case: str) -> Provenance:
+    """What the generator can prove about patient `case` in `out_dir`."""
+    record = read_marker(out_dir, case)
+    on_disk = digests(out_dir, patient_files(out_dir, case))
+    if record is None:
+        return Provenance.FOREIGN if on_disk else Provenance.ABSENT
+    claimed = claimed_files(record, case)
+    for rel, digest in on_disk.items():
+        allowed = claimed.get(rel, set())
+        if digest not in allowed and None not in allowed:
+            return Provenance.FOREIGN
+    if record.get("complete") and on_disk == record.get("files"):
+        return Provenance.GENERATED
+    return Provenance.INCOMPLETE
+
+
+def missing_or_changed(out_dir: Path, case: str) -> list[str]:
+    """Files the generator's complete record of `case` lists that are not on disk with that
+    content (all of them when the record is missing or unfinished)."""
+    record = read_marker(out_dir, case) or {}
+    listed = record.get("files", {}) if record.get("complete") else {}
+    if not listed:
+        return [f"{MARKER_DIR}/{case}.json (no complete record)"]
+    return [
+        rel
+        for rel, digest in listed.items()
+        if not (out_dir / rel).is_file() or file_digest(out_dir / rel) != digest
+    ]
+
+
+def marked_cases(out_dir: Path) -> list[str]:
+    """Cases that have a generator marker (whatever their files)."""
+    return sorted(p.stem for p in (out_dir / MARKER_DIR).glob("*.json"))
+
+
+def generated_patients(raw_dir: Path, cases: list[str] | None = None) -> frozenset[str]:
+    """Patient keys (of `cases`, default all marked) whose files are exactly the generator's:
+    the only ones that may be pseudonymised with the public synthetic key."""
+    raw_dir = Path(raw_dir)
+    candidates = marked_cases(raw_dir) if cases is None else cases
+    return frozenset(c for c in candidates if provenance(raw_dir, c) is Provenance.GENERATED)
+
+
+def cohort_pseudonyms(
+    raw_dir: Path, key_file: Path, env_value: str | None = None, cases: list[str] | None = None
+) -> Pseudonyms:
+    """Pseudonyms for the patients of `raw_dir` (or only `cases`): a configured key for
+    everyone; else the public synthetic key for generated patients, the key file's secret
+    for all others."""
+    public = frozenset() if env_value else generated_patients(raw_dir, cases)
+    return Pseudonyms(load_secret(key_file, env_value), public)
