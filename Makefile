@@ -26,11 +26,15 @@ $(STAMP): pyproject.toml
 .env: Makefile
 	@echo 'DAGSTER_HOME="$${DAGSTER_HOME:-$(DEFAULT_DAGSTER_HOME)}"' > $@
 
-## The persistent Dagster instance (run history, schedules), telemetry off; an existing
-## dagster.yaml (the user's own instance) is left as it is.
+## The persistent Dagster instance (run history, schedules, pools, run monitoring) from
+## config/dagster_instance.yaml; a dagster.yaml of the user's own is left as it is.
+INSTANCE_YAML := config/dagster_instance.yaml
 instance:
 	@mkdir -p "$$DAGSTER_HOME"
-	@test -f "$$DAGSTER_HOME/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$$DAGSTER_HOME/dagster.yaml"
+	@target="$$DAGSTER_HOME/dagster.yaml"; \
+	if [ ! -f "$$target" ] || head -1 "$$target" | grep -q '^# CASS instance' \
+		|| [ "$$(cat "$$target")" = "$$(printf 'telemetry:\n  enabled: false')" ]; then \
+		cp "$(INSTANCE_YAML)" "$$target"; fi
 
 env: $(STAMP) .env instance
 

@@ -133,8 +133,10 @@ def synth(
     """Generate a synthetic CCTA cohort with known ground truth."""
     from dataclasses import replace
 
+    from cass_pipeline.domain.storage import WriterBusyError
     from cass_pipeline.domain.synthetic.cohort import generate_cohort
     from cass_pipeline.domain.synthetic.config import Confounders, preset
+    from cass_pipeline.domain.synthetic.provenance import ForeignFilesError
 
     config = preset(
         preset_name,
@@ -153,7 +155,16 @@ def synth(
         if done == total or done % max(1, total // 10) == 0:
             click.echo(f"  {done}/{total} patients", err=True)
 
-    summary = generate_cohort(config, Path(out_dir), workers=workers, progress=progress)
+    try:
+        summary = generate_cohort(
+            config,
+            Path(out_dir),
+            workers=workers,
+            progress=progress,
+            notify=lambda message: click.echo(message, err=True),
+        )
+    except (ForeignFilesError, WriterBusyError) as error:
+        raise click.ClickException(str(error)) from None
     shares = summary["exported_branch_class_share"]
     click.echo(
         f"{summary['patients']} patients, {summary['exported_branches']} exported branches, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import dagster as dg
 from mlflow.tracking import MlflowClient
 
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
+from cass_pipeline.domain.storage import exclusive_writer
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.settings import CassSettings
 from cass_pipeline.tracking import Tracking
@@ -19,6 +21,7 @@ class CassPaths(dg.ConfigurableResource):
 
     raw_dir: str
     processed_dir: str
+    writer_wait_seconds: float = 600.0
 
     @classmethod
     def from_settings(cls, settings: CassSettings) -> CassPaths:
@@ -31,6 +34,11 @@ class CassPaths(dg.ConfigurableResource):
     @property
     def processed(self) -> Path:
         return Path(self.processed_dir)
+
+    def exclusive_writer(self, folder: Path, notify: Callable[[str], None]):
+        """One writer of `folder` at a time (`storage.exclusive_writer`), waiting at most
+        `writer_wait_seconds` for the current one."""
+        return exclusive_writer(folder, self.writer_wait_seconds, notify)
 
     def processed_path(self, *parts: str) -> Path:
         """A path under the processed root, its parent folder created."""

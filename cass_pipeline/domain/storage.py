@@ -2,18 +2,67 @@
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+#: The lock file of a folder's writer (`exclusive_writer`); it names the holder.
+WRITER_LOCK = ".writer.lock"
+
+
+class WriterBusyError(RuntimeError):
+    """Another process kept writing the same folder for longer than we were willing to wait."""
+
+
+@contextmanager
+def exclusive_writer(
+    folder: Path, wait_seconds: float = 600.0, notify: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Be the only writer of `folder` (an flock, released by the kernel if the holder dies):
+    wait up to `wait_seconds` for the current one, telling `notify` once, then give up."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / WRITER_LOCK
+    with open(lock, "a+") as handle:
+        deadline = time.monotonic() + wait_seconds
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = lock.read_text().strip() or "another process"
+                if time.monotonic() >= deadline:
+                    raise WriterBusyError(
+                        f"{folder} is being written by {holder}; gave up after waiting "
+                        f"{wait_seconds:.0f} s. Let that run finish (or stop it), then run again."
+                    ) from None
+                if notify and not told:
+                    notify(f"waiting up to {wait_seconds:.0f} s for {holder}, writing {folder}")
+                    told = True
+                time.sleep(0.2)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()} since {since}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def process_alive(pid: int) -> bool:

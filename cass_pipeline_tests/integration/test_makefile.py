@@ -8,6 +8,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 ROOT = Path(__file__).parents[2]
+INSTANCE_YAML = ROOT / "config" / "dagster_instance.yaml"
 
 
 def make(checkout: Path, *targets: str, **env: str) -> None:
@@ -26,9 +27,10 @@ def test_user_dagster_home_wins_and_a_path_with_a_space_works(tmp_path, monkeypa
     checkout = tmp_path / "my projects" / "cass"
     checkout.mkdir(parents=True)
     shutil.copy(ROOT / "Makefile", checkout / "Makefile")
+    shutil.copytree(ROOT / "config", checkout / "config")
     make(checkout, ".env", "instance")
     repository_home = checkout / "data" / "dagster_home"
-    assert (repository_home / "dagster.yaml").read_text().startswith("telemetry:")
+    assert (repository_home / "dagster.yaml").read_text() == INSTANCE_YAML.read_text()
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert dotenv_values(checkout / ".env") == {"DAGSTER_HOME": str(repository_home)}
 
@@ -39,3 +41,46 @@ def test_user_dagster_home_wins_and_a_path_with_a_space_works(tmp_path, monkeypa
     assert (mine / "dagster.yaml").read_text() == "run_monitoring:\n  enabled: true\n"
     monkeypatch.setenv("DAGSTER_HOME", str(mine))
     assert dotenv_values(checkout / ".env") == {"DAGSTER_HOME": str(mine)}
+
+
+def test_the_instance_fails_dead_runs_and_serialises_store_writers(tmp_path):
+    import logging
+    import time
+
+    import dagster as dg
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import EmptyWorkspaceTarget
+    from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
+
+    from cass_pipeline.definitions import defs
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # an earlier copy
+    make(ROOT, "instance", DAGSTER_HOME=str(home))
+    assert (home / "dagster.yaml").read_text() == INSTANCE_YAML.read_text()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        # a run whose process was killed: STARTED, nobody left to finish it
+        run = create_run_for_test(
+            instance,
+            job_name="demo",
+            status=DagsterRunStatus.STARTING,
+            tags={"dagster/max_runtime_seconds": "1"},
+        )
+        instance.report_dagster_event(
+            DagsterEvent(DagsterEventType.RUN_START.value, job_name="demo"), run_id=run.run_id
+        )
+        time.sleep(1.5)
+        with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as context:
+            list(execute_run_monitoring_iteration(context, logging.getLogger("test")))
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+    writers = {a.node_def.name: a.op.pool for a in defs.assets}
+    assert {writers["raw_cohort"], writers["mpr_images"], writers["report_labels"]} == {
+        "raw_folder",
+        "image_store",
+        "report_tables",
+    }

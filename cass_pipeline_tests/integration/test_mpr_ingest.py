@@ -1,5 +1,6 @@
 """Ingestion of a cohort folder: bad inputs land in rejects, the rest is stored and indexed."""
 
+import os
 import shutil
 
 import cv2
@@ -166,3 +167,23 @@ def test_identifier_check_catches_a_series_named_after_the_patient(tiny_cohort, 
     check = imaging.no_identifiers_in_image_outputs(paths)
     assert not check.passed
     assert sum(check.metadata["outputs_with_identifiers"].value.values()) >= 1
+
+
+def test_a_second_ingestion_waits_for_the_writer_of_the_store(tiny_cohort, tmp_path):
+    from cass_pipeline.domain.storage import exclusive_writer
+
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_cohort, raw)
+    paths = CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out"), writer_wait_seconds=1)
+    with exclusive_writer(tmp_path / "out" / "images"):  # another run is writing the store
+        result = dg.materialize(
+            [imaging.mpr_images],
+            resources={"paths": paths, "pseudonyms": PseudonymKey(key_file=str(tmp_path / "k"))},
+            run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": 32, "workers": 1}}}),
+            raise_on_error=False,
+        )
+    assert not result.success
+    error = result.failure_data_for_node("mpr_images").error
+    message = error.cause.message if error.cause else error.message
+    assert f"being written by process {os.getpid()}" in message and "gave up" in message
+    assert not (tmp_path / "out" / "images" / "manifest.parquet").exists()

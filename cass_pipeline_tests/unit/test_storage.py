@@ -1,12 +1,15 @@
-"""Atomic writes: a writer killed mid-write leaves a temporary that the next write removes."""
+"""Atomic writes: a writer killed mid-write leaves a temporary that the next write removes;
+one writer per folder at a time."""
 
 import os
 import subprocess
 import sys
+import time
 
 import pyarrow as pa
+import pytest
 
-from cass_pipeline.domain.storage import write_parquet_atomic
+from cass_pipeline.domain.storage import WriterBusyError, exclusive_writer, write_parquet_atomic
 
 SCHEMA = pa.schema([("patient_id", pa.string())])
 KILLED_WRITER = """
@@ -32,3 +35,50 @@ def test_a_killed_writers_temporary_is_removed_and_a_live_ones_kept(tmp_path):
     write_parquet_atomic(pa.Table.from_pylist([{"patient_id": "P2"}], SCHEMA), target, SCHEMA)
     assert target.exists() and not orphan.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name])
+
+
+def test_one_writer_at_a_time_the_other_waits_then_gives_up_clearly(tmp_path):
+    import threading
+
+    order = []
+
+    heard = []
+    with exclusive_writer(tmp_path):
+        busy = pytest.raises(WriterBusyError, match=rf"process {os.getpid()} on .*gave up")
+        with busy, exclusive_writer(tmp_path, wait_seconds=0.3, notify=heard.append):
+            pass
+        assert len(heard) == 1 and "waiting up to 0 s" in heard[0]
+        release = threading.Event()
+
+        def second_writer():
+            with exclusive_writer(tmp_path, wait_seconds=30, notify=heard.append):
+                order.append("second")
+            release.set()
+
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        time.sleep(0.5)
+        order.append("first done")
+    assert release.wait(10)
+    thread.join()
+    assert order == ["first done", "second"]
+
+
+def test_a_killed_writer_releases_its_folder(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path;"
+            "from cass_pipeline.domain.storage import exclusive_writer\n"
+            f"with exclusive_writer(Path({str(tmp_path)!r})):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    with exclusive_writer(tmp_path, wait_seconds=2):
+        pass

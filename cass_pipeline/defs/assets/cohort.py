@@ -37,7 +37,7 @@ def holds_real_export(raw: Path) -> bool:
     return raw.is_dir() and any(raw.iterdir()) and not is_synthetic_cohort(raw)
 
 
-@dg.asset(group_name="cohort", kinds={"dicom", "parquet"})
+@dg.asset(group_name="cohort", kinds={"dicom", "parquet"}, pool="raw_folder")
 def raw_cohort(
     context: dg.AssetExecutionContext, config: CohortConfig, paths: CassPaths
 ) -> dg.MaterializeResult:
@@ -73,7 +73,9 @@ def raw_cohort(
         if done == total or done % max(1, total // 5) == 0:
             context.log.info(f"synthetic cohort: {done}/{total} patients")
 
-    summary = generate_cohort(settings, raw, workers=config.workers, progress=progress)
+    summary = generate_cohort(
+        settings, raw, workers=config.workers, progress=progress, notify=context.log.warning
+    )
     others = len(patient_keys(raw) - {case_id(i) for i in range(summary["patients"])})
     if others:
         context.log.warning(

@@ -93,6 +93,7 @@ def write_examples(
 
 
 @dg.multi_asset(
+    pool="image_store",
     specs=[
         dg.AssetSpec(
             "mpr_manifest",
@@ -122,8 +123,15 @@ def write_examples(
 def mpr_images(
     context: dg.AssetExecutionContext, config: MprConfig, paths: CassPaths, pseudonyms: PseudonymKey
 ):
-    """Discover the cohort's MPR series (or volumes), clean every view, pack per patient."""
-    keys = pseudonyms.pseudonyms_for(paths.raw)
+    """Discover the cohort's MPR series (or volumes), clean every view, pack per patient;
+    one writer of the image store at a time."""
+    with paths.exclusive_writer(image_dir(paths), context.log.warning):
+        yield from ingest_images(context, config, paths, pseudonyms.pseudonyms_for(paths.raw))
+
+
+def ingest_images(
+    context: dg.AssetExecutionContext, config: MprConfig, paths: CassPaths, keys: Pseudonyms
+):
     settings = config.ingest_config()
     out = image_dir(paths)
     previous = patients_in(out / "manifest.parquet")

@@ -12,7 +12,7 @@ from cass_pipeline.defs.presentation import (
     previous_patients,
 )
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey
-from cass_pipeline.domain.privacy import identifiers_found, table_values
+from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
 from cass_pipeline.domain.raw_layout import EXPECTED_REPORTS, files_outside
 from cass_pipeline.domain.reports.deid import header_identifiers
 from cass_pipeline.domain.reports.pipeline import decode_report, parse_report_folder, report_files
@@ -56,6 +56,7 @@ def table_path(paths: CassPaths, name: str):
 
 
 @dg.multi_asset(
+    pool="report_tables",
     specs=[
         dg.AssetSpec(
             name,
@@ -73,8 +74,15 @@ def report_labels(
     paths: CassPaths,
     pseudonyms: PseudonymKey,
 ):
-    """Read every report under raw/reports, de-identify, parse and label it."""
-    keys = pseudonyms.pseudonyms_for(paths.raw)
+    """Read every report under raw/reports, de-identify, parse and label it; one writer of
+    the report tables at a time."""
+    with paths.exclusive_writer(paths.processed / "reports", context.log.warning):
+        yield from label_reports(context, config, paths, pseudonyms.pseudonyms_for(paths.raw))
+
+
+def label_reports(
+    context: dg.AssetExecutionContext, config: ReportConfig, paths: CassPaths, keys: Pseudonyms
+):
     previous = patients_in(table_path(paths, "deidentified_reports"))
     cohort = parse_report_folder(
         paths.raw / "reports",

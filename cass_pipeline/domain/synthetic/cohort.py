@@ -27,7 +27,12 @@ import pyarrow as pa
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, STENOSIS_CLASSES, cad_rads_category
 from cass_pipeline.domain.cpr import curved_mpr_views
-from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic, write_text_atomic
+from cass_pipeline.domain.storage import (
+    exclusive_writer,
+    parquet_stream,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from cass_pipeline.domain.synthetic.config import SynthConfig
 from cass_pipeline.domain.synthetic.coronary_tree import (
     PatientAnatomy,
@@ -331,10 +336,21 @@ def generate_cohort(
     out_dir: Path,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> dict:
-    """Generate (or complete) a cohort and write its ground truth tables and summary."""
+    """Generate (or complete) a cohort and write its ground truth tables and summary; one
+    writer of `out_dir` at a time (`notify` hears that one waits)."""
     out_dir = Path(out_dir).resolve()
-    workers = workers or os.cpu_count() or 1
+    with exclusive_writer(out_dir, notify=notify or (lambda _: None)):
+        return write_cohort(config, out_dir, workers or os.cpu_count() or 1, progress)
+
+
+def write_cohort(
+    config: SynthConfig,
+    out_dir: Path,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> dict:
     foreign = [
         case_id(i)
         for i in range(config.n_patients)
@@ -380,10 +396,10 @@ def generate_cohort(
 
 
 def is_synthetic_cohort(folder: Path) -> bool:
-    """Whether `folder` holds a cohort written by this generator (safe to overwrite)."""
+    """Whether the generator wrote (or began writing) a cohort in `folder`."""
     summary = Path(folder) / "cohort.json"
     if not summary.is_file():
-        return False
+        return (Path(folder) / MARKER_DIR).is_dir()
     try:
         return json.loads(summary.read_text()).get("generator") == GENERATOR
     except (json.JSONDecodeError, OSError):
