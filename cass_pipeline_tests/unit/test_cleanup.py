@@ -104,16 +104,26 @@ def test_common_transfer_syntaxes_decode(name):
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
-        ("rtplan.dcm", "without pixel data"),
-        ("MR_truncated.dcm", "less than expected"),
+        ("rtplan.dcm", "^DICOM file without an image \\(RT Plan Storage\\)$"),
+        ("MR_truncated.dcm", "^truncated DICOM file: 8130 of 8192 bytes of pixel data$"),
         ("JPEG-lossy.dcm", "cannot decode pixel data \\(JPEG Extended"),
-        ("README.txt", "not a DICOM file"),
-        ("no_meta.dcm", "not a DICOM file"),
+        ("README.txt", "^not a DICOM file \\(\\d+ bytes without a DICOM header\\)$"),
+        ("no_meta.dcm", "^not a DICOM file"),
     ],
 )
-def test_unusable_dicom_files_are_rejected(name, reason):
-    with pytest.raises(ImageReadError, match=reason):
+def test_unusable_dicom_files_are_rejected_with_a_reason_a_user_can_act_on(name, reason):
+    with pytest.raises(ImageReadError, match=reason) as error:
         read_image((TESTDATA / name).read_bytes(), ".dcm")
+    assert "force=True" not in str(error.value)
+
+
+def test_truncated_and_empty_files_are_called_so(tmp_path):
+    whole = (TESTDATA / "CT_small.dcm").read_bytes()
+    for cut in (400, len(whole) // 2):
+        with pytest.raises(ImageReadError, match=r"^truncated DICOM file"):
+            read_image(whole[:cut], ".dcm")
+    with pytest.raises(ImageReadError, match=r"^empty file \(0 bytes\)$"):
+        read_image(b"", ".dcm")
 
 
 def test_dicom_without_preamble_is_read(tmp_path):

@@ -173,7 +173,7 @@ def ingest_images(
             "reasons": dg.MetadataValue.json(
                 reject_frame.reason.str.split(":")
                 .str[0]
-                .str.replace(r"'.*", "", regex=True)
+                .str.replace(r"\s*\(.*?\)|'.*", "", regex=True)
                 .value_counts()
                 .to_dict()
                 if len(reject_frame)

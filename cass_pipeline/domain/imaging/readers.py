@@ -61,6 +61,10 @@ def first_value(value) -> float:
 def parse_dicom(data: bytes) -> pydicom.Dataset:
     """A dataset from bytes; files without the 128-byte preamble and meta header are accepted
     when they hold pixel data."""
+    if not data:
+        raise ImageReadError("empty file (0 bytes)")
+    if data[:4] == b"DICM":  # meta header without its 128-byte preamble
+        data = bytes(128) + data
     try:
         return pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError as error:
@@ -69,7 +73,9 @@ def parse_dicom(data: bytes) -> pydicom.Dataset:
         except Exception:
             ds = None
         if ds is None or "PixelData" not in ds or "Rows" not in ds:
-            raise ImageReadError(f"not a DICOM file: {error}") from error
+            raise ImageReadError(
+                f"not a DICOM file ({len(data)} bytes without a DICOM header)"
+            ) from error
         if "TransferSyntaxUID" not in ds.file_meta:
             implicit, little = ds.original_encoding
             ds.file_meta.TransferSyntaxUID = (
@@ -81,15 +87,48 @@ def parse_dicom(data: bytes) -> pydicom.Dataset:
             )
         return ds
     except Exception as error:  # pydicom raises many types on damaged files
-        raise ImageReadError(f"unreadable DICOM: {error}") from error
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageReadError(f"damaged DICOM file ({len(data)} bytes): {reason}") from error
+
+
+def is_image_storage(sop_class: str | None) -> bool:
+    """Whether a SOP class stores images (an unknown one is assumed to)."""
+    if not sop_class:
+        return True
+    name = pydicom.uid.UID(sop_class).name
+    return "Image" in name or name == sop_class
+
+
+def expected_pixel_bytes(ds: pydicom.Dataset) -> int | None:
+    """The size of uncompressed pixel data from the image header (None when compressed)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and syntax.is_compressed:
+        return None
+    try:
+        return (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("NumberOfFrames", 1) or 1)
+            * int(ds.get("SamplesPerPixel", 1))
+            * (int(ds.BitsAllocated) // 8)
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def read_dicom(data: bytes) -> SourceImage:
     ds = parse_dicom(data)
-    if "PixelData" not in ds and "Rows" in ds:
-        raise ImageReadError(f"truncated DICOM: image header of {len(data)} bytes, no pixel data")
     if "PixelData" not in ds:
-        raise ImageReadError(f"DICOM without pixel data (SOP class {ds.get('SOPClassUID', '?')})")
+        sop_class = ds.get("SOPClassUID")
+        if "Rows" in ds or is_image_storage(sop_class):
+            raise ImageReadError(f"truncated DICOM file ({len(data)} bytes): no pixel data")
+        name = pydicom.uid.UID(sop_class).name
+        raise ImageReadError(f"DICOM file without an image ({name})")
+    expected = expected_pixel_bytes(ds)
+    if expected and len(ds.PixelData) < expected:
+        raise ImageReadError(
+            f"truncated DICOM file: {len(ds.PixelData)} of {expected} bytes of pixel data"
+        )
     try:
         pixels = ds.pixel_array
     except Exception as error:
