@@ -173,6 +173,57 @@ def synth(
     )
 
 
+@main.command()
+@click.argument("raw_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--patient",
+    "wanted",
+    multiple=True,
+    metavar="PSEUDONYM",
+    help="Only these patients, with the files rejected from them (repeatable).",
+)
+def inspect(raw_dir: str, wanted: tuple[str, ...]) -> None:
+    """For the holder of the pseudonym key: the raw files behind each pseudonym, and with
+    --patient the files rejected from that patient. Prints folder names, which may identify
+    patients: keep the output with the raw data."""
+    import pandas as pd
+
+    from cass_pipeline.domain.raw_layout import raw_patients
+    from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
+
+    settings = CassSettings.from_env()
+    if not settings.pseudonym_key and not settings.pseudonym_key_file.is_file():
+        raise click.ClickException(
+            f"no pseudonym key ({settings.pseudonym_key_file} is missing and CASS_PSEUDONYM_KEY "
+            "is not set): pseudonyms cannot be mapped back without the key they were made with"
+        )
+    raw = Path(raw_dir).resolve()
+    keys = cohort_pseudonyms(raw, settings.pseudonym_key_file, settings.pseudonym_key)
+    patients = {p.pseudonym: p for p in raw_patients(raw, keys)}
+    unknown = [w for w in wanted if w not in patients]
+    if unknown:
+        raise click.ClickException(
+            f"{', '.join(unknown)}: no patient in {raw} has this pseudonym with this key"
+        )
+    images = settings.processed_dir / "images" / "rejects.parquet"
+    reports = settings.processed_dir / "reports" / "report_rejects.parquet"
+    image_rejects = pd.read_parquet(images) if wanted and images.is_file() else None
+    report_rejects = pd.read_parquet(reports) if wanted and reports.is_file() else None
+    for pseudonym in wanted or patients:
+        patient = patients[pseudonym]
+        key = "public (generated patient)" if patient.public_key else "secret"
+        click.echo(f"{pseudonym}  {patient.key}  [{key} key]")
+        click.echo(f"  images: {patient.images or '-'}")
+        click.echo(f"  report: {patient.report or '-'}")
+        if image_rejects is not None and patient.images is not None:
+            folder = patient.images if patient.images.is_dir() else patient.images.parent
+            for row in image_rejects[image_rejects.patient_id == pseudonym].itertuples():
+                click.echo(f"  rejected image: {folder / row.source_path}: {row.reason}")
+        if report_rejects is not None:
+            for row in report_rejects[report_rejects.patient_id == pseudonym].itertuples():
+                click.echo(f"  rejected report: {patient.report}: {row.reason}")
+
+
 @main.command("parse-report")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")

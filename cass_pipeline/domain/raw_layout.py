@@ -1,8 +1,13 @@
-"""What CASS expects in a raw folder, and when an ingestion found too little of it."""
+"""What CASS expects in a raw folder, what it holds, and when an ingestion found too little."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from cass_pipeline.domain.imaging.ingest import discover
+from cass_pipeline.domain.privacy import Pseudonyms
+from cass_pipeline.domain.reports.pipeline import report_files
 
 EXPECTED_IMAGES = (
     "raw/mpr/<patient>/<series>/<view>.dcm|.png, one folder per patient "
@@ -34,3 +39,30 @@ def files_outside(raw: Path, folders: tuple[str, ...]) -> int:
         hidden = any(part.startswith(".") for part in parts)
         count += path.is_file() and not hidden and len(parts) > 1 and parts[0] not in folders
     return count
+
+
+@dataclass(frozen=True)
+class RawPatient:
+    """Where one patient's raw files are, under the pseudonym the pipeline gives it."""
+
+    pseudonym: str
+    key: str
+    images: Path | None
+    report: Path | None
+    public_key: bool
+
+
+def raw_patients(raw: Path, pseudonyms: Pseudonyms) -> list[RawPatient]:
+    """Every patient with images or a report in `raw`, sorted by source key."""
+    images = {s.key: s.mpr_dir or s.volume for s in discover(raw)}
+    reports = {p.stem: p for p in report_files(raw / "reports")}
+    return [
+        RawPatient(
+            pseudonyms(key),
+            key,
+            images.get(key),
+            reports.get(key),
+            pseudonyms.uses_public_key(key),
+        )
+        for key in sorted(images.keys() | reports.keys())
+    ]

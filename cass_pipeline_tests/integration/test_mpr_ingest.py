@@ -186,3 +186,30 @@ def test_a_second_ingestion_waits_for_the_writer_of_the_store(tiny_cohort, tmp_p
     message = error.cause.message if error.cause else error.message
     assert f"being written by process {os.getpid()}" in message and "gave up" in message
     assert not (tmp_path / "out" / "images" / "manifest.parquet").exists()
+
+
+def test_key_holder_finds_the_rejected_file_behind_a_pseudonym(damaged_export, tmp_path):
+    from click.testing import CliRunner
+
+    from cass_pipeline.cli import main
+    from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA
+    from cass_pipeline.domain.storage import write_parquet_atomic
+
+    raw, lad = damaged_export
+    _, _, rejects = run(raw, tmp_path / "store")
+    assert "CASE-0001" not in rejects.to_csv()  # the outputs stay pseudonymous
+    processed = tmp_path / "processed"
+    write_parquet_atomic(rejects, processed / "images" / "rejects.parquet", IMAGE_REJECT_SCHEMA)
+    pid = pseudonymise("CASE-0001", SECRET)
+    env = {"CASS_PSEUDONYM_KEY": SECRET.decode(), "CASS_PROCESSED_DIR": str(processed)}
+    result = CliRunner().invoke(main, ["inspect", str(raw), "--patient", pid], env=env)
+    assert result.exit_code == 0, result.output
+    truncated = raw / "mpr" / "CASE-0001" / lad / "001.dcm"
+    assert f"{pid}  CASE-0001  [secret key]" in result.output
+    assert f"rejected image: {truncated}: truncated DICOM file" in result.output
+    assert truncated.is_file()
+    wrong_key = CliRunner().invoke(
+        main, ["inspect", str(raw), "--patient", pid], env={**env, "CASS_PSEUDONYM_KEY": "x"}
+    )
+    assert wrong_key.exit_code == 1
+    assert "no patient in" in wrong_key.output and "with this key" in wrong_key.output
