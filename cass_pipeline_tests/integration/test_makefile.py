@@ -63,7 +63,11 @@ def test_the_instance_fails_dead_runs_and_serialises_store_writers(tmp_path):
     make(ROOT, "instance", DAGSTER_HOME=str(home))
     assert (home / "dagster.yaml").read_text() == INSTANCE_YAML.read_text()
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        pools = instance.get_concurrency_config().pool_config
+        assert (pools.default_pool_limit, pools.pool_granularity.value) == (1, "run")
+        assert (
+            instance.run_coordinator.get_run_queue_config().should_block_op_concurrency_limited_runs
+        )
         # a run whose process was killed: STARTED, nobody left to finish it
         run = create_run_for_test(
             instance,
