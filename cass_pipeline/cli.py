@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -117,6 +118,14 @@ def info() -> None:
     help="Switch a confounder off.",
 )
 @click.option("--workers", type=int, help="Processes (default: all cores).")
+@click.option(
+    "--layout",
+    type=click.Choice(["folders", "pacs"]),
+    default="folders",
+    show_default=True,
+    help="folders: mpr/<case>/<series>/<view> and reports/<case>.txt; pacs: one flat folder "
+    "of DICOM files with random names and the reports as one RIS CSV (MRN, Accession).",
+)
 def synth(
     preset_name,
     out_dir,
@@ -129,6 +138,7 @@ def synth(
     with_volumes,
     disabled,
     workers,
+    layout,
 ) -> None:
     """Generate a synthetic CCTA cohort with known ground truth."""
     from dataclasses import replace
@@ -136,6 +146,7 @@ def synth(
     from cass_pipeline.domain.storage import WriterBusyError
     from cass_pipeline.domain.synthetic.cohort import generate_cohort
     from cass_pipeline.domain.synthetic.config import Confounders, preset
+    from cass_pipeline.domain.synthetic.pacs import write_pacs_dump
     from cass_pipeline.domain.synthetic.provenance import ForeignFilesError
 
     config = preset(
@@ -155,15 +166,20 @@ def synth(
         if done == total or done % max(1, total // 10) == 0:
             click.echo(f"  {done}/{total} patients", err=True)
 
+    out = Path(out_dir).resolve()
+    folders = out if layout == "folders" else out.with_name(f".{out.name}.folders")
     try:
         summary = generate_cohort(
             config,
-            Path(out_dir),
+            folders,
             workers=workers,
             progress=progress,
             notify=lambda message: click.echo(message, err=True),
         )
-    except (ForeignFilesError, WriterBusyError) as error:
+        if layout == "pacs":
+            write_pacs_dump(folders, out, config.seed)
+            shutil.rmtree(folders)
+    except (ForeignFilesError, WriterBusyError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     shares = summary["exported_branch_class_share"]
     click.echo(
@@ -188,6 +204,7 @@ def inspect(raw_dir: str, wanted: tuple[str, ...]) -> None:
     patients: keep the output with the raw data."""
     import pandas as pd
 
+    from cass_pipeline.domain.cohort_index import index_cohort
     from cass_pipeline.domain.raw_layout import raw_patients
     from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 
@@ -198,8 +215,9 @@ def inspect(raw_dir: str, wanted: tuple[str, ...]) -> None:
             "is not set): pseudonyms cannot be mapped back without the key they were made with"
         )
     raw = Path(raw_dir).resolve()
-    keys = cohort_pseudonyms(raw, settings.pseudonym_key_file, settings.pseudonym_key)
-    patients = {p.pseudonym: p for p in raw_patients(raw, keys)}
+    index = index_cohort(raw)
+    keys = cohort_pseudonyms(raw, settings.pseudonym_key_file, settings.pseudonym_key, index)
+    patients = {p.pseudonym: p for p in raw_patients(index, keys)}
     unknown = [w for w in wanted if w not in patients]
     if unknown:
         raise click.ClickException(
@@ -564,8 +582,10 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
 
     from tqdm import tqdm
 
+    from cass_pipeline.domain.cohort_index import folder_patient_key
     from cass_pipeline.domain.imaging.ingest import PatientSource
     from cass_pipeline.domain.prediction_report import predict_folder
+    from cass_pipeline.domain.privacy import Pseudonyms, load_secret
     from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 
     folder = Path(patient_dir).resolve()
@@ -576,14 +596,14 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
         raise click.ClickException(f"{patient_dir}: the folder holds no files")
     loaded = load_registered(model_uri, engine)
     settings = CassSettings.from_env()
-    in_raw_layout = folder.parent.name == "mpr"  # raw/mpr/<patient>: may be generated
-    pseudonyms = cohort_pseudonyms(
-        folder.parent.parent,
-        settings.pseudonym_key_file,
-        settings.pseudonym_key,
-        cases=[folder.name] if in_raw_layout else [],
-    )
-    patient = pseudonyms(folder.name)
+    key = folder_patient_key(folder)
+    if folder.parent.name == "mpr":  # raw/mpr/<patient>: may be a generated patient
+        pseudonyms = cohort_pseudonyms(
+            folder.parent.parent, settings.pseudonym_key_file, settings.pseudonym_key
+        )
+    else:
+        pseudonyms = Pseudonyms(load_secret(settings.pseudonym_key_file, settings.pseudonym_key))
+    patient = pseudonyms(key)
     with tqdm(total=len(files), desc="reading and cleaning", unit="file", disable=None) as bar:
         report = predict_folder(
             loaded.predictor,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from cass_pipeline.defs.assets import cohort, evaluation, imaging, model, prediction, reports
-from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
+from cass_pipeline.defs.resources import (
+    CassPaths,
+    Inbox,
+    MlflowTracking,
+    PseudonymKey,
+    RawFormat,
+)
 from cass_pipeline.settings import CassSettings
 
 MODULES = [cohort, reports, imaging, model, evaluation, prediction]
@@ -26,6 +32,7 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
             "pseudonyms": PseudonymKey.from_settings(settings),
             "inbox": Inbox.from_settings(settings),
+            "raw_format": RawFormat(),
         },
     )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
+from cass_pipeline.domain.cohort_index import CohortIndex, ReportColumns, index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
 from cass_pipeline.domain.storage import exclusive_writer
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
@@ -102,6 +103,30 @@ class PseudonymKey(dg.ConfigurableResource):
         """Pseudonyms on the secret key alone (new patients arriving in the inbox)."""
         return Pseudonyms(load_secret(Path(self.key_file), self.key))
 
-    def pseudonyms_for(self, raw_dir: Path) -> Pseudonyms:
-        """Source key -> pseudonym for the patients in `raw_dir` (`cohort_pseudonyms`)."""
-        return cohort_pseudonyms(Path(raw_dir), Path(self.key_file), self.key)
+    def pseudonyms_for(self, raw_dir: Path, index: CohortIndex | None = None) -> Pseudonyms:
+        """Patient key -> pseudonym for the patients in `raw_dir` (`cohort_pseudonyms`)."""
+        return cohort_pseudonyms(Path(raw_dir), Path(self.key_file), self.key, index)
+
+
+class RawFormat(dg.ConfigurableResource):
+    """How a site's raw export is written: the column names of its RIS report table, and how
+    many days an exam date may lie from a study date when a report is linked by MRN."""
+
+    mrn_column: str = ReportColumns.mrn
+    accession_column: str = ReportColumns.accession
+    exam_date_column: str = ReportColumns.exam_date
+    text_column: str = ReportColumns.text
+    date_window_days: int = ReportColumns.date_window_days
+
+    def columns(self) -> ReportColumns:
+        return ReportColumns(
+            self.mrn_column,
+            self.accession_column,
+            self.exam_date_column,
+            self.text_column,
+            self.date_window_days,
+        )
+
+    def index(self, raw_dir: Path) -> CohortIndex:
+        """Patients, studies, reports and their links in `raw_dir` (`index_cohort`)."""
+        return index_cohort(Path(raw_dir), self.columns())

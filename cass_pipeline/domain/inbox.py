@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cass_pipeline.domain.cohort_index import folder_patient_key
+
 
 def patient_folders(inbox: Path) -> list[Path]:
     """The inbox's patient folders (hidden ones, such as a copy tool's staging, left out)."""
@@ -51,7 +53,7 @@ def scan_inbox(
     pending, done = dict(memory.get("pending", {})), dict(memory.get("done", {}))
     scan = InboxScan(memory={"pending": {}, "done": done})
     for folder in patient_folders(inbox):
-        patient = pseudonym(folder.name)
+        patient = pseudonym(folder_patient_key(folder))
         state, newest = folder_state(folder)
         if not newest or done.get(patient) == state:
             continue
@@ -66,4 +68,6 @@ def scan_inbox(
 
 def folder_of(inbox: Path, patient: str, pseudonym: Callable[[str], str]) -> Path | None:
     """The inbox folder whose pseudonym is `patient`."""
-    return next((f for f in patient_folders(inbox) if pseudonym(f.name) == patient), None)
+    return next(
+        (f for f in patient_folders(inbox) if pseudonym(folder_patient_key(f)) == patient), None
+    )

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cass_pipeline.domain.imaging.ingest import discover
+from cass_pipeline.domain.cohort_index import CohortIndex
 from cass_pipeline.domain.privacy import Pseudonyms
-from cass_pipeline.domain.reports.pipeline import report_files
 
 EXPECTED_IMAGES = (
     "raw/mpr/<patient>/<series>/<view>.dcm|.png, one folder per patient "
@@ -48,21 +47,19 @@ class RawPatient:
     pseudonym: str
     key: str
     images: Path | None
-    report: Path | None
+    report: str | None
     public_key: bool
 
 
-def raw_patients(raw: Path, pseudonyms: Pseudonyms) -> list[RawPatient]:
-    """Every patient with images or a report in `raw`, sorted by source key."""
-    images = {s.key: s.mpr_dir or s.volume for s in discover(raw)}
-    reports = {p.stem: p for p in report_files(raw / "reports")}
+def raw_patients(index: CohortIndex, pseudonyms: Pseudonyms) -> list[RawPatient]:
+    """Every patient of an indexed raw folder, sorted by key."""
     return [
         RawPatient(
-            pseudonyms(key),
-            key,
-            images.get(key),
-            reports.get(key),
-            pseudonyms.uses_public_key(key),
+            pseudonyms(p.key),
+            p.key,
+            p.root or p.volume,
+            p.report.origin if p.report else None,
+            pseudonyms.uses_public_key(p.key),
         )
-        for key in sorted(images.keys() | reports.keys())
+        for p in index.patients.values()
     ]

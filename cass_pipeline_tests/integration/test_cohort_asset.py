@@ -6,7 +6,7 @@ import dagster as dg
 
 from cass_pipeline.defs.assets import imaging, reports
 from cass_pipeline.defs.assets.cohort import raw_cohort, raw_cohort_files_complete
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 
 
 def materialize(raw, processed):
@@ -56,6 +56,7 @@ def ingest(raw, processed, instance):
         resources={
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(processed)),
             "pseudonyms": PseudonymKey(key_file=str(processed / "key"), key="k"),
+            "raw_format": RawFormat(),
         },
         run_config=dg.RunConfig(
             {

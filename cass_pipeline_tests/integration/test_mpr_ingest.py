@@ -12,7 +12,8 @@ import pytest
 
 from cass_pipeline.defs.assets import imaging
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
+from cass_pipeline.domain.cohort_index import folder_patient_key
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
@@ -57,7 +58,7 @@ def damaged_export(tmp_path, tiny_cohort):
 def test_bad_inputs_are_rejected_with_reasons_and_the_rest_ingested(damaged_export, tmp_path):
     raw, lad = damaged_export
     _, rows, rejects = run(raw, tmp_path / "store")
-    pid = pseudonymise("CASE-0001", SECRET)
+    pid = KEYS(folder_patient_key(raw / "mpr" / "CASE-0001"))
     reasons = rejects.set_index("source_path").reason
     assert reasons[f"{lad}/001.dcm"] == "truncated DICOM file: 3096 of 4096 bytes of pixel data"
     assert reasons[f"{lad}/002_copy.dcm"] == f"duplicate view of {lad}/002.dcm"
@@ -69,7 +70,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_rest_ingested(damaged_expo
     patient_rows = rows[rows.patient_id == pid]
     assert set(patient_rows.branch) >= {"LAD"}
     assert len(patient_rows[patient_rows.branch == "LAD"]) == 3  # 4 views minus the corrupt one
-    assert rows[rows.patient_id == pseudonymise("CASE-0002", SECRET)].shape[0] > 0
+    assert rows[rows.patient_id == KEYS(folder_patient_key(raw / "mpr" / "CASE-0002"))].shape[0]
     assert "CASE-0001" not in rows.to_csv() + rejects.to_csv()
 
 
@@ -94,7 +95,7 @@ def test_store_matches_manifest_and_rerun_skips(tiny_cohort, tmp_path):
     shutil.copytree(tiny_cohort / "mpr" / "CASE-0003", raw / "mpr" / "CASE-9999")
     third, _, _ = run(raw, tmp_path / "store")
     redone = {r.patient_id for r in third if not r.skipped}
-    assert redone == {pseudonymise("CASE-0002", SECRET), pseudonymise("CASE-9999", SECRET)}
+    assert redone == {KEYS(folder_patient_key(raw / "mpr" / c)) for c in ("CASE-0002", "CASE-9999")}
     after = {p.name: p.read_bytes() for p in (tmp_path / "store").glob("*.npy")}
     assert all(after[name] == data for name, data in before.items())
 
@@ -124,6 +125,7 @@ def test_assets_and_checks(tiny_cohort, tmp_path):
         resources={
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out")),
             "pseudonyms": PseudonymKey(key_file=str(tmp_path / "key"), key="k"),
+            "raw_format": RawFormat(),
         },
         selection=dg.AssetSelection.groups("images"),
         run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": 48, "workers": 1}}}),
@@ -163,7 +165,7 @@ def test_identifier_check_catches_a_series_named_after_the_patient(tiny_cohort, 
         out / "rejects.parquet",
         IMAGE_REJECT_SCHEMA,
     )
-    check = imaging.no_identifiers_in_image_outputs(paths)
+    check = imaging.no_identifiers_in_image_outputs(paths, RawFormat())
     assert not check.passed
     assert sum(check.metadata["outputs_with_identifiers"].value.values()) >= 1
 
@@ -177,7 +179,11 @@ def test_a_second_ingestion_waits_for_the_writer_of_the_store(tiny_cohort, tmp_p
     with exclusive_writer(tmp_path / "out" / "images"):  # another run is writing the store
         result = dg.materialize(
             [imaging.mpr_images],
-            resources={"paths": paths, "pseudonyms": PseudonymKey(key_file=str(tmp_path / "k"))},
+            resources={
+                "paths": paths,
+                "pseudonyms": PseudonymKey(key_file=str(tmp_path / "k")),
+                "raw_format": RawFormat(),
+            },
             run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": 32, "workers": 1}}}),
             raise_on_error=False,
         )
@@ -200,12 +206,13 @@ def test_key_holder_finds_the_rejected_file_behind_a_pseudonym(damaged_export, t
     assert "CASE-0001" not in rejects.to_csv()  # the outputs stay pseudonymous
     processed = tmp_path / "processed"
     write_parquet_atomic(rejects, processed / "images" / "rejects.parquet", IMAGE_REJECT_SCHEMA)
-    pid = pseudonymise("CASE-0001", SECRET)
+    mrn = folder_patient_key(raw / "mpr" / "CASE-0001")
+    pid = pseudonymise(mrn, SECRET)
     env = {"CASS_PSEUDONYM_KEY": SECRET.decode(), "CASS_PROCESSED_DIR": str(processed)}
     result = CliRunner().invoke(main, ["inspect", str(raw), "--patient", pid], env=env)
     assert result.exit_code == 0, result.output
     truncated = raw / "mpr" / "CASE-0001" / lad / "001.dcm"
-    assert f"{pid}  CASE-0001  [secret key]" in result.output
+    assert f"{pid}  {mrn}  [secret key]" in result.output
     assert f"rejected image: {truncated}: truncated DICOM file" in result.output
     assert truncated.is_file()
     wrong_key = CliRunner().invoke(

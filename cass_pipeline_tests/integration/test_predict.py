@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, prediction
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
+from cass_pipeline.domain.cohort_index import folder_patient_key
 from cass_pipeline.domain.evaluation import branch_level
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
@@ -107,8 +108,9 @@ def test_cli_gives_what_evaluation_gives_on_the_raw_export(registry, tiny_cohort
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document == json.loads((tmp_path / "out" / "prediction.json").read_text())
-    pid = pseudonymise(PATIENT, SYNTHETIC_COHORT_KEY)
-    assert document["patient"] == pid and PATIENT not in result.stdout
+    mrn = folder_patient_key(tiny_cohort / "mpr" / PATIENT)  # keyed on the DICOM PatientID
+    pid = pseudonymise(mrn, SYNTHETIC_COHORT_KEY)
+    assert document["patient"] == pid and PATIENT not in result.stdout and mrn not in result.stdout
     assert document["model"]["version"] == 1 and document["model"]["alias"] == "champion"
     # the evaluation path: the stored, already cleaned views of the same patient
     loaded = registry.tracking.load(CHAMPION)
@@ -322,7 +324,8 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
         "pseudonyms": PseudonymKey(key_file=str(tmp_path / "pseudonym.key")),
         "mlflow_tracking": MlflowTracking(**registry.tracking.__dict__),
     }
-    pid = pseudonymise("55500011", load_secret(tmp_path / "pseudonym.key"))
+    mrn = folder_patient_key(folder)
+    pid = pseudonymise(mrn, load_secret(tmp_path / "pseudonym.key"))
     promotion = registry.processed / "evaluation" / "promotion.json"
     promotion.parent.mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test() as instance:
@@ -335,7 +338,7 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
                 instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
             cursor = result.cursor
         assert requested == [[], [pid], []]
-        assert "55500011" not in cursor
+        assert "55500011" not in cursor and mrn not in cursor
         assert instance.get_dynamic_partitions("inbox_patients") == [pid]
 
         def champion(version: int) -> None:

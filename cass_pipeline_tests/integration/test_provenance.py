@@ -11,7 +11,8 @@ import pytest
 
 from cass_pipeline.defs.assets import imaging, reports
 from cass_pipeline.defs.assets.cohort import raw_cohort, raw_cohort_files_complete
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
+from cass_pipeline.domain.cohort_index import folder_patient_key
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, pseudonymise
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
 from cass_pipeline.domain.synthetic.config import preset
@@ -56,18 +57,19 @@ def test_public_key_only_for_patients_the_generator_wrote(raw, tmp_path):
     add_real_patient(raw)
     (raw / "reports" / "CASE-0002.txt").write_text("LAD: 80% stenosis.")  # content replaced
     (raw / "mpr" / "CASE-0003" / "LAD" / "extra.dcm").write_bytes(b"not ours")
+    mrn = {c: folder_patient_key(raw / "mpr" / c) for c in ("CASE-0001", "CASE-0002", "CASE-0004")}
     keys = cohort_pseudonyms(raw, tmp_path / "key")
-    assert keys.public_keys == {"CASE-0001", "CASE-0004"}
+    assert keys.public_keys == {mrn["CASE-0001"], mrn["CASE-0004"]}
     secret = (tmp_path / "key").read_bytes().strip()
     assert keys(REAL) == pseudonymise(REAL, secret) != pseudonymise(REAL, SYNTHETIC_COHORT_KEY)
-    assert keys("CASE-0002") == pseudonymise("CASE-0002", secret)
-    assert keys("CASE-0001") == pseudonymise("CASE-0001", SYNTHETIC_COHORT_KEY)
-    assert keys.key_counts([REAL, "CASE-0001", "CASE-0002"]) == {
+    assert keys(mrn["CASE-0002"]) == pseudonymise(mrn["CASE-0002"], secret)
+    assert keys(mrn["CASE-0001"]) == pseudonymise(mrn["CASE-0001"], SYNTHETIC_COHORT_KEY)
+    assert keys.key_counts([REAL, mrn["CASE-0001"], mrn["CASE-0002"]]) == {
         "public (generated patients)": 1,
         "secret": 2,
     }
     configured = cohort_pseudonyms(raw, tmp_path / "key", env_value="site key")
-    assert configured("CASE-0001") == pseudonymise("CASE-0001", b"site key")
+    assert configured(mrn["CASE-0001"]) == pseudonymise(mrn["CASE-0001"], b"site key")
 
 
 def test_generator_never_deletes_or_overwrites_files_it_did_not_write(tmp_path):
@@ -153,6 +155,7 @@ def test_mixed_folder_ingests_the_real_patient_on_the_secret_key(tmp_path):
         resources={
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out")),
             "pseudonyms": keys,
+            "raw_format": RawFormat(),
         },
         run_config=dg.RunConfig(
             {
@@ -173,4 +176,5 @@ def test_mixed_folder_ingests_the_real_patient_on_the_secret_key(tmp_path):
     for table in (manifest, labels):
         assert pseudonymise(REAL, secret) in set(table.patient_id)
         assert pseudonymise(REAL, SYNTHETIC_COHORT_KEY) not in set(table.patient_id)
-        assert pseudonymise("CASE-0001", SYNTHETIC_COHORT_KEY) in set(table.patient_id)
+        generated = folder_patient_key(raw / "mpr" / "CASE-0001")
+        assert pseudonymise(generated, SYNTHETIC_COHORT_KEY) in set(table.patient_id)

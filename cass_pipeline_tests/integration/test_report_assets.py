@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import reports as report_assets
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
+from cass_pipeline.domain.cohort_index import text_report
 from cass_pipeline.domain.privacy import pseudonymise
 
 SECRET = "test-secret"
@@ -23,7 +24,9 @@ SECRET = "test-secret"
 def materialised(tmp_path_factory, tiny_cohort):
     root = tmp_path_factory.mktemp("reports")
     raw = root / "raw"
-    shutil.copytree(tiny_cohort, raw)
+    shutil.copytree(
+        tiny_cohort / "reports", raw / "reports"
+    )  # reports only: each names its patient
     reports = raw / "reports"
     (reports / "BROKEN.txt").write_bytes(b"LAD: 70% stenosis \xff\xfe\xfa")
     (reports / "EMPTY.txt").write_text("   \n")
@@ -32,6 +35,7 @@ def materialised(tmp_path_factory, tiny_cohort):
     resources = {
         "paths": CassPaths(raw_dir=str(raw), processed_dir=str(root / "processed")),
         "pseudonyms": PseudonymKey(key_file=str(root / "key"), key=SECRET),
+        "raw_format": RawFormat(),
     }
     result = dg.materialize(
         [
@@ -59,7 +63,8 @@ def test_labels_and_checks(materialised, tiny_cohort):
     assert coverage.metadata["coverage"].value == 0.5
     labels = pd.read_parquet(root / "processed" / "reports" / "branch_labels.parquet")
     truth = pd.read_parquet(tiny_cohort / "ground_truth" / "branches.parquet")
-    truth["patient_id"] = [pseudonymise(c, SECRET.encode()) for c in truth.case_id]
+    mrn = {c: text_report(tiny_cohort / "reports" / f"{c}.txt").mrn for c in truth.case_id}
+    truth["patient_id"] = [pseudonymise(mrn[c], SECRET.encode()) for c in truth.case_id]
     merged = truth.merge(labels, on=["patient_id", "branch"], suffixes=("_true", ""))
     assert len(merged) == len(truth)
     assert (merged.stenosis_class == merged.stenosis_class_true).all()
@@ -68,13 +73,13 @@ def test_labels_and_checks(materialised, tiny_cohort):
 def test_rejects_carry_reasons(materialised):
     root, _ = materialised
     rejects = pd.read_parquet(root / "processed" / "reports" / "report_rejects.parquet")
-    reasons = {
-        pseudonymise(k, SECRET.encode()): k for k in ("BROKEN", "EMPTY", "COPY", "NOFINDINGS")
-    }
-    by_key = {reasons[p]: r for p, r in zip(rejects.patient_id, rejects.reason, strict=True)}
+    copied = text_report(root / "raw" / "reports" / "CASE-0001.txt").mrn  # COPY names it too
+    names = {"BROKEN": "BROKEN", "EMPTY": "EMPTY", "NOFINDINGS": "NOFINDINGS", copied: "COPY"}
+    keys = {pseudonymise(k, SECRET.encode()): name for k, name in names.items()}
+    by_key = {keys[p]: r for p, r in zip(rejects.patient_id, rejects.reason, strict=True)}
     assert by_key["BROKEN"].startswith("unreadable encoding")
     assert by_key["EMPTY"] == "empty report"
-    assert by_key["COPY"].startswith("duplicate of the report of")
+    assert by_key["COPY"] == "a second report for the same patient"
     assert by_key["NOFINDINGS"] == "no vessel findings"
     assert len(rejects) == 4
 
@@ -115,7 +120,7 @@ def test_identifier_check_catches_a_planted_leak(materialised):
     frame.loc[0, "text"] = f"seen by {mrn}"
     frame.to_parquet(mentions_path)
     try:
-        check = report_assets.no_identifiers_in_report_outputs(paths)
+        check = report_assets.no_identifiers_in_report_outputs(paths, RawFormat())
         assert not check.passed
         assert check.metadata["tables_with_identifiers"].value == {"report_mentions": 1}
     finally:
@@ -157,11 +162,11 @@ def test_short_common_names_inside_ordinary_words_are_not_leaks(materialised):
         )
         inside_words = [n for n in ("ted", "ina", "pat", "art", "al", "li") if n in outputs]
         assert len(inside_words) >= 4  # the old substring scan blocked on these
-        assert report_assets.no_identifiers_in_report_outputs(paths).passed
+        assert report_assets.no_identifiers_in_report_outputs(paths, RawFormat()).passed
         frame = pd.read_parquet(mentions_path)
         frame.loc[0, "text"] = "discussed with Ina on the ward"
         frame.to_parquet(mentions_path)
-        check = report_assets.no_identifiers_in_report_outputs(paths)
+        check = report_assets.no_identifiers_in_report_outputs(paths, RawFormat())
         assert not check.passed
         assert check.metadata["tables_with_identifiers"].value == {"report_mentions": 1}
     finally:

@@ -8,12 +8,11 @@ from pydantic import Field
 
 from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths
-from cass_pipeline.domain.imaging.ingest import discover
+from cass_pipeline.domain.cohort_index import index_cohort
 from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, EXPECTED_REPORTS
-from cass_pipeline.domain.reports.pipeline import report_files
-from cass_pipeline.domain.synthetic.cohort import case_id, generate_cohort, is_synthetic_cohort
+from cass_pipeline.domain.synthetic.cohort import generate_cohort, is_synthetic_cohort
 from cass_pipeline.domain.synthetic.config import preset
-from cass_pipeline.domain.synthetic.provenance import missing_or_changed
+from cass_pipeline.domain.synthetic.provenance import missing_or_changed, public_keys
 
 
 class CohortConfig(dg.Config):
@@ -25,11 +24,6 @@ class CohortConfig(dg.Config):
     difficulty: str | None = Field(default=None, description="easy, standard or hard")
     image_format: str | None = Field(default=None, description="dicom or png")
     workers: int | None = Field(default=None, description="processes; default all cores")
-
-
-def patient_keys(raw: Path) -> set[str]:
-    """Keys of the patients with images or a report in `raw`."""
-    return {s.key for s in discover(raw)} | {p.stem for p in report_files(raw / "reports")}
 
 
 def holds_real_export(raw: Path) -> bool:
@@ -76,7 +70,8 @@ def raw_cohort(
     summary = generate_cohort(
         settings, raw, workers=config.workers, progress=progress, notify=context.log.warning
     )
-    others = len(patient_keys(raw) - {case_id(i) for i in range(summary["patients"])})
+    index = index_cohort(raw)
+    others = len(index.patients) - len(public_keys(raw, index))
     if others:
         context.log.warning(
             f"{raw} mixes {summary['patients']} generated patients with {others} other "

@@ -1,5 +1,7 @@
 """Image stage: cleaned MPR views in a per-patient store, their manifest, rejects, examples."""
 
+from pathlib import Path
+
 import cv2
 import dagster as dg
 import numpy as np
@@ -15,11 +17,13 @@ from cass_pipeline.defs.presentation import (
     png_markdown,
     previous_patients,
 )
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
+from cass_pipeline.domain.cohort_index import CohortIndex
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
 from cass_pipeline.domain.imaging.ingest import (
     SETTINGS_FILE,
     IngestConfig,
+    PatientSource,
     discover,
     ingest_cohort,
 )
@@ -71,13 +75,17 @@ def example_panel(raw: np.ndarray, config: CleanupConfig) -> np.ndarray:
 
 
 def write_examples(
-    paths: CassPaths, pseudonyms: Pseudonyms, manifest: pd.DataFrame, config: CleanupConfig
+    out: Path,
+    sources: list[PatientSource],
+    pseudonyms: Pseudonyms,
+    manifest: pd.DataFrame,
+    config: CleanupConfig,
 ) -> list[tuple[str, bytes]]:
     """Before/after panels for a few views of different branches."""
     if manifest.empty:
         return []
     picks = manifest[manifest.view_index == 0].drop_duplicates("branch").head(N_EXAMPLES)
-    by_pid = {pseudonyms(s.key): s for s in discover(paths.raw)}
+    by_pid = {pseudonyms(s.key): s for s in sources}
     examples = []
     for row in picks.itertuples():
         source = by_pid.get(row.patient_id)
@@ -87,7 +95,7 @@ def write_examples(
         frame = read_image(path.read_bytes(), path.suffix).frames[row.frame]
         _, png = cv2.imencode(".png", example_panel(frame, config))
         name = f"{row.patient_id}_{row.branch}.png"
-        write_bytes_atomic(image_dir(paths) / "examples" / name, png.tobytes())
+        write_bytes_atomic(out / "examples" / name, png.tobytes())
         examples.append((name, png.tobytes()))
     return examples
 
@@ -121,18 +129,29 @@ def write_examples(
     ],
 )
 def mpr_images(
-    context: dg.AssetExecutionContext, config: MprConfig, paths: CassPaths, pseudonyms: PseudonymKey
+    context: dg.AssetExecutionContext,
+    config: MprConfig,
+    paths: CassPaths,
+    pseudonyms: PseudonymKey,
+    raw_format: RawFormat,
 ):
-    """Discover the cohort's MPR series (or volumes), clean every view, pack per patient;
-    one writer of the image store at a time."""
+    """Discover the cohort's patients, studies and series by their DICOM tags (or folders,
+    or volumes), clean every view, pack per patient; one writer of the store at a time."""
+    index = raw_format.index(paths.raw)
+    keys = pseudonyms.pseudonyms_for(paths.raw, index)
     with paths.exclusive_writer(image_dir(paths), context.log.warning):
-        yield from ingest_images(context, config, paths, pseudonyms.pseudonyms_for(paths.raw))
+        yield from ingest_images(context, config, paths, index, keys)
 
 
 def ingest_images(
-    context: dg.AssetExecutionContext, config: MprConfig, paths: CassPaths, keys: Pseudonyms
+    context: dg.AssetExecutionContext,
+    config: MprConfig,
+    paths: CassPaths,
+    index: CohortIndex,
+    keys: Pseudonyms,
 ):
     settings = config.ingest_config()
+    sources = discover(paths.raw, index)
     out = image_dir(paths)
     previous = patients_in(out / "manifest.parquet")
     skipped = processed = 0
@@ -140,7 +159,9 @@ def ingest_images(
         parquet_stream(out / "manifest.parquet", MANIFEST_SCHEMA) as manifest,
         parquet_stream(out / "rejects.parquet", IMAGE_REJECT_SCHEMA) as rejects,
     ):
-        for result in ingest_cohort(paths.raw, out / "store", keys, settings, config.workers):
+        for result in ingest_cohort(
+            paths.raw, out / "store", keys, settings, config.workers, index=index
+        ):
             manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
             rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))
             skipped += result.skipped
@@ -159,9 +180,7 @@ def ingest_images(
             "patients_processed": processed,
             "patients_skipped_unchanged": skipped,
             "image_size": config.image_size,
-            "pseudonym_keys": dg.MetadataValue.json(
-                keys.key_counts(s.key for s in discover(paths.raw))
-            ),
+            "pseudonym_keys": dg.MetadataValue.json(keys.key_counts(s.key for s in sources)),
             "cleanup_fingerprint": settings.cleanup.fingerprint(),
             "views_with_text_removed": int((frame.text_pixels > 0).sum()) if len(frame) else 0,
         },
@@ -181,7 +200,7 @@ def ingest_images(
             ),
         },
     )
-    examples = write_examples(paths, keys, frame, settings.cleanup)
+    examples = write_examples(image_dir(paths), sources, keys, frame, settings.cleanup)
     yield dg.MaterializeResult(
         asset_key="mpr_cleanup_examples",
         metadata={
@@ -280,10 +299,12 @@ def mpr_rejects_ratio(paths: CassPaths) -> dg.AssetCheckResult:
     description="No patient identifier from the DICOM headers or folder names "
     "appears in the manifest, the rejects or the example names.",
 )
-def no_identifiers_in_image_outputs(paths: CassPaths) -> dg.AssetCheckResult:
+def no_identifiers_in_image_outputs(paths: CassPaths, raw_format: RawFormat) -> dg.AssetCheckResult:
     identifiers = set()
-    for source in discover(paths.raw):
+    for source in discover(paths.raw, raw_format.index(paths.raw)):
         identifiers.add(source.key)
+        if source.mpr_dir is not None and source.mpr_dir.is_relative_to(paths.raw / "mpr"):
+            identifiers |= set(source.mpr_dir.relative_to(paths.raw / "mpr").parts)  # folders
         if source.mpr_dir is not None:
             first = next(
                 (f for f in source.files() if f.suffix.lower() not in {".png", ".jpg", ".jpeg"}),

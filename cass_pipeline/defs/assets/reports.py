@@ -11,11 +11,11 @@ from cass_pipeline.defs.presentation import (
     patients_in,
     previous_patients,
 )
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
+from cass_pipeline.domain.cohort_index import CohortIndex, report_sources
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
 from cass_pipeline.domain.raw_layout import EXPECTED_REPORTS, files_outside
-from cass_pipeline.domain.reports.deid import header_identifiers
-from cass_pipeline.domain.reports.pipeline import decode_report, parse_report_folder, report_files
+from cass_pipeline.domain.reports.pipeline import parse_cohort_reports, report_identifiers
 from cass_pipeline.domain.reports.tables import (
     BRANCH_LABEL_SCHEMA,
     MENTION_SCHEMA,
@@ -73,19 +73,26 @@ def report_labels(
     config: ReportConfig,
     paths: CassPaths,
     pseudonyms: PseudonymKey,
+    raw_format: RawFormat,
 ):
-    """Read every report under raw/reports, de-identify, parse and label it; one writer of
-    the report tables at a time."""
+    """Read every report under raw/reports (text files or RIS tables), link it to its
+    patient's study, de-identify, parse and label it; one writer of the tables at a time."""
+    index = raw_format.index(paths.raw)
+    keys = pseudonyms.pseudonyms_for(paths.raw, index)
     with paths.exclusive_writer(paths.processed / "reports", context.log.warning):
-        yield from label_reports(context, config, paths, pseudonyms.pseudonyms_for(paths.raw))
+        yield from label_reports(context, config, paths, index, keys)
 
 
 def label_reports(
-    context: dg.AssetExecutionContext, config: ReportConfig, paths: CassPaths, keys: Pseudonyms
+    context: dg.AssetExecutionContext,
+    config: ReportConfig,
+    paths: CassPaths,
+    index: CohortIndex,
+    keys: Pseudonyms,
 ):
     previous = patients_in(table_path(paths, "deidentified_reports"))
-    cohort = parse_report_folder(
-        paths.raw / "reports",
+    cohort = parse_cohort_reports(
+        index,
         keys,
         workers=config.workers,
         bare_50_significant=config.bare_50_significant,
@@ -97,8 +104,8 @@ def label_reports(
         write_parquet_atomic(table, path, SCHEMAS[name])
         metadata = parquet_metadata(path)
         if name == "deidentified_reports":
-            stems = [p.stem for p in report_files(paths.raw / "reports")]
-            metadata["pseudonym_keys"] = dg.MetadataValue.json(keys.key_counts(stems))
+            with_report = [p.key for p in index.patients.values() if p.report is not None]
+            metadata["pseudonym_keys"] = dg.MetadataValue.json(keys.key_counts(with_report))
             metadata["previous_patients"] = previous
         if name == "report_rejects":
             metadata["reasons"] = dg.MetadataValue.json(
@@ -124,14 +131,14 @@ def label_reports(
     "patients of the previous materialisation.",
 )
 def reports_have_patients(
-    context: dg.AssetCheckExecutionContext, paths: CassPaths
+    context: dg.AssetCheckExecutionContext, paths: CassPaths, raw_format: RawFormat
 ) -> dg.AssetCheckResult:
     found = patients_in(table_path(paths, "deidentified_reports"))
-    files = len(report_files(paths.raw / "reports"))
+    files = len(report_sources(paths.raw / "reports", raw_format.columns())[0])
     rejected = pq.read_table(table_path(paths, "report_rejects")).num_rows
     outside = files_outside(paths.raw, ("mpr", "volumes", "centrelines", "reports"))
     seen = (
-        f"{files} report files under {paths.raw / 'reports'}, {rejected} rejected "
+        f"{files} reports under {paths.raw / 'reports'}, {rejected} rejected "
         f"(see report_rejects) and {outside} files elsewhere under {paths.raw}"
     )
     previous = previous_patients(context, "deidentified_reports")
@@ -192,13 +199,12 @@ def branch_labels_traceable(paths: CassPaths) -> dg.AssetCheckResult:
     blocking=True,
     description="No identifier from a report header appears in any report output.",
 )
-def no_identifiers_in_report_outputs(paths: CassPaths) -> dg.AssetCheckResult:
+def no_identifiers_in_report_outputs(
+    paths: CassPaths, raw_format: RawFormat
+) -> dg.AssetCheckResult:
     identifiers = set()
-    for path in report_files(paths.raw / "reports"):
-        try:
-            identifiers.update(header_identifiers(decode_report(path.read_bytes())))
-        except UnicodeError:
-            continue
+    for report in report_sources(paths.raw / "reports", raw_format.columns())[0]:
+        identifiers |= report_identifiers(report)
     hits = {}
     for name in SCHEMAS:
         found = len(

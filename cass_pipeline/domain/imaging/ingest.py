@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
+from cass_pipeline.domain.cohort_index import CohortIndex, IndexedPatient, index_cohort
 from cass_pipeline.domain.cpr import curved_mpr_views
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, ct_window_to_uint8
 from cass_pipeline.domain.imaging.readers import ImageReadError, check_frame, read_image
@@ -75,14 +76,19 @@ class SourceFile:
 
 @dataclass
 class PatientSource:
-    """Where a patient's images come from: an MPR folder or a volume with centrelines."""
+    """Where a patient's images come from: files under a root folder (the patient's folder
+    in a folder layout; paths in outputs are relative to it), or a volume with centrelines."""
 
     key: str
     mpr_dir: Path | None = None
     volume: Path | None = None
     centrelines: Path | None = None
+    listed: tuple[Path, ...] | None = None
 
     def files(self) -> list[Path]:
+        """The listed files, else every file under `mpr_dir`, else the volume's two files."""
+        if self.listed is not None:
+            return list(self.listed)
         if self.mpr_dir is not None:
             return sorted(
                 p for p in self.mpr_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
@@ -90,7 +96,7 @@ class PatientSource:
         return [p for p in (self.volume, self.centrelines) if p is not None]
 
     def source_files(self) -> Iterator[SourceFile]:
-        """The MPR folder's files, read one at a time."""
+        """The image files, read one at a time."""
         for path in self.files():
             series = path.parent.relative_to(self.mpr_dir).as_posix()
             yield SourceFile(path.relative_to(self.mpr_dir).as_posix(), series, path.read_bytes())
@@ -104,22 +110,17 @@ class PatientSource:
             digest.update(f"{path.relative_to(base)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:16]
 
+    @classmethod
+    def of(cls, patient: IndexedPatient) -> PatientSource:
+        if patient.files:
+            return cls(patient.key, mpr_dir=patient.root, listed=tuple(patient.files))
+        return cls(patient.key, volume=patient.volume, centrelines=patient.centrelines)
 
-def discover(raw_dir: Path) -> list[PatientSource]:
-    """Patients of a cohort folder, sorted by key."""
-    sources: dict[str, PatientSource] = {}
-    mpr = raw_dir / "mpr"
-    if mpr.is_dir():
-        for folder in sorted(p for p in mpr.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            sources[folder.name] = PatientSource(folder.name, mpr_dir=folder)
-    volumes = raw_dir / "volumes"
-    if volumes.is_dir():
-        for volume in sorted(volumes.glob("*.nii*")):
-            key = volume.name.split(".")[0]
-            centreline = raw_dir / "centrelines" / f"{key}.json"
-            if key not in sources and centreline.is_file():
-                sources[key] = PatientSource(key, volume=volume, centrelines=centreline)
-    return [sources[k] for k in sorted(sources)]
+
+def discover(raw_dir: Path, index: CohortIndex | None = None) -> list[PatientSource]:
+    """Patients with images (or a volume) in a cohort folder, sorted by key."""
+    index = index or index_cohort(raw_dir)
+    return [PatientSource.of(p) for p in index.patients.values() if p.files or p.volume is not None]
 
 
 @dataclass
@@ -409,9 +410,12 @@ def ingest_cohort(
     config: IngestConfig,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    index: CohortIndex | None = None,
 ) -> Iterator[PatientResult]:
-    """Patient results in key order; stores of patients gone from `raw_dir` are removed."""
-    sources = discover(raw_dir)
+    """Patient results in key order, then one result holding the files the index set aside
+    (second studies, files without a patient); stores of patients gone are removed."""
+    index = index or index_cohort(raw_dir)
+    sources = discover(raw_dir, index)
     store_dir.mkdir(parents=True, exist_ok=True)
     keep = {pseudonyms(s.key) for s in sources}
     for stale in [*store_dir.glob("*.npy"), *(store_dir / STATE_DIR).glob("*.json")]:
@@ -432,3 +436,25 @@ def ingest_cohort(
     finally:
         if workers > 1:
             pool.shutdown()
+    set_aside = [
+        reject(
+            pseudonyms(r.key) if r.key else None,
+            outside_path(r.path, raw_dir / "mpr", pseudonyms(r.key) if r.key else None),
+            None,
+            None,
+            r.reason,
+        )
+        for r in index.rejects
+        if r.kind == "image"
+    ]
+    if set_aside:
+        yield PatientResult("", [], set_aside)
+
+
+def outside_path(path: Path, mpr: Path, pseudonym: str | None) -> str:
+    """A set-aside file's path under `mpr/`, its top folder (which may be named after the
+    patient) replaced by the pseudonym; `cass inspect` maps it back."""
+    parts = path.relative_to(mpr).parts
+    if len(parts) > 1:
+        parts = (pseudonym or "<unknown patient>", *parts[1:])
+    return "/".join(parts)

@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from pathlib import Path
 
-from cass_pipeline.domain.reports.deid import deidentify
+from cass_pipeline.domain.cohort_index import CohortIndex, ReportSource
+from cass_pipeline.domain.reports.deid import deidentify, header_identifiers
 from cass_pipeline.domain.reports.labels import ReportLabels, label_report
 from cass_pipeline.domain.reports.parser import build_nlp, read_report
 
-REPORT_SUFFIXES = {".txt", ".text", ".rpt"}
 CHUNK = 64
 #: Below this many reports one process is faster than starting workers.
 PARALLEL_FROM = 200
@@ -26,7 +25,7 @@ PARALLEL_FROM = 200
 class ParsedReport:
     """One de-identified report and its labels (no identifier survives in here)."""
 
-    patient_id: str
+    patient_id: str | None
     text: str
     text_sha256: str
     redactions: dict[str, int]
@@ -37,7 +36,7 @@ class ParsedReport:
 class Reject:
     """An input that could not be used, and why."""
 
-    patient_id: str
+    patient_id: str | None
     stage: str
     reason: str
 
@@ -53,17 +52,6 @@ def decode_report(data: bytes) -> str:
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return data.decode("utf-16")
     return data.decode("utf-8-sig")
-
-
-def report_files(folder: Path) -> list[Path]:
-    """Report files under `folder` (one per patient, named by the patient key), sorted."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in REPORT_SUFFIXES and not p.name.startswith(".")
-    )
 
 
 @lru_cache(maxsize=1)
@@ -107,6 +95,8 @@ def iter_parsed(
 
 
 EMPTY_REPORT, NO_FINDINGS = "empty report", "no vessel findings"
+UNLINKED = "no study with its accession number, or of its MRN near its exam date"
+IMAGES_WITHOUT_REPORT = "images without a linked report"
 
 
 def has_findings(labels: ReportLabels) -> bool:
@@ -116,21 +106,39 @@ def has_findings(labels: ReportLabels) -> bool:
     )
 
 
-def parse_report_folder(
-    folder: Path,
+def report_identifiers(report: ReportSource) -> set[str]:
+    """The identifiers a report states (header fields, the RIS row's MRN and accession)."""
+    found = {v for v in (report.mrn, report.accession) if v}
+    try:
+        return found | set(header_identifiers(decode_report(report.data())))
+    except (UnicodeError, OSError):
+        return found
+
+
+def parse_cohort_reports(
+    index: CohortIndex,
     pseudonyms: Callable[[str], str],
     workers: int | None = None,
     bare_50_significant: bool = True,
 ) -> ParsedCohort:
-    """Every report under `folder`, parsed; unreadable, empty, duplicate and finding-less
-    reports become rejects with a reason."""
+    """Every report of the cohort, under its patient's pseudonym, parsed; unlinked,
+    unreadable, empty, duplicate and finding-less reports and images without a report
+    become rejects with a reason."""
     cohort = ParsedCohort()
+    for patient in index.patients.values():
+        if patient.report is None:
+            cohort.rejects.append(Reject(pseudonyms(patient.key), "link", IMAGES_WITHOUT_REPORT))
+    for report in index.unlinked_reports:
+        cohort.rejects.append(Reject(pseudonyms(report.mrn or report.stem), "link", UNLINKED))
+    for item in (r for r in index.rejects if r.kind == "report"):
+        pid = pseudonyms(item.key) if item.key else None
+        cohort.rejects.append(Reject(pid, "read", item.reason))
     items = []
     seen: dict[str, str] = {}
-    for path in report_files(folder):
-        pid = pseudonyms(path.stem)
+    for patient in (p for p in index.patients.values() if p.report is not None):
+        pid = pseudonyms(patient.key)
         try:
-            raw = decode_report(path.read_bytes())
+            raw = decode_report(patient.report.data())
         except (UnicodeDecodeError, UnicodeError) as error:
             cohort.rejects.append(
                 Reject(pid, "read", f"unreadable encoding: {error.reason} at byte {error.start}")

@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from cass_pipeline.domain.cohort_index import CohortIndex, index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
 
 MARKER_DIR = ".synth"
@@ -109,19 +110,43 @@ def marked_cases(out_dir: Path) -> list[str]:
     return sorted(p.stem for p in (out_dir / MARKER_DIR).glob("*.json"))
 
 
-def generated_patients(raw_dir: Path, cases: list[str] | None = None) -> frozenset[str]:
-    """Patient keys (of `cases`, default all marked) whose files are exactly the generator's:
-    the only ones that may be pseudonymised with the public synthetic key."""
+def generated_patients(raw_dir: Path) -> frozenset[str]:
+    """Cases whose files are exactly the generator's."""
     raw_dir = Path(raw_dir)
-    candidates = marked_cases(raw_dir) if cases is None else cases
-    return frozenset(c for c in candidates if provenance(raw_dir, c) is Provenance.GENERATED)
+    return frozenset(
+        c for c in marked_cases(raw_dir) if provenance(raw_dir, c) is Provenance.GENERATED
+    )
+
+
+def generated_files(raw_dir: Path) -> set[Path]:
+    """Every file of the generated patients of `raw_dir`."""
+    return {
+        raw_dir / rel
+        for case in generated_patients(raw_dir)
+        for rel in read_marker(raw_dir, case)["files"]
+    }
+
+
+def public_keys(raw_dir: Path, index: CohortIndex) -> frozenset[str]:
+    """Keys of the patients all of whose files (images, volume, report) the generator
+    wrote: the only ones that may be pseudonymised with the public synthetic key."""
+    generated = generated_files(Path(raw_dir))
+    return frozenset(
+        patient.key
+        for patient in index.patients.values()
+        if patient.sources() and all(path in generated for path in patient.sources())
+    )
 
 
 def cohort_pseudonyms(
-    raw_dir: Path, key_file: Path, env_value: str | None = None, cases: list[str] | None = None
+    raw_dir: Path,
+    key_file: Path,
+    env_value: str | None = None,
+    index: CohortIndex | None = None,
 ) -> Pseudonyms:
-    """Pseudonyms for the patients of `raw_dir` (or only `cases`): a configured key for
-    everyone; else the public synthetic key for generated patients, the key file's secret
-    for all others."""
-    public = frozenset() if env_value else generated_patients(raw_dir, cases)
-    return Pseudonyms(load_secret(key_file, env_value), public)
+    """Pseudonyms for the patients of `raw_dir`: a configured key for everyone; else the
+    public synthetic key for generated patients, the key file's secret for all others."""
+    if env_value:
+        return Pseudonyms(load_secret(key_file, env_value))
+    index = index or index_cohort(Path(raw_dir))
+    return Pseudonyms(load_secret(key_file), public_keys(Path(raw_dir), index))

@@ -1,0 +1,470 @@
+"""What a raw folder holds, by its own tags: patients, studies, series, reports and their links.
+
+Images live under `raw/mpr/` as the export came: any tree, nested or flat, files with or
+without extension (a DICOMDIR is skipped: the walk finds the files it lists). DICOM files are
+grouped by their PatientID, StudyInstanceUID and SeriesInstanceUID; PNG and JPEG files, which
+carry no tags, follow the folder convention `mpr/<patient>/<series>/<view>`. Volumes:
+`volumes/<patient>.nii.gz` with `centrelines/<patient>.json`.
+
+Reports: `reports/<patient>.txt` (MRN and accession read from its header) or RIS exports
+`reports/*.csv|tsv|xlsx|parquet`, one row per report, with configurable column names.
+
+Links: a report belongs to the study with its accession number, else to a study of the
+patient with its MRN within `date_window_days` of its exam date, else (folder convention) to
+the image folder with its file name. A patient's key is its DICOM PatientID, else its
+report's MRN, else the folder or file name; one patient in two folders is one patient.
+Keys are identifiers: callers pass them only through `Pseudonyms`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+
+from cass_pipeline.domain.imaging.readers import BITMAP_SIGNATURES, IMAGE_SUFFIXES
+from cass_pipeline.domain.reports.deid import ACCESSION_FIELD, DATE, MRN_FIELD
+
+TEXT_SUFFIXES = {".txt", ".text", ".rpt"}
+TABLE_SUFFIXES = {".csv", ".tsv", ".xlsx", ".parquet"}
+HEADER_TAGS = [
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesDescription",
+    "AccessionNumber",
+    "StudyDate",
+    "InstanceNumber",
+    "MediaStorageSOPClassUID",
+    "DirectoryRecordSequence",
+]
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass(frozen=True)
+class ReportColumns:
+    """Column names of a RIS export, and how far an exam date may be from a study date."""
+
+    mrn: str = "MRN"
+    accession: str = "Accession"
+    exam_date: str = "ExamDate"
+    text: str = "ReportText"
+    date_window_days: int = 7
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One file under `mpr/`, with what its header (or its folder) says about it."""
+
+    path: Path
+    patient: str | None
+    study: str
+    accession: str | None = None
+    study_date: str | None = None
+    folder_patient: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportSource:
+    """One report: a text file, or a row of a RIS export."""
+
+    origin: str
+    path: Path
+    row: int | None
+    mrn: str | None
+    accession: str | None
+    exam_date: str | None
+    text: str | None = None
+
+    def data(self) -> bytes:
+        return self.path.read_bytes() if self.text is None else self.text.encode("utf-8")
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+@dataclass
+class Study:
+    patient: str
+    uid: str
+    accession: str | None
+    study_date: str | None
+    files: list[ImageFile] = field(default_factory=list)
+
+
+@dataclass
+class IndexedPatient:
+    """A patient's images (one study), volume and report, under its key."""
+
+    key: str
+    files: list[Path] = field(default_factory=list)
+    root: Path | None = None
+    volume: Path | None = None
+    centrelines: Path | None = None
+    report: ReportSource | None = None
+    study_date: str | None = None
+
+    def sources(self) -> list[Path]:
+        """Every raw file this patient's outputs come from."""
+        found = [*self.files, *(p for p in (self.volume, self.centrelines) if p is not None)]
+        return found + ([self.report.path] if self.report is not None else [])
+
+
+@dataclass(frozen=True)
+class IndexReject:
+    """A file, study or report that ingestion will not use, and why."""
+
+    key: str | None
+    path: Path
+    reason: str
+    kind: str = "image"
+
+
+@dataclass
+class CohortIndex:
+    patients: dict[str, IndexedPatient]
+    unlinked_reports: list[ReportSource]
+    rejects: list[IndexReject]
+    dicomdirs: int = 0
+
+
+def sniff(path: Path) -> str:
+    """'bitmap', 'dicom' or 'other' from the suffix and first bytes."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "bitmap"
+    with path.open("rb") as handle:
+        head = handle.read(132)
+    if any(head.startswith(magic) for magic in BITMAP_SIGNATURES):
+        return "bitmap"
+    return "dicom"
+
+
+def read_header(path: Path) -> pydicom.Dataset | None:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read()
+        if data[:4] == b"DICM":
+            data = bytes(128) + data
+        return pydicom.dcmread(
+            io.BytesIO(data), stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True
+        )
+    except Exception:
+        return None
+
+
+def tag(ds: pydicom.Dataset, name: str) -> str | None:
+    value = str(ds.get(name, "") or "").strip()
+    return value or None
+
+
+def image_files(mpr: Path) -> tuple[list[ImageFile], int]:
+    """Every image file under `mpr` with its patient, study and series; DICOMDIRs counted."""
+    files, dicomdirs = [], 0
+    if not mpr.is_dir():
+        return files, dicomdirs
+    for path in sorted(p for p in mpr.rglob("*") if p.is_file()):
+        parts = path.relative_to(mpr).parts
+        if any(part.startswith(".") for part in parts):
+            continue
+        folder_patient = parts[0] if len(parts) > 1 else None
+        if sniff(path) == "bitmap":
+            files.append(ImageFile(path, folder_patient, study="", folder_patient=folder_patient))
+            continue
+        ds = read_header(path)
+        is_dicomdir = path.name.upper() == "DICOMDIR" or (
+            ds is not None
+            and str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+            == DICOMDIR_CLASS
+        )
+        if is_dicomdir:
+            dicomdirs += 1
+            continue
+        patient = tag(ds, "PatientID") if ds is not None else None
+        files.append(
+            ImageFile(
+                path,
+                patient or folder_patient,
+                study=(tag(ds, "StudyInstanceUID") if ds is not None else None) or "",
+                accession=tag(ds, "AccessionNumber") if ds is not None else None,
+                study_date=tag(ds, "StudyDate") if ds is not None else None,
+                folder_patient=folder_patient,
+            )
+        )
+    return files, dicomdirs
+
+
+def iso_date(value: str | None) -> date | None:
+    """A date from DICOM (YYYYMMDD) or the usual written forms, else None."""
+    if not value:
+        return None
+    text = str(value).strip()
+    for parse in (
+        lambda t: date(int(t[:4]), int(t[4:6]), int(t[6:8])) if t.isdigit() else None,
+        lambda t: pd.Timestamp(t).date(),
+    ):
+        try:
+            found = parse(text)
+        except (ValueError, TypeError):
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+def text_report(path: Path) -> ReportSource:
+    """A report file with the MRN, accession and exam date its header states."""
+    try:
+        head = path.read_bytes()[:4000].decode("utf-8", errors="replace")
+    except OSError:
+        head = ""
+    mrn = MRN_FIELD.search(head)
+    accession = ACCESSION_FIELD.search(head)
+    exam = None
+    for line in head.splitlines():
+        found = DATE.search(line) if "exam" in line.lower() else None
+        if found:
+            exam = found.group(0)
+            break
+    return ReportSource(
+        origin=f"reports/{path.name}",
+        path=path,
+        row=None,
+        mrn=mrn.group("value") if mrn else None,
+        accession=accession.group("value") if accession else None,
+        exam_date=exam,
+    )
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".xlsx":
+        return pd.read_excel(path, dtype=str)
+    return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
+
+
+def table_reports(
+    path: Path, columns: ReportColumns
+) -> tuple[list[ReportSource], list[IndexReject]]:
+    """One report per row of a RIS export; a table without the text column is rejected."""
+    try:
+        frame = read_table(path)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return [], [IndexReject(None, path, f"unreadable report table: {reason}", "report")]
+    missing = [c for c in (columns.text, columns.mrn) if c not in frame.columns]
+    if missing:
+        return [], [
+            IndexReject(
+                None,
+                path,
+                f"report table without column(s) {', '.join(missing)} "
+                f"(columns: {', '.join(map(str, frame.columns))})",
+                "report",
+            )
+        ]
+
+    def cell(row, name):
+        value = row.get(name) if name in frame.columns else None
+        return None if value is None or pd.isna(value) else str(value).strip() or None
+
+    reports = [
+        ReportSource(
+            origin=f"reports/{path.name}#row {i + 1}",
+            path=path,
+            row=i,
+            mrn=cell(row, columns.mrn),
+            accession=cell(row, columns.accession),
+            exam_date=cell(row, columns.exam_date),
+            text=cell(row, columns.text) or "",
+        )
+        for i, row in enumerate(frame.to_dict("records"))
+    ]
+    return reports, []
+
+
+def report_sources(
+    folder: Path, columns: ReportColumns
+) -> tuple[list[ReportSource], list[IndexReject]]:
+    """Reports under `folder`: text files and the rows of RIS exports."""
+    reports, rejects = [], []
+    if not folder.is_dir():
+        return reports, rejects
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        suffix = path.suffix.lower()
+        if suffix in TEXT_SUFFIXES:
+            reports.append(text_report(path))
+        elif suffix in TABLE_SUFFIXES:
+            found, failed = table_reports(path, columns)
+            reports += found
+            rejects += failed
+    return reports, rejects
+
+
+def with_folder_study(files: list[ImageFile]) -> list[ImageFile]:
+    """Bitmaps (no tags) join the DICOM study of their patient folder when it has one."""
+    tagged: dict[str, set[tuple]] = defaultdict(set)
+    for f in files:
+        if f.study and f.folder_patient:
+            tagged[f.folder_patient].add((f.patient, f.study, f.accession, f.study_date))
+    placed = []
+    for f in files:
+        studies = tagged.get(f.folder_patient or "", set())
+        if not f.study and len(studies) == 1:
+            patient, study, accession, study_date = next(iter(studies))
+            f = ImageFile(f.path, patient, study, accession, study_date, f.folder_patient)
+        placed.append(f)
+    return placed
+
+
+def studies_of(files: list[ImageFile]) -> dict[str, list[Study]]:
+    """Image files grouped into studies per patient (a folder-convention patient has one)."""
+    studies: dict[tuple[str, str], Study] = {}
+    for file in files:
+        if file.patient is None:
+            continue
+        key = (file.patient, file.study)
+        if key not in studies:
+            studies[key] = Study(file.patient, file.study, file.accession, file.study_date)
+        studies[key].files.append(file)
+    by_patient: dict[str, list[Study]] = defaultdict(list)
+    for study in studies.values():
+        by_patient[study.patient].append(study)
+    return by_patient
+
+
+def link_report(
+    report: ReportSource,
+    by_patient: dict[str, list[Study]],
+    folders: dict[str, str],
+    window_days: int,
+) -> Study | None:
+    """The study a report belongs to (accession, else MRN and date, else file name)."""
+    if report.accession:
+        same = [s for studies in by_patient.values() for s in studies]
+        same = [s for s in same if s.accession == report.accession]
+        if same:  # an accession shared by mistake: the study of the report's own patient
+            return next((s for s in same if s.patient == report.mrn), same[0])
+    candidates = by_patient.get(report.mrn or "", [])
+    if not candidates and report.row is None and report.stem in folders:
+        candidates = by_patient.get(folders[report.stem], [])
+    if len(candidates) == 1 and (report.exam_date is None or candidates[0].study_date is None):
+        return candidates[0]
+    exam = iso_date(report.exam_date)
+    dated = [(s, iso_date(s.study_date)) for s in candidates]
+    if exam is not None:
+        near = [(abs((d - exam).days), s) for s, d in dated if d is not None]
+        near = [(days, s) for days, s in near if days <= window_days]
+        if near:
+            return min(near, key=lambda pair: (pair[0], pair[1].uid))[1]
+        return None
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex:
+    """Patients, their one study's files, volumes and reports; everything unused, with why."""
+    columns = columns or ReportColumns()
+    files, dicomdirs = image_files(raw / "mpr")
+    rejects = [
+        IndexReject(None, f.path, "no PatientID in the header and not in a patient folder")
+        for f in files
+        if f.patient is None
+    ]
+    files = with_folder_study(files)
+    by_patient = studies_of(files)
+    folders = {f.folder_patient: f.patient for f in files if f.folder_patient and f.patient}
+    reports, report_rejects = report_sources(raw / "reports", columns)
+    rejects += report_rejects
+
+    linked: dict[tuple[str, str], ReportSource] = {}
+    unlinked: list[ReportSource] = []
+    for report in reports:
+        study = link_report(report, by_patient, folders, columns.date_window_days)
+        if study is None:
+            unlinked.append(report)
+        elif (study.patient, study.uid) in linked:
+            rejects.append(
+                IndexReject(
+                    study.patient,
+                    report.path,
+                    "a second report for the same study",
+                    "report",
+                )
+            )
+        else:
+            linked[(study.patient, study.uid)] = report
+
+    patients: dict[str, IndexedPatient] = {}
+    for patient, studies in by_patient.items():
+        with_report = [s for s in studies if (s.patient, s.uid) in linked]
+        chosen = (with_report or sorted(studies, key=lambda s: (s.study_date or "", s.uid)))[-1]
+        for other in studies:
+            if other is not chosen:
+                reason = f"second study of the patient ({other.study_date or 'no date'}); used "
+                reason += "the one linked to the report" if with_report else "the latest"
+                rejects += [IndexReject(patient, f.path, reason) for f in other.files]
+        paths = sorted(f.path for f in chosen.files)
+        report = linked.get((patient, chosen.uid))
+        key = patient
+        if not any(f.study for f in chosen.files) and report is not None and report.mrn:
+            key = report.mrn  # a bitmap folder: the report names the patient
+        patients[key] = IndexedPatient(
+            key,
+            paths,
+            common_root(paths),
+            report=report,
+            study_date=chosen.study_date,
+        )
+
+    volumes: dict[str, IndexedPatient] = {}
+    for volume in sorted((raw / "volumes").glob("*.nii*")) if (raw / "volumes").is_dir() else []:
+        name = volume.name.split(".")[0]
+        centreline = raw / "centrelines" / f"{name}.json"
+        if name not in folders and name not in patients and centreline.is_file():
+            volumes[name] = IndexedPatient(name, volume=volume, centrelines=centreline)
+    still_unlinked = []
+    for report in unlinked:
+        if report.row is None and report.stem in volumes and volumes[report.stem].report is None:
+            volumes[report.stem].report = report  # a volume patient, named like its report
+        elif by_patient:
+            still_unlinked.append(report)
+        else:  # reports without images: each names its own patient
+            key = report.mrn or report.stem
+            entry = patients.setdefault(key, IndexedPatient(key))
+            if entry.report is None:
+                entry.report = report
+            else:
+                reason = "a second report for the same patient"
+                rejects.append(IndexReject(key, report.path, reason, "report"))
+    for name, entry in volumes.items():
+        entry.key = entry.report.mrn if entry.report and entry.report.mrn else name
+        patients.setdefault(entry.key, entry)
+    return CohortIndex(dict(sorted(patients.items())), still_unlinked, rejects, dicomdirs)
+
+
+def common_root(paths: list[Path]) -> Path | None:
+    """The deepest folder holding all `paths` (the patient's folder in a folder layout)."""
+    if not paths:
+        return None
+    root = paths[0].parent
+    while not all(p.is_relative_to(root) for p in paths):
+        root = root.parent
+    return root
+
+
+def folder_patient_key(folder: Path) -> str:
+    """The key of one patient's export folder: the DICOM PatientID its files agree on, else
+    the folder name (PNG and JPEG exports, or files of several patients)."""
+    ids = set()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if sniff(path) == "dicom" and (ds := read_header(path)) is not None:
+            ids.add(tag(ds, "PatientID"))
+    ids.discard(None)
+    return ids.pop() if len(ids) == 1 else folder.name

@@ -1,0 +1,107 @@
+"""Real exports in: a flat PACS dump with a RIS CSV gives what the folder layout gives."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+
+from cass_pipeline.domain.cohort_index import index_cohort
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
+from cass_pipeline.domain.privacy import Pseudonyms
+from cass_pipeline.domain.reports.pipeline import parse_cohort_reports
+from cass_pipeline.domain.synthetic.pacs import RIS_EXPORT, write_pacs_dump
+
+KEYS = Pseudonyms(b"site key")
+CONFIG = IngestConfig(cleanup=CleanupConfig(size=32), min_views=3)
+
+
+def ingest(raw: Path, out: Path):
+    """Manifest, image rejects, branch labels and report rejects of `raw`."""
+    index = index_cohort(raw)
+    results = list(ingest_cohort(raw, out / "store", KEYS, CONFIG, workers=1, index=index))
+    manifest = pd.DataFrame([r for x in results for r in x.rows])
+    rejects = pd.DataFrame([r for x in results for r in x.rejects])
+    cohort = parse_cohort_reports(index, KEYS, workers=1)
+    labels = {
+        (r.patient_id, name): branch.stenosis_class
+        for r in cohort.reports
+        for name, branch in r.labels.branches.items()
+    }
+    return manifest, rejects, labels, cohort.rejects
+
+
+@pytest.fixture(scope="module")
+def pacs_dump(tiny_cohort, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pacs")
+    write_pacs_dump(tiny_cohort, out, seed=3)
+    return out
+
+
+def test_a_pacs_dump_gives_what_the_folder_layout_gives(tiny_cohort, pacs_dump, tmp_path):
+    files = list((pacs_dump / "mpr").iterdir())
+    assert all(p.is_file() and p.suffix == "" for p in files)  # flat, no extensions
+    assert (pacs_dump / "reports").iterdir().__next__().name == RIS_EXPORT
+    folders = ingest(tiny_cohort, tmp_path / "folders")
+    dump = ingest(pacs_dump, tmp_path / "dump")
+    for manifest in (folders[0], dump[0]):
+        assert manifest.patient_id.nunique() == 4
+    counts = [m.groupby(["patient_id", "branch"]).size().to_dict() for m in (folders[0], dump[0])]
+    assert counts[0] == counts[1]
+    assert folders[2] == dump[2] and len(folders[2]) > 0  # labels, under the same pseudonyms
+    assert set(folders[0].patient_id) == {pid for pid, _ in folders[2]}
+    assert folders[3] == dump[3] == []
+
+
+def test_one_patient_in_two_folders_is_one_patient_and_a_second_study_is_set_aside(
+    tiny_cohort, tmp_path
+):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_cohort / "reports", raw / "reports")
+    case = tiny_cohort / "mpr" / "CASE-0001"
+    series = sorted(p for p in case.iterdir() if p.is_dir())
+    for folder in series[:1]:  # one series exported into a second folder
+        shutil.copytree(folder, raw / "mpr" / "export-2" / folder.name)
+    for folder in series[1:]:
+        shutil.copytree(folder, raw / "mpr" / "export-1" / folder.name)
+    earlier = raw / "mpr" / "export-0" / series[0].name  # the same patient, an older study
+    shutil.copytree(series[0], earlier)
+    for path in earlier.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.AccessionNumber, ds.StudyDate = "1.2.3.4", "OLD1", "20200101"
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(path)
+    index = index_cohort(raw)
+    with_images = [p for p in index.patients.values() if p.files]
+    assert len(with_images) == 1
+    [patient] = with_images
+    assert len(patient.files) == sum(len(list(s.glob("*.dcm"))) for s in series)
+    assert patient.report is not None and patient.report.stem == "CASE-0001"
+    set_aside = [r for r in index.rejects if r.kind == "image"]
+    assert len(set_aside) == len(list(earlier.glob("*.dcm")))
+    assert all("second study" in r.reason and "linked to the report" in r.reason for r in set_aside)
+    assert [r.stem for r in index.unlinked_reports] == ["CASE-0002", "CASE-0003", "CASE-0004"]
+
+
+def test_ris_export_columns_are_configurable_and_unlinked_reports_are_rejected(pacs_dump, tmp_path):
+    from cass_pipeline.domain.cohort_index import ReportColumns
+
+    raw = tmp_path / "raw"
+    shutil.copytree(pacs_dump, raw)
+    table = pd.read_csv(raw / "reports" / RIS_EXPORT, dtype=str)
+    table = table.rename(columns={"MRN": "Patient ID", "ReportText": "Befund"})
+    extra = table.iloc[:1].assign(**{"Patient ID": "999", "Accession": "X9", "Befund": "LAD ok"})
+    (raw / "reports" / RIS_EXPORT).unlink()
+    pd.concat([table, extra]).to_csv(raw / "reports" / "ris.tsv", sep="\t", index=False)
+    columns = ReportColumns(mrn="Patient ID", text="Befund")
+    index = index_cohort(raw, columns)
+    assert sum(p.report is not None for p in index.patients.values()) == 4
+    assert [r.mrn for r in index.unlinked_reports] == ["999"]
+    default = index_cohort(raw)
+    assert any("without column(s) ReportText, MRN" in r.reason for r in default.rejects)
+    parsed = parse_cohort_reports(index, KEYS, workers=1)
+    assert [(r.stage, r.reason) for r in parsed.rejects] == [
+        ("link", "no study with its accession number, or of its MRN near its exam date")
+    ]
