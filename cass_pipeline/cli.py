@@ -191,31 +191,52 @@ def synth(
 
 @main.command()
 @click.argument("raw_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the preflight as one JSON object.")
+@click.option("--min-views", default=4, show_default=True, help="Views a branch needs.")
 @click.option(
     "--patient",
     "wanted",
     multiple=True,
     metavar="PSEUDONYM",
-    help="Only these patients, with the files rejected from them (repeatable).",
+    help="For the key holder: the raw files behind these pseudonyms and the files rejected "
+    "from them (repeatable).",
 )
-def inspect(raw_dir: str, wanted: tuple[str, ...]) -> None:
-    """For the holder of the pseudonym key: the raw files behind each pseudonym, and with
-    --patient the files rejected from that patient. Prints folder names, which may identify
+def inspect(raw_dir: str, as_json: bool, min_views: int, wanted: tuple[str, ...]) -> None:
+    """Preflight: what ingestion would make of RAW_DIR (patients, studies, series and their
+    branches, views, unknown series names, reports and their links, unusable files and why),
+    writing nothing; exits 1 when nothing is ingestible. Prints paths, which may name
     patients: keep the output with the raw data."""
+    import json
+
+    from cass_pipeline.domain.cohort_index import ReportColumns, index_cohort
+    from cass_pipeline.domain.imaging.ingest import IngestConfig
+    from cass_pipeline.domain.preflight import preflight, summary_lines
+
+    settings = CassSettings.from_env()
+    raw = Path(raw_dir).resolve()
+    index = index_cohort(raw, ReportColumns())
+    if wanted:
+        locate_patients(raw, index, settings, wanted)
+        return
+    aliases = str(settings.series_aliases) if settings.series_aliases else None
+    result = preflight(raw, index, IngestConfig(min_views=min_views, site_aliases=aliases))
+    click.echo(json.dumps(result, indent=2) if as_json else "\n".join(summary_lines(result)))
+    if not result["patients_ingestible"]:
+        raise click.ClickException(f"{raw}: nothing is ingestible")
+
+
+def locate_patients(raw: Path, index, settings: CassSettings, wanted: tuple[str, ...]) -> None:
+    """The key holder's view: each pseudonym's source folder, report and rejected files."""
     import pandas as pd
 
-    from cass_pipeline.domain.cohort_index import index_cohort
     from cass_pipeline.domain.raw_layout import raw_patients
     from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 
-    settings = CassSettings.from_env()
     if not settings.pseudonym_key and not settings.pseudonym_key_file.is_file():
         raise click.ClickException(
             f"no pseudonym key ({settings.pseudonym_key_file} is missing and CASS_PSEUDONYM_KEY "
             "is not set): pseudonyms cannot be mapped back without the key they were made with"
         )
-    raw = Path(raw_dir).resolve()
-    index = index_cohort(raw)
     keys = cohort_pseudonyms(raw, settings.pseudonym_key_file, settings.pseudonym_key, index)
     patients = {p.pseudonym: p for p in raw_patients(index, keys)}
     unknown = [w for w in wanted if w not in patients]
@@ -225,9 +246,9 @@ def inspect(raw_dir: str, wanted: tuple[str, ...]) -> None:
         )
     images = settings.processed_dir / "images" / "rejects.parquet"
     reports = settings.processed_dir / "reports" / "report_rejects.parquet"
-    image_rejects = pd.read_parquet(images) if wanted and images.is_file() else None
-    report_rejects = pd.read_parquet(reports) if wanted and reports.is_file() else None
-    for pseudonym in wanted or patients:
+    image_rejects = pd.read_parquet(images) if images.is_file() else None
+    report_rejects = pd.read_parquet(reports) if reports.is_file() else None
+    for pseudonym in wanted:
         patient = patients[pseudonym]
         key = "public (generated patient)" if patient.public_key else "secret"
         click.echo(f"{pseudonym}  {patient.key}  [{key} key]")

@@ -32,7 +32,7 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
             "pseudonyms": PseudonymKey.from_settings(settings),
             "inbox": Inbox.from_settings(settings),
-            "raw_format": RawFormat(),
+            "raw_format": RawFormat.from_settings(settings),
         },
     )
 

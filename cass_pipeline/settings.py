@@ -43,6 +43,7 @@ class CassSettings:
     experiment_name: str
     pseudonym_key_file: Path
     pseudonym_key: str | None = None
+    series_aliases: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> CassSettings:
@@ -70,4 +71,7 @@ class CassSettings:
                 "CASS_PSEUDONYM_KEY_FILE", data_dir / "secrets" / "pseudonym.key"
             ),
             pseudonym_key=env.get("CASS_PSEUDONYM_KEY") or None,
+            series_aliases=path("CASS_SERIES_ALIASES", Path())
+            if env.get("CASS_SERIES_ALIASES")
+            else None,
         )

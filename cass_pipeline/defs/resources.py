@@ -109,14 +109,21 @@ class PseudonymKey(dg.ConfigurableResource):
 
 
 class RawFormat(dg.ConfigurableResource):
-    """How a site's raw export is written: the column names of its RIS report table, and how
-    many days an exam date may lie from a study date when a report is linked by MRN."""
+    """How a site's raw export is written: the column names of its RIS report table, how
+    many days an exam date may lie from a study date when a report is linked by MRN, and the
+    site's own series alias table (YAML, merged over the default)."""
 
     mrn_column: str = ReportColumns.mrn
     accession_column: str = ReportColumns.accession
     exam_date_column: str = ReportColumns.exam_date
     text_column: str = ReportColumns.text
     date_window_days: int = ReportColumns.date_window_days
+    series_aliases: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: CassSettings) -> RawFormat:
+        aliases = settings.series_aliases
+        return cls(series_aliases=str(aliases) if aliases else None)
 
     def columns(self) -> ReportColumns:
         return ReportColumns(

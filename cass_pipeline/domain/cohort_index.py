@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import pydicom
 
-from cass_pipeline.domain.imaging.readers import BITMAP_SIGNATURES, IMAGE_SUFFIXES
+from cass_pipeline.domain.imaging.readers import BITMAP_SIGNATURES, IMAGE_SUFFIXES, file_problem
 from cass_pipeline.domain.reports.deid import ACCESSION_FIELD, DATE, MRN_FIELD
 
 TEXT_SUFFIXES = {".txt", ".text", ".rpt"}
@@ -41,7 +41,7 @@ HEADER_TAGS = [
     "StudyDate",
     "InstanceNumber",
     "MediaStorageSOPClassUID",
-    "DirectoryRecordSequence",
+    "NumberOfFrames",
 ]
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 
@@ -67,6 +67,9 @@ class ImageFile:
     accession: str | None = None
     study_date: str | None = None
     folder_patient: str | None = None
+    series: str = ""
+    series_name: str = ""
+    frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ class CohortIndex:
     unlinked_reports: list[ReportSource]
     rejects: list[IndexReject]
     dicomdirs: int = 0
+    files: list[ImageFile] = field(default_factory=list)
+    reports: list[ReportSource] = field(default_factory=list)
 
 
 def sniff(path: Path) -> str:
@@ -173,8 +178,18 @@ def image_files(mpr: Path) -> tuple[list[ImageFile], int]:
         if any(part.startswith(".") for part in parts):
             continue
         folder_patient = parts[0] if len(parts) > 1 else None
+        folder = path.parent.relative_to(mpr).as_posix()
         if sniff(path) == "bitmap":
-            files.append(ImageFile(path, folder_patient, study="", folder_patient=folder_patient))
+            files.append(
+                ImageFile(
+                    path,
+                    folder_patient,
+                    study="",
+                    folder_patient=folder_patient,
+                    series=folder,
+                    series_name=path.parent.name,
+                )
+            )
             continue
         ds = read_header(path)
         is_dicomdir = path.name.upper() == "DICOMDIR" or (
@@ -194,6 +209,10 @@ def image_files(mpr: Path) -> tuple[list[ImageFile], int]:
                 accession=tag(ds, "AccessionNumber") if ds is not None else None,
                 study_date=tag(ds, "StudyDate") if ds is not None else None,
                 folder_patient=folder_patient,
+                series=(tag(ds, "SeriesInstanceUID") if ds is not None else None) or folder,
+                series_name=(tag(ds, "SeriesDescription") if ds is not None else None)
+                or path.parent.name,
+                frames=int(tag(ds, "NumberOfFrames") or 1) if ds is not None else 1,
             )
         )
     return files, dicomdirs
@@ -319,7 +338,7 @@ def with_folder_study(files: list[ImageFile]) -> list[ImageFile]:
         studies = tagged.get(f.folder_patient or "", set())
         if not f.study and len(studies) == 1:
             patient, study, accession, study_date = next(iter(studies))
-            f = ImageFile(f.path, patient, study, accession, study_date, f.folder_patient)
+            f = replace(f, patient=patient, study=study, accession=accession, study_date=study_date)
         placed.append(f)
     return placed
 
@@ -373,7 +392,11 @@ def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex
     columns = columns or ReportColumns()
     files, dicomdirs = image_files(raw / "mpr")
     rejects = [
-        IndexReject(None, f.path, "no PatientID in the header and not in a patient folder")
+        IndexReject(
+            None,
+            f.path,
+            file_problem(f.path) or "no PatientID in the header and not in a patient folder",
+        )
         for f in files
         if f.patient is None
     ]
@@ -446,7 +469,9 @@ def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex
     for name, entry in volumes.items():
         entry.key = entry.report.mrn if entry.report and entry.report.mrn else name
         patients.setdefault(entry.key, entry)
-    return CohortIndex(dict(sorted(patients.items())), still_unlinked, rejects, dicomdirs)
+    return CohortIndex(
+        dict(sorted(patients.items())), still_unlinked, rejects, dicomdirs, files, reports
+    )
 
 
 def common_root(paths: list[Path]) -> Path | None:

@@ -9,7 +9,6 @@ inference path: evaluation, `cass predict`, the REST service and the Dagster ass
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from torch import nn
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, CAD_RADS_OF_CLASS, STENOSIS_CLASSES
@@ -28,6 +28,7 @@ from cass_pipeline.domain.imaging.ingest import (
     assign_branches,
     read_views,
 )
+from cass_pipeline.domain.imaging.series_names import merged_aliases
 from cass_pipeline.domain.model.inference import (
     Engine,
     OnnxEngine,
@@ -94,7 +95,8 @@ class ModelBundle:
 
     def to_json(self) -> dict:
         ingest = asdict(self.ingest)
-        ingest.pop("aliases")
+        ingest.pop("aliases")  # the merged table travels as its own file
+        ingest.pop("site_aliases")
         return {
             "arch": self.arch,
             "image_size": self.image_size,
@@ -138,7 +140,11 @@ def write_bundle(
     model = model.eval().cpu()
     torch.save(model.state_dict(), folder / WEIGHTS_FILE)
     export_onnx(model, bundle.image_size, folder / ONNX_FILE)
-    shutil.copyfile(bundle.ingest.aliases, folder / ALIASES_FILE)
+    site = Path(bundle.ingest.site_aliases) if bundle.ingest.site_aliases else None
+    write_text_atomic(
+        folder / ALIASES_FILE,
+        yaml.safe_dump(merged_aliases(Path(bundle.ingest.aliases), site), sort_keys=True),
+    )
     write_text_atomic(folder / BUNDLE_FILE, json.dumps(bundle.to_json(), indent=2))
     difference, changed = largest_difference(
         predict_probabilities(TorchEngine(model), check_images),

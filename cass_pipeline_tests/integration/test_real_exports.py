@@ -105,3 +105,66 @@ def test_ris_export_columns_are_configurable_and_unlinked_reports_are_rejected(p
     assert [(r.stage, r.reason) for r in parsed.rejects] == [
         ("link", "no study with its accession number, or of its MRN near its exam date")
     ]
+
+
+def inspect(raw: Path, *options: str, **env: str):
+    from click.testing import CliRunner
+
+    from cass_pipeline.cli import main
+
+    return CliRunner().invoke(main, ["inspect", str(raw), *options], env=env)
+
+
+def test_inspect_reads_both_layouts_alike_and_writes_nothing(tiny_cohort, pacs_dump):
+    import json
+
+    before = sorted(p for p in pacs_dump.rglob("*"))
+    results = [json.loads(inspect(raw, "--json").output) for raw in (tiny_cohort, pacs_dump)]
+    assert sorted(p for p in pacs_dump.rglob("*")) == before
+    for result in results:
+        assert result["patients"] == result["patients_ingestible"] == 4
+        assert result["reports"]["linked"] == 4 and result["reports"]["unlinked"] == []
+        assert result["unusable_files"] == result["unknown_series"] == []
+    assert results[0]["branches"] == results[1]["branches"]
+    assert results[0]["views_per_branch"] == results[1]["views_per_branch"]
+
+
+def test_inspect_reports_every_planted_problem(pacs_dump, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(pacs_dump, raw)
+    dump = sorted((raw / "mpr").iterdir())
+    truncated = dump[0]
+    truncated.write_bytes(truncated.read_bytes()[:-500])
+    (raw / "mpr" / "notes.txt").write_text("not an image")
+    anonymous = dump[1]
+    ds = pydicom.dcmread(anonymous)
+    del ds.PatientID
+    ds.save_as(anonymous)
+    renamed = [p for p in dump[2:] if pydicom.dcmread(p).SeriesDescription.startswith("RCA")]
+    for path in renamed:  # a site's own name the alias table does not know
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "Rechte Kranzarterie"
+        ds.save_as(path)
+    table = pd.read_csv(raw / "reports" / RIS_EXPORT, dtype=str)
+    extra = table.iloc[:1].assign(MRN="999", Accession="X9")
+    pd.concat([table, extra]).to_csv(raw / "reports" / RIS_EXPORT, index=False)
+    (raw / "reports" / "old_export.csv").write_text("id,text\n1,LAD ok\n")
+    result = inspect(raw)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"unusable file: mpr/{truncated.name}: truncated DICOM file" in out
+    assert "set aside: mpr/notes.txt: not a DICOM file (12 bytes without a DICOM header)" in out
+    assert f"set aside: mpr/{anonymous.name}: no PatientID in the header" in out
+    assert f"unknown series name 'Rechte Kranzarterie': {len(renamed)} files" in out
+    assert f"unlinked report: reports/{RIS_EXPORT}#row 5" in out
+    assert "report problem: reports/old_export.csv: report table without column(s)" in out
+    site = tmp_path / "site_aliases.yaml"  # the user extends the alias table, re-runs, clean
+    site.write_text("RCA: [Rechte Kranzarterie]\n")
+    fixed = inspect(raw, CASS_SERIES_ALIASES=str(site)).output
+    assert "unknown series name" not in fixed
+
+    empty = tmp_path / "empty"
+    (empty / "mpr" / "scans").mkdir(parents=True)
+    (empty / "mpr" / "scans" / "readme.txt").write_text("nothing here")
+    nothing = inspect(empty)
+    assert nothing.exit_code == 1 and "nothing is ingestible" in nothing.output

@@ -47,11 +47,11 @@ class MprConfig(dg.Config):
     min_views: int = 4
     workers: int | None = None
 
-    def ingest_config(self) -> IngestConfig:
+    def ingest_config(self, site_aliases: str | None = None) -> IngestConfig:
         cleanup = CleanupConfig(
             self.image_size, self.text_level, self.dilate_px, self.inpaint_radius, self.border_level
         )
-        return IngestConfig(cleanup=cleanup, min_views=self.min_views)
+        return IngestConfig(cleanup=cleanup, min_views=self.min_views, site_aliases=site_aliases)
 
 
 def image_dir(paths: CassPaths):
@@ -140,17 +140,18 @@ def mpr_images(
     index = raw_format.index(paths.raw)
     keys = pseudonyms.pseudonyms_for(paths.raw, index)
     with paths.exclusive_writer(image_dir(paths), context.log.warning):
-        yield from ingest_images(context, config, paths, index, keys)
+        settings = config.ingest_config(raw_format.series_aliases)
+        yield from ingest_images(context, settings, config.workers, paths, index, keys)
 
 
 def ingest_images(
     context: dg.AssetExecutionContext,
-    config: MprConfig,
+    settings: IngestConfig,
+    workers: int | None,
     paths: CassPaths,
     index: CohortIndex,
     keys: Pseudonyms,
 ):
-    settings = config.ingest_config()
     sources = discover(paths.raw, index)
     out = image_dir(paths)
     previous = patients_in(out / "manifest.parquet")
@@ -159,9 +160,7 @@ def ingest_images(
         parquet_stream(out / "manifest.parquet", MANIFEST_SCHEMA) as manifest,
         parquet_stream(out / "rejects.parquet", IMAGE_REJECT_SCHEMA) as rejects,
     ):
-        for result in ingest_cohort(
-            paths.raw, out / "store", keys, settings, config.workers, index=index
-        ):
+        for result in ingest_cohort(paths.raw, out / "store", keys, settings, workers, index=index):
             manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
             rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))
             skipped += result.skipped
@@ -179,7 +178,7 @@ def ingest_images(
             "branches": len(frame.groupby(["patient_id", "branch"])) if len(frame) else 0,
             "patients_processed": processed,
             "patients_skipped_unchanged": skipped,
-            "image_size": config.image_size,
+            "image_size": settings.cleanup.size,
             "pseudonym_keys": dg.MetadataValue.json(keys.key_counts(s.key for s in sources)),
             "cleanup_fingerprint": settings.cleanup.fingerprint(),
             "views_with_text_removed": int((frame.text_pixels > 0).sum()) if len(frame) else 0,

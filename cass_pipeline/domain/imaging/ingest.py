@@ -47,9 +47,18 @@ class IngestConfig:
     volume_width_mm: float = 24.0
     volume_pixel_mm: float = 0.25
     aliases: str = str(DEFAULT_ALIASES)
+    site_aliases: str | None = None
 
     def fingerprint(self) -> str:
-        return settings_hash(asdict(self), Path(self.aliases).read_bytes())
+        tables = Path(self.aliases).read_bytes()
+        if self.site_aliases:
+            tables += Path(self.site_aliases).read_bytes()
+        return settings_hash(asdict(self), tables)
+
+    def branch_of(self, series_name: str | None) -> str | None:
+        """The canonical branch of a series name through the alias tables."""
+        site = Path(self.site_aliases) if self.site_aliases else None
+        return branch_of_series(series_name, Path(self.aliases), site)
 
     def write(self, path: Path) -> None:
         """Saved beside the image store, so that training bundles what the store was made with."""
@@ -290,10 +299,10 @@ def assign_branches(
         if stated is not None:
             branch = stated if stated in ARTERY_OF_BRANCH else None
         else:
-            branch = branch_of_series(name, Path(config.aliases))
+            branch = config.branch_of(name)
             folder = Path(series_views[0].source_path).parent.name
             if branch is None and folder != name:
-                branch = branch_of_series(folder, Path(config.aliases))
+                branch = config.branch_of(folder)
         if branch is None:
             reason = (
                 f"unknown branch {stated!r}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -203,6 +204,17 @@ def check_frame(frame: np.ndarray) -> None:
     """A frame that holds no picture (one grey level) cannot be classified."""
     if int(frame.max()) == int(frame.min()):
         raise ImageReadError(f"constant image (value {frame.min()})")
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ingestion would reject a file: the reader's or the frame check's reason."""
+    try:
+        image = read_image(path.read_bytes(), path.suffix)
+        for frame in image.frames:
+            check_frame(frame)
+    except (ImageReadError, OSError) as error:
+        return str(error)
+    return None
 
 
 def frame_of(image: SourceImage, index: int) -> np.ndarray:
