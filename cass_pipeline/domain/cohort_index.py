@@ -438,10 +438,16 @@ def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex
         key = patient
         if not any(f.study for f in chosen.files) and report is not None and report.mrn:
             key = report.mrn  # a bitmap folder: the report names the patient
+        folders_of_study = {f.folder_patient for f in chosen.files}
+        root = (
+            raw / "mpr" / folders_of_study.pop()
+            if len(folders_of_study) == 1 and None not in folders_of_study
+            else common_root(paths)
+        )  # the patient's folder in a folder layout, so output paths never start with it
         patients[key] = IndexedPatient(
             key,
             paths,
-            common_root(paths),
+            root,
             report=report,
             study_date=chosen.study_date,
         )

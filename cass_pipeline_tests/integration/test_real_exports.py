@@ -168,3 +168,15 @@ def test_inspect_reports_every_planted_problem(pacs_dump, tmp_path):
     (empty / "mpr" / "scans" / "readme.txt").write_text("nothing here")
     nothing = inspect(empty)
     assert nothing.exit_code == 1 and "nothing is ingestible" in nothing.output
+
+
+def test_output_paths_start_below_the_patient_folder_even_with_one_series(tiny_cohort, tmp_path):
+    raw = tmp_path / "raw"
+    series = next(p for p in (tiny_cohort / "mpr" / "CASE-0001").iterdir() if p.is_dir())
+    shutil.copytree(series, raw / "mpr" / "55500011" / series.name)  # one exported branch
+    index = index_cohort(raw)
+    [patient] = index.patients.values()
+    assert patient.root == raw / "mpr" / "55500011"
+    results = list(ingest_cohort(raw, tmp_path / "store", KEYS, CONFIG, workers=1, index=index))
+    paths = {row["source_path"] for result in results for row in result.rows}
+    assert paths and all(p.startswith(f"{series.name}/") for p in paths)

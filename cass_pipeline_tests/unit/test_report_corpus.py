@@ -11,7 +11,7 @@ CORPUS = yaml.safe_load((Path(__file__).parents[1] / "data" / "report_corpus.yam
 
 
 def test_corpus_is_large_enough_and_covers_every_rule():
-    assert len(CORPUS) >= 30
+    assert len(CORPUS) >= 70
     rules = {rule for entry in CORPUS for rule in entry["rules"]}
     for needed in (
         "a range reads by its lower bound",
@@ -27,6 +27,18 @@ def test_corpus_is_large_enough_and_covers_every_rule():
         "SCCT segment numbers",
         "PDA and PLV go to the dominant side",
         "left main >= 50% is 4B",
+        "negation stops at a contrastive word",
+        "CAD-RADS with slash modifiers",
+        "irregularities are minimal plaque",
+        "a global statement gives the patient class",
+        "British spelling",
+        "American spelling",
+        "tables",
+        "mixed case",
+        "common typos",
+        "percent written as a word",
+        "restenosis inside a stent counts",
+        "graft modifier",
     ):
         assert needed in rules
 

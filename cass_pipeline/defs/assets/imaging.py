@@ -303,7 +303,7 @@ def no_identifiers_in_image_outputs(paths: CassPaths, raw_format: RawFormat) -> 
     for source in discover(paths.raw, raw_format.index(paths.raw)):
         identifiers.add(source.key)
         if source.mpr_dir is not None and source.mpr_dir.is_relative_to(paths.raw / "mpr"):
-            identifiers |= set(source.mpr_dir.relative_to(paths.raw / "mpr").parts)  # folders
+            identifiers |= set(source.mpr_dir.relative_to(paths.raw / "mpr").parts[:1])
         if source.mpr_dir is not None:
             first = next(
                 (f for f in source.files() if f.suffix.lower() not in {".png", ".jpg", ".jpeg"}),

@@ -125,7 +125,9 @@ def label_report(reading: ReportReading, bare_50_significant: bool = True) -> Re
     patient_class = None
     if labelled:
         patient_class = max((lab.stenosis_class for lab in labelled), key=STENOSIS_CLASSES.index)
-    category = None
+    elif reading.globally_normal and not branches:  # "Normal coronary arteries."
+        patient_class = "no_stenosis"
+    category = "0" if patient_class and not branches else None
     if branches:
         maxima = {
             lab.branch: (
@@ -142,6 +144,9 @@ def label_report(reading: ReportReading, bare_50_significant: bool = True) -> Re
         modifiers.append("N")
     for code in ("HRP", "S", "G"):
         if any(code in lab.modifiers for lab in branches.values()):
+            modifiers.append(code)
+    for code in reading.stated_modifiers:  # "CAD-RADS 2/P2/HRP": what the reader states
+        if code not in modifiers and not (code == "N" and category == "N"):
             modifiers.append(code)
     return ReportLabels(branches, patient_class, category, modifiers, reading)
 

@@ -32,7 +32,7 @@ VESSEL_PATTERNS: list[tuple[str, str]] = [
     (r"(?:second|2nd)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?2|diagonal[\s-]?2", "D-2"),
     (r"(?:third|3rd)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?3|diagonal[\s-]?3", "D-3"),
     (r"diagonal(?:\s+branch)?(?!\s*(?:branches|s\b))", "D-1"),
-    (r"(?:left\s+)?circumflex(?:\s+(?:coronary\s+)?artery)?|[pmd]?L?C[Xx]", "LCX"),
+    (r"(?:left\s+)?ci?rc?u?m?fle?x(?:\s+(?:coronary\s+)?artery)?|[pmd]?L?C[Xx]", "LCX"),
     (
         r"(?:first|1st)\s+(?:obtuse\s+)?marginal(?:\s+branch)?|OM[\s-]?1|obtuse\s+marginal[\s-]?1",
         "OM-1",
@@ -45,7 +45,7 @@ VESSEL_PATTERNS: list[tuple[str, str]] = [
         r"(?:third|3rd)\s+(?:obtuse\s+)?marginal(?:\s+branch)?|OM[\s-]?3|obtuse\s+marginal[\s-]?3",
         "OM-3",
     ),
-    (r"(?:obtuse\s+)?marginal(?:\s+branch)?(?!\s*(?:branches|s\b))|OM", "OM"),
+    (r"(?:obtuse\s+)?marginal(?:\s+branch(?:es)?)?|OMs?", "OM"),
     (
         r"ramus(?:\s+intermedi(?:us|ate))?(?:\s+(?:branch|artery))?|intermediate\s+(?:branch|artery)|"
         r"RI|RIM",
@@ -58,8 +58,13 @@ VESSEL_PATTERNS: list[tuple[str, str]] = [
     ),
     (r"postero-?lateral(?:\s+(?:ventricular\s+)?(?:branch|artery))?|PL[BV]\d?", f"PLV-{DOMINANT}"),
 ]
+#: "mid-LAD", "prox-RCA": a position word joined to the vessel by a hyphen.
+POSITION_PREFIX = r"(?:(?<=\bmid-)|(?<=\bprox-)|(?<=\bproximal-)|(?<=\bdist-)|(?<=\bdistal-))"
 VESSEL_REGEX = re.compile(
-    "|".join(f"(?P<v{i}>(?<![\\w-])(?:{p})(?![\\w]))" for i, (p, _) in enumerate(VESSEL_PATTERNS)),
+    "|".join(
+        f"(?P<v{i}>(?:(?<![\\w-])|{POSITION_PREFIX})(?:{p})(?![\\w]))"
+        for i, (p, _) in enumerate(VESSEL_PATTERNS)
+    ),
     re.I,
 )
 
@@ -85,7 +90,8 @@ SCCT_SEGMENTS = {
     18: "PLV-LCX",
 }
 SEGMENT_REGEX = re.compile(
-    r"\b(?:segments?|seg\.?|#)\s*(?P<a>\d{1,2})(?:\s*(?:-|–|to|and|,|&)\s*(?P<b>\d{1,2}))?\b", re.I
+    r"\b(?:segments?|seg\.?|#)\s*(?P<a>\d{1,2})(?:\s*(?P<sep>-|–|to|and|,|&)\s*(?P<b>\d{1,2}))?\b",
+    re.I,
 )
 
 PERCENT_UNIT = r"\s*(?:%|per\s?cent\b|percent\b)"
@@ -93,11 +99,54 @@ COMPARATOR = (
     r"(?P<cmp>(?<!\w)(?:<=|>=|≤|≥|<|>|less\s+than|greater\s+than|more\s+than|over|under|"
     r"up\s+to|at\s+least|approximately|approx\.?|about|around|~|circa|ca\.?))?\s*"
 )
+TENS = {
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+}
+UNITS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+}
+#: A percentage as digits or written out ("sixty-nine", "one hundred").
+NUMBER = (
+    r"\d{1,3}|(?:one\s+)?hundred|ten|fifteen|(?:"
+    + "|".join(TENS)
+    + r")(?:[\s-](?:"
+    + "|".join(UNITS)
+    + r"))?"
+)
 PERCENT_REGEX = re.compile(
-    rf"{COMPARATOR}(?P<a>\d{{1,3}})(?:{PERCENT_UNIT})?\s*(?:-|–|to)\s*(?P<b>\d{{1,3}}){PERCENT_UNIT}"
-    rf"|{COMPARATOR.replace('cmp', 'cmp1')}(?P<c>\d{{1,3}}){PERCENT_UNIT}",
+    rf"{COMPARATOR}(?P<a>{NUMBER})(?:{PERCENT_UNIT})?\s*(?:-|–|to)\s*(?P<b>{NUMBER}){PERCENT_UNIT}"
+    rf"|{COMPARATOR.replace('cmp', 'cmp1')}(?P<c>{NUMBER}){PERCENT_UNIT}",
     re.I,
 )
+
+
+def number(text: str) -> int:
+    """The value of a percentage written with digits or words."""
+    words = re.split(r"[\s-]+", text.strip().lower())
+    if words[0].isdigit():
+        return int(words[0])
+    if words[-1] == "hundred":
+        return 100
+    fixed = {"ten": 10, "fifteen": 15}
+    if words[0] in fixed:
+        return fixed[words[0]]
+    return TENS[words[0]] + (UNITS[words[1]] if len(words) > 1 else 0)
+
 
 #: Grade words and the percent range each stands for.
 GRADE_RANGES = {
@@ -126,11 +175,16 @@ OCCLUSION_REGEX = re.compile(
     r"occlu(?:ded|sion|sive)\b|\bCTO\b",
     re.I,
 )
+#: Irregularities of the lumen or wall, qualified or not, read as minimal plaque.
 IRREGULARITY_REGEX = re.compile(
-    r"\b(?:(?:minor|mild|minimal)\s+)?(?:luminal|wall)\s+irregularit(?:y|ies)\b", re.I
+    r"\b(?:(?:minor|mild|minimal|slight|some)\s+)?(?:(?:luminal|wall|intimal|contour)\s+)?"
+    r"irregularit(?:y|ies)\b",
+    re.I,
 )
 NORMAL_REGEX = re.compile(
-    r"\b(?:normal|unremarkable|patent|smooth)\b|(?m:(?<=:)[ \t]*-[ \t]*$)", re.I
+    r"\b(?:normal|unremarkable|patent|smooth)\b|(?m:(?<=:)[ \t]*-[ \t]*$)"
+    r"|(?m:(?<=[\t|])[ \t]*none[ \t]*(?=\||$))",  # "none" as a table cell
+    re.I,
 )
 NOUN_REGEX = re.compile(
     r"\b(?:stenos[ie]s|stenotic|narrowing|plaques?|atheroma|atherosclerosis|"
@@ -178,8 +232,16 @@ DOMINANCE_REGEX = re.compile(
     re.I,
 )
 CAD_RADS_REGEX = re.compile(
-    r"CAD-?RADS\s*(?:category\s*)?(?P<cat>[0-5][AB]?|N)\b(?P<mods>(?:\s*/\s*(?:P[1-4]|S|G|HRP|N|V|"
-    r"I\+/-|I[+-]|E))*)",
+    r"CAD[-\s]?RADS\s*(?:category\s*)?:?\s*(?P<cat>[0-5][AB]?|N)\b"
+    r"(?P<mods>(?:\s*/\s*(?:P[0-4]|S|G|HRP|N|V|I\+/-|I[+-]|E)\b)*)",
+    re.I,
+)
+#: A statement about all coronary arteries at once ("Normal coronary arteries.").
+GLOBAL_NORMAL_REGEX = re.compile(
+    r"\b(?:(?:entirely\s+)?normal\s+coronar(?:y|ies)(?:\s+arter(?:y|ies))?(?!\s+(?:anatomy|origin))"
+    r"|coronar(?:y|ies)(?:\s+arter(?:y|ies))?\s+(?:are\s+|appear\s+)?(?:normal|unremarkable)"
+    r"|no\s+(?:evidence\s+of\s+)?(?:coronary\s+(?:artery\s+)?disease|CAD\b|"
+    r"(?:coronary\s+)?(?:plaque|stenosis)(?:\s+or\s+(?:plaque|stenosis))?\b(?!\s+(?:in|of|at)\b)))",
     re.I,
 )
 PRONOUN_REGEX = re.compile(r"\b(?:it|its|this\s+(?:vessel|artery|branch)|the\s+vessel)\b", re.I)

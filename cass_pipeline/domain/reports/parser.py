@@ -1,6 +1,7 @@
 """Rule-based spaCy pipeline that turns a de-identified CCTA report into findings per branch.
 
-Pipeline: `spacy.blank("en")` + `cass_sentences` (sentence ends at . ! ? and line breaks) +
+Pipeline: `spacy.blank("en")` + `cass_sentences` (sentence ends at . ! ? and at line breaks
+that do not just wrap a sentence) +
 `cass_concepts` (the regular expressions of `lexicon.py` as spans in `doc.spans["concepts"]`).
 `read_report` then works clause by clause (clauses end at ";" and at but/however/although/
 except), with these rules:
@@ -11,7 +12,9 @@ except), with these rules:
 - A finding attaches to the vessel(s) after it when a preposition links them ("mild stenosis
   of the LAD and D1") or the vessel follows at once ("normal D1"); otherwise to the vessel(s)
   just before it ("LAD, LCx and RCA are normal", "LAD: 70-90%"); otherwise to the line's label
-  vessel ("LAD: no stenosis; mild plaque distally"); "it"/"its" refer to the last vessel named.
+  vessel ("LAD: no stenosis; mild plaque distally"), or to the vessels of the sentence's
+  previous clause ("no stenosis in the LAD but mild plaque distally"); "it"/"its" refer to
+  the last vessel named.
 - Modifiers (stent, graft, bridge, high-risk plaque, non-diagnostic) attach the same way.
 - Percent stenosis expressions inside a clause that describes a myocardial bridge with
   systolic compression belong to the bridge and are dropped.
@@ -28,6 +31,7 @@ from spacy.tokens import Doc, Span
 
 from cass_pipeline.domain.reports import lexicon as lx
 
+LABEL_LINE = re.compile(r"[^\n:.]{0,40}:")
 FINDING_LABELS = {"PCT", "GRADE", "OCCLUSION", "IRREG", "NORMAL", "NOUN"}
 MODIFIER_LABELS = {"STENT", "GRAFT", "BRIDGE", "HRP", "NONDIAG"}
 VESSEL_LABELS = {"VESSEL", "SEGMENT"}
@@ -64,17 +68,29 @@ PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "
 
 @Language.component("cass_sentences")
 def cass_sentences(doc: Doc) -> Doc:
-    """Sentences end at . ! ? (not after common abbreviations) and at line breaks."""
-    before, previous = "", ""
+    """Sentences end at . ! ? (not after common abbreviations) and at line breaks, except
+    where a wrapped line goes on: it starts in lower case, is not a "label:" line, and the
+    line before did not end with . ! ? or :."""
+    before, previous, last = "", "", ""
+    text = doc.text
     for token in doc:
         if token.i == 0:
             token.is_sent_start = True
         else:
             ends = previous in {".", "!", "?"} and before.rstrip(".") not in ABBREVIATIONS
-            token.is_sent_start = ends or "\n" in previous
+            line_break = "\n" in previous
+            wrapped = (
+                line_break
+                and token.text[:1].islower()
+                and last not in {".", "!", "?", ":"}
+                and not LABEL_LINE.match(text, token.idx)
+            )
+            token.is_sent_start = ends or (line_break and not wrapped)
         before, previous = previous.lower(), token.text_with_ws
         if previous.endswith(" "):
             previous = previous[:-1]
+        if not token.is_space:
+            last = token.text
     return doc
 
 
@@ -141,6 +157,8 @@ class ReportReading:
     dominance: str = "right"
     calcium_score: float | None = None
     stated_cad_rads: str | None = None
+    stated_modifiers: list[str] = field(default_factory=list)
+    globally_normal: bool = False
 
 
 def grade_range(word: str) -> tuple[int, int]:
@@ -160,9 +178,9 @@ def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
         if m is None:
             return None
         if m.group("a") is not None:
-            low, high = sorted((int(m.group("a")), int(m.group("b"))))
+            low, high = sorted((lx.number(m.group("a")), lx.number(m.group("b"))))
             return (low, high, None, False) if high <= 100 else None
-        value, cmp = int(m.group("c")), (m.group("cmp1") or "").lower().strip()
+        value, cmp = lx.number(m.group("c")), (m.group("cmp1") or "").lower().strip()
         if value > 100:
             return None
         if cmp in {"<", "less than", "under"}:
@@ -205,7 +223,8 @@ def branches_of(span: Span, dominance: str) -> list[str]:
         m = lx.SEGMENT_REGEX.search(span.text)
         first = int(m.group("a"))
         last = int(m.group("b")) if m.group("b") else first
-        numbers = range(first, last + 1) if 0 < last - first < 18 else {first, last}
+        listed = (m.group("sep") or "").strip().lower() in {"and", ",", "&"}
+        numbers = {first, last} if listed or not 0 < last - first < 18 else range(first, last + 1)
         return sorted({lx.SCCT_SEGMENTS[n] for n in numbers if n in lx.SCCT_SEGMENTS})
     m = lx.VESSEL_REGEX.search(span.text)
     if m is None:
@@ -247,14 +266,19 @@ def read_report(doc: Doc) -> ReportReading:
         elif span.label_ == "CADRADS":
             m = lx.CAD_RADS_REGEX.search(span.text)
             reading.stated_cad_rads = m.group("cat").upper()
+            reading.stated_modifiers = [
+                code.strip().upper() for code in m.group("mods").split("/") if code.strip()
+            ]
     last_vessels: list[str] = []
     full_text = doc.text
+    reading.globally_normal = bool(lx.GLOBAL_NORMAL_REGEX.search(full_text))
     for s_index, sentence in enumerate(doc.sents):
         inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
         header = label_vessels(doc, sentence, inside, reading.dominance)
+        context = header  # a clause naming no vessel speaks of the last one named before it
         for clause in clauses_of(sentence, inside):
             mentions = read_clause(
-                doc, full_text, clause, s_index, reading.dominance, header, last_vessels
+                doc, full_text, clause, s_index, reading.dominance, context, last_vessels
             )
             reading.mentions += mentions
             named = [
@@ -265,6 +289,7 @@ def read_report(doc: Doc) -> ReportReading:
             ]
             if named:
                 last_vessels = named[-1:]
+                context = header or sorted(set(named))
     return reading
 
 

@@ -101,7 +101,7 @@ IMAGES_WITHOUT_REPORT = "images without a linked report"
 
 def has_findings(labels: ReportLabels) -> bool:
     """Whether a parsed report says anything about a vessel (else it is rejected)."""
-    return any(
+    return labels.patient_class is not None or any(
         lab.stenosis_class is not None or lab.non_diagnostic for lab in labels.branches.values()
     )
 
