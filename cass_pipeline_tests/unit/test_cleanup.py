@@ -149,3 +149,66 @@ def test_monochrome1_is_inverted_and_bitmaps_are_read(tmp_path):
         read_image(b"\x89PNG broken", ".png")
     with pytest.raises(ImageReadError, match="too small"):
         read_image(cv2.imencode(".png", np.ones((8, 8), np.uint8))[1].tobytes(), ".png")
+
+
+def text_across_a_vessel(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Background ~70 with noise, a bright vertical vessel, a line of white text across it."""
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(70, 6, (size, size)), 0, 200).astype(np.uint8)
+    image[:, size // 2 - 8 : size // 2 + 8] = 210  # the lumen, full height
+    text = np.zeros((size, size), bool)
+    for x in range(20, size - 20, 9):  # glyph-like strokes across the vessel
+        text[100:112, x : x + 5] = True
+        text[105:107, x : x + 9] = True
+    image[text] = 255
+    return image, text
+
+
+def test_text_across_a_vessel_leaves_no_bright_blob_away_from_it():
+    image, text = text_across_a_vessel()
+    config = CleanupConfig(size=256, border_level=0)
+    cleaned, stats = clean_image(image, config)
+    assert stats.crop == (0, 256, 0, 256)
+    away = text.copy()
+    away[:, 128 - 24 : 128 + 24] = False  # the text area, more than 16 px from the vessel
+    background = image[~text][np.abs(np.arange(256) - 128)[np.newaxis].repeat(256, 0)[~text] > 24]
+    assert cleaned[away].max() <= background.max()  # nothing the surroundings do not explain
+    assert cleaned[away].mean() < 90
+    assert cleaned[text].max() <= 210  # never brighter than the brightest tissue around
+
+
+def test_cleanup_records_its_algorithm_version():
+    from cass_pipeline.domain.imaging.cleanup import CLEANUP_VERSION
+
+    assert CLEANUP_VERSION >= 2
+    assert CleanupConfig().fingerprint() != CleanupConfig(size=256).fingerprint()
+
+
+def brightest_around(image: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """Per masked pixel: the brightest unmasked pixel within 4 px, else 8, 16, ... px."""
+    visible = np.where(masked, 0, image).astype(np.uint8)
+    out, need, radius = np.full(image.shape, 255, np.uint8), masked.copy(), 4
+    while need.any():
+        kernel = np.ones((2 * radius + 1,) * 2, np.uint8)
+        take = need & (cv2.dilate((~masked).astype(np.uint8), kernel) > 0)
+        out[take] = cv2.dilate(visible, kernel)[take]
+        need &= ~take
+        radius *= 2
+    return out
+
+
+def test_no_filled_text_pixel_is_brighter_than_its_surroundings(tiny_cohort):
+    from cass_pipeline.domain.imaging.cleanup import remove_text
+
+    config = CleanupConfig()
+    checked = 0
+    for path in sorted((tiny_cohort / "mpr").rglob("*.dcm")):
+        frame = read_image(path.read_bytes(), ".dcm").frames[0]
+        text = frame >= config.text_level
+        mask = cv2.dilate(text.astype(np.uint8), np.ones((5, 5), np.uint8))
+        filled = remove_text(frame, mask, config)
+        masked = mask.astype(bool)
+        assert (filled[masked] <= brightest_around(frame, masked)[masked]).all(), path.name
+        assert (filled[~masked] == frame[~masked]).all()  # only the text area changes
+        checked += int(masked.sum())
+    assert checked > 1000

@@ -53,7 +53,7 @@ class IngestConfig:
         tables = Path(self.aliases).read_bytes()
         if self.site_aliases:
             tables += Path(self.site_aliases).read_bytes()
-        return settings_hash(asdict(self), tables)
+        return settings_hash({**asdict(self), "cleanup": self.cleanup.fingerprint()}, tables)
 
     def branch_of(self, series_name: str | None) -> str | None:
         """The canonical branch of a series name through the alias tables."""
