@@ -180,3 +180,32 @@ def test_output_paths_start_below_the_patient_folder_even_with_one_series(tiny_c
     results = list(ingest_cohort(raw, tmp_path / "store", KEYS, CONFIG, workers=1, index=index))
     paths = {row["source_path"] for result in results for row in result.rows}
     assert paths and all(p.startswith(f"{series.name}/") for p in paths)
+
+
+def test_dicomdir_is_skipped_and_views_without_instance_numbers_follow_content_time(
+    tiny_cohort, tmp_path
+):
+    from pydicom.dataset import FileMetaDataset
+
+    raw = tmp_path / "raw"
+    series = next(p for p in (tiny_cohort / "mpr" / "CASE-0001").iterdir() if p.is_dir())
+    shutil.copytree(series, raw / "mpr" / "P1" / "export")
+    views = sorted((raw / "mpr" / "P1" / "export").glob("*.dcm"))
+    for rank, path in enumerate(views):  # no InstanceNumber; times run against the names
+        ds = pydicom.dcmread(path)
+        del ds.InstanceNumber
+        ds.ContentTime = f"10{59 - rank:02d}00"
+        ds.save_as(path)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    directory = pydicom.Dataset()
+    directory.file_meta = meta
+    directory.FileSetID = "EXPORT"
+    directory.save_as(raw / "mpr" / "DICOMDIR", enforce_file_format=True)
+    index = index_cohort(raw)
+    assert index.dicomdirs == 1 and not [r for r in index.rejects if "DICOMDIR" in str(r.path)]
+    results = list(ingest_cohort(raw, tmp_path / "store", KEYS, CONFIG, workers=1, index=index))
+    rows = sorted((r["view_index"], r["source_path"]) for x in results for r in x.rows)
+    assert [path for _, path in rows] == [f"export/{p.name}" for p in reversed(views)]

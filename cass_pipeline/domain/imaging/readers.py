@@ -29,6 +29,7 @@ class SourceImage:
     series_description: str | None = None
     series_uid: str | None = None
     instance_number: int | None = None
+    content_time: str = ""
 
 
 def to_uint8(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -165,6 +166,7 @@ def read_dicom(data: bytes) -> SourceImage:
         str(ds.get("SeriesDescription", "")) or None,
         str(ds.get("SeriesInstanceUID", "")) or None,
         int(instance) if instance not in (None, "") else None,
+        f"{ds.get('ContentDate', '') or ''}{ds.get('ContentTime', '') or ''}",
     )
 
 
