@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from torch import nn
@@ -205,6 +206,18 @@ class Tracking:
             alias=alias,
             run_id=version.run_id,
         )
+
+    def training_patients(self, run_id: str) -> set[str] | None:
+        """The patients a training run learnt from (its splits.csv, train and validation),
+        or None when the run did not log its splits."""
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="splits.csv", tracking_uri=self.tracking_uri
+            )
+        except Exception:  # no such artifact (older runs), or an unreadable store
+            return None
+        splits = pd.read_csv(path, dtype=str)
+        return set(splits.loc[splits.split != "test", "patient_id"])
 
     def register(
         self,

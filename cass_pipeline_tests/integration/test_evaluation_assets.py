@@ -157,3 +157,33 @@ def test_a_champion_that_cannot_be_served_loses_its_place(two_rounds):
         assert not kept["promote"] and kept["champion_patient_f1"] >= 0
     finally:
         tracking.set_alias(CHAMPION, serving)
+
+
+def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_rounds, monkeypatch):
+    import pandas as pd
+
+    from cass_pipeline.tracking import CHAMPION, Tracking
+
+    root = two_rounds[0]
+    tracking = Tracking(
+        f"sqlite:///{root.parent}/mlflow.db", "eval-test", (root.parent / "a").as_uri()
+    )
+    paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))
+    version = tracking.alias_version(CHAMPION)
+    learnt = tracking.training_patients(tracking.load(CHAMPION).run_id)
+    assert learnt == {f"P{p:03d}" for p in range(10)}  # train and validation of its run
+    splits_path = root / "model" / "splits.parquet"
+    original = splits_path.read_bytes()
+    splits = pd.read_parquet(splits_path)
+    try:  # the splits changed since the champion was trained: 5 of its patients are now test
+        splits.loc[splits.patient_id.isin([f"P{p:03d}" for p in range(5)]), "split"] = "test"
+        splits.to_parquet(splits_path)
+        unfair = evaluation.against_champion(tracking, paths, -1.0, version)
+        assert unfair["promote"]
+        assert "learnt from 5 of the test patients" in unfair["reason"]
+        monkeypatch.setattr(evaluation, "MIN_FAIR_TEST_PATIENTS", 2)
+        fair = evaluation.against_champion(tracking, paths, -1.0, version)
+        assert "on the 2 test patients neither model learnt from" in fair["reason"]
+        assert fair["challenger_patient_f1"] >= 0  # recomputed on the same 2 patients
+    finally:
+        splits_path.write_bytes(original)

@@ -259,24 +259,56 @@ def significant_sensitivity(metrics: dict) -> float:
     return metrics["patient"]["sensitivity"][2] or 0.0
 
 
+#: Fewer test patients than this that neither model learnt from: no fair comparison.
+MIN_FAIR_TEST_PATIENTS = 5
+
+
 def against_champion(
     tracking: Tracking, paths: CassPaths, challenger_f1: float, version: int
 ) -> dict:
-    """The champion re-evaluated on the same test split, and whether the challenger wins; a
-    champion that cannot be served (registered before models carried their bundle) loses."""
+    """The champion re-evaluated on the test patients it never learnt from (all of them,
+    unless the splits changed since it was trained), the challenger on the same patients,
+    and whether the challenger wins; a champion that cannot be served loses its place."""
     try:
         champion = tracking.load(CHAMPION)
     except NotServableError as error:
         return {"champion_version": version, "promote": True, "reason": str(error)}
-    metrics = evaluate(predictions_with(champion, test_views(paths), paths), bootstrap=0)
+    views = test_views(paths)
+    seen = tracking.training_patients(champion.run_id) or set()
+    overlap = set(views.patient_id) & seen
+    fair = views[~views.patient_id.isin(seen)]
+    patients = fair.patient_id.nunique()
+    if overlap and patients < MIN_FAIR_TEST_PATIENTS:
+        return {
+            "champion_version": version,
+            "promote": True,
+            "reason": f"the champion learnt from {len(overlap)} of the test patients (the "
+            f"splits changed since); {patients} left, too few to compare fairly",
+        }
+    challenger = {}
+    if overlap:
+        predictions = pd.read_parquet(evaluation_dir(paths) / "test_predictions.parquet")
+        restricted = evaluate(
+            predictions[predictions.patient_id.isin(set(fair.patient_id))], bootstrap=0
+        )
+        challenger_f1 = restricted["patient"]["f1_weighted"]
+        challenger = {
+            "challenger_patient_f1": challenger_f1,
+            "challenger_significant_sensitivity": significant_sensitivity(restricted),
+        }
+    metrics = evaluate(predictions_with(champion, fair, paths), bootstrap=0)
     f1 = metrics["patient"]["f1_weighted"]
-    return {
+    where = (
+        f"on the {patients} test patients neither model learnt from"
+        if overlap
+        else "on the same test split"
+    )
+    return challenger | {
         "champion_version": version,
         "champion_patient_f1": f1,
         "champion_significant_sensitivity": significant_sensitivity(metrics),
         "promote": challenger_f1 >= f1,
-        "reason": f"patient-level weighted F1 {challenger_f1:.3f} vs champion {f1:.3f} "
-        "on the same test split",
+        "reason": f"patient-level weighted F1 {challenger_f1:.3f} vs champion {f1:.3f} {where}",
     }
 
 
