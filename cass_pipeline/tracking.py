@@ -24,6 +24,8 @@ from cass_pipeline.domain.prediction import ModelBundle, Predictor, check_engine
 from cass_pipeline.settings import REGISTERED_MODEL_NAME, CassSettings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: The run artifact listing the content hashes of the images a model learnt from.
+LEARNT_IMAGES = "learnt_images.csv"
 #: What the serving environment needs (`mlflow models serve --env-manager local` uses this one).
 SERVING_PACKAGES = (
     "cass-pipeline",
@@ -207,17 +209,25 @@ class Tracking:
             run_id=version.run_id,
         )
 
-    def training_patients(self, run_id: str) -> set[str] | None:
-        """The patients a training run learnt from (its splits.csv, train and validation),
-        or None when the run did not log its splits."""
+    def run_table(self, run_id: str, name: str) -> pd.DataFrame | None:
+        """A CSV artifact of a run, or None when the run did not log it (older runs)."""
         try:
             path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="splits.csv", tracking_uri=self.tracking_uri
+                run_id=run_id, artifact_path=name, tracking_uri=self.tracking_uri
             )
-        except Exception:  # no such artifact (older runs), or an unreadable store
+        except Exception:  # no such artifact, or an unreadable store
             return None
-        splits = pd.read_csv(path, dtype=str)
-        return set(splits.loc[splits.split != "test", "patient_id"])
+        return pd.read_csv(path, dtype=str)
+
+    def learnt_from(self, run_id: str) -> tuple[set[str], set[str]]:
+        """What a training run learnt from: the content hashes of its source images (16 hex
+        digits; they survive a change of pseudonyms) and its train and validation patients."""
+        images = self.run_table(run_id, LEARNT_IMAGES)
+        splits = self.run_table(run_id, "splits.csv")
+        return (
+            set(images.source_sha256) if images is not None else set(),
+            set(splits.loc[splits.split != "test", "patient_id"]) if splits is not None else set(),
+        )
 
     def register(
         self,

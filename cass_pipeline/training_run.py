@@ -24,7 +24,7 @@ from cass_pipeline.domain.model.splits import table_hash
 from cass_pipeline.domain.model.train import EpochRecord, TrainConfig, distributed_context, train
 from cass_pipeline.domain.prediction import ModelBundle
 from cass_pipeline.settings import PACKAGE_DIR
-from cass_pipeline.tracking import Tracking
+from cass_pipeline.tracking import LEARNT_IMAGES, Tracking
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,15 @@ def training_views(inputs: TrainingInputs, view_step: int) -> tuple[pd.DataFrame
     return views[views.split != "test"].reset_index(drop=True), hashes
 
 
+def learnt_images(inputs: TrainingInputs) -> pd.DataFrame:
+    """Content hashes (16 hex digits) of every source image of the training and validation
+    patients: which images a model learnt from, whatever pseudonyms they get later."""
+    manifest, _, splits = read_tables(inputs)
+    seen = splits.loc[splits.split != "test", "patient_id"]
+    hashes = manifest.loc[manifest.patient_id.isin(seen), "source_sha256"].str[:16]
+    return pd.DataFrame({"source_sha256": sorted(set(hashes))})
+
+
 def model_bundle(inputs: TrainingInputs, config: TrainConfig, views: pd.DataFrame) -> ModelBundle:
     """The ingestion settings the image store was made with, bundled with the network; the
     views must carry their fingerprint (what serving does is what training saw)."""
@@ -173,6 +182,7 @@ def run_training(
         (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
         (tmp / "class_map.json").write_text(json.dumps(dict(enumerate(STENOSIS_CLASSES))))
         pd.read_parquet(inputs.splits).to_csv(tmp / "splits.csv", index=False)
+        learnt_images(inputs).to_csv(tmp / LEARNT_IMAGES, index=False)
 
         def on_epoch(record: EpochRecord) -> None:
             mlflow.log_metrics(
@@ -186,7 +196,14 @@ def run_training(
         )
         plot_curves(result.history, tmp / "curves.png")
         pd.DataFrame([asdict(h) for h in result.history]).to_csv(tmp / "history.csv", index=False)
-        for name in ("config.json", "class_map.json", "splits.csv", "curves.png", "history.csv"):
+        for name in (
+            "config.json",
+            "class_map.json",
+            "splits.csv",
+            LEARNT_IMAGES,
+            "curves.png",
+            "history.csv",
+        ):
             mlflow.log_artifact(str(tmp / name))
         version = tracking.register(
             result.model, model_bundle(inputs, config, views), check_images(inputs, views)

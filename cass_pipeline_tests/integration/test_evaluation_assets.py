@@ -170,8 +170,10 @@ def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_r
     )
     paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))
     version = tracking.alias_version(CHAMPION)
-    learnt = tracking.training_patients(tracking.load(CHAMPION).run_id)
+    images, learnt = tracking.learnt_from(tracking.load(CHAMPION).run_id)
     assert learnt == {f"P{p:03d}" for p in range(10)}  # train and validation of its run
+    manifest = pd.read_parquet(root / "images" / "manifest.parquet")
+    assert images == set(manifest[manifest.patient_id.isin(learnt)].source_sha256.str[:16])
     splits_path = root / "model" / "splits.parquet"
     original = splits_path.read_bytes()
     splits = pd.read_parquet(splits_path)
@@ -187,3 +189,32 @@ def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_r
         assert fair["challenger_patient_f1"] >= 0  # recomputed on the same 2 patients
     finally:
         splits_path.write_bytes(original)
+
+
+def test_a_change_of_pseudonyms_does_not_hide_what_the_champion_learnt_from(two_rounds):
+    import pandas as pd
+
+    from cass_pipeline.tracking import Tracking
+
+    root = two_rounds[0]
+    tracking = Tracking(
+        f"sqlite:///{root.parent}/mlflow.db", "eval-test", (root.parent / "a").as_uri()
+    )
+    paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))
+    saved = {name: (root / name).read_bytes() for name in RENAMED}
+    try:  # a new key: every patient renamed; P000-P004 (learnt) now in the test split
+        for name in RENAMED:
+            table = pd.read_parquet(root / name)
+            table["patient_id"] = "Q" + table.patient_id.str[1:]
+            if name == "model/splits.parquet":
+                moved = table.patient_id.isin([f"Q{p:03d}" for p in range(5)])
+                table.loc[moved, "split"] = "test"
+            table.to_parquet(root / name)
+        decision = evaluation.against_champion(tracking, paths, -1.0, 1)
+        assert "learnt from 5 of the test patients" in decision["reason"]
+    finally:
+        for name, data in saved.items():
+            (root / name).write_bytes(data)
+
+
+RENAMED = ("images/manifest.parquet", "model/splits.parquet", "reports/branch_labels.parquet")

@@ -266,16 +266,19 @@ MIN_FAIR_TEST_PATIENTS = 5
 def against_champion(
     tracking: Tracking, paths: CassPaths, challenger_f1: float, version: int
 ) -> dict:
-    """The champion re-evaluated on the test patients it never learnt from (all of them,
-    unless the splits changed since it was trained), the challenger on the same patients,
-    and whether the challenger wins; a champion that cannot be served loses its place."""
+    """The champion re-evaluated on the test patients it never learnt from (by the content
+    of their images, else by pseudonym: all of them unless the splits or the pseudonyms
+    changed since it was trained), the challenger on the same patients, and whether the
+    challenger wins; a champion that cannot be served loses its place."""
     try:
         champion = tracking.load(CHAMPION)
     except NotServableError as error:
         return {"champion_version": version, "promote": True, "reason": str(error)}
     views = test_views(paths)
-    seen = tracking.training_patients(champion.run_id) or set()
-    overlap = set(views.patient_id) & seen
+    images, patients_learnt = tracking.learnt_from(champion.run_id)
+    seen = set(views.loc[views.source_sha256.str[:16].isin(images), "patient_id"])
+    seen |= set(views.patient_id) & patients_learnt
+    overlap = seen
     fair = views[~views.patient_id.isin(seen)]
     patients = fair.patient_id.nunique()
     if overlap and patients < MIN_FAIR_TEST_PATIENTS:
