@@ -209,3 +209,40 @@ def test_dicomdir_is_skipped_and_views_without_instance_numbers_follow_content_t
     results = list(ingest_cohort(raw, tmp_path / "store", KEYS, CONFIG, workers=1, index=index))
     rows = sorted((r["view_index"], r["source_path"]) for x in results for r in x.rows)
     assert [path for _, path in rows] == [f"export/{p.name}" for p in reversed(views)]
+
+
+def test_an_xlsx_ris_export_links_like_the_csv(pacs_dump, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(pacs_dump, raw)
+    table = pd.read_csv(raw / "reports" / RIS_EXPORT, dtype=str)
+    (raw / "reports" / RIS_EXPORT).unlink()
+    table.to_excel(raw / "reports" / "ris.xlsx", index=False)
+    index = index_cohort(raw)
+    assert sum(p.report is not None for p in index.patients.values()) == 4
+    assert index.unlinked_reports == [] and index.rejects == []
+
+
+def test_an_inconsistent_series_is_ordered_and_kept(tiny_cohort, tmp_path):
+    import numpy as np
+
+    raw = tmp_path / "raw"
+    series = next(p for p in (tiny_cohort / "mpr" / "CASE-0001").iterdir() if p.is_dir())
+    shutil.copytree(series, raw / "mpr" / "P1" / series.name)
+    views = sorted((raw / "mpr" / "P1" / series.name).glob("*.dcm"))  # 000..003
+    edits = {0: 2, 1: 2, 2: None, 3: 0}  # duplicate numbers, one missing, one first
+    for path, number in zip(views, edits.values(), strict=True):
+        ds = pydicom.dcmread(path)
+        if number is None:
+            del ds.InstanceNumber
+        else:
+            ds.InstanceNumber = number
+        if path == views[3]:  # another image size in the same series
+            big = np.resize(ds.pixel_array, (80, 80)).astype(ds.pixel_array.dtype)
+            ds.Rows, ds.Columns, ds.PixelData = 80, 80, big.tobytes()
+        ds.save_as(path)
+    results = list(ingest_cohort(raw, tmp_path / "store", KEYS, CONFIG, workers=1))
+    rows = sorted((r["view_index"], r["source_path"], r["size"]) for x in results for r in x.rows)
+    names = [path.rsplit("/", 1)[1] for _, path, _ in rows]
+    assert names == ["003.dcm", "000.dcm", "001.dcm", "002.dcm"]  # 0, 2, 2 (by name), none
+    assert {size for _, _, size in rows} == {CONFIG.cleanup.size}
+    assert not [r for x in results for r in x.rejects]
