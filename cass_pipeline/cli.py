@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from cass_pipeline import __version__
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.settings import CassSettings
 
 REPORTED_PACKAGES = (
@@ -323,12 +324,12 @@ def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> Non
 )
 @click.option(
     "--text-level",
-    default=254,
+    default=CleanupConfig.text_level,
     show_default=True,
     help="Pixels at or above this level are burned-in text.",
 )
-@click.option("--dilate", "dilate_px", default=2, show_default=True)
-@click.option("--inpaint-radius", default=5, show_default=True)
+@click.option("--dilate", "dilate_px", default=CleanupConfig.dilate_px, show_default=True)
+@click.option("--inpaint-radius", default=CleanupConfig.inpaint_radius, show_default=True)
 @click.option(
     "--frame",
     default=0,

@@ -40,10 +40,10 @@ class MprConfig(dg.Config):
     """Cleanup and ingestion settings (recorded in every manifest row's fingerprint)."""
 
     image_size: int = Field(default=128, description="output size; the paper used 512")
-    text_level: int = 254
-    dilate_px: int = 2
-    inpaint_radius: int = 5
-    border_level: int = 8
+    text_level: int = CleanupConfig.text_level
+    dilate_px: int = CleanupConfig.dilate_px
+    inpaint_radius: int = CleanupConfig.inpaint_radius
+    border_level: int = CleanupConfig.border_level
     min_views: int = 4
     workers: int | None = None
 

@@ -20,7 +20,7 @@ from cass_pipeline.domain.storage import settings_hash
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
 #: Changes whenever the cleanup gives other pixels for the same settings.
-CLEANUP_VERSION = 2
+CLEANUP_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class CleanupConfig:
     size: int = 512
     text_level: int = 254
     dilate_px: int = 2
-    inpaint_radius: int = 5
+    inpaint_radius: int = 3
     border_level: int = 8
 
     def fingerprint(self) -> str:
