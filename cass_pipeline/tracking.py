@@ -82,7 +82,7 @@ class LoadedModel:
             "uri": model_uri(self.name, self.alias, self.version),
             "run_id": self.run_id,
             "engine": self.predictor.engine.name,
-            "cleanup_fingerprint": self.predictor.bundle.ingest.cleanup.fingerprint(),
+            "cleanup_fingerprint": self.predictor.bundle.cleanup_fingerprint,
         }
 
 
@@ -201,8 +201,15 @@ class Tracking:
                 "registered before models carried their bundle?): retrain to register one"
             )
         pyfunc = mlflow.pyfunc.load_model(uri, model_config={"engine": engine, "device": device})
+        predictor = pyfunc.unwrap_python_model().predictor
+        if not predictor.bundle.cleans_as_trained():
+            raise NotServableError(
+                f"{uri} was trained on images cleaned as {predictor.bundle.cleanup_fingerprint}; "
+                f"this code cleans them as {predictor.bundle.ingest.cleanup.fingerprint()} "
+                "(the cleanup changed since): retrain to register one"
+            )
         return LoadedModel(
-            predictor=pyfunc.unwrap_python_model().predictor,
+            predictor=predictor,
             name=version.name,
             version=int(version.version),
             alias=alias,

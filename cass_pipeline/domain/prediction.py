@@ -88,10 +88,21 @@ class ModelBundle:
     ingest: IngestConfig
     classes: tuple[str, ...] = STENOSIS_CLASSES
     artery_of_branch: dict[str, str] = field(default_factory=lambda: dict(ARTERY_OF_BRANCH))
+    recorded_cleanup: str | None = None
 
     @property
     def image_size(self) -> int:
         return self.ingest.cleanup.size
+
+    @property
+    def cleanup_fingerprint(self) -> str:
+        """How the training images were cleaned: recorded at registration (an older cleanup
+        algorithm gives another fingerprint for the same settings)."""
+        return self.recorded_cleanup or self.ingest.cleanup.fingerprint()
+
+    def cleans_as_trained(self) -> bool:
+        """Whether this code's cleanup is the one the model was trained with."""
+        return self.cleanup_fingerprint == self.ingest.cleanup.fingerprint()
 
     def to_json(self) -> dict:
         ingest = asdict(self.ingest)
@@ -101,7 +112,7 @@ class ModelBundle:
             "arch": self.arch,
             "image_size": self.image_size,
             "ingest": ingest,
-            "cleanup_fingerprint": self.ingest.cleanup.fingerprint(),
+            "cleanup_fingerprint": self.cleanup_fingerprint,
             "classes": list(self.classes),
             "artery_of_branch": self.artery_of_branch,
             "rollup": ROLLUP_RULES,
@@ -118,11 +129,12 @@ class ModelBundle:
             ingest=IngestConfig(cleanup=cleanup, aliases=str(folder / ALIASES_FILE), **ingest),
             classes=tuple(data["classes"]),
             artery_of_branch=data["artery_of_branch"],
+            recorded_cleanup=data.get("cleanup_fingerprint"),
         )
 
     def check_store(self, fingerprints: Iterable[str]) -> None:
         """Refuse views cleaned otherwise than this bundle cleans (train/serve skew)."""
-        found, expected = set(fingerprints), self.ingest.cleanup.fingerprint()
+        found, expected = set(fingerprints), self.cleanup_fingerprint
         if found - {expected}:
             raise ValueError(
                 f"the model expects views cleaned as {expected}, the image store holds "

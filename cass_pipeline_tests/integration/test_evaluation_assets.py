@@ -218,3 +218,37 @@ def test_a_change_of_pseudonyms_does_not_hide_what_the_champion_learnt_from(two_
 
 
 RENAMED = ("images/manifest.parquet", "model/splits.parquet", "reports/branch_labels.parquet")
+
+
+def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
+    import json
+
+    import pandas as pd
+
+    from cass_pipeline.domain.prediction import ModelBundle
+    from cass_pipeline.tracking import CHAMPION, Tracking
+
+    root = two_rounds[0]
+    tracking = Tracking(
+        f"sqlite:///{root.parent}/mlflow.db", "eval-test", (root.parent / "a").as_uri()
+    )
+    paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))
+    manifest_path = root / "images" / "manifest.parquet"
+    original = manifest_path.read_bytes()
+    try:  # the store was re-ingested with another cleanup since the champion was trained
+        pd.read_parquet(manifest_path).assign(cleanup_fingerprint="0123456789abcdef").to_parquet(
+            manifest_path
+        )
+        decision = evaluation.against_champion(tracking, paths, -1.0, 1)
+        assert decision["promote"]
+        assert "cannot be re-evaluated on this image store" in decision["reason"]
+    finally:
+        manifest_path.write_bytes(original)
+    bundle = tracking.load(CHAMPION).predictor.bundle
+    folder = root.parent / "old_bundle"
+    folder.mkdir()
+    (folder / "bundle.json").write_text(
+        json.dumps({**bundle.to_json(), "cleanup_fingerprint": "an older cleanup"})
+    )
+    old = ModelBundle.read(folder)
+    assert not old.cleans_as_trained() and old.cleanup_fingerprint == "an older cleanup"

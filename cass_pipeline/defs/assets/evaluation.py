@@ -269,12 +269,21 @@ def against_champion(
     """The champion re-evaluated on the test patients it never learnt from (by the content
     of their images, else by pseudonym: all of them unless the splits or the pseudonyms
     changed since it was trained), the challenger on the same patients, and whether the
-    challenger wins; a champion that cannot be served loses its place."""
+    challenger wins; a champion that cannot be served, or whose cleanup differs from the
+    store's, loses its place."""
     try:
         champion = tracking.load(CHAMPION)
     except NotServableError as error:
         return {"champion_version": version, "promote": True, "reason": str(error)}
     views = test_views(paths)
+    try:
+        champion.predictor.bundle.check_store(views.cleanup_fingerprint)
+    except ValueError as error:  # the cleanup changed since: no like-for-like comparison
+        return {
+            "champion_version": version,
+            "promote": True,
+            "reason": f"the champion cannot be re-evaluated on this image store ({error})",
+        }
     images, patients_learnt = tracking.learnt_from(champion.run_id)
     seen = set(views.loc[views.source_sha256.str[:16].isin(images), "patient_id"])
     seen |= set(views.patient_id) & patients_learnt
