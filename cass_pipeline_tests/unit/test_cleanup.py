@@ -184,10 +184,10 @@ def test_cleanup_records_its_algorithm_version():
     assert CleanupConfig().fingerprint() != CleanupConfig(size=256).fingerprint()
 
 
-def brightest_around(image: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """Per masked pixel: the brightest unmasked pixel within 4 px, else 8, 16, ... px."""
+def brightest_around(image: np.ndarray, masked: np.ndarray, radius: int) -> np.ndarray:
+    """Per masked pixel: the brightest unmasked pixel within `radius`, else twice, ... px."""
     visible = np.where(masked, 0, image).astype(np.uint8)
-    out, need, radius = np.full(image.shape, 255, np.uint8), masked.copy(), 4
+    out, need = np.full(image.shape, 255, np.uint8), masked.copy()
     while need.any():
         kernel = np.ones((2 * radius + 1,) * 2, np.uint8)
         take = need & (cv2.dilate((~masked).astype(np.uint8), kernel) > 0)
@@ -205,10 +205,12 @@ def test_no_filled_text_pixel_is_brighter_than_its_surroundings(tiny_cohort):
     for path in sorted((tiny_cohort / "mpr").rglob("*.dcm")):
         frame = read_image(path.read_bytes(), ".dcm").frames[0]
         text = frame >= config.text_level
-        mask = cv2.dilate(text.astype(np.uint8), np.ones((5, 5), np.uint8))
+        kernel = np.ones((2 * config.dilate_px + 1,) * 2, np.uint8)
+        mask = cv2.dilate(text.astype(np.uint8), kernel)
         filled = remove_text(frame, mask, config)
         masked = mask.astype(bool)
-        assert (filled[masked] <= brightest_around(frame, masked)[masked]).all(), path.name
+        around = brightest_around(frame, masked, config.dilate_px + 2)
+        assert (filled[masked] <= around[masked]).all(), path.name
         assert (filled[~masked] == frame[~masked]).all()  # only the text area changes
         checked += int(masked.sum())
     assert checked > 1000

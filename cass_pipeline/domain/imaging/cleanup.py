@@ -29,7 +29,7 @@ class CleanupConfig:
 
     size: int = 512
     text_level: int = 254
-    dilate_px: int = 2
+    dilate_px: int = 3
     inpaint_radius: int = 3
     border_level: int = 8
 
