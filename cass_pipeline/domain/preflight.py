@@ -26,7 +26,10 @@ def series_branch(file: ImageFile, config: IngestConfig) -> str | None:
 def preflight(raw: Path, index: CohortIndex, config: IngestConfig) -> dict:
     """Patients, studies, series, branches, views, unknown series names, reports and
     unusable files of an indexed raw folder, as ingestion would see them."""
-    relative = lambda path: path.relative_to(raw).as_posix()  # noqa: E731
+
+    def relative(path: Path) -> str:
+        return path.relative_to(raw).as_posix()
+
     by_path = {f.path: f for f in index.files}
     unusable, unknown, patients = [], Counter(), []
     branch_patients: Counter = Counter()

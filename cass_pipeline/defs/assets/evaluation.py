@@ -285,10 +285,9 @@ def against_champion(
             "reason": f"the champion cannot be re-evaluated on this image store ({error})",
         }
     images, patients_learnt = tracking.learnt_from(champion.run_id)
-    seen = set(views.loc[views.source_sha256.str[:16].isin(images), "patient_id"])
-    seen |= set(views.patient_id) & patients_learnt
-    overlap = seen
-    fair = views[~views.patient_id.isin(seen)]
+    overlap = set(views.loc[views.source_sha256.str[:16].isin(images), "patient_id"])
+    overlap |= set(views.patient_id) & patients_learnt
+    fair = views[~views.patient_id.isin(overlap)]
     patients = fair.patient_id.nunique()
     if overlap and patients < MIN_FAIR_TEST_PATIENTS:
         return {
