@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 
-from cass_pipeline.domain.imaging.readers import BITMAP_SIGNATURES, IMAGE_SUFFIXES, file_problem
+from cass_pipeline.domain.imaging.readers import file_problem, is_bitmap, with_preamble
 from cass_pipeline.domain.reports.deid import ACCESSION_FIELD, DATE, MRN_FIELD
 
 TEXT_SUFFIXES = {".txt", ".text", ".rpt"}
@@ -139,26 +139,24 @@ class CohortIndex:
     reports: list[ReportSource] = field(default_factory=list)
 
 
-def sniff(path: Path) -> str:
-    """'bitmap', 'dicom' or 'other' from the suffix and first bytes."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return "bitmap"
+def is_bitmap_file(path: Path) -> bool:
+    """Whether ingestion reads this file as PNG/JPEG (by suffix or signature), not DICOM."""
     with path.open("rb") as handle:
-        head = handle.read(132)
-    if any(head.startswith(magic) for magic in BITMAP_SIGNATURES):
-        return "bitmap"
-    return "dicom"
+        return is_bitmap(handle.read(8), path.suffix)
 
 
 def read_header(path: Path) -> pydicom.Dataset | None:
+    """The header tags the index needs, read without the pixel data (None if unreadable)."""
     try:
         with path.open("rb") as handle:
-            data = handle.read()
-        if data[:4] == b"DICM":
-            data = bytes(128) + data
-        return pydicom.dcmread(
-            io.BytesIO(data), stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True
-        )
+            if handle.read(4) == b"DICM":  # no preamble: pydicom needs one, read it all
+                source = io.BytesIO(with_preamble(b"DICM" + handle.read()))
+            else:
+                handle.seek(0)
+                source = handle
+            return pydicom.dcmread(
+                source, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True
+            )
     except Exception:
         return None
 
@@ -179,7 +177,7 @@ def image_files(mpr: Path) -> tuple[list[ImageFile], int]:
             continue
         folder_patient = parts[0] if len(parts) > 1 else None
         folder = path.parent.relative_to(mpr).as_posix()
-        if sniff(path) == "bitmap":
+        if is_bitmap_file(path):
             files.append(
                 ImageFile(
                     path,
@@ -495,7 +493,7 @@ def folder_patient_key(folder: Path) -> str:
     the folder name (PNG and JPEG exports, or files of several patients)."""
     ids = set()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        if sniff(path) == "dicom" and (ds := read_header(path)) is not None:
+        if not is_bitmap_file(path) and (ds := read_header(path)) is not None:
             ids.add(tag(ds, "PatientID"))
     ids.discard(None)
     return ids.pop() if len(ids) == 1 else folder.name

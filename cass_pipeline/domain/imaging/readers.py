@@ -60,13 +60,17 @@ def first_value(value) -> float:
     return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
 
 
+def with_preamble(data: bytes) -> bytes:
+    """A meta header written without its 128-byte preamble gets one (pydicom needs it)."""
+    return bytes(128) + data if data[:4] == b"DICM" else data
+
+
 def parse_dicom(data: bytes) -> pydicom.Dataset:
     """A dataset from bytes; files without the 128-byte preamble and meta header are accepted
     when they hold pixel data."""
     if not data:
         raise ImageReadError("empty file (0 bytes)")
-    if data[:4] == b"DICM":  # meta header without its 128-byte preamble
-        data = bytes(128) + data
+    data = with_preamble(data)
     try:
         return pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError as error:
@@ -187,6 +191,11 @@ def image_suffix(data: bytes, suffix: str) -> str:
     if suffix in IMAGE_SUFFIXES:
         return suffix
     return next((s for magic, s in BITMAP_SIGNATURES.items() if data.startswith(magic)), ".dcm")
+
+
+def is_bitmap(head: bytes, suffix: str) -> bool:
+    """Whether a file with these first bytes and suffix is read as PNG/JPEG (else DICOM)."""
+    return image_suffix(head, suffix) in IMAGE_SUFFIXES
 
 
 def read_image(data: bytes, suffix: str = "") -> SourceImage:
