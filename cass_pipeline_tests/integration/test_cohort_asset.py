@@ -12,7 +12,10 @@ from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 def materialize(raw, processed):
     return dg.materialize(
         [raw_cohort, raw_cohort_files_complete],
-        resources={"paths": CassPaths(raw_dir=str(raw), processed_dir=str(processed))},
+        resources={
+            "paths": CassPaths(raw_dir=str(raw), processed_dir=str(processed)),
+            "raw_format": RawFormat(),
+        },
         run_config=dg.RunConfig(
             {"raw_cohort": {"config": {"preset": "tiny", "n_patients": 2, "workers": 1}}}
         ),

@@ -7,8 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
-from cass_pipeline.defs.resources import CassPaths
-from cass_pipeline.domain.cohort_index import index_cohort
+from cass_pipeline.defs.resources import CassPaths, RawFormat
 from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, EXPECTED_REPORTS
 from cass_pipeline.domain.synthetic.cohort import generate_cohort, is_synthetic_cohort
 from cass_pipeline.domain.synthetic.config import preset
@@ -33,7 +32,10 @@ def holds_real_export(raw: Path) -> bool:
 
 @dg.asset(group_name="cohort", kinds={"dicom", "parquet"}, pool="raw_folder")
 def raw_cohort(
-    context: dg.AssetExecutionContext, config: CohortConfig, paths: CassPaths
+    context: dg.AssetExecutionContext,
+    config: CohortConfig,
+    paths: CassPaths,
+    raw_format: RawFormat,
 ) -> dg.MaterializeResult:
     """MPR series and reports under raw/; the synthetic demo cohort when the folder does not
     exist yet (or holds an earlier synthetic cohort). An existing empty folder fails."""
@@ -70,7 +72,7 @@ def raw_cohort(
     summary = generate_cohort(
         settings, raw, workers=config.workers, progress=progress, notify=context.log.warning
     )
-    index = index_cohort(raw)
+    index = raw_format.index(raw)  # the same links the report and image assets make
     others = len(index.patients) - len(public_keys(raw, index))
     if others:
         context.log.warning(
