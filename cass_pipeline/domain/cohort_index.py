@@ -19,9 +19,13 @@ Keys are identifiers: callers pass them only through `Pseudonyms`.
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +48,8 @@ HEADER_TAGS = [
     "NumberOfFrames",
 ]
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: Trees with more files than this have their headers read on all cores.
+PARALLEL_FILES = 20_000
 
 
 @dataclass(frozen=True)
@@ -166,54 +172,60 @@ def tag(ds: pydicom.Dataset, name: str) -> str | None:
     return value or None
 
 
-def image_files(mpr: Path) -> tuple[list[ImageFile], int]:
-    """Every image file under `mpr` with its patient, study and series; DICOMDIRs counted."""
-    files, dicomdirs = [], 0
+def image_file(path: Path, mpr: Path) -> ImageFile | None:
+    """One file under `mpr` with its patient, study and series (None for a DICOMDIR)."""
+    parts = path.relative_to(mpr).parts
+    folder_patient = parts[0] if len(parts) > 1 else None
+    if is_bitmap_file(path):
+        return ImageFile(
+            path,
+            folder_patient,
+            study="",
+            folder_patient=folder_patient,
+            series=path.parent.relative_to(mpr).as_posix(),
+            series_name=path.parent.name,
+        )
+    ds = read_header(path)
+    if path.name.upper() == "DICOMDIR" or (
+        ds is not None
+        and str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS
+    ):
+        return None
+    if ds is None:
+        ds = pydicom.Dataset()
+    return ImageFile(
+        path,
+        tag(ds, "PatientID") or folder_patient,
+        study=tag(ds, "StudyInstanceUID") or "",
+        accession=tag(ds, "AccessionNumber"),
+        study_date=tag(ds, "StudyDate"),
+        folder_patient=folder_patient,
+        series=tag(ds, "SeriesInstanceUID") or path.parent.relative_to(mpr).as_posix(),
+        series_name=tag(ds, "SeriesDescription") or path.parent.name,
+        frames=int(tag(ds, "NumberOfFrames") or 1),
+    )
+
+
+def image_files(mpr: Path, workers: int | None = None) -> tuple[list[ImageFile], int]:
+    """Every image file under `mpr` (`image_file`), headers read on `workers` processes when
+    the tree holds over PARALLEL_FILES files; DICOMDIRs counted."""
     if not mpr.is_dir():
-        return files, dicomdirs
-    for path in sorted(p for p in mpr.rglob("*") if p.is_file()):
-        parts = path.relative_to(mpr).parts
-        if any(part.startswith(".") for part in parts):
-            continue
-        folder_patient = parts[0] if len(parts) > 1 else None
-        folder = path.parent.relative_to(mpr).as_posix()
-        if is_bitmap_file(path):
-            files.append(
-                ImageFile(
-                    path,
-                    folder_patient,
-                    study="",
-                    folder_patient=folder_patient,
-                    series=folder,
-                    series_name=path.parent.name,
-                )
-            )
-            continue
-        ds = read_header(path)
-        is_dicomdir = path.name.upper() == "DICOMDIR" or (
-            ds is not None
-            and str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
-            == DICOMDIR_CLASS
-        )
-        if is_dicomdir:
-            dicomdirs += 1
-            continue
-        patient = tag(ds, "PatientID") if ds is not None else None
-        files.append(
-            ImageFile(
-                path,
-                patient or folder_patient,
-                study=(tag(ds, "StudyInstanceUID") if ds is not None else None) or "",
-                accession=tag(ds, "AccessionNumber") if ds is not None else None,
-                study_date=tag(ds, "StudyDate") if ds is not None else None,
-                folder_patient=folder_patient,
-                series=(tag(ds, "SeriesInstanceUID") if ds is not None else None) or folder,
-                series_name=(tag(ds, "SeriesDescription") if ds is not None else None)
-                or path.parent.name,
-                frames=int(tag(ds, "NumberOfFrames") or 1) if ds is not None else 1,
-            )
-        )
-    return files, dicomdirs
+        return [], 0
+    paths = [
+        p
+        for p in sorted(mpr.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(mpr).parts)
+    ]
+    workers = workers or os.cpu_count() or 1
+    read = partial(image_file, mpr=mpr)
+    if workers > 1 and len(paths) > PARALLEL_FILES:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            found = list(pool.map(read, paths, chunksize=256))
+    else:
+        found = [read(path) for path in paths]
+    files = [f for f in found if f is not None]
+    return files, len(found) - len(files)
 
 
 def iso_date(value: str | None) -> date | None:

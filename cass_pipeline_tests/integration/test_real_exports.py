@@ -55,6 +55,17 @@ def test_a_pacs_dump_gives_what_the_folder_layout_gives(tiny_cohort, pacs_dump, 
     assert folders[3] == dump[3] == []
 
 
+def test_a_big_tree_has_its_headers_read_on_all_cores_with_the_same_index(
+    pacs_dump, monkeypatch
+):
+    from cass_pipeline.domain import cohort_index
+
+    serial = cohort_index.image_files(pacs_dump / "mpr", workers=1)
+    monkeypatch.setattr(cohort_index, "PARALLEL_FILES", 0)  # every tree counts as big
+    assert cohort_index.image_files(pacs_dump / "mpr", workers=2) == serial
+    assert len(serial[0]) > 50 and {f.patient for f in serial[0]} != {None}
+
+
 def test_one_patient_in_two_folders_is_one_patient_and_a_second_study_is_set_aside(
     tiny_cohort, tmp_path
 ):

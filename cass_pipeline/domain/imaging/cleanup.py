@@ -1,11 +1,11 @@
 """The one image cleanup used by training, evaluation and serving alike.
 
 Steps: burned-in text and markers (pixels at or above `text_level`) are dilated and
-inpainted, each text component in its own neighbourhood, and no filled pixel is left
-brighter than the unmasked pixels around it (so a line of text crossing a bright vessel does
-not smear the vessel along the line); empty borders (rows / columns darker than
-`border_level` at the edges) are cut; the image is resized to `size` x `size`; the result is
-8-bit. The parameters and the algorithm's version are recorded with every output
+inpainted at half resolution, each text component in its own neighbourhood, and no filled
+pixel is left brighter than the unmasked pixels around it (so a line of text crossing a
+bright vessel does not smear the vessel along the line); empty borders (rows / columns darker
+than `border_level` at the edges) are cut; the image is resized to `size` x `size`; the result
+is 8-bit. The parameters and the algorithm's version are recorded with every output
 (`CleanupConfig.fingerprint`).
 """
 
@@ -20,7 +20,9 @@ from cass_pipeline.domain.storage import settings_hash
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
 #: Changes whenever the cleanup gives other pixels for the same settings.
-CLEANUP_VERSION = 3
+CLEANUP_VERSION = 4
+#: The text is inpainted at this fraction of the resolution (`inpaint_coarse`).
+INPAINT_SCALE = 2
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,11 @@ def local_bound(image: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
 
 def text_windows(mask: np.ndarray, pad: int) -> list[tuple[slice, slice]]:
     """Boxes around the text components, padded and merged where they overlap."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     height, width = mask.shape
     boxes = [
         [max(0, y - pad), min(height, y + h + pad), max(0, x - pad), min(width, x + w + pad)]
-        for x, y, w, h, _ in stats[1:count]
+        for x, y, w, h in map(cv2.boundingRect, contours)
     ]
     merged: list[list[int]] = []
     for box in sorted(boxes):
@@ -100,14 +102,30 @@ def text_windows(mask: np.ndarray, pad: int) -> list[tuple[slice, slice]]:
     return [(slice(a, b), slice(c, d)) for a, b, c, d in merged]
 
 
+def inpaint_coarse(window: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
+    """The window inpainted at 1/INPAINT_SCALE resolution (a block is masked when any of its
+    pixels is), then brought back to full size: the fill is smooth, so this loses little and
+    costs a quarter."""
+    height, width = mask.shape
+    rows, cols = -(-height // INPAINT_SCALE), -(-width // INPAINT_SCALE)
+    padding = ((0, rows * INPAINT_SCALE - height), (0, cols * INPAINT_SCALE - width))
+    blocks = np.pad(mask, padding, mode="edge").reshape(rows, INPAINT_SCALE, cols, INPAINT_SCALE)
+    small = cv2.resize(
+        np.pad(window, padding, mode="edge"), (cols, rows), interpolation=cv2.INTER_AREA
+    )
+    filled = cv2.inpaint(small, blocks.max(axis=(1, 3)), radius, cv2.INPAINT_NS)
+    full = (cols * INPAINT_SCALE, rows * INPAINT_SCALE)
+    return cv2.resize(filled, full, interpolation=cv2.INTER_LINEAR)[:height, :width]
+
+
 def remove_text(image: np.ndarray, mask: np.ndarray, config: CleanupConfig) -> np.ndarray:
     """Inpaint the text within its own neighbourhood (each window of `text_windows` once),
     then bound the fill by the local brightness (`local_bound`)."""
     out = image.copy()
-    pad = config.inpaint_radius + config.dilate_px + 2
+    pad = INPAINT_SCALE * (config.inpaint_radius + 1) + config.dilate_px + 2
     for rows, cols in text_windows(mask, pad):
         window, window_mask = image[rows, cols], mask[rows, cols]
-        filled = cv2.inpaint(window, window_mask, config.inpaint_radius, cv2.INPAINT_NS)
+        filled = inpaint_coarse(window, window_mask, config.inpaint_radius)
         bound = local_bound(window, window_mask, config.dilate_px + 2)
         masked = window_mask.astype(bool)
         out[rows, cols][masked] = np.minimum(filled, bound)[masked]
