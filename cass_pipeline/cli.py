@@ -455,6 +455,7 @@ def train(fresh, **options) -> None:
         TrainConfig(**options),
         Tracking.from_settings(settings),
         {"launched_by": "cass train"},
+        progress=click.echo,
     )
     if summary is not None:
         click.echo(

@@ -9,32 +9,37 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
-from cass_pipeline.domain.model.train import TrainConfig
+from cass_pipeline.domain.model.train import TrainConfig, distributed_context
 from cass_pipeline.tracking import Tracking
 from cass_pipeline.training_run import TrainingInputs, run_training
 
 
 def main(argv: list[str] | None = None) -> None:
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
-    summary = run_training(
-        TrainingInputs(**spec["inputs"]),
-        TrainConfig(**spec["config"]),
-        Tracking(**spec["tracking"]),
-        spec.get("tags"),
-        spec.get("run_name", "train"),
-    )
-    if summary is None:
-        return
-    out = spec.get("summary_path")
-    if out:
-        Path(out).write_text(json.dumps(asdict(summary)))
-    if "DAGSTER_PIPES_CONTEXT" in os.environ:
-        from dagster_pipes import open_dagster_pipes
+    with ExitStack() as stack:
+        pipes = None
+        if "DAGSTER_PIPES_CONTEXT" in os.environ and distributed_context()[0] == 0:
+            from dagster_pipes import open_dagster_pipes
 
-        with open_dagster_pipes() as pipes:
+            pipes = stack.enter_context(open_dagster_pipes())
+        summary = run_training(
+            TrainingInputs(**spec["inputs"]),
+            TrainConfig(**spec["config"]),
+            Tracking(**spec["tracking"]),
+            spec.get("tags"),
+            spec.get("run_name", "train"),
+            progress=pipes.log.info if pipes is not None else print,
+        )
+        if summary is None:
+            return
+        out = spec.get("summary_path")
+        if out:
+            Path(out).write_text(json.dumps(asdict(summary)))
+        if pipes is not None:
             pipes.report_asset_materialization(
                 metadata={k: v for k, v in asdict(summary).items() if v is not None}
             )

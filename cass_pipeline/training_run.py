@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from cass_pipeline import CPU_KERNELS
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import SETTINGS_FILE, IngestConfig
@@ -158,8 +160,20 @@ def log_parameters(config: TrainConfig, hashes: dict[str, str], views: pd.DataFr
         "train_views": int((views.split == "train").sum()),
         "val_views": int((views.split == "validation").sum()),
         "cleanup_fingerprint": str(views.cleanup_fingerprint.iloc[0]),
+        "cpu_kernels": CPU_KERNELS,
     }
     mlflow.log_params(params)
+
+
+def progress_line(record: EpochRecord, history: list[EpochRecord], epochs: int) -> str:
+    """One epoch as the run log shows it, with the time left if every epoch runs."""
+    left = (epochs - record.epoch - 1) * float(np.mean([h.seconds for h in history]))
+    return (
+        f"epoch {record.epoch + 1}/{epochs}: train loss {record.train_loss:.3f}, validation "
+        f"loss {record.val_loss:.3f}, validation branch weighted F1 {record.val_branch_f1:.3f}, "
+        f"{record.images_per_s:.0f} images/s, {record.seconds:.0f} s; at most "
+        f"{left // 60:.0f} min {left % 60:.0f} s left"
+    )
 
 
 def run_training(
@@ -168,8 +182,10 @@ def run_training(
     tracking: Tracking,
     tags: dict[str, str] | None = None,
     run_name: str = "train",
+    progress: Callable[[str], None] | None = None,
 ) -> TrainingSummary | None:
-    """Train; rank 0 logs the run and registers the model as the new challenger."""
+    """Train; rank 0 logs the run and registers the model as the new challenger, and hands
+    each epoch's `progress_line` to `progress` (the Dagster run log, the terminal)."""
     rank, _ = distributed_context()
     views, hashes = training_views(inputs, config.view_step)
     checkpoints = Path(inputs.checkpoint_dir)
@@ -184,10 +200,15 @@ def run_training(
         pd.read_parquet(inputs.splits).to_csv(tmp / "splits.csv", index=False)
         learnt_images(inputs).to_csv(tmp / LEARNT_IMAGES, index=False)
 
+        history: list[EpochRecord] = []
+
         def on_epoch(record: EpochRecord) -> None:
             mlflow.log_metrics(
                 {k: v for k, v in asdict(record).items() if k != "epoch"}, step=record.epoch
             )
+            history.append(record)
+            if progress is not None:
+                progress(progress_line(record, history, config.epochs))
 
         result = train(config, views, Path(inputs.store_root), checkpoints, on_epoch)
         mlflow.log_param("weights_used", result.weights_used)

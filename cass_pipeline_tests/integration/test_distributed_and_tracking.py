@@ -55,14 +55,21 @@ def test_each_run_is_logged_registered_and_a_config_change_shows(training_data, 
         inputs, TrainConfig(lr=1e-3, **base), tracking, {"dagster_run_id": "run-1"}
     )
     inputs = TrainingInputs(**{**inputs.__dict__, "checkpoint_dir": str(tmp_path / "ckpt2")})
+    progress: list[str] = []
     second = run_training(
-        inputs, TrainConfig(lr=3e-4, **base), tracking, {"dagster_run_id": "run-2"}
+        inputs,
+        TrainConfig(lr=3e-4, **base),
+        tracking,
+        {"dagster_run_id": "run-2"},
+        progress=progress.append,
     )
+    assert len(progress) == 1 and progress[0].startswith("epoch 1/1: train loss ")
     client = tracking.client()
     runs = [client.get_run(s.run_id) for s in (first, second)]
     assert [r.data.params["train.lr"] for r in runs] == ["0.001", "0.0003"]
     assert runs[0].data.params["splits_hash"] == runs[1].data.params["splits_hash"]
     assert runs[1].data.params["weights_used"] == "none"
+    assert runs[1].data.params["cpu_kernels"] == "native"  # tests run with the machine's own
     assert runs[1].data.tags["dagster_run_id"] == "run-2"
     assert "val_branch_f1" in runs[1].data.metrics
     artifacts = {a.path for a in client.list_artifacts(second.run_id)}

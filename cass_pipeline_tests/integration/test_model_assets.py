@@ -39,12 +39,16 @@ def test_two_process_training_through_pipes(training_data, tmp_path):
         "epochs": 1,
         "nproc": 2,
     }
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [model.stenosis_model],
         resources=resources(training_data, tmp_path),
         run_config=dg.RunConfig({"stenosis_model": {"config": config}}),
+        instance=instance,
     )
     assert result.success
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("epoch 1/1: train loss ") for m in logged)  # rank 0, through Pipes
     metadata = result.asset_materializations_for_node("stenosis_model")[0].metadata
     assert metadata["model_version"].value == 1
     assert metadata["weights_used"].value == "none"

@@ -117,3 +117,28 @@ def test_lr_find_writes_a_curve_and_a_plot(training_data, tmp_path):
     assert (tmp_path / "lr" / "lr_find.png").stat().st_size > 1000
     suggested = float(result.output.split("suggested learning rate ")[1].split(";")[0])
     assert curve.lr.min() <= suggested <= curve.lr.max()
+
+
+def test_progress_line_says_how_long_the_remaining_epochs_take():
+    from cass_pipeline.domain.model.train import EpochRecord
+    from cass_pipeline.training_run import progress_line
+
+    history = [EpochRecord(e, 1.0 - e / 10, 0.9, 0.5, 0.6, 20.0 + 4 * e, 150.0) for e in range(2)]
+    line = progress_line(history[-1], history, 10)
+    assert line.startswith("epoch 2/10: train loss 0.900, validation loss 0.900")
+    assert "150 images/s, 24 s; at most 2 min 56 s left" in line  # 8 epochs x 22 s
+
+
+def test_pinned_cpu_kernels_fix_the_avx2_paths_and_native_leaves_them():
+    from cass_pipeline.domain.device import PINNED_KERNELS, pin_cpu_kernels
+
+    pinned = {"CASS_CPU_KERNELS": "AVX2"}
+    assert pin_cpu_kernels(pinned) == "avx2" and PINNED_KERNELS.items() <= pinned.items()
+    native = {"CASS_CPU_KERNELS": "native"}
+    assert pin_cpu_kernels(native) == "native" and native == {"CASS_CPU_KERNELS": "native"}
+    assert pin_cpu_kernels({}) == "native"
+    mine = {"CASS_CPU_KERNELS": "avx2", "MKL_CBWR": "COMPATIBLE"}
+    pin_cpu_kernels(mine)
+    assert mine["MKL_CBWR"] == "COMPATIBLE"  # a setting of the user's own wins
+    with pytest.raises(ValueError, match="native or avx2"):
+        pin_cpu_kernels({"CASS_CPU_KERNELS": "fast"})

@@ -154,7 +154,7 @@ def stenosis_model(
             return pipes_subprocess_client.run(
                 command=command, context=context
             ).get_materialize_result()
-    summary = run_training(inputs, train_config, tracking, tags)
+    summary = run_training(inputs, train_config, tracking, tags, progress=context.log.info)
     metadata = {k: v for k, v in asdict(summary).items() if v is not None}
     metadata["mlflow_run"] = dg.MetadataValue.text(
         f"{tracking.tracking_uri} experiment {tracking.experiment_name} run {summary.run_id}"
