@@ -432,6 +432,9 @@ def ensure_splits(processed) -> None:
     type=click.Choice(["sampler", "class_weights", "none"]),
 )
 @click.option("--num-workers", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="mixed precision on CUDA")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
 @click.option("--time-budget", "time_budget_s", type=float, help="seconds; stop after that epoch")
 @click.option("--fresh", is_flag=True, help="ignore an interrupted run's checkpoint")
 def train(fresh, **options) -> None:

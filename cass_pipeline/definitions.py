@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cass_pipeline.defs.assets import cohort, evaluation, imaging, model, prediction, reports
+from cass_pipeline.defs.executors import executor_named
 from cass_pipeline.defs.resources import (
     CassPaths,
     Inbox,
@@ -26,6 +27,7 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
         jobs=[model.retrain_job, prediction.predict_patient_job],
         schedules=[model.weekly_retrain],
         sensors=[prediction.inbox_sensor],
+        executor=executor_named(settings.executor),
         resources={
             "paths": CassPaths.from_settings(settings),
             "mlflow_tracking": MlflowTracking.from_settings(settings),

@@ -44,6 +44,7 @@ class CassSettings:
     pseudonym_key_file: Path
     pseudonym_key: str | None = None
     series_aliases: Path | None = None
+    executor: str = "default"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> CassSettings:
@@ -74,4 +75,5 @@ class CassSettings:
             series_aliases=path("CASS_SERIES_ALIASES", Path())
             if env.get("CASS_SERIES_ALIASES")
             else None,
+            executor=env.get("CASS_DAGSTER_EXECUTOR") or "default",
         )

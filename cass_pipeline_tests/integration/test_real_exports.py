@@ -55,9 +55,7 @@ def test_a_pacs_dump_gives_what_the_folder_layout_gives(tiny_cohort, pacs_dump, 
     assert folders[3] == dump[3] == []
 
 
-def test_a_big_tree_has_its_headers_read_on_all_cores_with_the_same_index(
-    pacs_dump, monkeypatch
-):
+def test_a_big_tree_has_its_headers_read_on_all_cores_with_the_same_index(pacs_dump, monkeypatch):
     from cass_pipeline.domain import cohort_index
 
     serial = cohort_index.image_files(pacs_dump / "mpr", workers=1)

@@ -96,6 +96,9 @@ class TrainAssetConfig(dg.Config):
     imbalance: str = Field(default="sampler", description="sampler | class_weights | none")
     num_workers: int = 0
     seed: int = 7
+    device: str = Field(default=TrainConfig.device, description="auto | cpu | cuda | mps")
+    channels_last: bool = TrainConfig.channels_last
+    amp: bool = Field(default=TrainConfig.amp, description="mixed precision (CUDA only)")
     time_budget_s: float | None = Field(
         default=None, description="stop after the epoch that passes this many seconds"
     )

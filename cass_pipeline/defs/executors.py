@@ -1,0 +1,66 @@
+"""Which Dagster executor runs the steps: `CASS_DAGSTER_EXECUTOR` (docs/deploy.md).
+
+`default` is Dagster's own (a process per step, or in-process by run config); `dask` sends
+each step to a Dask cluster (`dagster-dask`: a local cluster, or a scheduler's address in run
+config); `k8s` runs each step as a Kubernetes job (`dagster-k8s`). The last two need the
+`scale` extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from copy import copy
+
+import dagster as dg
+
+REQUIRED_PACKAGE = {"dask": "dagster_dask", "k8s": "dagster_k8s"}
+
+
+def executor_named(name: str) -> dg.ExecutorDefinition | None:
+    """The executor for `name` (None: Dagster's default)."""
+    if name == "default":
+        return None
+    if name not in REQUIRED_PACKAGE:
+        choices = ["default", *REQUIRED_PACKAGE]
+        raise ValueError(f"CASS_DAGSTER_EXECUTOR must be one of {choices}, not {name!r}")
+    package = REQUIRED_PACKAGE[name]
+    if importlib.util.find_spec(package) is None:
+        raise ImportError(
+            f"the {name} executor needs {package.replace('_', '-')}: "
+            "pip install 'cass-pipeline[scale]'"
+        )
+    if name == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return pool_safe_dask_executor()
+
+
+def pool_safe_dask_executor() -> dg.ExecutorDefinition:
+    """`dagster_dask.dask_executor`, handing Dask the run without its pool record: dask >=
+    2024.12 walks every tuple it is given, and that record (our assets have pools) refuses to
+    be walked ("Iteration is not allowed on `@record` RunOpConcurrency"). Pools act on whole
+    runs before the executor starts (config/dagster_instance.yaml), so the steps lose nothing."""
+    from dagster_dask.executor import DaskExecutor, dask_executor
+    from dagster_shared.record import copy as copy_record
+
+    class PoolSafeDaskExecutor(DaskExecutor):
+        def execute(self, plan_context, execution_plan):
+            run = plan_context.dagster_run
+            if run.run_op_concurrency is not None:
+                plan_context = copy(plan_context)
+                plan_context._plan_data = plan_context.plan_data._replace(
+                    dagster_run=copy_record(run, run_op_concurrency=None)
+                )
+            yield from super().execute(plan_context, execution_plan)
+
+    @dg.executor(
+        name="dask",
+        config_schema=dask_executor.config_schema,
+        requirements=dg.multiple_process_executor_requirements(),
+    )
+    def pool_safe_dask(init_context):
+        ((cluster_type, cluster_configuration),) = init_context.executor_config["cluster"].items()
+        return PoolSafeDaskExecutor(cluster_type, cluster_configuration)
+
+    return pool_safe_dask

