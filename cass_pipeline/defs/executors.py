@@ -9,6 +9,9 @@ config); `k8s` runs each step as a Kubernetes job (`dagster-k8s`). The last two 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from copy import copy
 
 import dagster as dg
@@ -64,3 +67,19 @@ def pool_safe_dask_executor() -> dg.ExecutorDefinition:
         return PoolSafeDaskExecutor(cluster_type, cluster_configuration)
 
     return pool_safe_dask
+
+
+@contextmanager
+def cluster_pool() -> Iterator[tuple[Executor | None, str]]:
+    """On a Dask worker: an executor over the whole cluster (this step's task secedes while it
+    waits), so a step fans its work out across the workers; elsewhere None. With what it is."""
+    try:
+        from distributed import get_worker, worker_client
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield None, "local processes"
+        return
+    with worker_client() as client:
+        workers = len(client.scheduler_info()["workers"])
+        yield client.get_executor(), f"Dask cluster of {workers} workers"

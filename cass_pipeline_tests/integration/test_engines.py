@@ -38,7 +38,7 @@ TINY_RUN = {
 
 @pytest.mark.slow
 def test_tiny_pipeline_on_postgres_dask_and_an_mlflow_server(tmp_path):
-    from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+    from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
     with (
         postgres_server(tmp_path / "pg") as postgres,
@@ -87,6 +87,9 @@ def test_tiny_pipeline_on_postgres_dask_and_an_mlflow_server(tmp_path):
         step_pids = {e.pid for e in events if e.step_key and e.pid is not None}
         assert len(step_pids) == 2  # the steps ran on the cluster's two worker processes,
         assert run_pid not in step_pids  # not in the run's own process
+        manifest = instance.get_latest_materialization_event(AssetKey("mpr_manifest"))
+        metadata = manifest.asset_materialization.metadata
+        assert metadata["ingested_on"].value == "Dask cluster of 2 workers"  # patients fan out
 
         client = MlflowClient(tracking_uri, registry_uri=tracking_uri)  # not an earlier test's
         champion = client.get_model_version_by_alias("cass-stenosis", "champion")

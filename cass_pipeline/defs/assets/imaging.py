@@ -1,5 +1,6 @@
 """Image stage: cleaned MPR views in a per-patient store, their manifest, rejects, examples."""
 
+from concurrent.futures import Executor
 from pathlib import Path
 
 import cv2
@@ -10,6 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
+from cass_pipeline.defs.executors import cluster_pool
 from cass_pipeline.defs.presentation import (
     parquet_metadata,
     patient_count_check,
@@ -139,19 +141,29 @@ def mpr_images(
     or volumes), clean every view, pack per patient; one writer of the store at a time."""
     index = raw_format.index(paths.raw)
     keys = pseudonyms.pseudonyms_for(paths.raw, index)
-    with paths.exclusive_writer(image_dir(paths), context.log.warning):
+    with (
+        paths.exclusive_writer(image_dir(paths), context.log.warning),
+        cluster_pool() as (pool, engine),
+    ):
         settings = config.ingest_config(raw_format.series_aliases)
-        yield from ingest_images(context, settings, config.workers, paths, index, keys)
+        context.log.info(f"ingesting patients on {engine}")
+        yield from ingest_images(
+            context, settings, paths, index, keys, config.workers, pool, engine
+        )
 
 
 def ingest_images(
     context: dg.AssetExecutionContext,
     settings: IngestConfig,
-    workers: int | None,
     paths: CassPaths,
     index: CohortIndex,
     keys: Pseudonyms,
+    workers: int | None,
+    pool: Executor | None,
+    engine: str,
 ):
+    """Every patient's views into the store (on `pool`, else `workers` processes), then the
+    manifest and rejects."""
     sources = discover(paths.raw, index)
     out = image_dir(paths)
     previous = patients_in(out / "manifest.parquet")
@@ -160,7 +172,9 @@ def ingest_images(
         parquet_stream(out / "manifest.parquet", MANIFEST_SCHEMA) as manifest,
         parquet_stream(out / "rejects.parquet", IMAGE_REJECT_SCHEMA) as rejects,
     ):
-        for result in ingest_cohort(paths.raw, out / "store", keys, settings, workers, index=index):
+        for result in ingest_cohort(
+            paths.raw, out / "store", keys, settings, workers, index=index, pool=pool
+        ):
             manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
             rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))
             skipped += result.skipped
@@ -178,6 +192,7 @@ def ingest_images(
             "branches": len(frame.groupby(["patient_id", "branch"])) if len(frame) else 0,
             "patients_processed": processed,
             "patients_skipped_unchanged": skipped,
+            "ingested_on": engine,
             "image_size": settings.cleanup.size,
             "pseudonym_keys": dg.MetadataValue.json(keys.key_counts(s.key for s in sources)),
             "cleanup_fingerprint": settings.cleanup.fingerprint(),

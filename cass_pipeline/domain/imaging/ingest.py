@@ -14,7 +14,7 @@ import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -425,9 +425,11 @@ def ingest_cohort(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     index: CohortIndex | None = None,
+    pool: Executor | None = None,
 ) -> Iterator[PatientResult]:
     """Patient results in key order, then one result holding the files the index set aside
-    (second studies, files without a patient); stores of patients gone are removed."""
+    (second studies, files without a patient); stores of patients gone are removed. Patients
+    run on `pool` when given (a cluster's executor), else on `workers` local processes."""
     index = index or index_cohort(raw_dir)
     sources = discover(raw_dir, index)
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -437,19 +439,20 @@ def ingest_cohort(
             stale.unlink()
     work = partial(ingest_patient, store_dir=store_dir, pseudonyms=pseudonyms, config=config)
     workers = min(workers or os.cpu_count() or 1, max(1, len(sources)))
-    if workers <= 1:
-        results = map(work, sources)
-    else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        results = pool.map(work, sources)
+    own_pool = None
+    if pool is None and workers > 1:
+        pool = own_pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn")
+        )
+    results = pool.map(work, sources) if pool is not None else map(work, sources)
     try:
         for done, result in enumerate(results, start=1):
             if progress:
                 progress(done, len(sources))
             yield result
     finally:
-        if workers > 1:
-            pool.shutdown()
+        if own_pool is not None:
+            own_pool.shutdown()
     set_aside = [
         reject(
             pseudonyms(r.key) if r.key else None,
