@@ -3,7 +3,6 @@ document cannot rot: instance files by Dagster's instance schema and each config
 executor run configs by their executor's schema, asset run configs by the asset job."""
 
 import importlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -98,8 +97,7 @@ def test_a_broken_config_is_caught(tmp_path, monkeypatch):
         validate_executor({"execution": {"config": {"cluster": {"local": 3}}}})
 
 
-def test_deploy_md_shows_only_files_that_exist():
+def test_deploy_md_shows_every_deploy_file():
     text = (ROOT / "docs" / "deploy.md").read_text()
-    named = {p for p in FILES if str(p.relative_to(ROOT)) in text}
-    assert named == set(FILES), "every deploy file is shown in docs/deploy.md"
-    assert shutil.which("bash")
+    missing = [str(p.relative_to(ROOT)) for p in FILES if str(p.relative_to(ROOT)) not in text]
+    assert not missing, f"docs/deploy.md does not show {missing}"

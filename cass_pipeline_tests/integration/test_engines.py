@@ -37,7 +37,7 @@ TINY_RUN = {
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_on_postgres_dask_and_an_mlflow_server(tmp_path):
+def test_tiny_pipeline_on_postgres_dask_and_an_mlflow_server(tmp_path, monkeypatch):
     from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
     with (
@@ -76,7 +76,8 @@ def test_tiny_pipeline_on_postgres_dask_and_an_mlflow_server(tmp_path):
         )  # fmt: skip
         assert run.returncode == 0, run.stderr[-4000:]
 
-        os.environ.update(postgres.env("dagster"))
+        for name, value in postgres.env("dagster").items():
+            monkeypatch.setenv(name, value)  # the instance file reads them
         instance = DagsterInstance.from_config(str(home))
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         (record,) = instance.get_run_records()
