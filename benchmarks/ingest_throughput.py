@@ -2,8 +2,8 @@
 
 The floor is decode + cleanup of one image on one core (mean over a sample, since the total
 work is what the cores share), times the number of cores: what perfect parallel ingestion
-would reach. Goal: at least 70% of it, peak
-RSS under 2 GB, and the paper's 160,000 images projected under 20 minutes on this machine.
+would reach. Goal: at least 70% of it, peak RSS under 2 GB, and the paper's 160,000 images
+projected under 20 minutes on this machine.
 Usage: python benchmarks/ingest_throughput.py [--copies 12]
 """
 

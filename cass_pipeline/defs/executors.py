@@ -9,6 +9,7 @@ config); `k8s` runs each step as a Kubernetes job (`dagster-k8s`). The last two 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -72,12 +73,16 @@ def pool_safe_dask_executor() -> dg.ExecutorDefinition:
 @contextmanager
 def cluster_pool() -> Iterator[tuple[Executor | None, str]]:
     """On a Dask worker: an executor over the whole cluster (this step's task secedes while it
-    waits), so a step fans its work out across the workers; elsewhere None. With what it is."""
-    try:
-        from distributed import get_worker, worker_client
+    waits), so a step fans its work out across the workers; elsewhere None. With what it is.
+    A Dask worker has imported `distributed`; other processes are not made to."""
+    if "distributed" not in sys.modules:
+        yield None, "local processes"
+        return
+    from distributed import get_worker, worker_client
 
+    try:
         get_worker()
-    except (ImportError, ValueError):
+    except ValueError:  # distributed is loaded, but this is not a worker
         yield None, "local processes"
         return
     with worker_client() as client:

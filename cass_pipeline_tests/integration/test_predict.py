@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, load_secret, pseu
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.tracking import CHAMPION, Tracking
 from cass_pipeline_tests.conftest import register_without_bundle
+from cass_pipeline_tests.servers import free_port
 
 INGEST = IngestConfig(CleanupConfig(size=64))
 PATIENT = "CASE-0001"
@@ -145,12 +145,6 @@ def test_unreadable_files_are_reported_and_the_rest_predicted(registry, tiny_coh
     assert "3 views, fewer than 4" in reasons["LAD/001.dcm"]
     assert document["patient_class"] is not None and len(document["branches"]) >= 2
     assert "55500011" not in json.dumps(document)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.parametrize(
