@@ -12,6 +12,7 @@ import click
 
 from cass_pipeline import __version__
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+from cass_pipeline.domain.synthetic.config import PRESETS
 from cass_pipeline.settings import CassSettings
 
 REPORTED_PACKAGES = (
@@ -87,7 +88,7 @@ def info() -> None:
     "preset_name",
     default="demo",
     show_default=True,
-    type=click.Choice(["demo", "paper", "tiny"]),
+    type=click.Choice(sorted(PRESETS)),
     help="Cohort size and image settings.",
 )
 @click.option(
@@ -610,7 +611,7 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
 
     from cass_pipeline.domain.cohort_index import folder_patient_key
     from cass_pipeline.domain.imaging.ingest import PatientSource
-    from cass_pipeline.domain.prediction_report import predict_folder
+    from cass_pipeline.domain.prediction_report import predict_folder, referral_line
     from cass_pipeline.domain.privacy import Pseudonyms, load_secret
     from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 
@@ -655,6 +656,7 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
         f"patient {patient}: {document['patient_class']} (CAD-RADS {document['cad_rads']}), "
         f"model {loaded.name} version {loaded.version}"
     )
+    click.echo(referral_line(document))
     for name, branch in document["branches"].items():
         p = branch["probabilities"]
         click.echo(

@@ -29,6 +29,7 @@ BUNDLE_ARTIFACT = "bundle"
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 DEFAULT_MODEL_CONFIG = {"engine": "onnxruntime", "device": "cpu"}
 INTEGER_COLUMNS = ("view_index", "views_used")
+DOUBLE_COLUMNS = (*PROBABILITY_COLUMNS, "significant_score")
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [
@@ -44,9 +45,11 @@ SIGNATURE = ModelSignature(
         [
             ColSpec(
                 "double"
-                if name in PROBABILITY_COLUMNS
+                if name in DOUBLE_COLUMNS
                 else "long"
                 if name in INTEGER_COLUMNS
+                else "boolean"
+                if name == "refer"
                 else "string",
                 name,
                 required=name in ("patient", "level"),

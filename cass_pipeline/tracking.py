@@ -83,6 +83,9 @@ class LoadedModel:
             "run_id": self.run_id,
             "engine": self.predictor.engine.name,
             "cleanup_fingerprint": self.predictor.bundle.cleanup_fingerprint,
+            "temperature": self.predictor.bundle.calibration.temperature,
+            "referral_threshold": self.predictor.bundle.calibration.referral_threshold,
+            "target_sensitivity": self.predictor.bundle.calibration.target_sensitivity,
         }
 
 

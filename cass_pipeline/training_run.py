@@ -19,9 +19,11 @@ import pandas as pd
 
 from cass_pipeline import CPU_KERNELS
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.calibration import Calibration, fit_calibration
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import SETTINGS_FILE, IngestConfig
 from cass_pipeline.domain.model.data import ViewDataset, labelled_views
+from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
 from cass_pipeline.domain.model.splits import table_hash
 from cass_pipeline.domain.model.train import EpochRecord, TrainConfig, distributed_context, train
 from cass_pipeline.domain.prediction import ModelBundle
@@ -112,13 +114,16 @@ def learnt_images(inputs: TrainingInputs) -> pd.DataFrame:
     return pd.DataFrame({"source_sha256": sorted(set(hashes))})
 
 
-def model_bundle(inputs: TrainingInputs, config: TrainConfig, views: pd.DataFrame) -> ModelBundle:
-    """The ingestion settings the image store was made with, bundled with the network; the
-    views must carry their fingerprint (what serving does is what training saw)."""
+def model_bundle(
+    inputs: TrainingInputs, config: TrainConfig, views: pd.DataFrame, calibration: Calibration
+) -> ModelBundle:
+    """The ingestion settings the image store was made with and the calibration, bundled
+    with the network; the views must carry their fingerprint (what serving does is what
+    training saw)."""
     saved = Path(inputs.store_root) / "images" / SETTINGS_FILE
     size = int(views["size"].iloc[0])
     ingest = IngestConfig.read(saved) if saved.is_file() else IngestConfig(CleanupConfig(size))
-    bundle = ModelBundle(config.arch, ingest)
+    bundle = ModelBundle(config.arch, ingest, calibration=calibration)
     bundle.check_store(views.cleanup_fingerprint)
     return bundle
 
@@ -128,6 +133,28 @@ def check_images(inputs: TrainingInputs, views: pd.DataFrame, count: int = 64) -
     ordered = pd.concat([views[views.split == "validation"], views[views.split != "validation"]])
     dataset = ViewDataset(ordered.head(count), Path(inputs.store_root))
     return np.stack([dataset.image(i) for i in range(len(dataset))])
+
+
+def calibrate_on_validation(inputs: TrainingInputs, model, views: pd.DataFrame) -> Calibration:
+    """Temperature and referral threshold fitted on the validation views, logged to the run."""
+    validation = views[views.split == "validation"].reset_index(drop=True)
+    probabilities = view_probabilities(TorchEngine(model), validation, Path(inputs.store_root))
+    calibration = fit_calibration(validation, probabilities)
+    mlflow.log_params(
+        {
+            "calibration_temperature": round(calibration.temperature, 4),
+            "referral_threshold": calibration.referral_threshold,
+            "target_sensitivity": calibration.target_sensitivity,
+        }
+    )
+    mlflow.log_metrics(
+        {
+            f"val_{k}" if k.startswith("ece") else f"val_referral_{k}": v
+            for k, v in calibration.validation.items()
+            if isinstance(v, float)
+        }
+    )
+    return calibration
 
 
 def plot_curves(history: list[EpochRecord], path: Path) -> None:
@@ -226,8 +253,11 @@ def run_training(
             "history.csv",
         ):
             mlflow.log_artifact(str(tmp / name))
+        calibration = calibrate_on_validation(inputs, result.model, views)
         version = tracking.register(
-            result.model, model_bundle(inputs, config, views), check_images(inputs, views)
+            result.model,
+            model_bundle(inputs, config, views, calibration),
+            check_images(inputs, views),
         )
         return TrainingSummary(
             run_id=run.info.run_id,

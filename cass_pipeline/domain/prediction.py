@@ -20,6 +20,7 @@ import yaml
 from torch import nn
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, CAD_RADS_OF_CLASS, STENOSIS_CLASSES
+from cass_pipeline.domain.calibration import PROBABILITY_COLUMNS, Calibration
 from cass_pipeline.domain.evaluation import majority_vote
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import (
@@ -52,10 +53,13 @@ ROLLUP_RULES = {
     "artery": "most severe of its branches (LM folds into LAD, RI into LCX); "
     "probabilities of that branch",
     "patient": "most severe of its arteries; probabilities of that artery",
+    "significant_score": "branch: its P(significant); artery and patient: the highest of "
+    "their branches'",
+    "refer": "significant_score at or above the model's referral threshold (fitted on "
+    "validation for the target sensitivity); without a threshold, a significant class",
 }
 #: Largest probability difference allowed between the ONNX export and the PyTorch network.
 ONNX_TOLERANCE = 1e-4
-PROBABILITY_COLUMNS = [f"p_{name}" for name in STENOSIS_CLASSES]
 #: One table for every level; `level` is patient, artery, branch, view or rejected.
 PREDICTION_COLUMNS = [
     "patient",
@@ -66,6 +70,8 @@ PREDICTION_COLUMNS = [
     "source",
     "stenosis_class",
     *PROBABILITY_COLUMNS,
+    "significant_score",
+    "refer",
     "views_used",
     "decided_by",
     "cad_rads",
@@ -89,6 +95,7 @@ class ModelBundle:
     classes: tuple[str, ...] = STENOSIS_CLASSES
     artery_of_branch: dict[str, str] = field(default_factory=lambda: dict(ARTERY_OF_BRANCH))
     recorded_cleanup: str | None = None
+    calibration: Calibration = field(default_factory=Calibration)
 
     @property
     def image_size(self) -> int:
@@ -117,6 +124,7 @@ class ModelBundle:
             "artery_of_branch": self.artery_of_branch,
             "rollup": ROLLUP_RULES,
             "cad_rads_of_class": CAD_RADS_OF_CLASS,
+            "calibration": self.calibration.to_json(),
         }
 
     @classmethod
@@ -130,6 +138,7 @@ class ModelBundle:
             classes=tuple(data["classes"]),
             artery_of_branch=data["artery_of_branch"],
             recorded_cleanup=data.get("cleanup_fingerprint"),
+            calibration=Calibration.from_json(data.get("calibration")),
         )
 
     def check_store(self, fingerprints: Iterable[str]) -> None:
@@ -199,14 +208,17 @@ class Predictor:
 
     @classmethod
     def load(cls, folder: Path, engine: str = "onnxruntime", device: str = "cpu") -> Predictor:
-        """A predictor on ONNX Runtime (CPU) or PyTorch (`device`: cpu, cuda, ...)."""
+        """A predictor on ONNX Runtime (CPU) or PyTorch (`device`: cpu, cuda, ...), giving
+        the bundle's calibrated probabilities."""
         check_engine(engine)
         bundle = ModelBundle.read(folder)
         if engine == "onnxruntime":
             runner: Engine = OnnxEngine(folder / ONNX_FILE)
         else:
             runner = TorchEngine(torch_network(folder, bundle.arch), torch.device(device))
-        return cls(bundle, runner, lambda: torch_network(folder, bundle.arch))
+        return cls(
+            bundle, bundle.calibration.scaled(runner), lambda: torch_network(folder, bundle.arch)
+        )
 
     def network(self) -> nn.Module:
         """The PyTorch network (Integrated Gradients need gradients)."""
@@ -301,15 +313,26 @@ def decisive(rows: pd.DataFrame, classes: tuple[str, ...]) -> pd.Series:
 
 
 def most_severe(level: str, rows: pd.DataFrame, part: str, classes: tuple[str, ...]) -> dict:
-    """A `level` row taking class and probabilities from the most severe of its `rows`."""
+    """A `level` row taking class and probabilities from the most severe of its `rows`, and
+    the highest significance score among them."""
     worst = decisive(rows, classes)
     return {
         "level": level,
         "stenosis_class": worst.stenosis_class,
         **worst[PROBABILITY_COLUMNS].to_dict(),
+        "significant_score": float(rows.significant_score.max()),
         "views_used": int(rows.views_used.sum()),
         "decided_by": worst[part],
     }
+
+
+def with_referral(rows: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
+    """`rows` with `refer`: the calibration's decision on each row's significance score."""
+    refer = [
+        bundle.calibration.refers(score, bundle.classes.index(name))
+        for score, name in zip(rows.significant_score, rows.stenosis_class, strict=True)
+    ]
+    return rows.assign(refer=refer)
 
 
 def roll_up(
@@ -327,6 +350,7 @@ def roll_up(
                     "branch": branch,
                     "stenosis_class": voted,
                     **group[PROBABILITY_COLUMNS].mean().to_dict(),
+                    "significant_score": float(group.p_significant.mean()),
                     "views_used": len(group),
                 }
             )
@@ -342,7 +366,10 @@ def roll_up(
         top = most_severe("patient", arteries, "artery", classes)
         top["cad_rads"] = CAD_RADS_OF_CLASS[top["stenosis_class"]]
         views = views.assign(level="view", artery=views.branch.map(bundle.artery_of_branch))
-        parts = [pd.DataFrame([top]), arteries, branches, views]
+        parts = [
+            *(with_referral(rows, bundle) for rows in (pd.DataFrame([top]), arteries, branches)),
+            views,
+        ]
     else:
         parts = [
             pd.DataFrame([{"level": "patient", "reason": "no view could be used", "views_used": 0}])
@@ -364,4 +391,6 @@ def roll_up(
         )
     table = pd.concat([empty_table(), *parts], ignore_index=True)
     table["patient"] = patient
-    return table[PREDICTION_COLUMNS].astype({c: float for c in PROBABILITY_COLUMNS})
+    return table[PREDICTION_COLUMNS].astype(
+        {c: float for c in [*PROBABILITY_COLUMNS, "significant_score"]}
+    )

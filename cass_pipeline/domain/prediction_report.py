@@ -43,6 +43,16 @@ def text(value) -> str | None:
     return None if value is None or pd.isna(value) else str(value)
 
 
+def triage(row: dict) -> dict:
+    """The row's significance score and whether it is referred at the model's operating point."""
+    score = row.get("significant_score")
+    refer = row.get("refer")
+    return {
+        "significant_score": None if score is None or pd.isna(score) else round(float(score), 6),
+        "refer": None if refer is None or pd.isna(refer) else bool(refer),
+    }
+
+
 def prediction_document(table: pd.DataFrame, model: dict) -> dict:
     """The `prediction.json` of one patient's prediction table (schema in the README)."""
     level = {name: rows for name, rows in table.groupby("level", sort=False)}
@@ -56,6 +66,7 @@ def prediction_document(table: pd.DataFrame, model: dict) -> dict:
             "artery": row["artery"],
             "class": row["stenosis_class"],
             "probabilities": probabilities(row),
+            **triage(row),
             "views_used": number(row["views_used"]),
             "votes": {c: int((own.stenosis_class == c).sum()) for c in STENOSIS_CLASSES},
             "views": [
@@ -76,6 +87,7 @@ def prediction_document(table: pd.DataFrame, model: dict) -> dict:
         row["artery"]: {
             "class": row["stenosis_class"],
             "probabilities": probabilities(row),
+            **triage(row),
             "decided_by": row["decided_by"],
             "views_used": number(row["views_used"]),
         }
@@ -88,6 +100,7 @@ def prediction_document(table: pd.DataFrame, model: dict) -> dict:
         "patient_class": text(top["stenosis_class"]),
         "cad_rads": text(top["cad_rads"]),
         "probabilities": probabilities(top),
+        **triage(top),
         "decided_by": text(top["decided_by"]),
         "views_used": number(top["views_used"]),
         "note": text(top["reason"]),
@@ -210,6 +223,22 @@ def render_report(
     return buffer.getvalue()
 
 
+def referral_line(document: dict) -> str:
+    """Whether the patient is referred, on which score and at which operating point."""
+    if document["refer"] is None:
+        return "Triage: no decision (no view could be scored)"
+    model = document["model"]
+    threshold = model.get("referral_threshold")
+    rule = (
+        f"threshold {threshold:.3f}, set on validation for patient sensitivity >= "
+        f"{model.get('target_sensitivity', 0.95):.2f}"
+        if threshold is not None
+        else "this model has no fitted threshold: referral follows the significant class"
+    )
+    verdict = "REFER" if document["refer"] else "routine"
+    return f"Triage: {verdict} (P(significant) {document['significant_score']:.2f}; {rule})"
+
+
 def summary_lines(document: dict) -> list[str]:
     """The header: the patient's class first, then the model, the arteries and the rejects."""
     model = document["model"]
@@ -227,6 +256,7 @@ def summary_lines(document: dict) -> list[str]:
     )
     return [
         first,
+        referral_line(document),
         f"Model {model.get('name')} version {model.get('version')}"
         + (f" @{model['alias']}" if model.get("alias") else "")
         + f", {model.get('engine')}, cleanup {model.get('cleanup_fingerprint')}",

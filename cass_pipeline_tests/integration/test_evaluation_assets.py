@@ -81,6 +81,29 @@ def test_first_model_becomes_champion_and_metrics_are_reported(two_rounds):
     assert 0 <= explained["vessel_band_attribution_fraction"].value <= 1
 
 
+def test_every_model_reports_its_calibration_and_operating_point(two_rounds, tmp_path):
+    root, first, _, second, _ = two_rounds
+    for result in (first, second):
+        report = result.asset_materializations_for_node("evaluation_report")[0].metadata
+        assert "| test |" in report["calibration_and_operating_point"].value
+        assert "| validation |" in report["calibration_and_operating_point"].value
+        assert "data:image/png;base64," in report["reliability_diagram"].value
+        assert 0 <= report["test_ece_after"].value <= 1
+    saved = json.loads((root / "evaluation" / "evaluation.json").read_text())
+    fitted = saved["calibration"]
+    assert fitted["fitted_on"].startswith("validation split")
+    assert 0.05 <= fitted["temperature"] <= 20
+    assert fitted["referral_threshold"] is not None  # the tiny cohort has significant patients
+    assert fitted["validation"]["sensitivity"] >= fitted["target_sensitivity"]
+    assert set(saved["calibration_test"]) >= {"ece_before", "ece_after", "sensitivity", "roc_auc"}
+    runs = MlflowTracking(
+        tracking_uri=f"sqlite:///{root.parent}/mlflow.db", experiment_name="eval-test"
+    ).tracking()
+    run = runs.client().get_run(saved["run_id"])
+    assert {"test_ece_before", "test_ece_after", "val_ece_after"} <= set(run.data.metrics)
+    assert float(run.data.params["referral_threshold"]) == fitted["referral_threshold"]
+
+
 def test_second_model_is_compared_with_the_re_evaluated_champion(two_rounds):
     _, _, _, second, decision = two_rounds
     assert second.success

@@ -25,11 +25,12 @@ from click.testing import CliRunner
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, prediction
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
+from cass_pipeline.domain.calibration import Calibration, calibrate
 from cass_pipeline.domain.cohort_index import folder_patient_key
 from cass_pipeline.domain.evaluation import branch_level
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
-from cass_pipeline.domain.model.inference import predict_views
+from cass_pipeline.domain.model.inference import TorchEngine, predict_views
 from cass_pipeline.domain.model.network import build_model, to_model_input
 from cass_pipeline.domain.prediction import ModelBundle
 from cass_pipeline.domain.prediction_report import prediction_document
@@ -40,6 +41,8 @@ from cass_pipeline_tests.conftest import register_without_bundle
 from cass_pipeline_tests.servers import free_port
 
 INGEST = IngestConfig(CleanupConfig(size=64))
+#: The registered champion's calibration (as training would fit it on validation).
+TRIAGE = Calibration(temperature=1.5, referral_threshold=0.3, fitted_on="validation split (test)")
 PATIENT = "CASE-0001"
 
 
@@ -73,7 +76,8 @@ class Registry:
             model.train()(to_model_input(images))
         model.fc.weight.data *= 10
         with self.tracking.start_run(f"register-{seed}"):
-            return self.tracking.register(model, ModelBundle("shufflenet_v2_x0_5", INGEST), images)
+            bundle = ModelBundle("shufflenet_v2_x0_5", INGEST, calibration=TRIAGE)
+            return self.tracking.register(model, bundle, images)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +132,32 @@ def test_cli_gives_what_evaluation_gives_on_the_raw_export(registry, tiny_cohort
         assert served["significant"] == pytest.approx(row.p_significant, abs=1e-6)
     picture = cv2.imread(str(tmp_path / "out" / "report.png"))
     assert picture is not None and picture.shape[1] > 800
+
+
+def test_the_patient_is_triaged_at_the_models_operating_point(registry, tiny_cohort, tmp_path):
+    result = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "out", "--json")
+    document = json.loads(result.stdout)
+    loaded = registry.tracking.load(CHAMPION)
+    assert loaded.predictor.bundle.calibration == TRIAGE  # it travels with the model
+    assert document["model"]["referral_threshold"] == TRIAGE.referral_threshold
+    scores = [b["significant_score"] for b in document["branches"].values()]
+    assert document["significant_score"] == pytest.approx(max(scores))
+    assert document["refer"] == (document["significant_score"] >= TRIAGE.referral_threshold)
+    for branch in document["branches"].values():
+        assert branch["refer"] == (branch["significant_score"] >= TRIAGE.referral_threshold)
+    # served probabilities are the network's, temperature-scaled
+    pid = document["patient"]
+    views = registry.manifest[registry.manifest.patient_id == pid].assign(label=0)
+    raw = predict_views(TorchEngine(loaded.predictor.network()), views, registry.processed)
+    served = predict_views(loaded.predictor.engine, views, registry.processed)
+    expected = calibrate(raw[["p_no_stenosis", "p_non_significant", "p_significant"]], 1.5)
+    np.testing.assert_allclose(
+        served[["p_no_stenosis", "p_non_significant", "p_significant"]], expected, atol=1e-4
+    )
+    text = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "text")
+    triage = [line for line in text.stdout.splitlines() if line.startswith("Triage: ")]
+    assert len(triage) == 1
+    assert ("REFER" if document["refer"] else "routine") in triage[0]
 
 
 def test_unreadable_files_are_reported_and_the_rest_predicted(registry, tiny_cohort, tmp_path):

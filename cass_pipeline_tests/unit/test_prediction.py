@@ -1,9 +1,12 @@
 """The prediction path: roll-up rules, request rows, the document, the ONNX export check."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from cass_pipeline.domain.calibration import Calibration
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, SourceFile
 from cass_pipeline.domain.model.network import build_model
@@ -68,6 +71,25 @@ def test_roll_up_votes_takes_the_most_severe_branch_and_artery():
     rejected = table[table.level == "rejected"].iloc[0]
     assert (rejected.branch, rejected.artery, rejected.reason) == ("LCX", "LCX", "constant image")
     assert set(table.patient) == {"P1"}
+
+
+def test_referral_follows_the_threshold_on_the_worst_branch_score():
+    views = pd.DataFrame(
+        [
+            view("LAD", 0, (0.3, 0.5, 0.2)),
+            view("LAD", 1, (0.2, 0.4, 0.4)),  # LAD: non-significant, P(significant) 0.3
+            view("RCA", 0, (0.8, 0.1, 0.1)),
+        ]
+    )
+    triaged = replace(BUNDLE, calibration=Calibration(referral_threshold=0.25))
+    table = roll_up("P1", views, [], triaged).set_index("level")
+    patient = table.loc["patient"]
+    assert patient.stenosis_class == "non_significant"
+    assert patient.significant_score == pytest.approx(0.3) and patient.refer
+    branches = table.loc["branch"].set_index("branch")
+    assert branches.refer.to_dict() == {"LAD": True, "RCA": False}
+    unfitted = roll_up("P1", views, [], BUNDLE).set_index("level").loc["patient"]
+    assert not unfitted.refer  # without a threshold, only a significant class refers
 
 
 def test_a_patient_without_usable_views_gets_a_reason_not_a_class():

@@ -17,7 +17,7 @@ from cass_pipeline.domain.synthetic.provenance import missing_or_changed, public
 class CohortConfig(dg.Config):
     """Synthetic cohort settings, used only when the raw folder holds no real export."""
 
-    preset: str = Field(default="demo", description="demo, paper or tiny")
+    preset: str = Field(default="demo", description="demo, benchmark, paper or tiny")
     seed: int = 7
     n_patients: int | None = None
     difficulty: str | None = Field(default=None, description="easy, standard or hard")

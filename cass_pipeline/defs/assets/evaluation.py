@@ -15,6 +15,12 @@ from cass_pipeline.defs.assets.model import patient_splits, stenosis_model
 from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.calibration import (
+    Calibration,
+    calibration_report,
+    patient_referrals,
+    referral_rates,
+)
 from cass_pipeline.domain.evaluation import LEVELS, PAPER_TABLE2, evaluate
 from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction, overlay
 from cass_pipeline.domain.model.data import ViewDataset
@@ -103,7 +109,7 @@ def test_predictions(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.Ma
     path = evaluation_dir(paths) / "test_predictions.parquet"
     scored = predictions_with(loaded, views, paths)
     write_parquet_atomic(scored, path, PREDICTION_SCHEMA)
-    network = TorchEngine(loaded.predictor.network())
+    network = loaded.predictor.bundle.calibration.scaled(TorchEngine(loaded.predictor.network()))
     difference, changed = largest_difference(
         scored[PROBABILITY_COLUMNS].to_numpy(), view_probabilities(network, views, paths.processed)
     )
@@ -200,16 +206,82 @@ def confusion_png(metrics: dict) -> bytes:
 
 
 def log_to_run(tracking, run_id: str, metrics: dict, files: dict[str, bytes]) -> None:
-    """Metrics and artifacts added to the challenger's training run."""
+    """Metrics (None ones left out) and artifacts added to the challenger's training run."""
     client = tracking.client()
-    for level in LEVELS:
-        for key in ("accuracy", "f1_weighted"):
-            if metrics[level][key] is not None:
-                client.log_metric(run_id, f"test_{level}_{key}", metrics[level][key])
+    for key, value in metrics.items():
+        if value is not None:
+            client.log_metric(run_id, key, value)
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
             (Path(tmp) / name).write_bytes(data)
             client.log_artifact(run_id, str(Path(tmp) / name), artifact_path="evaluation")
+
+
+def none_as_text(value):
+    return "none" if value is None else value
+
+
+def triage_markdown(calibration: Calibration, on_test: dict) -> str:
+    """Calibration error before and after, and the operating point on validation and test."""
+    threshold = calibration.referral_threshold
+    fitted = calibration.validation or {}
+
+    def rate(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    return "\n".join(
+        [
+            f"Temperature {calibration.temperature:.3f} ({calibration.fitted_on}); referral "
+            "threshold on patient P(significant) "
+            + ("none (refers by class)" if threshold is None else f"{threshold:.3f}")
+            + f", chosen for sensitivity >= {calibration.target_sensitivity:.2f}.",
+            "",
+            "| split | patients (significant) | ECE before | ECE after | sensitivity | "
+            "specificity | ROC AUC |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {m.get('patients', '-')} ({m.get('significant_patients', '-')}) | "
+                f"{rate(m.get('ece_before'))} | {rate(m.get('ece_after'))} | "
+                f"{rate(m.get('sensitivity'))} | {rate(m.get('specificity'))} | "
+                f"{rate(m.get('roc_auc'))} |"
+                for name, m in (("validation", fitted), ("test", on_test))
+            ),
+        ]
+    )
+
+
+def reliability_png(on_test: dict) -> bytes:
+    """Accuracy against confidence per bin, before and after temperature scaling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(4.2, 4))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for when, style in (("before", "o--"), ("after", "s-")):
+        table = pd.DataFrame(on_test[f"reliability_{when}"]).dropna()
+        ece = on_test[f"ece_{when}"]
+        axis.plot(table.confidence, table.accuracy, style, label=f"{when} (ECE {ece:.3f})")
+    axis.set(xlabel="confidence (top class)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    axis.set_title("test views: reliability", fontsize=10)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        fig.savefig(Path(tmp) / "r.png", dpi=80)
+        plt.close(fig)
+        return (Path(tmp) / "r.png").read_bytes()
+
+
+#: Metrics of each level and of the operating point logged on the training run.
+METRIC_KEYS = ("accuracy", "f1_weighted")
+TRIAGE_METRICS = {
+    "ece_before": "test_ece_before",
+    "ece_after": "test_ece_after",
+    "sensitivity": "test_referral_sensitivity",
+    "specificity": "test_referral_specificity",
+    "roc_auc": "test_patient_roc_auc",
+}
 
 
 class EvaluationConfig(dg.Config):
@@ -227,18 +299,29 @@ def evaluation_report(
     version = int(predictions.model_version.iloc[0])
     tracking = registry(mlflow_tracking)
     run_id = tracking.model_version(str(version)).run_id
-    report = {"model_version": version, "run_id": run_id, "metrics": metrics}
+    calibration = load_registered(tracking, str(version)).predictor.bundle.calibration
+    on_test = calibration_report(predictions, calibration)
+    report = {
+        "model_version": version,
+        "run_id": run_id,
+        "metrics": metrics,
+        "calibration": calibration.to_json(),
+        "calibration_test": on_test,
+    }
     write_text_atomic(evaluation_dir(paths) / "evaluation.json", json.dumps(report, indent=2))
-    picture = confusion_png(metrics)
+    picture, diagram = confusion_png(metrics), reliability_png(on_test)
     table = metrics_markdown(metrics)
+    triage = triage_markdown(calibration, on_test)
     log_to_run(
         tracking,
         run_id,
-        metrics,
+        {f"test_{level}_{key}": metrics[level][key] for level in LEVELS for key in METRIC_KEYS}
+        | {name: on_test[key] for key, name in TRIAGE_METRICS.items()},
         {
             "evaluation.json": json.dumps(report).encode(),
             "confusion.png": picture,
-            "table.md": table.encode(),
+            "reliability.png": diagram,
+            "table.md": f"{table}\n\n{triage}\n".encode(),
         },
     )
     majority = evaluate(predictions.assign(pred=0), bootstrap=0)["segment"]["f1_weighted"]
@@ -251,20 +334,32 @@ def evaluation_report(
             "segment_f1_weighted": metrics["segment"]["f1_weighted"],
             "segment_f1_majority_baseline": majority,
             "patient_f1_weighted": metrics["patient"]["f1_weighted"],
+            "calibration_and_operating_point": dg.MetadataValue.md(triage),
+            "reliability_diagram": png_markdown(diagram, "reliability before and after"),
+            **{name: none_as_text(on_test[key]) for key, name in TRIAGE_METRICS.items()},
+            "referral_threshold": none_as_text(calibration.referral_threshold),
+            "temperature": calibration.temperature,
         }
     )
 
 
-def significant_sensitivity(metrics: dict) -> float:
-    return metrics["patient"]["sensitivity"][2] or 0.0
+def significant_sensitivity(predictions: pd.DataFrame, calibration: Calibration) -> float:
+    """Share of significant patients referred at the model's operating point."""
+    return referral_rates(patient_referrals(predictions, calibration))["sensitivity"] or 0.0
 
 
+#: A model registered before calibration: temperature 1, referral by class.
+UNCALIBRATED = Calibration()
 #: Fewer test patients than this that neither model learnt from: no fair comparison.
 MIN_FAIR_TEST_PATIENTS = 5
 
 
 def against_champion(
-    tracking: Tracking, paths: CassPaths, challenger_f1: float, version: int
+    tracking: Tracking,
+    paths: CassPaths,
+    challenger_f1: float,
+    version: int,
+    challenger_calibration: Calibration = UNCALIBRATED,
 ) -> dict:
     """The champion re-evaluated on the test patients it never learnt from (by the content
     of their images, else by pseudonym: all of them unless the splits or the pseudonyms
@@ -299,16 +394,16 @@ def against_champion(
     challenger = {}
     if overlap:
         predictions = pd.read_parquet(evaluation_dir(paths) / "test_predictions.parquet")
-        restricted = evaluate(
-            predictions[predictions.patient_id.isin(set(fair.patient_id))], bootstrap=0
-        )
-        challenger_f1 = restricted["patient"]["f1_weighted"]
+        restricted = predictions[predictions.patient_id.isin(set(fair.patient_id))]
+        challenger_f1 = evaluate(restricted, bootstrap=0)["patient"]["f1_weighted"]
         challenger = {
             "challenger_patient_f1": challenger_f1,
-            "challenger_significant_sensitivity": significant_sensitivity(restricted),
+            "challenger_significant_sensitivity": significant_sensitivity(
+                restricted, challenger_calibration
+            ),
         }
-    metrics = evaluate(predictions_with(champion, fair, paths), bootstrap=0)
-    f1 = metrics["patient"]["f1_weighted"]
+    scored = predictions_with(champion, fair, paths)
+    f1 = evaluate(scored, bootstrap=0)["patient"]["f1_weighted"]
     where = (
         f"on the {patients} test patients neither model learnt from"
         if overlap
@@ -317,7 +412,9 @@ def against_champion(
     return challenger | {
         "champion_version": version,
         "champion_patient_f1": f1,
-        "champion_significant_sensitivity": significant_sensitivity(metrics),
+        "champion_significant_sensitivity": significant_sensitivity(
+            scored, champion.predictor.bundle.calibration
+        ),
         "promote": challenger_f1 >= f1,
         "reason": f"patient-level weighted F1 {challenger_f1:.3f} vs champion {f1:.3f} {where}",
     }
@@ -332,7 +429,7 @@ def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.
     decision = {
         "challenger_version": challenger["model_version"],
         "challenger_patient_f1": challenger["metrics"]["patient"]["f1_weighted"],
-        "challenger_significant_sensitivity": significant_sensitivity(challenger["metrics"]),
+        "challenger_significant_sensitivity": challenger["calibration_test"]["sensitivity"] or 0.0,
     }
     champion_version = tracking.alias_version(CHAMPION)
     if champion_version is None:
@@ -345,7 +442,11 @@ def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.
         }
     else:
         decision |= against_champion(
-            tracking, paths, decision["challenger_patient_f1"], champion_version
+            tracking,
+            paths,
+            decision["challenger_patient_f1"],
+            champion_version,
+            Calibration.from_json(challenger["calibration"]),
         )
     write_text_atomic(evaluation_dir(paths) / "promotion.json", json.dumps(decision, indent=2))
     client = tracking.client()
@@ -364,7 +465,8 @@ def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.
 @dg.asset_check(
     asset=promotion_decision,
     blocking=True,
-    description="No promotion with worse significant-class sensitivity than the champion's.",
+    description="No promotion of a model that refers fewer significant patients at its "
+    "operating point than the champion does at its own.",
 )
 def promotion_keeps_significant_sensitivity(paths: CassPaths) -> dg.AssetCheckResult:
     decision = json.loads((evaluation_dir(paths) / "promotion.json").read_text())

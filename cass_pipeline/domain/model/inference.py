@@ -85,6 +85,18 @@ class OnnxEngine:
         return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images)})[0]
 
 
+class TemperatureScaled:
+    """An engine whose logits are divided by a fitted temperature (calibrated probabilities,
+    the same classes)."""
+
+    def __init__(self, engine: Engine, temperature: float):
+        self.engine, self.temperature = engine, temperature
+        self.name = engine.name
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.engine.logits(images) / np.float32(self.temperature)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Class probabilities of logits (N, 3), computed the same way for every engine (in
     NumPy: between ONNX Runtime calls a PyTorch op measured 10% slower end to end here)."""

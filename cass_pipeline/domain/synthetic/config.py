@@ -90,6 +90,9 @@ PRESETS: dict[str, SynthConfig] = {
         view_width_mm=30.0,
         cpr_pixel_mm=0.2,
     ),
+    # The model-quality benchmark (benchmarks/model_quality.py): standard difficulty, enough
+    # patients for 60 in a 30% test split.
+    "benchmark": SynthConfig(n_patients=200, difficulty="standard", view_width_mm=12.0),
     # A few patients for tests.
     "tiny": SynthConfig(n_patients=4, n_views=4, image_size=64, voxel_mm=0.8),
 }

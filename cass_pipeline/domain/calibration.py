@@ -1,0 +1,212 @@
+"""Calibration and the triage operating point, both fitted on the validation split.
+
+Temperature scaling divides the log-probabilities of every view by one fitted temperature
+(classes and votes stay as they are). A patient's significance score is the highest mean
+P(significant) of their branches; the operating point is the lowest score still called
+"refer" such that at least the target share of significant validation patients is referred.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import roc_auc_score
+
+from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.evaluation import artery_level, branch_level, patient_level
+from cass_pipeline.domain.model.inference import Engine, TemperatureScaled
+
+SIGNIFICANT = 2
+#: The probability columns of every prediction table, in class order.
+PROBABILITY_COLUMNS = [f"p_{name}" for name in STENOSIS_CLASSES]
+#: Patient-level sensitivity for the significant class that the operating point must keep.
+TARGET_SENSITIVITY = 0.95
+#: Bins of the expected calibration error and of the reliability diagram.
+CALIBRATION_BINS = 10
+#: Temperatures outside this range mean the fit went wrong, not that the model is that far off.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T), row by row (T = 1 leaves the probabilities as they are)."""
+    logits = np.log(np.clip(np.asarray(probabilities, np.float64), 1e-30, None)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of `labels`."""
+    labels = np.asarray(labels, int)
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        return float(-np.log(calibrate(probabilities, math.exp(log_t))[rows, labels]).mean())
+
+    low, high = (math.log(t) for t in TEMPERATURE_RANGE)
+    return float(math.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS):
+    """Per confidence bin (top-class probability): count, mean confidence, accuracy."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(labels, int)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return pd.DataFrame(
+        {
+            "bin_low": np.arange(bins) / bins,
+            "count": np.bincount(which, minlength=bins),
+            "confidence": [
+                confidence[which == b].mean() if (which == b).any() else np.nan for b in range(bins)
+            ],
+            "accuracy": [
+                correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)
+            ],
+        }
+    )
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float:
+    """Mean |accuracy - confidence| over confidence bins, weighted by their counts."""
+    table = reliability(probabilities, labels, bins).dropna()
+    gaps = (table.accuracy - table.confidence).abs()
+    return float((gaps * table["count"]).sum() / max(1, table["count"].sum()))
+
+
+def patient_significance(views: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient: `score` (highest branch mean of p_significant) and `significant`
+    (the patient's label is significant), from views with patient_id, branch, label and
+    p_significant."""
+    branches = views.groupby(["patient_id", "branch"], sort=True).agg(
+        p=("p_significant", "mean"), label=("label", "max")
+    )
+    patients = branches.groupby(level="patient_id").agg(score=("p", "max"), label=("label", "max"))
+    return pd.DataFrame(
+        {"score": patients.score, "significant": patients.label == SIGNIFICANT}
+    ).reset_index()
+
+
+def referral_threshold(
+    scores: np.ndarray, significant: np.ndarray, target: float = TARGET_SENSITIVITY
+) -> float | None:
+    """The highest threshold that refers (score >= threshold) at least `target` of the
+    significant patients; None when there is no significant patient to fit it on."""
+    positives = np.sort(np.asarray(scores, float)[np.asarray(significant, bool)])[::-1]
+    if positives.size == 0:
+        return None
+    needed = math.ceil(target * positives.size - 1e-9)
+    return float(positives[needed - 1])
+
+
+def referral_rates(patients: pd.DataFrame) -> dict:
+    """Sensitivity and specificity of `refer` for significant patients, and the ROC AUC of
+    the ranking by score; rates are None where a class is absent."""
+    positive, negative = patients.significant.astype(bool), ~patients.significant.astype(bool)
+    refer = patients.refer.astype(bool)
+    both = positive.any() and negative.any()
+    return {
+        "patients": len(patients),
+        "significant_patients": int(positive.sum()),
+        "sensitivity": float(refer[positive].mean()) if positive.any() else None,
+        "specificity": float((~refer[negative]).mean()) if negative.any() else None,
+        "roc_auc": float(roc_auc_score(positive, patients.score)) if both else None,
+    }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a model carries to turn its outputs into calibrated triage: the temperature and
+    the referral threshold, with what they were fitted on."""
+
+    temperature: float = 1.0
+    referral_threshold: float | None = None
+    target_sensitivity: float = TARGET_SENSITIVITY
+    fitted_on: str = "not fitted"
+    validation: dict | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Calibration:
+        """A bundle's calibration; bundles written before calibration existed get T = 1 and
+        no threshold (referral then follows the predicted class)."""
+        return cls(**data) if data else cls()
+
+    def scaled(self, engine: Engine) -> Engine:
+        """`engine` giving calibrated probabilities (itself when T = 1)."""
+        return engine if self.temperature == 1.0 else TemperatureScaled(engine, self.temperature)
+
+    def uncalibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """The network's own probabilities back from calibrated ones."""
+        return calibrate(probabilities, 1 / self.temperature)
+
+    def refers(self, score: float, predicted_class: int) -> bool:
+        """Refer when the score reaches the threshold (else when the class is significant)."""
+        if self.referral_threshold is None:
+            return predicted_class == SIGNIFICANT
+        return score >= self.referral_threshold
+
+
+def patient_referrals(views: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
+    """`patient_significance` of calibrated views (with pred) and each patient's `refer`."""
+    patients = patient_significance(views)
+    predicted = patient_level(artery_level(branch_level(views))).set_index("patient_id").pred
+    patients["refer"] = [
+        calibration.refers(score, int(predicted[patient]))
+        for patient, score in zip(patients.patient_id, patients.score, strict=True)
+    ]
+    return patients
+
+
+def calibration_report(views: pd.DataFrame, calibration: Calibration) -> dict:
+    """How a model's calibration and operating point hold on labelled views scored with its
+    calibrated probabilities: calibration error before and after (with the reliability
+    tables) and the referral rates and ROC AUC over patients."""
+    calibrated = views[PROBABILITY_COLUMNS].to_numpy(np.float64)
+    labels = views.label.to_numpy(int)
+    raw = calibration.uncalibrated(calibrated)
+    return {
+        "ece_before": expected_calibration_error(raw, labels),
+        "ece_after": expected_calibration_error(calibrated, labels),
+        "reliability_before": reliability(raw, labels).to_dict("list"),
+        "reliability_after": reliability(calibrated, labels).to_dict("list"),
+        **referral_rates(patient_referrals(views, calibration)),
+    }
+
+
+def fit_calibration(views: pd.DataFrame, probabilities: np.ndarray) -> Calibration:
+    """Temperature and referral threshold from validation views (patient_id, branch, label)
+    and their uncalibrated probabilities; with the validation figures before and after."""
+    labels = views.label.to_numpy(int)
+    temperature = fit_temperature(probabilities, labels)
+    calibrated = views.assign(
+        pred=probabilities.argmax(1),
+        **dict(zip(PROBABILITY_COLUMNS, calibrate(probabilities, temperature).T, strict=True)),
+    )
+    patients = patient_significance(calibrated)
+    threshold = referral_threshold(patients.score.to_numpy(), patients.significant.to_numpy())
+    unchecked = Calibration(temperature, threshold)
+    report = calibration_report(calibrated, unchecked)
+    return replace(
+        unchecked,
+        fitted_on=f"validation split: {len(views)} views, {len(patients)} patients",
+        validation={
+            k: report[k]
+            for k in (
+                "ece_before",
+                "ece_after",
+                "patients",
+                "significant_patients",
+                "sensitivity",
+                "specificity",
+                "roc_auc",
+            )
+        },
+    )
