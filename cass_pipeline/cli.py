@@ -423,6 +423,12 @@ def ensure_splits(processed) -> None:
 @main.command()
 @training_options
 @click.option("--lr", default=1e-4, show_default=True)
+@click.option(
+    "--lr-schedule",
+    default="constant",
+    show_default=True,
+    type=click.Choice(["constant", "cosine"]),
+)
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--patience", default=5, show_default=True)
 @click.option("--accumulation-steps", default=1, show_default=True)
@@ -431,6 +437,13 @@ def ensure_splits(processed) -> None:
     default="sampler",
     show_default=True,
     type=click.Choice(["sampler", "class_weights", "none"]),
+)
+@click.option(
+    "--aggregation",
+    default="vote",
+    show_default=True,
+    type=click.Choice(["vote", "attention"]),
+    help="branch decision: majority vote of views, or attention pooling (MIL)",
 )
 @click.option("--num-workers", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")

@@ -22,8 +22,9 @@ from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.calibration import Calibration, fit_calibration
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import SETTINGS_FILE, IngestConfig
+from cass_pipeline.domain.model.aggregation import AttentionPooling, Bags, fit_attention
 from cass_pipeline.domain.model.data import ViewDataset, labelled_views
-from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
+from cass_pipeline.domain.model.inference import TorchEngine, view_outputs, view_probabilities
 from cass_pipeline.domain.model.splits import table_hash
 from cass_pipeline.domain.model.train import EpochRecord, TrainConfig, distributed_context, train
 from cass_pipeline.domain.prediction import ModelBundle
@@ -115,15 +116,25 @@ def learnt_images(inputs: TrainingInputs) -> pd.DataFrame:
 
 
 def model_bundle(
-    inputs: TrainingInputs, config: TrainConfig, views: pd.DataFrame, calibration: Calibration
+    inputs: TrainingInputs,
+    config: TrainConfig,
+    views: pd.DataFrame,
+    calibration: Calibration,
+    attention: AttentionPooling | None = None,
 ) -> ModelBundle:
-    """The ingestion settings the image store was made with and the calibration, bundled
-    with the network; the views must carry their fingerprint (what serving does is what
-    training saw)."""
+    """The ingestion settings the image store was made with, the calibration and the branch
+    aggregation, bundled with the network; the views must carry their fingerprint (what
+    serving does is what training saw)."""
     saved = Path(inputs.store_root) / "images" / SETTINGS_FILE
     size = int(views["size"].iloc[0])
     ingest = IngestConfig.read(saved) if saved.is_file() else IngestConfig(CleanupConfig(size))
-    bundle = ModelBundle(config.arch, ingest, calibration=calibration)
+    bundle = ModelBundle(
+        config.arch,
+        ingest,
+        calibration=calibration,
+        aggregation=config.aggregation,
+        attention=attention,
+    )
     bundle.check_store(views.cleanup_fingerprint)
     return bundle
 
@@ -155,6 +166,25 @@ def calibrate_on_validation(inputs: TrainingInputs, model, views: pd.DataFrame) 
         }
     )
     return calibration
+
+
+def fit_branch_head(
+    inputs: TrainingInputs, model, views: pd.DataFrame, config: TrainConfig
+) -> AttentionPooling | None:
+    """With `aggregation: attention`, the attention head trained on the trained network's
+    embeddings of the training branches and selected on validation (logged), else None."""
+    if config.aggregation != "attention":
+        return None
+    engine, root = TorchEngine(model), Path(inputs.store_root)
+    train, validation = (
+        Bags.of(part, view_outputs(engine, part, root)[1])
+        for part in (
+            views[views.split == split].reset_index(drop=True) for split in ("train", "validation")
+        )
+    )
+    head, f1 = fit_attention(train, validation, seed=config.seed)
+    mlflow.log_metric("val_branch_f1_attention", f1)
+    return head
 
 
 def plot_curves(history: list[EpochRecord], path: Path) -> None:
@@ -254,9 +284,10 @@ def run_training(
         ):
             mlflow.log_artifact(str(tmp / name))
         calibration = calibrate_on_validation(inputs, result.model, views)
+        head = fit_branch_head(inputs, result.model, views, config)
         version = tracking.register(
             result.model,
-            model_bundle(inputs, config, views, calibration),
+            model_bundle(inputs, config, views, calibration, head),
             check_images(inputs, views),
         )
         return TrainingSummary(

@@ -2,8 +2,9 @@
 
 Temperature scaling divides the log-probabilities of every view by one fitted temperature
 (classes and votes stay as they are). A patient's significance score is the highest mean
-P(significant) of their branches; the operating point is the lowest score still called
-"refer" such that at least the target share of significant validation patients is referred.
+P(significant) of their branches. A patient is referred when their predicted class is
+significant, or their score reaches the referral threshold: the highest threshold with which
+at least the target share of significant validation patients is referred.
 """
 
 from __future__ import annotations
@@ -93,15 +94,18 @@ def patient_significance(views: pd.DataFrame) -> pd.DataFrame:
 
 
 def referral_threshold(
-    scores: np.ndarray, significant: np.ndarray, target: float = TARGET_SENSITIVITY
+    scores: np.ndarray,
+    significant: np.ndarray,
+    by_class: np.ndarray,
+    target: float = TARGET_SENSITIVITY,
 ) -> float | None:
-    """The highest threshold that refers (score >= threshold) at least `target` of the
-    significant patients; None when there is no significant patient to fit it on."""
-    positives = np.sort(np.asarray(scores, float)[np.asarray(significant, bool)])[::-1]
-    if positives.size == 0:
-        return None
-    needed = math.ceil(target * positives.size - 1e-9)
-    return float(positives[needed - 1])
+    """The highest threshold with which "significant class, or score >= threshold" refers at
+    least `target` of the significant patients (`by_class`: those whose predicted class is
+    significant); None when the class alone does, or there is no significant patient."""
+    significant = np.asarray(significant, bool)
+    missed = np.sort(np.asarray(scores, float)[significant & ~np.asarray(by_class, bool)])[::-1]
+    needed = math.ceil(target * significant.sum() - 1e-9) - (significant.sum() - missed.size)
+    return float(missed[needed - 1]) if needed > 0 else None
 
 
 def referral_rates(patients: pd.DataFrame) -> dict:
@@ -148,10 +152,11 @@ class Calibration:
         return calibrate(probabilities, 1 / self.temperature)
 
     def refers(self, score: float, predicted_class: int) -> bool:
-        """Refer when the score reaches the threshold (else when the class is significant)."""
-        if self.referral_threshold is None:
-            return predicted_class == SIGNIFICANT
-        return score >= self.referral_threshold
+        """Refer a significant class, and any score at or above the threshold: the threshold
+        only adds referrals, so it never refers fewer than the class does."""
+        if predicted_class == SIGNIFICANT:
+            return True
+        return self.referral_threshold is not None and score >= self.referral_threshold
 
 
 def patient_referrals(views: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
@@ -190,8 +195,10 @@ def fit_calibration(views: pd.DataFrame, probabilities: np.ndarray) -> Calibrati
         pred=probabilities.argmax(1),
         **dict(zip(PROBABILITY_COLUMNS, calibrate(probabilities, temperature).T, strict=True)),
     )
-    patients = patient_significance(calibrated)
-    threshold = referral_threshold(patients.score.to_numpy(), patients.significant.to_numpy())
+    patients = patient_referrals(calibrated, Calibration())  # refer = by class
+    threshold = referral_threshold(
+        patients.score.to_numpy(), patients.significant.to_numpy(), patients.refer.to_numpy()
+    )
     unchecked = Calibration(temperature, threshold)
     report = calibration_report(calibrated, unchecked)
     return replace(

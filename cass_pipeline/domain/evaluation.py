@@ -23,12 +23,14 @@ def majority_vote(predictions: np.ndarray) -> int:
 
 
 def branch_level(views: pd.DataFrame) -> pd.DataFrame:
-    """One row per (patient, branch): the label and the majority vote of the view predictions."""
+    """One row per (patient, branch): the label and the branch's class, `branch_pred` where
+    the views carry it (the model's own aggregation), else the majority vote of `pred`."""
     grouped = views.groupby(["patient_id", "branch"], sort=True)
+    decided = grouped.branch_pred.first() if "branch_pred" in views else None
     return pd.DataFrame(
         {
             "label": grouped.label.max(),
-            "pred": grouped.pred.agg(majority_vote),
+            "pred": grouped.pred.agg(majority_vote) if decided is None else decided,
             "n_views": grouped.size(),
         }
     ).reset_index()
@@ -118,7 +120,7 @@ def bootstrap_intervals(frame: pd.DataFrame, rounds: int, seed: int) -> dict:
 
 def evaluate(views: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Metrics at the segment (branch), artery and patient level from view predictions with
-    columns patient_id, branch, view_index, label, pred."""
+    columns patient_id, branch, view_index, label, pred (and optionally branch_pred)."""
     if views.empty:
         raise ValueError("no predictions to evaluate (the table is empty)")
     missing = {"patient_id", "branch", "view_index", "label", "pred"} - set(views.columns)

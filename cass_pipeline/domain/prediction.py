@@ -30,33 +30,40 @@ from cass_pipeline.domain.imaging.ingest import (
     read_views,
 )
 from cass_pipeline.domain.imaging.series_names import merged_aliases
+from cass_pipeline.domain.model.aggregation import AttentionPooling, Bags, branch_predictions
 from cass_pipeline.domain.model.inference import (
     Engine,
     OnnxEngine,
     TorchEngine,
     export_onnx,
     largest_difference,
+    predict_outputs,
     predict_probabilities,
+    view_outputs,
 )
 from cass_pipeline.domain.model.network import build_model
 from cass_pipeline.domain.storage import write_text_atomic
 
-BUNDLE_FILE, ALIASES_FILE, ONNX_FILE, WEIGHTS_FILE = (
+BUNDLE_FILE, ALIASES_FILE, ONNX_FILE, WEIGHTS_FILE, ATTENTION_FILE = (
     "bundle.json",
     "series_aliases.yaml",
     "model.onnx",
     "weights.pt",
+    "attention.pt",
 )
+BRANCH_RULES = {
+    "vote": "majority vote of its views, a tie going to the most severe tied class",
+    "attention": "the attention head's class over its views' embeddings (attention.pt)",
+}
 ROLLUP_RULES = {
-    "branch": "majority vote of its views, a tie going to the most severe tied class; "
-    "probabilities are the mean of its views'",
+    "branch": "see `aggregation`; probabilities are the mean of its views'",
     "artery": "most severe of its branches (LM folds into LAD, RI into LCX); "
     "probabilities of that branch",
     "patient": "most severe of its arteries; probabilities of that artery",
     "significant_score": "branch: its P(significant); artery and patient: the highest of "
     "their branches'",
-    "refer": "significant_score at or above the model's referral threshold (fitted on "
-    "validation for the target sensitivity); without a threshold, a significant class",
+    "refer": "a significant class, or significant_score at or above the model's referral "
+    "threshold (fitted on validation for the target sensitivity)",
 }
 #: Largest probability difference allowed between the ONNX export and the PyTorch network.
 ONNX_TOLERANCE = 1e-4
@@ -96,6 +103,8 @@ class ModelBundle:
     artery_of_branch: dict[str, str] = field(default_factory=lambda: dict(ARTERY_OF_BRANCH))
     recorded_cleanup: str | None = None
     calibration: Calibration = field(default_factory=Calibration)
+    aggregation: str = "vote"
+    attention: AttentionPooling | None = field(default=None, compare=False, repr=False)
 
     @property
     def image_size(self) -> int:
@@ -123,6 +132,8 @@ class ModelBundle:
             "classes": list(self.classes),
             "artery_of_branch": self.artery_of_branch,
             "rollup": ROLLUP_RULES,
+            "aggregation": self.aggregation,
+            "aggregation_rule": BRANCH_RULES[self.aggregation],
             "cad_rads_of_class": CAD_RADS_OF_CLASS,
             "calibration": self.calibration.to_json(),
         }
@@ -139,6 +150,8 @@ class ModelBundle:
             artery_of_branch=data["artery_of_branch"],
             recorded_cleanup=data.get("cleanup_fingerprint"),
             calibration=Calibration.from_json(data.get("calibration")),
+            aggregation=data.get("aggregation", "vote"),
+            attention=read_attention(folder) if data.get("aggregation") == "attention" else None,
         )
 
     def check_store(self, fingerprints: Iterable[str]) -> None:
@@ -151,6 +164,13 @@ class ModelBundle:
             )
 
 
+def read_attention(folder: Path) -> AttentionPooling:
+    state = torch.load(folder / ATTENTION_FILE, map_location="cpu", weights_only=True)
+    head = AttentionPooling(state["classify.weight"].shape[1])
+    head.load_state_dict(state)
+    return head.eval()
+
+
 def write_bundle(
     model: nn.Module, bundle: ModelBundle, folder: Path, check_images: np.ndarray
 ) -> float:
@@ -160,6 +180,8 @@ def write_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+    if bundle.aggregation == "attention":
+        torch.save(bundle.attention.state_dict(), folder / ATTENTION_FILE)
     export_onnx(model, bundle.image_size, folder / ONNX_FILE)
     site = Path(bundle.ingest.site_aliases) if bundle.ingest.site_aliases else None
     write_text_atomic(
@@ -228,6 +250,29 @@ class Predictor:
         """Class probabilities (N, 3) of views already cleaned with this bundle's cleanup."""
         return predict_probabilities(self.engine, images)
 
+    def branch_classes(self, views: pd.DataFrame, embeddings: np.ndarray) -> pd.Series:
+        """The class index of each (patient_id, branch) of scored views (`pred`): the vote of
+        its views, or the attention head's over their embeddings (the bundle's aggregation)."""
+        views = views.reset_index(drop=True)
+        groups = views.groupby(["patient_id", "branch"], sort=True)
+        bags = Bags.of(views.assign(label=0), embeddings)
+        classes = branch_predictions(
+            self.bundle.attention, bags, [g.to_numpy() for _, g in groups.pred]
+        )
+        return pd.Series(classes, index=pd.MultiIndex.from_tuples(list(groups.indices)))
+
+    def score_views(self, views: pd.DataFrame, store_root: Path) -> pd.DataFrame:
+        """Stored (already cleaned) views with pred, the probabilities and `branch_pred`, the
+        class of their branch; what evaluation scores."""
+        probabilities, embeddings = view_outputs(self.engine, views, store_root)
+        scored = views.reset_index(drop=True).assign(
+            pred=probabilities.argmax(1),
+            **dict(zip(PROBABILITY_COLUMNS, probabilities.T, strict=True)),
+        )
+        decided = self.branch_classes(scored, embeddings)
+        keys = pd.MultiIndex.from_frame(scored[["patient_id", "branch"]])
+        return scored.assign(branch_pred=decided.reindex(keys).to_numpy())
+
     def predict_files(
         self,
         files: Iterable[SourceFile],
@@ -240,13 +285,14 @@ class Predictor:
         by_branch, more = assign_branches(views, patient, self.bundle.ingest)
         rejects += more
         images = {b: np.stack([v.image for v in by_branch[b]]) for b in sorted(by_branch)}
-        view_rows = []
+        view_rows, decided = [], None
         if images:
             stacked = np.concatenate(list(images.values()))
-            probabilities = iter(self.probabilities(stacked))
+            probabilities, embeddings = predict_outputs(self.engine, stacked)
+            rows = iter(probabilities)
             for branch in images:
                 for index, view in enumerate(by_branch[branch]):
-                    p = next(probabilities)
+                    p = next(rows)
                     view_rows.append(
                         {
                             "view_index": index,
@@ -256,7 +302,17 @@ class Predictor:
                             **dict(zip(PROBABILITY_COLUMNS, map(float, p), strict=True)),
                         }
                     )
-        table = roll_up(patient, pd.DataFrame(view_rows), rejects, self.bundle)
+            scored = pd.DataFrame(
+                {
+                    "patient_id": patient,
+                    "branch": [row["branch"] for row in view_rows],
+                    "pred": probabilities.argmax(1),
+                }
+            )
+            decided = {
+                branch: int(c) for (_, branch), c in self.branch_classes(scored, embeddings).items()
+            }
+        table = roll_up(patient, pd.DataFrame(view_rows), rejects, self.bundle, decided)
         return PatientPrediction(patient, table, images)
 
     def predict_frame(self, frame: pd.DataFrame, threads: int = 2) -> pd.DataFrame:
@@ -336,14 +392,22 @@ def with_referral(rows: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
 
 
 def roll_up(
-    patient: str, views: pd.DataFrame, rejects: list[dict], bundle: ModelBundle
+    patient: str,
+    views: pd.DataFrame,
+    rejects: list[dict],
+    bundle: ModelBundle,
+    branch_classes: dict[str, int] | None = None,
 ) -> pd.DataFrame:
-    """View rows to branch, artery and patient rows (`ROLLUP_RULES`), plus the rejects."""
+    """View rows to branch, artery and patient rows (`ROLLUP_RULES`), plus the rejects; a
+    branch's class is `branch_classes[branch]` where given, else the vote of its views."""
     classes = bundle.classes
     rows = []
     if not views.empty:
         for branch, group in views.groupby("branch", sort=True):
-            voted = classes[majority_vote(group.stenosis_class.map(classes.index))]
+            if branch_classes is not None:
+                voted = classes[branch_classes[branch]]
+            else:
+                voted = classes[majority_vote(group.stenosis_class.map(classes.index))]
             rows.append(
                 {
                     "level": "branch",

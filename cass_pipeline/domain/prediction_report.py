@@ -230,10 +230,10 @@ def referral_line(document: dict) -> str:
     model = document["model"]
     threshold = model.get("referral_threshold")
     rule = (
-        f"threshold {threshold:.3f}, set on validation for patient sensitivity >= "
-        f"{model.get('target_sensitivity', 0.95):.2f}"
+        f"refer at a significant class or P >= {threshold:.3f}, set on validation for patient "
+        f"sensitivity >= {model.get('target_sensitivity', 0.95):.2f}"
         if threshold is not None
-        else "this model has no fitted threshold: referral follows the significant class"
+        else "refer at a significant class (no threshold was needed or fitted)"
     )
     verdict = "REFER" if document["refer"] else "routine"
     return f"Triage: {verdict} (P(significant) {document['significant_score']:.2f}; {rule})"

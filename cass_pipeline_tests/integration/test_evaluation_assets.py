@@ -22,7 +22,7 @@ ASSETS = [
 ]
 
 
-def run(root, tmp_path, lr):
+def run(root, tmp_path, lr, **train_options):
     return dg.materialize(
         ASSETS,
         resources={
@@ -44,6 +44,7 @@ def run(root, tmp_path, lr):
                         "batch_size": 8,
                         "epochs": 1,
                         "resume": False,
+                        **train_options,
                     }
                 },
                 "evaluation_report": {"config": {"bootstrap": 50}},
@@ -275,3 +276,38 @@ def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
     )
     old = ModelBundle.read(folder)
     assert not old.cleans_as_trained() and old.cleanup_fingerprint == "an older cleanup"
+
+
+def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_path):
+    """Last in the module: it rewrites the evaluation folder (with its own registry)."""
+    from cass_pipeline.domain.evaluation import evaluate
+    from cass_pipeline.domain.model.aggregation import Bags, branch_predictions
+    from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
+    from cass_pipeline.tracking import Tracking
+
+    root = two_rounds[0]
+    result = run(root, tmp_path, 3e-3, aggregation="attention")
+    assert result.success
+    report = json.loads((root / "evaluation" / "evaluation.json").read_text())
+    assert report["aggregation"] == "attention"
+    assert set(report["vote_metrics"]) == {"segment", "artery", "patient"}
+    shown = result.asset_materializations_for_node("evaluation_report")[0].metadata
+    assert shown["aggregation"].value == "attention"
+    served = pd.read_parquet(root / "evaluation" / "test_predictions.parquet")
+    everyone_healthy = served[["patient_id", "branch", "view_index", "label"]].assign(pred=0)
+    expected_baseline = evaluate(everyone_healthy, bootstrap=0)["segment"]["f1_weighted"]
+    assert shown["segment_f1_majority_baseline"].value == pytest.approx(expected_baseline)
+    assert "| segment |" in shown["aggregation_vs_vote"].value
+    loaded = Tracking(f"sqlite:///{tmp_path}/mlflow.db", "eval-test").load(
+        str(report["model_version"])
+    )
+    head = loaded.predictor.bundle.attention
+    assert head is not None and loaded.predictor.bundle.aggregation == "attention"
+    # the served (ONNX) decisions are the head's over the PyTorch network's embeddings
+    paths = CassPaths(raw_dir=str(tmp_path), processed_dir=str(root))
+    views = evaluation.test_views(paths)
+    _, embeddings = view_outputs(TorchEngine(loaded.predictor.network()), views, root)
+    expected = branch_predictions(head, Bags.of(views, embeddings))
+    decided = served.groupby(["patient_id", "branch"], sort=True).branch_pred
+    assert (decided.nunique() == 1).all()
+    assert decided.first().tolist() == expected.tolist()

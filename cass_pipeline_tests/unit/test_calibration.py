@@ -51,10 +51,21 @@ def test_perfectly_calibrated_predictions_have_no_error():
 def test_threshold_refers_at_least_the_target_share_of_significant_patients():
     scores = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1])
     significant = np.array([True, True, True, False, False, False])
-    assert referral_threshold(scores, significant, 0.95) == 0.3  # all three
-    assert referral_threshold(scores, significant, 0.6) == 0.8  # two of three
-    assert referral_threshold(scores, ~significant | True, 0.95) == 0.1
-    assert referral_threshold(scores, np.zeros(6, bool)) is None
+    nobody = np.zeros(6, bool)
+    assert referral_threshold(scores, significant, nobody, 0.95) == 0.3  # all three
+    assert referral_threshold(scores, significant, nobody, 0.6) == 0.8  # two of three
+    assert referral_threshold(scores, np.ones(6, bool), nobody, 0.95) == 0.1
+    assert referral_threshold(scores, nobody, nobody) is None
+
+
+def test_the_threshold_only_has_to_catch_what_the_class_misses():
+    scores = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1])
+    significant = np.array([True, True, True, False, False, False])
+    first_two = np.array([True, True, False, False, False, False])
+    assert referral_threshold(scores, significant, first_two, 0.95) == 0.3
+    assert referral_threshold(scores, significant, first_two, 0.6) is None  # class suffices
+    all_three = np.array([True, True, True, False, False, False])
+    assert referral_threshold(scores, significant, all_three, 0.95) is None
 
 
 def test_referral_rates_at_the_threshold():
@@ -116,7 +127,7 @@ def test_patient_score_is_the_worst_branch_mean():
     assert patients.significant.to_dict() == {"a": True, "b": False}
 
 
-def test_fitted_calibration_travels_as_json_and_refers_by_threshold():
+def test_fitted_calibration_travels_as_json_and_refers_by_class_or_threshold():
     reported, labels = overconfident(600)
     views = pd.DataFrame(
         {
@@ -129,10 +140,10 @@ def test_fitted_calibration_travels_as_json_and_refers_by_threshold():
     assert fitted.temperature > 1.5
     assert fitted.validation["sensitivity"] >= 0.95
     assert fitted.validation["ece_after"] < fitted.validation["ece_before"]
-    again = Calibration.from_json(fitted.to_json())
-    assert again == fitted
-    assert again.refers(fitted.referral_threshold, 0)
-    assert not again.refers(fitted.referral_threshold - 1e-6, 2)
+    assert Calibration.from_json(fitted.to_json()) == fitted
+    triage = Calibration(referral_threshold=0.4)
+    assert triage.refers(0.4, 0) and not triage.refers(0.4 - 1e-6, 1)
+    assert triage.refers(0.0, 2)  # a significant class is always referred
 
 
 class FixedLogits:
@@ -143,6 +154,9 @@ class FixedLogits:
 
     def logits(self, images):
         return self.values[: len(images)]
+
+    def outputs(self, images):
+        return self.logits(images), np.zeros((len(images), 4), np.float32)
 
 
 def test_a_scaled_engine_serves_the_calibrated_probabilities():

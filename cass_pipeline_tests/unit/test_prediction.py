@@ -119,6 +119,42 @@ def test_onnx_runtime_and_pytorch_agree_within_1e_4(predictor):
     assert (onnx.argmax(1) == torch_.argmax(1)).all()
 
 
+def test_a_bundle_exported_before_embeddings_still_votes(predictor, tmp_path):
+    """Registered models whose ONNX graph gives logits only (no embeddings output)."""
+    import shutil
+
+    import torch
+
+    from cass_pipeline.domain.model.inference import OnnxEngine
+    from cass_pipeline.domain.model.network import to_model_input
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, network):
+            super().__init__()
+            self.network = network
+
+        def forward(self, images):
+            return self.network(to_model_input(images))
+
+    folder = tmp_path / "old"
+    shutil.copytree(predictor, folder)
+    network = Predictor.load(predictor, "pytorch").network()
+    torch.onnx.export(
+        LogitsOnly(network).eval(),
+        (torch.zeros(2, 32, 32, dtype=torch.uint8),),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},),
+    ).save(str(folder / "model.onnx"))
+    images = np.random.default_rng(4).integers(0, 255, (5, 32, 32), dtype=np.uint8)
+    logits, embeddings = OnnxEngine(folder / "model.onnx").outputs(images)
+    assert logits.shape == (5, 3) and embeddings.shape == (5, 0)
+    old = Predictor.load(folder).predict_frame(example_request(32))
+    new = Predictor.load(predictor).predict_frame(example_request(32))
+    assert old.stenosis_class.tolist() == new.stenosis_class.tolist()
+
+
 def test_an_export_that_disagrees_with_the_network_is_refused(tmp_path, monkeypatch):
     import cass_pipeline.domain.prediction as prediction
 

@@ -27,7 +27,6 @@ from cass_pipeline.domain.model.data import ViewDataset
 from cass_pipeline.domain.model.inference import (
     TorchEngine,
     largest_difference,
-    predict_views,
     view_probabilities,
 )
 from cass_pipeline.domain.prediction import ONNX_TOLERANCE, PROBABILITY_COLUMNS
@@ -51,6 +50,7 @@ PREDICTION_SCHEMA = pa.schema(
         ("view_index", pa.int32()),
         ("label", pa.int8()),
         ("pred", pa.int8()),
+        ("branch_pred", pa.int8()),
         ("p_no_stenosis", pa.float32()),
         ("p_non_significant", pa.float32()),
         ("p_significant", pa.float32()),
@@ -77,7 +77,7 @@ def predictions_with(loaded: LoadedModel, views: pd.DataFrame, paths: CassPaths)
         loaded.predictor.bundle.check_store(views.cleanup_fingerprint)
     except ValueError as error:
         raise dg.Failure(f"model version {loaded.version}: {error}") from error
-    scored = predict_views(loaded.predictor.engine, views, paths.processed)
+    scored = loaded.predictor.score_views(views, paths.processed)
     return scored.assign(model_version=loaded.version)[PREDICTION_SCHEMA.names]
 
 
@@ -217,6 +217,20 @@ def log_to_run(tracking, run_id: str, metrics: dict, files: dict[str, bytes]) ->
             client.log_artifact(run_id, str(Path(tmp) / name), artifact_path="evaluation")
 
 
+def vote_views(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Predictions without the model's branch decisions: evaluation falls back to the vote."""
+    return predictions.drop(columns="branch_pred")
+
+
+def aggregation_markdown(metrics: dict, vote: dict) -> str:
+    """Weighted F1 per level with the model's branch aggregation beside the paper's vote."""
+    lines = ["| level | this model | majority vote |", "|---|---|---|"]
+    for level in LEVELS:
+        ours, voted = metrics[level]["f1_weighted"], vote[level]["f1_weighted"]
+        lines.append(f"| {level} | {ours:.3f} | {voted:.3f} |")
+    return "\n".join(lines)
+
+
 def none_as_text(value):
     return "none" if value is None else value
 
@@ -299,12 +313,16 @@ def evaluation_report(
     version = int(predictions.model_version.iloc[0])
     tracking = registry(mlflow_tracking)
     run_id = tracking.model_version(str(version)).run_id
-    calibration = load_registered(tracking, str(version)).predictor.bundle.calibration
+    bundle = load_registered(tracking, str(version)).predictor.bundle
+    calibration = bundle.calibration
     on_test = calibration_report(predictions, calibration)
+    vote = evaluate(vote_views(predictions), bootstrap=0)
     report = {
         "model_version": version,
         "run_id": run_id,
         "metrics": metrics,
+        "aggregation": bundle.aggregation,
+        "vote_metrics": vote,
         "calibration": calibration.to_json(),
         "calibration_test": on_test,
     }
@@ -316,6 +334,7 @@ def evaluation_report(
         tracking,
         run_id,
         {f"test_{level}_{key}": metrics[level][key] for level in LEVELS for key in METRIC_KEYS}
+        | {f"test_{level}_f1_weighted_vote": vote[level]["f1_weighted"] for level in LEVELS}
         | {name: on_test[key] for key, name in TRIAGE_METRICS.items()},
         {
             "evaluation.json": json.dumps(report).encode(),
@@ -324,7 +343,8 @@ def evaluation_report(
             "table.md": f"{table}\n\n{triage}\n".encode(),
         },
     )
-    majority = evaluate(predictions.assign(pred=0), bootstrap=0)["segment"]["f1_weighted"]
+    majority = evaluate(vote_views(predictions).assign(pred=0), bootstrap=0)["segment"]
+    majority = majority["f1_weighted"]
     return dg.MaterializeResult(
         metadata={
             "model_version": version,
@@ -334,6 +354,8 @@ def evaluation_report(
             "segment_f1_weighted": metrics["segment"]["f1_weighted"],
             "segment_f1_majority_baseline": majority,
             "patient_f1_weighted": metrics["patient"]["f1_weighted"],
+            "aggregation": bundle.aggregation,
+            "aggregation_vs_vote": dg.MetadataValue.md(aggregation_markdown(metrics, vote)),
             "calibration_and_operating_point": dg.MetadataValue.md(triage),
             "reliability_diagram": png_markdown(diagram, "reliability before and after"),
             **{name: none_as_text(on_test[key]) for key, name in TRIAGE_METRICS.items()},

@@ -88,12 +88,19 @@ class TrainAssetConfig(dg.Config):
     arch: str = Field(default="shufflenet_v2_x1_0", description="x0_5, x1_0, x1_5 or x2_0")
     weights: str = Field(default="auto", description="auto | imagenet | none | <path>")
     lr: float = 1e-4
+    lr_schedule: str = Field(
+        default=TrainConfig.lr_schedule, description="constant | cosine (to 0 at the last epoch)"
+    )
     batch_size: int = 32
     accumulation_steps: int = 1
     epochs: int = 30
     patience: int = 5
     view_step: int = 1
     imbalance: str = Field(default="sampler", description="sampler | class_weights | none")
+    aggregation: str = Field(
+        default=TrainConfig.aggregation,
+        description="vote (the paper's) | attention (pooling over view embeddings, MIL)",
+    )
     num_workers: int = 0
     seed: int = 7
     device: str = Field(default=TrainConfig.device, description="auto | cpu | cuda | mps")

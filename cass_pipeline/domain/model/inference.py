@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from cass_pipeline.domain.model.data import ViewDataset
-from cass_pipeline.domain.model.network import to_model_input
+from cass_pipeline.domain.model.network import embed, to_model_input
 
 CPU = torch.device("cpu")
-ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
+ONNX_INPUT, ONNX_OUTPUT, ONNX_EMBEDDINGS = "images", "logits", "embeddings"
 
 
 #: Pixels per inference batch: about 4 views at 512 px, 64 at 128 px (measured fastest for
@@ -32,22 +32,27 @@ STORE_CHUNK = 64
 
 
 class Engine(Protocol):
-    """Runs the network on cleaned uint8 views (N, H, W) and returns logits (N, 3)."""
+    """Runs the network on cleaned uint8 views (N, H, W): logits (N, 3), and with them the
+    view embeddings (N, D) that learned aggregation pools."""
 
     name: str
 
     def logits(self, images: np.ndarray) -> np.ndarray: ...
 
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 class ViewsToLogits(nn.Module):
-    """The network behind the one input transform, as exported: uint8 views in, logits out."""
+    """The network behind the one input transform, as exported: uint8 views in, logits and
+    embeddings out."""
 
     def __init__(self, network: nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(to_model_input(images))
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings = embed(self.network, to_model_input(images))
+        return self.network.fc(embeddings), embeddings
 
 
 class TorchEngine:
@@ -60,10 +65,15 @@ class TorchEngine:
         self.device = device
 
     def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.outputs(images)[0]
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = to_model_input(np.ascontiguousarray(images)).to(self.device)
         with torch.no_grad():
             batch = batch.contiguous(memory_format=torch.channels_last)
-            return self.model(batch).float().cpu().numpy()
+            embeddings = embed(self.model, batch)
+            logits = self.model.fc(embeddings)
+        return logits.float().cpu().numpy(), embeddings.float().cpu().numpy()
 
 
 class OnnxEngine:
@@ -80,9 +90,20 @@ class OnnxEngine:
         self.session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
+        self.has_embeddings = ONNX_EMBEDDINGS in {o.name for o in self.session.get_outputs()}
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images)})[0]
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and embeddings; a graph exported before embeddings were (logits only, enough
+        for the vote) gives embeddings of width 0."""
+        feed = {ONNX_INPUT: np.ascontiguousarray(images)}
+        if not self.has_embeddings:
+            logits = self.session.run([ONNX_OUTPUT], feed)[0]
+            return logits, np.zeros((len(logits), 0), np.float32)
+        logits, embeddings = self.session.run([ONNX_OUTPUT, ONNX_EMBEDDINGS], feed)
+        return logits, embeddings
 
 
 class TemperatureScaled:
@@ -96,6 +117,10 @@ class TemperatureScaled:
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.engine.logits(images) / np.float32(self.temperature)
 
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, embeddings = self.engine.outputs(images)
+        return logits / np.float32(self.temperature), embeddings
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Class probabilities of logits (N, 3), computed the same way for every engine (in
@@ -105,23 +130,34 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def predict_outputs(
+    engine: Engine, images: np.ndarray, batch_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (N, 3) and embeddings (N, D) for cleaned uint8 views (N, H, W),
+    in batches of `batch_size` views (default: `BATCH_PIXELS` worth)."""
+    if not len(images):
+        return np.zeros((0, 3), np.float32), np.zeros((0, 0), np.float32)
+    batch_size = batch_size or max(1, BATCH_PIXELS // images[0].size)
+    batches = [
+        engine.outputs(images[start : start + batch_size])
+        for start in range(0, len(images), batch_size)
+    ]
+    return (
+        np.concatenate([softmax(logits) for logits, _ in batches]),
+        np.concatenate([embeddings for _, embeddings in batches]),
+    )
+
+
 def predict_probabilities(
     engine: Engine, images: np.ndarray, batch_size: int | None = None
 ) -> np.ndarray:
-    """Softmax probabilities (N, 3) for cleaned uint8 views (N, H, W), in batches of
-    `batch_size` views (default: `BATCH_PIXELS` worth)."""
-    if not len(images):
-        return np.zeros((0, 3), np.float32)
-    batch_size = batch_size or max(1, BATCH_PIXELS // images[0].size)
-    out = [
-        softmax(engine.logits(images[start : start + batch_size]))
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out)
+    """The probabilities of `predict_outputs`."""
+    return predict_outputs(engine, images, batch_size)[0]
 
 
 def export_onnx(model: nn.Module, size: int, path: Path) -> None:
-    """`ViewsToLogits(model)` as ONNX: uint8 views (batch size free, `size` x `size`) in."""
+    """`ViewsToLogits(model)` as ONNX: uint8 views (batch size free, `size` x `size`) in,
+    logits and embeddings out."""
     wrapped = ViewsToLogits(model.eval().to(CPU)).eval()
     example = torch.zeros(2, size, size, dtype=torch.uint8)  # a batch of 1 would be fixed
     program = torch.onnx.export(
@@ -129,7 +165,7 @@ def export_onnx(model: nn.Module, size: int, path: Path) -> None:
         (example,),
         dynamo=True,
         input_names=[ONNX_INPUT],
-        output_names=[ONNX_OUTPUT],
+        output_names=[ONNX_OUTPUT, ONNX_EMBEDDINGS],
         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
         verbose=False,
     )
@@ -144,13 +180,13 @@ def largest_difference(p: np.ndarray, q: np.ndarray) -> tuple[float, int]:
     return float(np.abs(p - q).max()), int((p.argmax(1) != q.argmax(1)).sum())
 
 
-def view_probabilities(
+def view_outputs(
     engine: Engine, views: pd.DataFrame, store_root: Path, batch_size: int | None = None
-) -> np.ndarray:
-    """Probabilities for manifest rows, reading the image store `STORE_CHUNK` views at a time."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """`predict_outputs` for manifest rows, reading the store `STORE_CHUNK` views at a time."""
     dataset = ViewDataset(views.reset_index(drop=True), store_root)
     chunks = [
-        predict_probabilities(
+        predict_outputs(
             engine,
             np.stack(
                 [dataset.image(i) for i in range(start, min(start + STORE_CHUNK, len(dataset)))]
@@ -159,7 +195,19 @@ def view_probabilities(
         )
         for start in range(0, len(dataset), STORE_CHUNK)
     ]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 3), np.float32)
+    if not chunks:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 0), np.float32)
+    return (
+        np.concatenate([p for p, _ in chunks]),
+        np.concatenate([e for _, e in chunks]),
+    )
+
+
+def view_probabilities(
+    engine: Engine, views: pd.DataFrame, store_root: Path, batch_size: int | None = None
+) -> np.ndarray:
+    """The probabilities of `view_outputs`."""
+    return view_outputs(engine, views, store_root, batch_size)[0]
 
 
 def predict_views(engine: Engine, views: pd.DataFrame, store_root: Path) -> pd.DataFrame:

@@ -45,6 +45,14 @@ def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (tensor.expand(-1, 3, -1, -1) - MEAN) / STD
 
 
+def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The view embedding: ShuffleNet V2 up to its global pooling (what `model.fc` reads),
+    so that `model(x) == model.fc(embed(model, x))`."""
+    x = model.maxpool(model.conv1(images))
+    x = model.conv5(model.stage4(model.stage3(model.stage2(x))))
+    return x.mean([2, 3])
+
+
 def imagenet_cache_file(arch: str) -> Path:
     """Where torch.hub keeps the ImageNet weights of `arch` once downloaded."""
     weights = getattr(torchvision.models, ARCHITECTURES[arch]).IMAGENET1K_V1

@@ -9,6 +9,7 @@ The test split is never read here.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cass_pipeline.domain.evaluation import branch_level, weighted_f1
+from cass_pipeline.domain.model.aggregation import AGGREGATIONS
 from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
 from cass_pipeline.domain.model.network import build_model
@@ -36,12 +38,14 @@ class TrainConfig:
     arch: str = "shufflenet_v2_x1_0"
     weights: str = "auto"
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # constant | cosine (to 0 at the last epoch)
     batch_size: int = 32
     accumulation_steps: int = 1
     epochs: int = 30
     patience: int = 5
     view_step: int = 1
     imbalance: str = "sampler"  # sampler | class_weights | none
+    aggregation: str = "vote"  # vote | attention (a head over view embeddings, after training)
     num_workers: int = 0
     seed: int = 7
     device: str = "auto"
@@ -91,6 +95,16 @@ def pick_device(config: TrainConfig, rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of `epoch`: constant, or a cosine from `lr` towards 0 over `epochs`
+    (a function of the epoch alone, so a resumed run continues the same curve)."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose constant or cosine")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
@@ -106,6 +120,8 @@ def train(
     """Train on the 'train' rows of `views`, select on the 'validation' rows."""
     if (views.split == "test").any():
         raise ValueError("the test split must not reach training")
+    if config.aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {config.aggregation!r}; choose {AGGREGATIONS}")
     rank, world = distributed_context()
     device = pick_device(config, rank)
     train_views = views[views.split == "train"].reset_index(drop=True)
@@ -171,6 +187,8 @@ def train(
         tick = time.monotonic()
         torch.manual_seed(config.seed * 1000 + epoch)
         sampler.set_epoch(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(config, epoch)
         loader = DataLoader(
             train_set,
             sampler=sampler,

@@ -92,7 +92,7 @@ PRESETS: dict[str, SynthConfig] = {
     ),
     # The model-quality benchmark (benchmarks/model_quality.py): standard difficulty, enough
     # patients for 60 in a 30% test split.
-    "benchmark": SynthConfig(n_patients=200, difficulty="standard", view_width_mm=12.0),
+    "benchmark": SynthConfig(n_patients=210, difficulty="standard", view_width_mm=12.0),
     # A few patients for tests.
     "tiny": SynthConfig(n_patients=4, n_views=4, image_size=64, voxel_mm=0.8),
 }

@@ -1,0 +1,99 @@
+"""How a branch's views become one decision: the paper's majority vote, or attention pooling
+over the views' embeddings (multiple-instance learning, gated attention as in Ilse et al.,
+2018), trained on branch labels after the view network, on the same split.
+
+The attention head sees the embeddings of the trained view network (frozen); it learns which
+views show the lesion, where the vote counts every view the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from cass_pipeline.domain.evaluation import majority_vote, weighted_f1
+
+AGGREGATIONS = ("vote", "attention")
+N_CLASSES = 3
+
+
+class AttentionPooling(nn.Module):
+    """Gated attention over a bag of view embeddings (n, d) -> class logits (3,)."""
+
+    def __init__(self, dim: int, hidden: int = 64, dropout: float = 0.25):
+        super().__init__()
+        self.value = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh())
+        self.gate = nn.Sequential(nn.Linear(dim, hidden), nn.Sigmoid())
+        self.score = nn.Linear(hidden, 1)
+        self.drop = nn.Dropout(dropout)
+        self.classify = nn.Linear(dim, N_CLASSES)
+
+    def weights(self, bag: torch.Tensor) -> torch.Tensor:
+        """Attention weight of each view (summing to 1)."""
+        return torch.softmax(self.score(self.value(bag) * self.gate(bag)).squeeze(-1), dim=0)
+
+    def forward(self, bag: torch.Tensor) -> torch.Tensor:
+        pooled = (self.weights(bag).unsqueeze(-1) * bag).sum(0)
+        return self.classify(self.drop(pooled))
+
+
+@dataclass(frozen=True)
+class Bags:
+    """Branches as bags: each one's view embeddings and its label."""
+
+    embeddings: list[np.ndarray]
+    labels: np.ndarray
+
+    @classmethod
+    def of(cls, views: pd.DataFrame, embeddings: np.ndarray) -> Bags:
+        """Group view rows (patient_id, branch, label) and their embeddings by branch."""
+        views = views.reset_index(drop=True)
+        groups = views.groupby(["patient_id", "branch"], sort=True).indices
+        return cls(
+            [embeddings[rows] for rows in groups.values()],
+            np.array([int(views.label.iloc[rows[0]]) for rows in groups.values()]),
+        )
+
+
+def attention_probabilities(head: AttentionPooling, bag: np.ndarray) -> np.ndarray:
+    """Class probabilities (3,) of one branch from its view embeddings."""
+    with torch.no_grad():
+        return torch.softmax(head.eval()(torch.as_tensor(bag, dtype=torch.float32)), 0).numpy()
+
+
+def branch_predictions(head: AttentionPooling | None, bags: Bags, view_preds=None) -> np.ndarray:
+    """The class of each bag: the attention head's, or the vote of `view_preds` (per bag)."""
+    if head is None:
+        return np.array([majority_vote(p) for p in view_preds])
+    return np.array([int(attention_probabilities(head, bag).argmax()) for bag in bags.embeddings])
+
+
+def fit_attention(
+    train: Bags, validation: Bags, seed: int = 7, epochs: int = 40, lr: float = 1e-3
+) -> tuple[AttentionPooling, float]:
+    """Train the head on the training bags (class-balanced loss), keep the epoch with the
+    best validation branch weighted F1; returns the head and that F1."""
+    torch.manual_seed(seed)
+    head = AttentionPooling(train.embeddings[0].shape[1])
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
+    counts = np.bincount(train.labels, minlength=N_CLASSES).clip(min=1)
+    loss_fn = nn.CrossEntropyLoss(torch.as_tensor(counts.sum() / (N_CLASSES * counts)).float())
+    bags = [torch.as_tensor(b, dtype=torch.float32) for b in train.embeddings]
+    targets = torch.as_tensor(train.labels)
+    generator = torch.Generator().manual_seed(seed)
+    best, best_f1 = None, -1.0
+    for _ in range(epochs):
+        head.train()
+        for i in torch.randperm(len(bags), generator=generator).tolist():
+            optimizer.zero_grad()
+            loss_fn(head(bags[i]).unsqueeze(0), targets[i : i + 1]).backward()
+            optimizer.step()
+        f1 = weighted_f1(validation.labels, branch_predictions(head, validation))
+        if f1 > best_f1:
+            best, best_f1 = {k: v.clone() for k, v in head.state_dict().items()}, f1
+    head.load_state_dict(best)
+    return head.eval(), best_f1
