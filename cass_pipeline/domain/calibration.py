@@ -170,6 +170,14 @@ def patient_referrals(views: pd.DataFrame, calibration: Calibration) -> pd.DataF
     return patients
 
 
+def patient_ranking(views: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
+    """`patient_referrals` as a worklist: highest significance score first, with its rank."""
+    ranked = patient_referrals(views, calibration).sort_values(
+        ["score", "patient_id"], ascending=[False, True], ignore_index=True
+    )
+    return ranked.assign(rank=range(1, len(ranked) + 1))
+
+
 def calibration_report(views: pd.DataFrame, calibration: Calibration) -> dict:
     """How a model's calibration and operating point hold on labelled views scored with its
     calibrated probabilities: calibration error before and after (with the reliability

@@ -90,6 +90,10 @@ def test_every_model_reports_its_calibration_and_operating_point(two_rounds, tmp
         assert "| validation |" in report["calibration_and_operating_point"].value
         assert "data:image/png;base64," in report["reliability_diagram"].value
         assert 0 <= report["test_ece_after"].value <= 1
+    ranking = pd.read_parquet(root / "evaluation" / "patient_ranking.parquet")
+    assert ranking["rank"].tolist() == list(range(1, len(ranking) + 1))
+    assert ranking.score.is_monotonic_decreasing and set(ranking.patient_id) == {"P010", "P011"}
+    assert "patient_id" in report["patient_ranking_top"].value.splitlines()[0]
     saved = json.loads((root / "evaluation" / "evaluation.json").read_text())
     fitted = saved["calibration"]
     assert fitted["fitted_on"].startswith("validation split")

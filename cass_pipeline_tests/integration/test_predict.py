@@ -391,6 +391,7 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
         written = json.loads(
             (registry.processed / "predictions" / pid / "prediction.json").read_text()
         )
+        assert written["refer"] == metadata["refer"].value  # triage shows in the UI
         assert (
             written["patient"] == pid
             and written["patient_class"] == metadata["patient_class"].value

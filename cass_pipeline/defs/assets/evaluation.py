@@ -18,6 +18,7 @@ from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.calibration import (
     Calibration,
     calibration_report,
+    patient_ranking,
     patient_referrals,
     referral_rates,
 )
@@ -287,6 +288,17 @@ def reliability_png(on_test: dict) -> bytes:
         return (Path(tmp) / "r.png").read_bytes()
 
 
+#: The test patients by significance score, as a triage worklist would order them.
+RANKING_SCHEMA = pa.schema(
+    [
+        ("rank", pa.int32()),
+        ("patient_id", pa.string()),
+        ("score", pa.float64()),
+        ("refer", pa.bool_()),
+        ("significant", pa.bool_()),
+    ]
+)
+RANKING_PREVIEW = 10
 #: Metrics of each level and of the operating point logged on the training run.
 METRIC_KEYS = ("accuracy", "f1_weighted")
 TRIAGE_METRICS = {
@@ -327,6 +339,8 @@ def evaluation_report(
         "calibration_test": on_test,
     }
     write_text_atomic(evaluation_dir(paths) / "evaluation.json", json.dumps(report, indent=2))
+    ranking = patient_ranking(predictions, calibration)[RANKING_SCHEMA.names]
+    write_parquet_atomic(ranking, evaluation_dir(paths) / "patient_ranking.parquet", RANKING_SCHEMA)
     picture, diagram = confusion_png(metrics), reliability_png(on_test)
     table = metrics_markdown(metrics)
     triage = triage_markdown(calibration, on_test)
@@ -340,6 +354,7 @@ def evaluation_report(
             "evaluation.json": json.dumps(report).encode(),
             "confusion.png": picture,
             "reliability.png": diagram,
+            "patient_ranking.csv": ranking.to_csv(index=False).encode(),
             "table.md": f"{table}\n\n{triage}\n".encode(),
         },
     )
@@ -358,6 +373,9 @@ def evaluation_report(
             "aggregation_vs_vote": dg.MetadataValue.md(aggregation_markdown(metrics, vote)),
             "calibration_and_operating_point": dg.MetadataValue.md(triage),
             "reliability_diagram": png_markdown(diagram, "reliability before and after"),
+            "patient_ranking_top": dg.MetadataValue.md(
+                ranking.head(RANKING_PREVIEW).to_markdown(index=False, floatfmt=".3f")
+            ),
             **{name: none_as_text(on_test[key]) for key, name in TRIAGE_METRICS.items()},
             "referral_threshold": none_as_text(calibration.referral_threshold),
             "temperature": calibration.temperature,

@@ -63,6 +63,8 @@ def patient_prediction(
         metadata={
             "patient_class": document["patient_class"] or "none",
             "cad_rads": document["cad_rads"] or "none",
+            "refer": "none" if document["refer"] is None else document["refer"],
+            "significant_score": document["significant_score"] or 0.0,
             "note": document["note"] or "",
             "branches": dg.MetadataValue.md(branch_table(document)),
             "views_used": document["views_used"] or 0,
