@@ -22,9 +22,14 @@ from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.calibration import Calibration, fit_calibration
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import SETTINGS_FILE, IngestConfig
-from cass_pipeline.domain.model.aggregation import AttentionPooling, Bags, fit_attention
+from cass_pipeline.domain.model.aggregation import (
+    AttentionPooling,
+    Bags,
+    decide_branches,
+    fit_attention,
+)
 from cass_pipeline.domain.model.data import ViewDataset, labelled_views
-from cass_pipeline.domain.model.inference import TorchEngine, view_outputs, view_probabilities
+from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
 from cass_pipeline.domain.model.splits import table_hash
 from cass_pipeline.domain.model.train import EpochRecord, TrainConfig, distributed_context, train
 from cass_pipeline.domain.prediction import ModelBundle
@@ -146,11 +151,18 @@ def check_images(inputs: TrainingInputs, views: pd.DataFrame, count: int = 64) -
     return np.stack([dataset.image(i) for i in range(len(dataset))])
 
 
-def calibrate_on_validation(inputs: TrainingInputs, model, views: pd.DataFrame) -> Calibration:
-    """Temperature and referral threshold fitted on the validation views, logged to the run."""
+def calibrate_on_validation(
+    inputs: TrainingInputs, model, views: pd.DataFrame, head: AttentionPooling | None
+) -> Calibration:
+    """Temperature and referral threshold fitted on the validation views, their branches
+    decided as the model will decide them (`head`, else the vote); logged to the run."""
     validation = views[views.split == "validation"].reset_index(drop=True)
-    probabilities = view_probabilities(TorchEngine(model), validation, Path(inputs.store_root))
-    calibration = fit_calibration(validation, probabilities)
+    probabilities, embeddings = view_outputs(
+        TorchEngine(model), validation, Path(inputs.store_root)
+    )
+    scored = validation.assign(pred=probabilities.argmax(1))
+    decided = scored.assign(branch_pred=decide_branches(scored, embeddings, head))
+    calibration = fit_calibration(decided.drop(columns="pred"), probabilities)
     mlflow.log_params(
         {
             "calibration_temperature": round(calibration.temperature, 4),
@@ -283,8 +295,8 @@ def run_training(
             "history.csv",
         ):
             mlflow.log_artifact(str(tmp / name))
-        calibration = calibrate_on_validation(inputs, result.model, views)
         head = fit_branch_head(inputs, result.model, views, config)
+        calibration = calibrate_on_validation(inputs, result.model, views, head)
         version = tracking.register(
             result.model,
             model_bundle(inputs, config, views, calibration, head),

@@ -195,8 +195,9 @@ def calibration_report(views: pd.DataFrame, calibration: Calibration) -> dict:
 
 
 def fit_calibration(views: pd.DataFrame, probabilities: np.ndarray) -> Calibration:
-    """Temperature and referral threshold from validation views (patient_id, branch, label)
-    and their uncalibrated probabilities; with the validation figures before and after."""
+    """Temperature and referral threshold from validation views (patient_id, branch, label;
+    `branch_pred` when the model decides branches otherwise than by vote) and their
+    uncalibrated probabilities; with the validation figures before and after."""
     labels = views.label.to_numpy(int)
     temperature = fit_temperature(probabilities, labels)
     calibrated = views.assign(

@@ -30,7 +30,7 @@ from cass_pipeline.domain.imaging.ingest import (
     read_views,
 )
 from cass_pipeline.domain.imaging.series_names import merged_aliases
-from cass_pipeline.domain.model.aggregation import AttentionPooling, Bags, branch_predictions
+from cass_pipeline.domain.model.aggregation import AttentionPooling, decide_branches
 from cass_pipeline.domain.model.inference import (
     Engine,
     OnnxEngine,
@@ -250,17 +250,6 @@ class Predictor:
         """Class probabilities (N, 3) of views already cleaned with this bundle's cleanup."""
         return predict_probabilities(self.engine, images)
 
-    def branch_classes(self, views: pd.DataFrame, embeddings: np.ndarray) -> pd.Series:
-        """The class index of each (patient_id, branch) of scored views (`pred`): the vote of
-        its views, or the attention head's over their embeddings (the bundle's aggregation)."""
-        views = views.reset_index(drop=True)
-        groups = views.groupby(["patient_id", "branch"], sort=True)
-        bags = Bags.of(views.assign(label=0), embeddings)
-        classes = branch_predictions(
-            self.bundle.attention, bags, [g.to_numpy() for _, g in groups.pred]
-        )
-        return pd.Series(classes, index=pd.MultiIndex.from_tuples(list(groups.indices)))
-
     def score_views(self, views: pd.DataFrame, store_root: Path) -> pd.DataFrame:
         """Stored (already cleaned) views with pred, the probabilities and `branch_pred`, the
         class of their branch; what evaluation scores."""
@@ -269,9 +258,7 @@ class Predictor:
             pred=probabilities.argmax(1),
             **dict(zip(PROBABILITY_COLUMNS, probabilities.T, strict=True)),
         )
-        decided = self.branch_classes(scored, embeddings)
-        keys = pd.MultiIndex.from_frame(scored[["patient_id", "branch"]])
-        return scored.assign(branch_pred=decided.reindex(keys).to_numpy())
+        return scored.assign(branch_pred=decide_branches(scored, embeddings, self.bundle.attention))
 
     def predict_files(
         self,
@@ -302,16 +289,12 @@ class Predictor:
                             **dict(zip(PROBABILITY_COLUMNS, map(float, p), strict=True)),
                         }
                     )
+            branches = [row["branch"] for row in view_rows]
             scored = pd.DataFrame(
-                {
-                    "patient_id": patient,
-                    "branch": [row["branch"] for row in view_rows],
-                    "pred": probabilities.argmax(1),
-                }
+                {"patient_id": patient, "branch": branches, "pred": probabilities.argmax(1)}
             )
-            decided = {
-                branch: int(c) for (_, branch), c in self.branch_classes(scored, embeddings).items()
-            }
+            classes = decide_branches(scored, embeddings, self.bundle.attention)
+            decided = {branch: int(c) for branch, c in zip(branches, classes, strict=True)}
         table = roll_up(patient, pd.DataFrame(view_rows), rejects, self.bundle, decided)
         return PatientPrediction(patient, table, images)
 

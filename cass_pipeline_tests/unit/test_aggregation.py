@@ -10,6 +10,7 @@ from cass_pipeline.domain.model.aggregation import (
     Bags,
     attention_probabilities,
     branch_predictions,
+    decide_branches,
     fit_attention,
 )
 
@@ -87,3 +88,21 @@ def test_a_head_round_trips_through_its_state_dict():
     np.testing.assert_allclose(
         attention_probabilities(head, bag), attention_probabilities(again, bag)
     )
+
+
+def test_each_view_carries_the_decision_of_its_branch():
+    views = pd.DataFrame(
+        {
+            "patient_id": ["b", "a", "a", "a", "b"],
+            "branch": ["LAD", "RCA", "LAD", "RCA", "LAD"],
+            "pred": [2, 0, 1, 2, 0],
+        }
+    )
+    # (a, LAD) votes 1; (a, RCA) and (b, LAD) tie 0-2, going to 2
+    assert decide_branches(views, np.zeros((5, 0)), None).tolist() == [2, 2, 1, 2, 2]
+    head = AttentionPooling(DIM)
+    embeddings = bags(5, 0).embeddings[0][:5]
+    decided = decide_branches(views, embeddings, head)
+    for rows in ([1, 3], [2], [0, 4]):
+        expected = attention_probabilities(head, embeddings[rows]).argmax()
+        assert (decided[rows] == expected).all()

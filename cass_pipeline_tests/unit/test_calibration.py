@@ -174,3 +174,12 @@ def test_a_bundle_without_calibration_changes_nothing_and_refers_by_class():
     engine = FixedLogits([[2.0, 0.5, -1.0]])
     assert legacy.scaled(engine) is engine
     assert legacy.refers(0.99, 1) is False and legacy.refers(0.01, 2) is True
+
+
+def test_the_threshold_is_fitted_on_the_branch_decisions_the_model_will_make():
+    views = scored_views([0.3, 0.2, 0.1], preds=[0, 0, 0], labels=[2, 0, 0])
+    raw = views[["p_no_stenosis", "p_non_significant", "p_significant"]].to_numpy()
+    by_vote = fit_calibration(views.drop(columns="pred"), raw)
+    assert by_vote.referral_threshold is not None  # the vote misses the significant patient
+    head_says_significant = views.drop(columns="pred").assign(branch_pred=[2, 2, 0, 0, 0, 0])
+    assert fit_calibration(head_says_significant, raw).referral_threshold is None

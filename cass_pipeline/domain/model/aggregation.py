@@ -72,6 +72,21 @@ def branch_predictions(head: AttentionPooling | None, bags: Bags, view_preds=Non
     return np.array([int(attention_probabilities(head, bag).argmax()) for bag in bags.embeddings])
 
 
+def decide_branches(
+    views: pd.DataFrame, embeddings: np.ndarray, head: AttentionPooling | None
+) -> np.ndarray:
+    """The class of each view's branch, aligned with `views` (patient_id, branch, pred): the
+    vote of the branch's `pred`, or `head`'s over the branch's embeddings."""
+    views = views.reset_index(drop=True)
+    groups = views.groupby(["patient_id", "branch"], sort=True).indices
+    bags = Bags([embeddings[rows] for rows in groups.values()], np.zeros(len(groups), int))
+    votes = [views.pred.to_numpy()[rows] for rows in groups.values()]
+    decided = np.empty(len(views), int)
+    for rows, value in zip(groups.values(), branch_predictions(head, bags, votes), strict=True):
+        decided[rows] = value
+    return decided
+
+
 def fit_attention(
     train: Bags, validation: Bags, seed: int = 7, epochs: int = 40, lr: float = 1e-3
 ) -> tuple[AttentionPooling, float]:
