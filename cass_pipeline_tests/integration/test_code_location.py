@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -37,6 +38,7 @@ def test_pyproject_and_workspace_name_the_same_module():
     assert entry["location_name"] == tool["code_location_name"]
 
 
+@pytest.mark.slow
 def test_dagster_validates_the_workspace(tmp_path):
     env = {"DAGSTER_HOME": str(tmp_path), "PATH": str(BIN), "HOME": str(tmp_path)}
     result = subprocess.run(

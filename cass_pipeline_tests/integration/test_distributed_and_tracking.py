@@ -5,11 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from cass_pipeline.domain.model.train import TrainConfig
 from cass_pipeline.tracking import Tracking
 from cass_pipeline.training_run import TrainingInputs, run_training
+
+pytestmark = pytest.mark.slow  # trains models in several processes
 
 ROOT = Path(__file__).parents[2]
 

@@ -11,6 +11,8 @@ from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, model
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 ASSETS = [
     model.stenosis_model,
     evaluation.test_predictions,

@@ -2,6 +2,7 @@
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from cass_pipeline.defs.assets import model
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
@@ -30,6 +31,7 @@ def test_split_check_catches_a_planted_leak(training_data, tmp_path):
     assert check.metadata["patients_in_two_splits"].value == 1
 
 
+@pytest.mark.slow
 def test_two_process_training_through_pipes(training_data, tmp_path):
     config = {
         "arch": "shufflenet_v2_x0_5",

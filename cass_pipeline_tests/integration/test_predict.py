@@ -40,6 +40,8 @@ from cass_pipeline.tracking import CHAMPION, Tracking
 from cass_pipeline_tests.conftest import register_without_bundle
 from cass_pipeline_tests.servers import free_port
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 INGEST = IngestConfig(CleanupConfig(size=64))
 #: The registered champion's calibration (as training would fit it on validation).
 TRIAGE = Calibration(temperature=1.5, referral_threshold=0.3, fitted_on="validation split (test)")

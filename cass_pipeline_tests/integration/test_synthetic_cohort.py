@@ -31,6 +31,7 @@ def file_bytes(folder):
     }
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_files_whatever_the_worker_count(tmp_path):
     runner = CliRunner()
     for name, workers in (("a", "1"), ("b", "2")):

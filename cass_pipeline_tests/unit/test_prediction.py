@@ -111,6 +111,7 @@ def predictor(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_onnx_runtime_and_pytorch_agree_within_1e_4(predictor):
     images = np.random.default_rng(2).integers(0, 255, (20, 32, 32), dtype=np.uint8)
     onnx = Predictor.load(predictor).probabilities(images)
@@ -119,6 +120,7 @@ def test_onnx_runtime_and_pytorch_agree_within_1e_4(predictor):
     assert (onnx.argmax(1) == torch_.argmax(1)).all()
 
 
+@pytest.mark.slow
 def test_a_bundle_exported_before_embeddings_still_votes(predictor, tmp_path):
     """Registered models whose ONNX graph gives logits only (no embeddings output)."""
     import shutil
@@ -155,6 +157,7 @@ def test_a_bundle_exported_before_embeddings_still_votes(predictor, tmp_path):
     assert old.stenosis_class.tolist() == new.stenosis_class.tolist()
 
 
+@pytest.mark.slow
 def test_an_export_that_disagrees_with_the_network_is_refused(tmp_path, monkeypatch):
     import cass_pipeline.domain.prediction as prediction
 
@@ -167,6 +170,7 @@ def test_an_export_that_disagrees_with_the_network_is_refused(tmp_path, monkeypa
         write_bundle(model, BUNDLE, tmp_path, images)
 
 
+@pytest.mark.slow
 def test_request_rows_stated_branches_unknown_names_and_patients(predictor):
     model = Predictor.load(predictor)
     request = example_request(32)  # four PNG views stated as LAD
@@ -186,6 +190,7 @@ def test_request_rows_stated_branches_unknown_names_and_patients(predictor):
         model.predict_frame(request.assign(name="Doe^John"))
 
 
+@pytest.mark.slow
 def test_document_counts_votes_and_names_the_decisive_view(predictor):
     empty = Predictor.load(predictor).predict_files([], "P3")
     assert prediction_document(empty.table, {})["branches"] == {}
@@ -204,6 +209,7 @@ def test_document_counts_votes_and_names_the_decisive_view(predictor):
     assert decisive_views(prediction) == {"LAD": 2}  # the surest vote for significant
 
 
+@pytest.mark.slow
 def test_files_without_a_stated_order_keep_their_names_order(predictor):
     files = [
         SourceFile(row.source, "LAD", row.image)

@@ -1,6 +1,7 @@
 """On synthetic reports, parsed labels agree with the ground truth they were written from."""
 
 import numpy as np
+import pytest
 
 from cass_pipeline.domain.anatomy import cad_rads_category
 from cass_pipeline.domain.reports.pipeline import parse_chunk
@@ -9,6 +10,7 @@ from cass_pipeline.domain.synthetic.coronary_tree import build_anatomy
 from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
 
 
+@pytest.mark.slow
 def test_branch_and_cad_rads_agreement_on_synthetic_reports():
     config = preset("demo", difficulty="hard")
     truth, items = [], []

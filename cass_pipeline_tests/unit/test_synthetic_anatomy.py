@@ -1,6 +1,7 @@
 """The cohort's statistics and lesion geometry match what the generator promises."""
 
 import numpy as np
+import pytest
 
 from cass_pipeline.domain.synthetic.config import preset
 from cass_pipeline.domain.synthetic.coronary_tree import (
@@ -10,6 +11,7 @@ from cass_pipeline.domain.synthetic.coronary_tree import (
 )
 
 
+@pytest.mark.slow
 def test_class_balance_and_dominance_follow_the_paper():
     config = preset("demo")
     labels, right = [], 0
