@@ -30,7 +30,7 @@ from cass_pipeline.domain.cohort_index import folder_patient_key
 from cass_pipeline.domain.evaluation import branch_level
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
-from cass_pipeline.domain.model.inference import TorchEngine, predict_views
+from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
 from cass_pipeline.domain.model.network import build_model, to_model_input
 from cass_pipeline.domain.prediction import ModelBundle
 from cass_pipeline.domain.prediction_report import prediction_document
@@ -121,7 +121,7 @@ def test_cli_gives_what_evaluation_gives_on_the_raw_export(registry, tiny_cohort
     # the evaluation path: the stored, already cleaned views of the same patient
     loaded = registry.tracking.load(CHAMPION)
     views = registry.manifest[registry.manifest.patient_id == pid].assign(label=0)
-    scored = predict_views(loaded.predictor.engine, views, registry.processed)
+    scored = loaded.predictor.score_views(views, registry.processed)
     branches = branch_level(scored).set_index("branch").pred
     classes = ("no_stenosis", "non_significant", "significant")
     assert {b: classes[p] for b, p in branches.items()} == {
@@ -150,12 +150,9 @@ def test_the_patient_is_triaged_at_the_models_operating_point(registry, tiny_coh
     # served probabilities are the network's, temperature-scaled
     pid = document["patient"]
     views = registry.manifest[registry.manifest.patient_id == pid].assign(label=0)
-    raw = predict_views(TorchEngine(loaded.predictor.network()), views, registry.processed)
-    served = predict_views(loaded.predictor.engine, views, registry.processed)
-    expected = calibrate(raw[["p_no_stenosis", "p_non_significant", "p_significant"]], 1.5)
-    np.testing.assert_allclose(
-        served[["p_no_stenosis", "p_non_significant", "p_significant"]], expected, atol=1e-4
-    )
+    raw = view_probabilities(TorchEngine(loaded.predictor.network()), views, registry.processed)
+    served = view_probabilities(loaded.predictor.engine, views, registry.processed)
+    np.testing.assert_allclose(served, calibrate(raw, 1.5), atol=1e-4)
     text = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "text")
     triage = [line for line in text.stdout.splitlines() if line.startswith("Triage: ")]
     assert len(triage) == 1

@@ -208,14 +208,3 @@ def view_probabilities(
 ) -> np.ndarray:
     """The probabilities of `view_outputs`."""
     return view_outputs(engine, views, store_root, batch_size)[0]
-
-
-def predict_views(engine: Engine, views: pd.DataFrame, store_root: Path) -> pd.DataFrame:
-    """`views` with pred and p_no_stenosis, p_non_significant, p_significant columns."""
-    probabilities = view_probabilities(engine, views, store_root)
-    return views.reset_index(drop=True).assign(
-        pred=probabilities.argmax(1),
-        p_no_stenosis=probabilities[:, 0],
-        p_non_significant=probabilities[:, 1],
-        p_significant=probabilities[:, 2],
-    )
