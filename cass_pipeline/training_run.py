@@ -151,18 +151,30 @@ def check_images(inputs: TrainingInputs, views: pd.DataFrame, count: int = 64) -
     return np.stack([dataset.image(i) for i in range(len(dataset))])
 
 
+@dataclass(frozen=True)
+class ValidationOutputs:
+    """The trained network's probabilities and embeddings of the validation views, computed
+    once for the branch head and the calibration."""
+
+    views: pd.DataFrame
+    probabilities: np.ndarray
+    embeddings: np.ndarray
+
+    @classmethod
+    def of(cls, inputs: TrainingInputs, model, views: pd.DataFrame) -> ValidationOutputs:
+        validation = views[views.split == "validation"].reset_index(drop=True)
+        outputs = view_outputs(TorchEngine(model), validation, Path(inputs.store_root))
+        return cls(validation, *outputs)
+
+
 def calibrate_on_validation(
-    inputs: TrainingInputs, model, views: pd.DataFrame, head: AttentionPooling | None
+    validation: ValidationOutputs, head: AttentionPooling | None
 ) -> Calibration:
     """Temperature and referral threshold fitted on the validation views, their branches
     decided as the model will decide them (`head`, else the vote); logged to the run."""
-    validation = views[views.split == "validation"].reset_index(drop=True)
-    probabilities, embeddings = view_outputs(
-        TorchEngine(model), validation, Path(inputs.store_root)
-    )
-    scored = validation.assign(pred=probabilities.argmax(1))
-    decided = scored.assign(branch_pred=decide_branches(scored, embeddings, head))
-    calibration = fit_calibration(decided.drop(columns="pred"), probabilities)
+    scored = validation.views.assign(pred=validation.probabilities.argmax(1))
+    decided = scored.assign(branch_pred=decide_branches(scored, validation.embeddings, head))
+    calibration = fit_calibration(decided.drop(columns="pred"), validation.probabilities)
     mlflow.log_params(
         {
             "calibration_temperature": round(calibration.temperature, 4),
@@ -181,20 +193,23 @@ def calibrate_on_validation(
 
 
 def fit_branch_head(
-    inputs: TrainingInputs, model, views: pd.DataFrame, config: TrainConfig
+    inputs: TrainingInputs,
+    model,
+    views: pd.DataFrame,
+    validation: ValidationOutputs,
+    config: TrainConfig,
 ) -> AttentionPooling | None:
     """With `aggregation: attention`, the attention head trained on the trained network's
     embeddings of the training branches and selected on validation (logged), else None."""
     if config.aggregation != "attention":
         return None
-    engine, root = TorchEngine(model), Path(inputs.store_root)
-    train, validation = (
-        Bags.of(part, view_outputs(engine, part, root)[1])
-        for part in (
-            views[views.split == split].reset_index(drop=True) for split in ("train", "validation")
-        )
+    train = views[views.split == "train"].reset_index(drop=True)
+    embeddings = view_outputs(TorchEngine(model), train, Path(inputs.store_root))[1]
+    head, f1 = fit_attention(
+        Bags.of(train, embeddings),
+        Bags.of(validation.views, validation.embeddings),
+        seed=config.seed,
     )
-    head, f1 = fit_attention(train, validation, seed=config.seed)
     mlflow.log_metric("val_branch_f1_attention", f1)
     return head
 
@@ -295,8 +310,9 @@ def run_training(
             "history.csv",
         ):
             mlflow.log_artifact(str(tmp / name))
-        head = fit_branch_head(inputs, result.model, views, config)
-        calibration = calibrate_on_validation(inputs, result.model, views, head)
+        validation = ValidationOutputs.of(inputs, result.model, views)
+        head = fit_branch_head(inputs, result.model, views, validation, config)
+        calibration = calibrate_on_validation(validation, head)
         version = tracking.register(
             result.model,
             model_bundle(inputs, config, views, calibration, head),

@@ -496,9 +496,7 @@ def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.
         client.log_metric(
             run_id, "champion_test_patient_f1_weighted", decision["champion_patient_f1"]
         )
-    return dg.MaterializeResult(
-        metadata={k: (v if v is not None else "none") for k, v in decision.items()}
-    )
+    return dg.MaterializeResult(metadata={k: none_as_text(v) for k, v in decision.items()})
 
 
 @dg.asset_check(
@@ -520,8 +518,9 @@ def promotion_keeps_significant_sensitivity(paths: CassPaths) -> dg.AssetCheckRe
         metadata={
             "promote": decision["promote"],
             "challenger_significant_sensitivity": decision["challenger_significant_sensitivity"],
-            "champion_significant_sensitivity": decision.get("champion_significant_sensitivity")
-            or "none",
+            "champion_significant_sensitivity": none_as_text(
+                decision.get("champion_significant_sensitivity")
+            ),
         },
     )
 

@@ -15,10 +15,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cass_pipeline.domain.evaluation import majority_vote, weighted_f1
+from cass_pipeline.domain.evaluation import N_CLASSES, majority_vote, weighted_f1
 
 AGGREGATIONS = ("vote", "attention")
-N_CLASSES = 3
 
 
 class AttentionPooling(nn.Module):
