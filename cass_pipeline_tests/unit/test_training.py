@@ -84,6 +84,23 @@ def test_resume_equals_uninterrupted(training_data, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_checkpoint_of_other_settings_is_refused_and_not_resumed(training_data, tmp_path):
+    from dataclasses import replace
+
+    from cass_pipeline.domain.model.train import Checkpoint, CheckpointMismatchError
+
+    views = views_of(training_data).query("split != 'test'")
+    first = train(replace(TINY, epochs=1), views, training_data, tmp_path / "ckpt")
+    last = tmp_path / "ckpt" / "last.pt"
+    longer = replace(TINY, epochs=2)
+    with pytest.raises(CheckpointMismatchError, match="written under settings"):
+        Checkpoint.load(last, longer.fingerprint())
+    saved = Checkpoint.load(last, replace(TINY, epochs=1).fingerprint())
+    assert saved.finished and saved.epoch == 0 and saved.history == first.history
+    again = train(longer, views, training_data, tmp_path / "ckpt")
+    assert again.resumed_from_epoch is None and [h.epoch for h in again.history] == [0, 1]
+
+
 def test_test_split_never_reaches_training(training_data, tmp_path):
     with pytest.raises(ValueError, match="test split"):
         train(TINY, views_of(training_data), training_data, tmp_path / "ckpt")

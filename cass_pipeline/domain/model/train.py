@@ -105,9 +105,178 @@ def epoch_lr(config: TrainConfig, epoch: int) -> float:
     raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose constant or cosine")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+class CheckpointMismatchError(ValueError):
+    """A checkpoint written under other training settings."""
+
+
+@dataclass
+class Checkpoint:
+    """The state at the end of an epoch: enough to resume exactly where the run stopped."""
+
+    model: dict
+    optimizer: dict
+    scaler: dict
+    epoch: int
+    best_f1: float
+    best_epoch: int
+    history: list[EpochRecord]
+    config_fingerprint: str
+    finished: bool
+
+    def save(self, path: Path) -> None:
+        state = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        state["history"] = [asdict(h) for h in self.history]
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> Checkpoint:
+        """The checkpoint at `path`; `CheckpointMismatchError` when it was written under other
+        settings (their fingerprints differ)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["config_fingerprint"] != fingerprint:
+            raise CheckpointMismatchError(
+                f"{path} was written under settings {state['config_fingerprint']}, "
+                f"not {fingerprint}"
+            )
+        state["history"] = [EpochRecord(**h) for h in state["history"]]
+        return cls(**state)
+
+
+def unfinished_checkpoint(path: Path, fingerprint: str) -> Checkpoint | None:
+    """The interrupted run to continue: a checkpoint of these settings that did not finish."""
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = Checkpoint.load(path, fingerprint)
+    except CheckpointMismatchError:
+        return None
+    return None if checkpoint.finished else checkpoint
+
+
+def build_loss(config: TrainConfig, train_labels: torch.Tensor, device) -> nn.Module:
+    """Cross-entropy, weighted by inverse class frequency under `class_weights`."""
+    weight = None
+    if config.imbalance == "class_weights":
+        counts = torch.bincount(train_labels, minlength=3).clamp(min=1).float()
+        weight = (counts.sum() / (3 * counts)).to(device)
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def build_sampler(config: TrainConfig, train_labels: torch.Tensor, rank: int, world: int):
+    """Class-balanced draws under `sampler`, else a plain shuffle; this rank's share."""
+    if config.imbalance == "sampler":
+        return BalancedSampler(train_labels, config.seed, rank, world)
+    return ShuffledSampler(len(train_labels), config.seed, rank, world)
+
+
+@dataclass
+class Trainer:
+    """The network, its optimiser and how one epoch feeds it."""
+
+    config: TrainConfig
+    model: nn.Module  # DDP-wrapped under torchrun
+    core: nn.Module  # the bare network (what is saved and evaluated)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    device: torch.device
+    use_amp: bool
+
+    def train_one_epoch(self, loader: DataLoader, lr: float) -> tuple[float, int]:
+        """One pass over `loader` at `lr`; (summed loss, images seen) on this rank."""
+        config, optimizer = self.config, self.optimizer
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        total, seen = 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        for step, (images, targets) in enumerate(loader):
+            images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                loss = self.loss_fn(self.model(images), targets)
+            self.scaler.scale(loss / config.accumulation_steps).backward()
+            if (step + 1) % config.accumulation_steps == 0 or step + 1 == len(loader):
+                self.scaler.step(optimizer)
+                self.scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            total += loss.item() * len(targets)
+            seen += len(targets)
+        return total, seen
+
+    def checkpoint(self, epoch: int, best: tuple[float, int], history, finished: bool):
+        return Checkpoint(
+            self.core.state_dict(),
+            self.optimizer.state_dict(),
+            self.scaler.state_dict(),
+            epoch,
+            *best,
+            list(history),
+            self.config.fingerprint(),
+            finished,
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.core.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scaler.load_state_dict(checkpoint.scaler)
+
+
+def build_trainer(
+    config: TrainConfig, train_labels: torch.Tensor, device, world: int
+) -> tuple[Trainer, str]:
+    """The seeded network on `device` (DDP when `world` > 1), Adam, the loss; and which
+    weights it started from."""
+    torch.manual_seed(config.seed)
+    built = build_model(config.arch, config.weights)
+    core = built.model.to(device)
+    if config.channels_last:
+        core = core.to(memory_format=torch.channels_last)
+    model = core
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            core, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    use_amp = config.amp and device.type == "cuda"
+    trainer = Trainer(
+        config,
+        model,
+        core,
+        torch.optim.Adam(model.parameters(), lr=config.lr),
+        torch.amp.GradScaler("cuda", enabled=use_amp),
+        build_loss(config, train_labels, device),
+        device,
+        use_amp,
+    )
+    return trainer, built.weights_used
+
+
+def validate(
+    core: nn.Module, val_views: pd.DataFrame, store_root: Path, device, batch_size: int
+) -> tuple[float, float, float]:
+    """(loss, view accuracy, branch-level weighted F1 of the vote) on the validation views."""
+    probabilities = view_probabilities(TorchEngine(core, device), val_views, store_root, batch_size)
+    labels = val_views.label.to_numpy()
+    picked = probabilities[np.arange(len(labels)), labels]
+    loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
+    branches = branch_level(val_views.assign(pred=probabilities.argmax(1)))
+    accuracy = float((probabilities.argmax(1) == labels).mean())
+    return loss, accuracy, weighted_f1(branches.label, branches.pred)
+
+
+def split_views(views: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and validation rows; the test split must never be here."""
+    if (views.split == "test").any():
+        raise ValueError("the test split must not reach training")
+    train_views = views[views.split == "train"].reset_index(drop=True)
+    val_views = views[views.split == "validation"].reset_index(drop=True)
+    if train_views.empty or val_views.empty:
+        raise ValueError(
+            f"need train and validation views, got {len(train_views)} and {len(val_views)}"
+        )
+    return train_views, val_views
 
 
 def train(
@@ -118,68 +287,29 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainResult:
     """Train on the 'train' rows of `views`, select on the 'validation' rows."""
-    if (views.split == "test").any():
-        raise ValueError("the test split must not reach training")
     if config.aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {config.aggregation!r}; choose {AGGREGATIONS}")
     rank, world = distributed_context()
     device = pick_device(config, rank)
-    train_views = views[views.split == "train"].reset_index(drop=True)
-    val_views = views[views.split == "validation"].reset_index(drop=True)
-    if train_views.empty or val_views.empty:
-        raise ValueError(
-            f"need train and validation views, got {len(train_views)} and {len(val_views)}"
-        )
-
-    torch.manual_seed(config.seed)
-    built = build_model(config.arch, config.weights)
-    model = built.model.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    core = model
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
+    train_views, val_views = split_views(views)
     train_labels = torch.as_tensor(train_views.label.to_numpy().copy())
-    weight = None
-    if config.imbalance == "class_weights":
-        counts = torch.bincount(train_labels, minlength=3).clamp(min=1).float()
-        weight = (counts.sum() / (3 * counts)).to(device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
-    sampler = (
-        BalancedSampler(train_labels, config.seed, rank, world)
-        if config.imbalance == "sampler"
-        else ShuffledSampler(len(train_views), config.seed, rank, world)
-    )
+    trainer, weights_used = build_trainer(config, train_labels, device, world)
+    sampler = build_sampler(config, train_labels, rank, world)
     train_set = ViewDataset(train_views, store_root, augment=True)
-    loader_args = {
-        "batch_size": config.batch_size,
-        "num_workers": config.num_workers,
-        "persistent_workers": False,
-        "pin_memory": device.type == "cuda",
-    }
 
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     history: list[EpochRecord] = []
     start_epoch, best_f1, best_epoch, resumed = 0, -1.0, -1, None
-    if last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        if state["config_fingerprint"] == config.fingerprint() and not state.get("finished"):
-            core.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            history = [EpochRecord(**h) for h in state["history"]]
-            start_epoch, best_f1, best_epoch = (
-                state["epoch"] + 1,
-                state["best_f1"],
-                state["best_epoch"],
-            )
-            resumed = state["epoch"]
+    interrupted = unfinished_checkpoint(last_path, config.fingerprint())
+    if interrupted is not None:
+        trainer.restore(interrupted)
+        history = interrupted.history
+        start_epoch, best_f1, best_epoch = (
+            interrupted.epoch + 1,
+            interrupted.best_f1,
+            interrupted.best_epoch,
+        )
+        resumed = interrupted.epoch
 
     started = time.monotonic()
     stopped_early = False
@@ -187,45 +317,26 @@ def train(
         tick = time.monotonic()
         torch.manual_seed(config.seed * 1000 + epoch)
         sampler.set_epoch(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(config, epoch)
         loader = DataLoader(
             train_set,
             sampler=sampler,
             generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
-            **loader_args,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            persistent_workers=False,
+            pin_memory=device.type == "cuda",
         )
-        model.train()
-        total, seen = 0.0, 0
-        optimizer.zero_grad(set_to_none=True)
-        for step, (images, targets) in enumerate(loader):
-            images, targets = images.to(device, non_blocking=True), targets.to(device)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss = loss_fn(model(images), targets)
-            scaler.scale(loss / config.accumulation_steps).backward()
-            if (step + 1) % config.accumulation_steps == 0 or step + 1 == len(loader):
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-            total += loss.item() * len(targets)
-            seen += len(targets)
+        total, seen = trainer.train_one_epoch(loader, epoch_lr(config, epoch))
         train_seconds = time.monotonic() - tick
-
-        engine = TorchEngine(core, device)
-        probabilities = view_probabilities(engine, val_views, store_root, config.batch_size)
-        labels = val_views.label.to_numpy()
-        picked = probabilities[np.arange(len(labels)), labels]
-        val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
-        scored = val_views.assign(pred=probabilities.argmax(1))
-        branches = branch_level(scored)
+        val_loss, val_accuracy, val_f1 = validate(
+            trainer.core, val_views, store_root, device, config.batch_size
+        )
         record = EpochRecord(
             epoch=epoch,
             train_loss=total / max(1, seen),
             val_loss=val_loss,
-            val_view_accuracy=float((probabilities.argmax(1) == labels).mean()),
-            val_branch_f1=weighted_f1(branches.label, branches.pred),
+            val_view_accuracy=val_accuracy,
+            val_branch_f1=val_f1,
             seconds=time.monotonic() - tick,
             images_per_s=seen * world / max(train_seconds, 1e-9),
         )
@@ -240,21 +351,8 @@ def train(
         finished = out_of_patience or out_of_time or epoch + 1 == config.epochs
         if rank == 0:
             if improved:
-                save_checkpoint(best_path, {"model": core.state_dict(), "epoch": epoch})
-            save_checkpoint(
-                last_path,
-                {
-                    "model": core.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch,
-                    "best_f1": best_f1,
-                    "best_epoch": best_epoch,
-                    "history": [asdict(h) for h in history],
-                    "config_fingerprint": config.fingerprint(),
-                    "finished": finished,
-                },
-            )
+                save_best(best_path, trainer.core, epoch)
+            trainer.checkpoint(epoch, (best_f1, best_epoch), history, finished).save(last_path)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
         if finished:
@@ -262,8 +360,14 @@ def train(
             break
     if world > 1:
         dist.barrier()
-    best = torch.load(best_path, map_location="cpu", weights_only=True)
-    core.load_state_dict(best["model"])
+    core = trainer.core
+    core.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model"])
     return TrainResult(
-        core.cpu().eval(), built.weights_used, best_epoch, best_f1, history, stopped_early, resumed
+        core.cpu().eval(), weights_used, best_epoch, best_f1, history, stopped_early, resumed
     )
+
+
+def save_best(path: Path, core: nn.Module, epoch: int) -> None:
+    """The weights of the best epoch so far (what the run returns)."""
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"model": core.state_dict(), "epoch": epoch}, tmp)
