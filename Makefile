@@ -41,7 +41,7 @@ env: $(STAMP) .env instance
 ## Materialise the whole asset graph headless on the default (synthetic) data, with the CPU
 ## kernels pinned so that the figures repeat on every x86 machine (README, "The demo").
 run: env
-	CASS_CPU_KERNELS=avx2 $(BIN)/dagster asset materialize -m cass_pipeline.definitions --select 'not group:prediction' -c config/demo_run.yaml
+	CASS_CPU_KERNELS=avx2 $(BIN)/dagster job execute -m cass_pipeline.definitions -j demo
 
 ## Lint, then the test suite.
 test: env

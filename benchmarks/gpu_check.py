@@ -21,6 +21,7 @@ from training_throughput import BATCH, fake_store, loader_rate
 
 from cass_pipeline.domain.model.data import ViewDataset
 from cass_pipeline.domain.model.train import TrainConfig, distributed_context, train
+from cass_pipeline.layout import DataLayout
 
 
 def synthetic_views(root: Path, size: int, patients: int) -> pd.DataFrame:
@@ -69,10 +70,10 @@ def main() -> None:
         ) as root:
             if rank == 0:
                 views = synthetic_views(root, size, args.patients)
-                views.to_parquet(root / "views.parquet")
+                views.to_parquet(DataLayout(root, root).manifest)
             if world > 1:
                 torch.distributed.barrier()
-            views = pd.read_parquet(root / "views.parquet")
+            views = pd.read_parquet(DataLayout(root, root).manifest)
             config = TrainConfig(
                 arch="shufflenet_v2_x1_0",
                 weights="none",

@@ -27,7 +27,8 @@ import yaml
 
 from cass_pipeline.domain.evaluation import LEVELS, PAPER_TABLE2, evaluate, patient_level
 from cass_pipeline.domain.evaluation import artery_level as arteries_of
-from cass_pipeline.settings import project_root
+from cass_pipeline.layout import DataLayout
+from cass_pipeline.settings import CassSettings, project_root
 
 ROOT = project_root()
 SPLIT = {"train": 0.6, "validation": 0.1, "test": 0.3}
@@ -93,12 +94,10 @@ def materialise(work: Path, config: dict) -> float:
     return time.monotonic() - started
 
 
-def training_majority(processed: Path) -> dict[str, int]:
+def training_majority(layout: DataLayout) -> dict[str, int]:
     """The most frequent class of the training patients at each level."""
-    labels = pd.read_parquet(processed / "reports" / "branch_labels.parquet").dropna(
-        subset=["label"]
-    )
-    splits = pd.read_parquet(processed / "model" / "splits.parquet")
+    labels = pd.read_parquet(layout.branch_labels).dropna(subset=["label"])
+    splits = pd.read_parquet(layout.splits)
     train = labels[labels.patient_id.isin(splits.patient_id[splits.split == "train"])]
     branches = train.assign(label=train.label.astype(int), pred=0)
     arteries = arteries_of(branches)
@@ -128,11 +127,11 @@ def table(title: str, metrics: dict, baseline: dict) -> list[str]:
     return lines
 
 
-def tables(report: dict, predictions: pd.DataFrame, processed: Path) -> list[str]:
+def tables(report: dict, predictions: pd.DataFrame, layout: DataLayout) -> list[str]:
     """The vote's table, and the learned aggregation's on the same network when there is one;
     intervals from the same bootstrap as the evaluation report."""
     by_vote = predictions.drop(columns="branch_pred")
-    majority = training_majority(processed)
+    majority = training_majority(layout)
     baseline = {
         level: evaluate(by_vote.assign(pred=majority[level]), bootstrap=0)[level]
         for level in LEVELS
@@ -176,15 +175,15 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work.resolve()
     wall = materialise(work, run_config(args))
-    processed = work / "processed"
-    report = json.loads((processed / "evaluation" / "evaluation.json").read_text())
-    predictions = pd.read_parquet(processed / "evaluation" / "test_predictions.parquet")
+    layout = CassSettings.from_env({"CASS_DATA_DIR": str(work)}).layout
+    report = json.loads(layout.evaluation_report.read_text())
+    predictions = pd.read_parquet(layout.test_predictions)
     lines = [
         f"model quality, benchmark cohort (standard), seed {args.seed}, {args.epochs} epochs "
         f"({args.lr_schedule} lr {args.lr}), {args.image_size} px, {args.aggregation}; "
         f"model version {report['model_version']}; "
         f"pipeline {wall / 60:.1f} min",
-        *tables(report, predictions, processed),
+        *tables(report, predictions, layout),
         *triage_lines(report),
     ]
     print("\n".join(lines))

@@ -41,7 +41,11 @@ def import_seconds() -> float:
     """A fresh interpreter importing what serving imports (torch, onnxruntime, mlflow)."""
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", "import cass_pipeline.tracking, cass_pipeline.serving, onnxruntime"],
+        [
+            sys.executable,
+            "-c",
+            "import cass_pipeline.runs.tracking, cass_pipeline.serving, onnxruntime",
+        ],
         check=True,
     )
     return time.perf_counter() - start
@@ -67,7 +71,7 @@ def register(tmp: Path):
     from cass_pipeline.domain.imaging.ingest import IngestConfig
     from cass_pipeline.domain.model.network import build_model
     from cass_pipeline.domain.prediction import ModelBundle
-    from cass_pipeline.tracking import CHAMPION, Tracking
+    from cass_pipeline.runs.tracking import CHAMPION, Tracking
 
     tracking = Tracking(f"sqlite:///{tmp}/mlflow.db", "latency", (tmp / "artifacts").as_uri())
     bundle = ModelBundle("shufflenet_v2_x1_0", IngestConfig(CleanupConfig(size=512)))
@@ -128,7 +132,7 @@ def main() -> None:
         prediction_document,
         render_report,
     )
-    from cass_pipeline.tracking import CHAMPION
+    from cass_pipeline.runs.tracking import CHAMPION
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

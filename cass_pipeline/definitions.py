@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cass_pipeline.defs.assets import cohort, evaluation, imaging, model, prediction, reports
+from cass_pipeline.defs.demo import demo_job
 from cass_pipeline.defs.executors import executor_named
 from cass_pipeline.defs.resources import (
     CassPaths,
@@ -24,7 +25,7 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(MODULES),
         asset_checks=dg.load_asset_checks_from_modules(MODULES),
-        jobs=[model.retrain_job, prediction.predict_patient_job],
+        jobs=[demo_job, model.retrain_job, prediction.predict_patient_job],
         schedules=[model.weekly_retrain],
         sensors=[prediction.inbox_sensor],
         executor=executor_named(settings.executor),

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cass_pipeline.layout import DataLayout
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_EXPERIMENT = "cass-stenosis"
 REGISTERED_MODEL_NAME = "cass-stenosis"
@@ -45,6 +47,10 @@ class CassSettings:
     pseudonym_key: str | None = None
     series_aliases: Path | None = None
     executor: str = "default"
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(self.raw_dir, self.processed_dir)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> CassSettings:

@@ -67,3 +67,8 @@ def patient_count_check(
         description=f"{problem}. Expected {expected}; found {seen}." if problem else None,
         metadata={"patients": found, "previous_patients": previous or 0},
     )
+
+
+def none_as_text(value):
+    """Metadata cannot hold None: 'none' in its place (0.0 stays 0.0)."""
+    return "none" if value is None else value

@@ -13,8 +13,9 @@ from cass_pipeline.domain.cohort_index import CohortIndex, ReportColumns, index_
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
 from cass_pipeline.domain.storage import exclusive_writer
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
+from cass_pipeline.layout import DataLayout
+from cass_pipeline.runs.tracking import LoadedModel, RegistryError, Tracking
 from cass_pipeline.settings import CassSettings
-from cass_pipeline.tracking import Tracking
 
 
 class CassPaths(dg.ConfigurableResource):
@@ -36,16 +37,15 @@ class CassPaths(dg.ConfigurableResource):
     def processed(self) -> Path:
         return Path(self.processed_dir)
 
+    @property
+    def layout(self) -> DataLayout:
+        """Where every table lives under these roots."""
+        return DataLayout(self.raw, self.processed)
+
     def exclusive_writer(self, folder: Path, notify: Callable[[str], None]):
         """One writer of `folder` at a time (`storage.exclusive_writer`), waiting at most
         `writer_wait_seconds` for the current one."""
         return exclusive_writer(folder, self.writer_wait_seconds, notify)
-
-    def processed_path(self, *parts: str) -> Path:
-        """A path under the processed root, its parent folder created."""
-        path = self.processed.joinpath(*parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -61,9 +61,26 @@ class MlflowTracking(dg.ConfigurableResource):
         return cls(**asdict(Tracking.from_settings(settings)))
 
     def tracking(self) -> Tracking:
+        """The tracking object every MLflow operation goes through (`runs.tracking`)."""
         return Tracking(
             self.tracking_uri, self.experiment_name, self.artifact_root, self.registry_uri
         )
+
+    def registry(self) -> Tracking:
+        """`tracking()`, checked reachable: an unreachable store fails the step in one line."""
+        tracking = self.tracking()
+        try:
+            tracking.check_reachable()
+        except RegistryError as error:
+            raise dg.Failure(str(error)) from error
+        return tracking
+
+    def load(self, reference: str, engine: str = "onnxruntime") -> LoadedModel:
+        """A registered model (`Tracking.load`), its errors failing the step in one line."""
+        try:
+            return self.tracking().load(reference, engine)
+        except (RegistryError, ValueError) as error:
+            raise dg.Failure(str(error)) from error
 
     def client(self) -> MlflowClient:
         return self.tracking().client()

@@ -33,9 +33,10 @@ import pydicom
 
 from cass_pipeline.domain.imaging.readers import file_problem, is_bitmap, with_preamble
 from cass_pipeline.domain.reports.deid import ACCESSION_FIELD, DATE, MRN_FIELD
+from cass_pipeline.layout import PARQUET
 
 TEXT_SUFFIXES = {".txt", ".text", ".rpt"}
-TABLE_SUFFIXES = {".csv", ".tsv", ".xlsx", ".parquet"}
+TABLE_SUFFIXES = {".csv", ".tsv", ".xlsx", PARQUET}
 HEADER_TAGS = [
     "PatientID",
     "StudyInstanceUID",
@@ -272,7 +273,7 @@ def text_report(path: Path) -> ReportSource:
 
 def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    if suffix == PARQUET:
         return pd.read_parquet(path)
     if suffix == ".xlsx":
         return pd.read_excel(path, dtype=str)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+import pandas as pd
 from captum.attr import IntegratedGradients
 from torch import nn
 
+from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.imaging.cleanup import clean_image
 from cass_pipeline.domain.model.network import to_model_input
 
 
@@ -47,3 +52,73 @@ def overlay(image: np.ndarray, attribution: np.ndarray, alpha: float = 0.45) -> 
     heat = cv2.applyColorMap(np.uint8(np.clip(magnitude / scale, 0, 1) * 255), cv2.COLORMAP_JET)
     grey = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     return cv2.addWeighted(grey, 1 - alpha, heat, alpha, 0)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One view's heat map (PNG), its caption and its attribution share on the vessel band."""
+
+    name: str
+    png: bytes
+    caption: str
+    vessel_fraction: float
+
+
+def explanation_sample(views: pd.DataFrame, predictions: pd.DataFrame, per_class: int):
+    """`per_class` predicted views of each true class (fixed draw), with their row in `views`
+    as `index`."""
+    keyed = views.reset_index().merge(
+        predictions, on=["patient_id", "branch", "view_index"], suffixes=("", "_p")
+    )
+    return keyed.sample(frac=1, random_state=0).groupby("label").head(per_class)
+
+
+def explain_views(
+    model: nn.Module, dataset, picks: pd.DataFrame, steps: int, band: float
+) -> list[Explanation]:
+    """Integrated Gradients of each picked view's predicted class, as heat-map overlays."""
+    explained = []
+    for row in picks.itertuples():
+        image = dataset.image(row.index)
+        attribution = integrated_gradients(model, image, int(row.pred), steps)
+        fraction = mass_fraction(attribution, central_band(image.shape, band))
+        truth, predicted = STENOSIS_CLASSES[row.label], STENOSIS_CLASSES[row.pred]
+        _, png = cv2.imencode(".png", overlay(image, attribution))
+        explained.append(
+            Explanation(
+                f"{truth}_{row.patient_id}_{row.branch}_{row.view_index}",
+                png.tobytes(),
+                f"truth {truth}, predicted {predicted}, {fraction:.0%} on the vessel band",
+                fraction,
+            )
+        )
+    return explained
+
+
+@dataclass(frozen=True)
+class ImageExplanation:
+    """One image classified and explained: class probabilities, the predicted class, the
+    heat-map overlay and the attribution share on the central vessel band."""
+
+    probabilities: np.ndarray
+    predicted: int
+    picture: np.ndarray
+    vessel_fraction: float
+
+    def lines(self) -> list[str]:
+        named = zip(STENOSIS_CLASSES, self.probabilities, strict=True)
+        return [
+            " ".join(f"{c}={p:.3f}" for c, p in named),
+            f"predicted {STENOSIS_CLASSES[self.predicted]}; {self.vessel_fraction:.0%} of the "
+            "attribution on the central vessel band",
+        ]
+
+
+def explain_image(predictor, frame: np.ndarray, steps: int) -> ImageExplanation:
+    """Clean `frame` as the model's bundle says, classify it, and explain the class."""
+    cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup)
+    probabilities = predictor.probabilities(cleaned[None])[0]
+    predicted = int(probabilities.argmax())
+    attribution = integrated_gradients(predictor.network(), cleaned, predicted, steps)
+    share = mass_fraction(attribution, central_band(cleaned.shape, 0.25))
+    return ImageExplanation(probabilities, predicted, overlay(cleaned, attribution), share)

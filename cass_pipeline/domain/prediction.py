@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 import yaml
 from torch import nn
@@ -67,6 +68,20 @@ ROLLUP_RULES = {
 }
 #: Largest probability difference allowed between the ONNX export and the PyTorch network.
 ONNX_TOLERANCE = 1e-4
+#: A model's view predictions on the test split: what evaluation and promotion read.
+VIEW_PREDICTION_SCHEMA = pa.schema(
+    [
+        ("patient_id", pa.string()),
+        ("artery", pa.string()),
+        ("branch", pa.string()),
+        ("view_index", pa.int32()),
+        ("label", pa.int8()),
+        ("pred", pa.int8()),
+        ("branch_pred", pa.int8()),
+        *((column, pa.float32()) for column in PROBABILITY_COLUMNS),
+        ("model_version", pa.int32()),
+    ]
+)
 #: One table for every level; `level` is patient, artery, branch, view or rejected.
 PREDICTION_COLUMNS = [
     "patient",

@@ -305,3 +305,22 @@ def view_strip(images: np.ndarray, info: dict) -> np.ndarray:
     votes = np.broadcast_to(cells, (bar, width, 3))
     gap = np.full((3, width, 3), 255, np.uint8)
     return np.concatenate([strip, gap, votes])
+
+
+def terminal_lines(document: dict, name: str, version) -> list[str]:
+    """What `cass predict` prints: the patient, the triage, a line per branch, the rejects."""
+    lines = [
+        f"patient {document['patient']}: {document['patient_class']} "
+        f"(CAD-RADS {document['cad_rads']}), model {name} version {version}",
+        referral_line(document),
+    ]
+    for branch_name, branch in document["branches"].items():
+        p = branch["probabilities"]
+        lines.append(
+            f"  {branch_name:<8} {branch['class']:<16} "
+            + " ".join(f"{p[c]:.2f}" for c in p)
+            + f"  ({branch['views_used']} views)"
+        )
+    if document["rejected"]:
+        lines.append(f"  {len(document['rejected'])} files rejected (reasons in prediction.json)")
+    return lines

@@ -142,3 +142,28 @@ def summary_lines(result: dict) -> list[str]:
             where = patient["folder"] or patient["volume"]
             lines.append(f"too few views in {where}: {', '.join(patient['too_few_views'])}")
     return lines
+
+
+def patient_locations(patients: dict, wanted, image_rejects, report_rejects) -> list[str]:
+    """For the key holder: each pseudonym's source folder, report and rejected files.
+
+    `patients` maps pseudonym -> `raw_layout.RawPatient`; the rejects are the processed
+    rejects tables, or None before ingestion.
+    """
+    lines = []
+    for pseudonym in wanted:
+        patient = patients[pseudonym]
+        key = "public (generated patient)" if patient.public_key else "secret"
+        lines += [
+            f"{pseudonym}  {patient.key}  [{key} key]",
+            f"  images: {patient.images or '-'}",
+            f"  report: {patient.report or '-'}",
+        ]
+        if image_rejects is not None and patient.images is not None:
+            folder = patient.images if patient.images.is_dir() else patient.images.parent
+            for row in image_rejects[image_rejects.patient_id == pseudonym].itertuples():
+                lines.append(f"  rejected image: {folder / row.source_path}: {row.reason}")
+        if report_rejects is not None:
+            for row in report_rejects[report_rejects.patient_id == pseudonym].itertuples():
+                lines.append(f"  rejected report: {patient.report}: {row.reason}")
+    return lines

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cass_pipeline.domain.model.train import TrainConfig
-from cass_pipeline.tracking import Tracking
-from cass_pipeline.training_run import TrainingInputs, run_training
+from cass_pipeline.layout import DataLayout
+from cass_pipeline.runs.tracking import Tracking
+from cass_pipeline.runs.training import run_training
+from cass_pipeline_tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow  # trains models in several processes
 
@@ -50,18 +51,12 @@ def test_each_run_is_logged_registered_and_a_config_change_shows(training_data, 
     tracking = Tracking(
         f"sqlite:///{tmp_path}/mlflow.db", "cass-test", (tmp_path / "artifacts").as_uri()
     )
-    inputs = TrainingInputs.under(training_data)
-    base = dict(
-        arch="shufflenet_v2_x0_5", weights="none", batch_size=8, epochs=1, channels_last=False
-    )
-    first = run_training(
-        inputs, TrainConfig(lr=1e-3, **base), tracking, {"dagster_run_id": "run-1"}
-    )
-    inputs = TrainingInputs(**{**inputs.__dict__, "checkpoint_dir": str(tmp_path / "ckpt2")})
+    layout = DataLayout(tmp_path / "raw", training_data)
+    first = run_training(layout, tiny_config(lr=1e-3), tracking, {"dagster_run_id": "run-1"})
     progress: list[str] = []
     second = run_training(
-        inputs,
-        TrainConfig(lr=3e-4, **base),
+        layout,
+        tiny_config(lr=3e-4),
         tracking,
         {"dagster_run_id": "run-2"},
         progress=progress.append,

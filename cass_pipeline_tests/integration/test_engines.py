@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from cass_pipeline_tests.helpers import TINY_MODEL
 from cass_pipeline_tests.servers import ROOT, mlflow_server, postgres_server
 
 TINY_RUN = {
@@ -21,15 +22,7 @@ TINY_RUN = {
         "patient_splits": {
             "config": {"train": 0.6, "validation": 0.2, "test": 0.2, "floor_per_class": 0}
         },
-        "stenosis_model": {
-            "config": {
-                "arch": "shufflenet_v2_x0_5",
-                "weights": "none",
-                "lr": 0.001,
-                "batch_size": 8,
-                "epochs": 1,
-            }
-        },
+        "stenosis_model": {"config": TINY_MODEL},
         "evaluation_report": {"config": {"bootstrap": 20}},
         "explanations": {"config": {"per_class": 1, "steps": 4}},
     }

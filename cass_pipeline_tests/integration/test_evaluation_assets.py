@@ -10,6 +10,8 @@ from click.testing import CliRunner
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, model
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+from cass_pipeline.domain import promotion
+from cass_pipeline_tests.helpers import TINY_MODEL
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
 
@@ -39,15 +41,7 @@ def run(root, tmp_path, lr, **train_options):
         run_config=dg.RunConfig(
             {
                 "stenosis_model": {
-                    "config": {
-                        "arch": "shufflenet_v2_x0_5",
-                        "weights": "none",
-                        "lr": lr,
-                        "batch_size": 8,
-                        "epochs": 1,
-                        "resume": False,
-                        **train_options,
-                    }
+                    "config": {**TINY_MODEL, "lr": lr, "resume": False, **train_options}
                 },
                 "evaluation_report": {"config": {"bootstrap": 50}},
                 "explanations": {"config": {"per_class": 1, "steps": 4}},
@@ -58,7 +52,7 @@ def run(root, tmp_path, lr, **train_options):
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory):
-    from cass_pipeline_tests.conftest import write_training_data
+    from cass_pipeline_tests.helpers import write_training_data
 
     tmp_path = tmp_path_factory.mktemp("evaluation")
     root = write_training_data(tmp_path / "processed")
@@ -168,8 +162,8 @@ def test_evaluate_cli_json(tmp_path):
 
 
 def test_a_champion_that_cannot_be_served_loses_its_place(two_rounds):
-    from cass_pipeline.tracking import CHAMPION, Tracking
-    from cass_pipeline_tests.conftest import register_without_bundle
+    from cass_pipeline.runs.tracking import CHAMPION, Tracking
+    from cass_pipeline_tests.helpers import register_without_bundle
 
     root = two_rounds[0]
     tracking = Tracking(
@@ -192,7 +186,7 @@ def test_a_champion_that_cannot_be_served_loses_its_place(two_rounds):
 def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_rounds, monkeypatch):
     import pandas as pd
 
-    from cass_pipeline.tracking import CHAMPION, Tracking
+    from cass_pipeline.runs.tracking import CHAMPION, Tracking
 
     root = two_rounds[0]
     tracking = Tracking(
@@ -213,7 +207,7 @@ def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_r
         unfair = evaluation.against_champion(tracking, paths, -1.0, version)
         assert unfair["promote"]
         assert "learnt from 5 of the test patients" in unfair["reason"]
-        monkeypatch.setattr(evaluation, "MIN_FAIR_TEST_PATIENTS", 2)
+        monkeypatch.setattr(promotion, "MIN_FAIR_TEST_PATIENTS", 2)
         fair = evaluation.against_champion(tracking, paths, -1.0, version)
         assert "on the 2 test patients neither model learnt from" in fair["reason"]
         assert fair["challenger_patient_f1"] >= 0  # recomputed on the same 2 patients
@@ -224,7 +218,7 @@ def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_r
 def test_a_change_of_pseudonyms_does_not_hide_what_the_champion_learnt_from(two_rounds):
     import pandas as pd
 
-    from cass_pipeline.tracking import Tracking
+    from cass_pipeline.runs.tracking import Tracking
 
     root = two_rounds[0]
     tracking = Tracking(
@@ -256,7 +250,7 @@ def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
     import pandas as pd
 
     from cass_pipeline.domain.prediction import ModelBundle
-    from cass_pipeline.tracking import CHAMPION, Tracking
+    from cass_pipeline.runs.tracking import CHAMPION, Tracking
 
     root = two_rounds[0]
     tracking = Tracking(
@@ -289,7 +283,7 @@ def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_p
     from cass_pipeline.domain.evaluation import evaluate
     from cass_pipeline.domain.model.aggregation import Bags, branch_predictions
     from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
-    from cass_pipeline.tracking import Tracking
+    from cass_pipeline.runs.tracking import Tracking
 
     root = two_rounds[0]
     result = run(root, tmp_path, 3e-3, aggregation="attention")

@@ -6,6 +6,7 @@ import pytest
 
 from cass_pipeline.defs.assets import model
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+from cass_pipeline_tests.helpers import TINY_MODEL
 
 
 def resources(root, tmp_path):
@@ -33,14 +34,7 @@ def test_split_check_catches_a_planted_leak(training_data, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_training_through_pipes(training_data, tmp_path):
-    config = {
-        "arch": "shufflenet_v2_x0_5",
-        "weights": "none",
-        "lr": 1e-3,
-        "batch_size": 8,
-        "epochs": 1,
-        "nproc": 2,
-    }
+    config = {**TINY_MODEL, "nproc": 2}
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [model.stenosis_model],

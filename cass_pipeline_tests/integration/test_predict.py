@@ -36,8 +36,8 @@ from cass_pipeline.domain.prediction import ModelBundle
 from cass_pipeline.domain.prediction_report import prediction_document
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, load_secret, pseudonymise
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
-from cass_pipeline.tracking import CHAMPION, Tracking
-from cass_pipeline_tests.conftest import register_without_bundle
+from cass_pipeline.runs.tracking import CHAMPION, Tracking
+from cass_pipeline_tests.helpers import register_without_bundle
 from cass_pipeline_tests.servers import free_port
 
 pytestmark = pytest.mark.slow  # trains models or starts servers

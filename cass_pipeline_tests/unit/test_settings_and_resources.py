@@ -5,6 +5,7 @@ from pathlib import Path
 import mlflow
 
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+from cass_pipeline.layout import DataLayout
 from cass_pipeline.settings import CassSettings, project_root
 
 
@@ -39,9 +40,13 @@ def test_paths_resource_builds_from_default_and_overridden_settings(tmp_path):
     default = CassPaths.from_settings(CassSettings.from_env({}))
     assert default.raw == project_root() / "data" / "raw"
     custom = CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "out"))
-    target = custom.processed_path("manifests", "views.parquet")
-    assert target == tmp_path / "out" / "manifests" / "views.parquet"
-    assert target.parent.is_dir()
+    assert custom.layout.manifest == tmp_path / "out" / "images" / "manifest.parquet"
+    assert (
+        custom.layout.ground_truth("views") == tmp_path / "raw" / "ground_truth" / "views.parquet"
+    )
+    assert CassSettings.from_env({"CASS_DATA_DIR": str(tmp_path)}).layout == DataLayout(
+        tmp_path / "raw", tmp_path / "processed"
+    )
 
 
 def test_mlflow_resource_logs_a_run_and_reads_it_back(tmp_path):

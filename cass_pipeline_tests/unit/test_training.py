@@ -7,18 +7,10 @@ import pytest
 import torch
 
 from cass_pipeline.domain.model.network import build_model, imagenet_cache_file, to_model_input
-from cass_pipeline.domain.model.train import TrainConfig, train
-from cass_pipeline_tests.conftest import training_views
+from cass_pipeline.domain.model.train import train
+from cass_pipeline_tests.helpers import tiny_config, training_views
 
-TINY = TrainConfig(
-    arch="shufflenet_v2_x0_5",
-    weights="none",
-    lr=1e-3,
-    batch_size=8,
-    epochs=3,
-    patience=10,
-    channels_last=False,
-)
+TINY = tiny_config(epochs=3)
 
 
 def views_of(root: Path) -> pd.DataFrame:
@@ -138,7 +130,7 @@ def test_lr_find_writes_a_curve_and_a_plot(training_data, tmp_path):
 
 def test_progress_line_says_how_long_the_remaining_epochs_take():
     from cass_pipeline.domain.model.train import EpochRecord
-    from cass_pipeline.training_run import progress_line
+    from cass_pipeline.runs.training import progress_line
 
     history = [EpochRecord(e, 1.0 - e / 10, 0.9, 0.5, 0.6, 20.0 + 4 * e, 150.0) for e in range(2)]
     line = progress_line(history[-1], history, 10)

@@ -12,6 +12,7 @@ from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, EXPECTED_REPORTS
 from cass_pipeline.domain.synthetic.cohort import generate_cohort, is_synthetic_cohort
 from cass_pipeline.domain.synthetic.config import preset
 from cass_pipeline.domain.synthetic.provenance import missing_or_changed, public_keys
+from cass_pipeline.layout import GROUND_TRUTH_TABLES, ground_truth_table
 
 
 class CohortConfig(dg.Config):
@@ -30,6 +31,48 @@ def holds_real_export(raw: Path) -> bool:
     return raw.is_dir() and any(raw.iterdir()) and not is_synthetic_cohort(raw)
 
 
+def refuse_empty_folder(raw: Path) -> None:
+    """An existing empty raw folder is a mistake (a mount that failed), not a request for
+    the synthetic cohort."""
+    if raw.is_dir() and not any(raw.iterdir()):
+        raise dg.Failure(
+            f"The raw folder {raw} is empty. Put an export there ({EXPECTED_IMAGES}; "
+            f"{EXPECTED_REPORTS}), or remove the folder to have the synthetic demo cohort "
+            "written into it."
+        )
+
+
+def real_export_metadata(raw: Path) -> dict:
+    return {
+        "source": "real export",
+        "path": dg.MetadataValue.path(str(raw)),
+        "patients": len(list((raw / "mpr").glob("*"))) if (raw / "mpr").is_dir() else 0,
+        "reports": len(list((raw / "reports").glob("*.txt"))),
+    }
+
+
+def synthetic_metadata(raw: Path, summary: dict, others: int) -> dict:
+    """What the generator wrote, its ground-truth tables and contact sheet."""
+    metadata = {
+        "source": "synthetic" if not others else "synthetic and other patients (mixed)",
+        "patients_not_generated": others,
+        "path": dg.MetadataValue.path(str(raw)),
+        "patients": summary["patients"],
+        "exported_branches": summary["exported_branches"],
+        "images": summary["images"],
+        "weak_label_rate": summary["weak_label_rate"],
+        "branch_class_share": dg.MetadataValue.json(summary["exported_branch_class_share"]),
+        "cad_rads_counts": dg.MetadataValue.json(summary["cad_rads_counts"]),
+        "config": dg.MetadataValue.json(summary["config"]),
+    }
+    for table in GROUND_TRUTH_TABLES:
+        metadata |= parquet_metadata(ground_truth_table(raw, table), f"{table}_")
+    sheet = raw / "contact_sheet.png"
+    if sheet.is_file():
+        metadata["contact_sheet"] = png_markdown(sheet.read_bytes(), "contact sheet")
+    return metadata
+
+
 @dg.asset(group_name="cohort", kinds={"dicom", "parquet"}, pool="raw_folder")
 def raw_cohort(
     context: dg.AssetExecutionContext,
@@ -40,23 +83,10 @@ def raw_cohort(
     """MPR series and reports under raw/; the synthetic demo cohort when the folder does not
     exist yet (or holds an earlier synthetic cohort). An existing empty folder fails."""
     raw = paths.raw
-    if raw.is_dir() and not any(raw.iterdir()):
-        raise dg.Failure(
-            f"The raw folder {raw} is empty. Put an export there ({EXPECTED_IMAGES}; "
-            f"{EXPECTED_REPORTS}), or remove the folder to have the synthetic demo cohort "
-            "written into it."
-        )
+    refuse_empty_folder(raw)
     if holds_real_export(raw):
         context.log.info(f"Real export found in {raw}; synthetic generation skipped.")
-        return dg.MaterializeResult(
-            metadata={
-                "source": "real export",
-                "path": dg.MetadataValue.path(str(raw)),
-                "patients": len(list((raw / "mpr").glob("*"))) if (raw / "mpr").is_dir() else 0,
-                "reports": len(list((raw / "reports").glob("*.txt"))),
-            }
-        )
-
+        return dg.MaterializeResult(metadata=real_export_metadata(raw))
     settings = preset(
         config.preset,
         seed=config.seed,
@@ -80,31 +110,14 @@ def raw_cohort(
             "patients: those are pseudonymised with the secret key, never the public one, "
             "and the generator leaves their files untouched."
         )
-    metadata = {
-        "source": "synthetic" if not others else "synthetic and other patients (mixed)",
-        "patients_not_generated": others,
-        "path": dg.MetadataValue.path(str(raw)),
-        "patients": summary["patients"],
-        "exported_branches": summary["exported_branches"],
-        "images": summary["images"],
-        "weak_label_rate": summary["weak_label_rate"],
-        "branch_class_share": dg.MetadataValue.json(summary["exported_branch_class_share"]),
-        "cad_rads_counts": dg.MetadataValue.json(summary["cad_rads_counts"]),
-        "config": dg.MetadataValue.json(summary["config"]),
-    }
-    for table in ("patients", "branches", "views"):
-        metadata |= parquet_metadata(raw / "ground_truth" / f"{table}.parquet", f"{table}_")
-    sheet = raw / "contact_sheet.png"
-    if sheet.is_file():
-        metadata["contact_sheet"] = png_markdown(sheet.read_bytes(), "contact sheet")
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=synthetic_metadata(raw, summary, others))
 
 
 @dg.asset_check(asset=raw_cohort, blocking=True)
 def raw_cohort_files_complete(paths: CassPaths) -> dg.AssetCheckResult:
     """Every file the generator wrote for the synthetic ground truth's patients (views,
     reports, volumes) is on disk with its content (skipped for real exports)."""
-    patients_path = paths.raw / "ground_truth" / "patients.parquet"
+    patients_path = paths.layout.ground_truth("patients")
     if not is_synthetic_cohort(paths.raw) or not patients_path.is_file():
         return dg.AssetCheckResult(passed=True, metadata={"checked": "not a synthetic cohort"})
     cases = pd.read_parquet(patients_path, columns=["case_id"])["case_id"].tolist()

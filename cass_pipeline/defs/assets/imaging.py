@@ -11,6 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
+from cass_pipeline.defs.config import config_class, config_fields
 from cass_pipeline.defs.executors import cluster_pool
 from cass_pipeline.defs.presentation import (
     parquet_metadata,
@@ -23,7 +24,6 @@ from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort_index import CohortIndex
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
 from cass_pipeline.domain.imaging.ingest import (
-    SETTINGS_FILE,
     IngestConfig,
     PatientSource,
     discover,
@@ -34,30 +34,32 @@ from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SC
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
 from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, files_outside
 from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
+from cass_pipeline.layout import DataLayout
 
 N_EXAMPLES = 4
 
 
-class MprConfig(dg.Config):
-    """Cleanup and ingestion settings (recorded in every manifest row's fingerprint)."""
+class IngestRunConfig(dg.Config):
+    """How the image asset runs ingestion (processes), and the settings it builds."""
 
-    image_size: int = Field(default=128, description="output size; the paper used 512")
-    text_level: int = CleanupConfig.text_level
-    dilate_px: int = CleanupConfig.dilate_px
-    inpaint_radius: int = CleanupConfig.inpaint_radius
-    border_level: int = CleanupConfig.border_level
-    min_views: int = 4
-    workers: int | None = None
+    workers: int | None = Field(default=None, description="processes (default: all cores)")
 
     def ingest_config(self, site_aliases: str | None = None) -> IngestConfig:
-        cleanup = CleanupConfig(
-            self.image_size, self.text_level, self.dilate_px, self.inpaint_radius, self.border_level
-        )
-        return IngestConfig(cleanup=cleanup, min_views=self.min_views, site_aliases=site_aliases)
+        values = self.model_dump()
+        cleanup = CleanupConfig(**{f: values[CLEANUP_FIELDS.get(f, f)] for f in CLEANUP_ARGS})
+        return IngestConfig(cleanup, values["min_views"], site_aliases=site_aliases)
 
 
-def image_dir(paths: CassPaths):
-    return paths.processed / "images"
+CLEANUP_FIELDS = {"size": "image_size"}
+CLEANUP_ARGS = tuple(CleanupConfig.__dataclass_fields__)
+MprConfig = config_class(
+    "MprConfig",
+    IngestRunConfig,
+    "Cleanup and ingestion settings (recorded in every manifest row's fingerprint); the "
+    "cleanup's are the domain's `CleanupConfig`, at 128 px (the paper used 512).",
+    **config_fields(CleanupConfig, rename=CLEANUP_FIELDS, defaults={"size": 128}),
+    **config_fields(IngestConfig, only=("min_views",)),
+)
 
 
 def example_panel(raw: np.ndarray, config: CleanupConfig) -> np.ndarray:
@@ -97,7 +99,7 @@ def write_examples(
         frame = read_image(path.read_bytes(), path.suffix).frames[row.frame]
         _, png = cv2.imencode(".png", example_panel(frame, config))
         name = f"{row.patient_id}_{row.branch}.png"
-        write_bytes_atomic(out / "examples" / name, png.tobytes())
+        write_bytes_atomic(out / name, png.tobytes())
         examples.append((name, png.tobytes()))
     return examples
 
@@ -142,7 +144,7 @@ def mpr_images(
     index = raw_format.index(paths.raw)
     keys = pseudonyms.pseudonyms_for(paths.raw, index)
     with (
-        paths.exclusive_writer(image_dir(paths), context.log.warning),
+        paths.exclusive_writer(paths.layout.images, context.log.warning),
         cluster_pool() as (pool, engine),
     ):
         settings = config.ingest_config(raw_format.series_aliases)
@@ -163,66 +165,79 @@ def ingest_images(
     engine: str,
 ):
     """Every patient's views into the store (on `pool`, else `workers` processes), then the
-    manifest and rejects."""
-    sources = discover(paths.raw, index)
-    out = image_dir(paths)
-    previous = patients_in(out / "manifest.parquet")
-    skipped = processed = 0
+    manifest, rejects and examples."""
+    layout, sources = paths.layout, discover(paths.raw, index)
+    previous = patients_in(layout.manifest)
+    processed, skipped = write_image_tables(paths.raw, layout, keys, settings, workers, index, pool)
+    context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
+    settings.write(layout.ingest_settings)
+    frame = pd.read_parquet(layout.manifest)
+    counts = {
+        "previous_patients": previous,
+        "patients_processed": processed,
+        "patients_skipped_unchanged": skipped,
+        "ingested_on": engine,
+        "pseudonym_keys": dg.MetadataValue.json(keys.key_counts(s.key for s in sources)),
+    }
+    yield dg.MaterializeResult(
+        asset_key="mpr_manifest", metadata=manifest_metadata(layout, frame, settings) | counts
+    )
+    yield dg.MaterializeResult(asset_key="mpr_rejects", metadata=rejects_metadata(layout))
+    examples = write_examples(layout.image_examples, sources, keys, frame, settings.cleanup)
+    yield dg.MaterializeResult(
+        asset_key="mpr_cleanup_examples",
+        metadata={
+            "examples": len(examples),
+            "path": dg.MetadataValue.path(str(layout.image_examples)),
+            **{f"example_{i}": png_markdown(png, name) for i, (name, png) in enumerate(examples)},
+        },
+    )
+
+
+def write_image_tables(
+    raw: Path, layout: DataLayout, keys, settings: IngestConfig, workers, index, pool
+) -> tuple[int, int]:
+    """Stream each patient's manifest rows and rejects as the store is written; (patients
+    processed, patients unchanged and skipped)."""
+    processed = skipped = 0
     with (
-        parquet_stream(out / "manifest.parquet", MANIFEST_SCHEMA) as manifest,
-        parquet_stream(out / "rejects.parquet", IMAGE_REJECT_SCHEMA) as rejects,
+        parquet_stream(layout.manifest, MANIFEST_SCHEMA) as manifest,
+        parquet_stream(layout.image_rejects, IMAGE_REJECT_SCHEMA) as rejects,
     ):
         for result in ingest_cohort(
-            paths.raw, out / "store", keys, settings, workers, index=index, pool=pool
+            raw, layout.image_store, keys, settings, workers, index=index, pool=pool
         ):
             manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
             rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))
             skipped += result.skipped
             processed += not result.skipped
-    context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
-    settings.write(out / SETTINGS_FILE)
-    frame = pd.read_parquet(out / "manifest.parquet")
-    reject_frame = pd.read_parquet(out / "rejects.parquet")
-    yield dg.MaterializeResult(
-        asset_key="mpr_manifest",
-        metadata={
-            **parquet_metadata(out / "manifest.parquet"),
-            "patients": frame.patient_id.nunique(),
-            "previous_patients": previous,
-            "branches": len(frame.groupby(["patient_id", "branch"])) if len(frame) else 0,
-            "patients_processed": processed,
-            "patients_skipped_unchanged": skipped,
-            "ingested_on": engine,
-            "image_size": settings.cleanup.size,
-            "pseudonym_keys": dg.MetadataValue.json(keys.key_counts(s.key for s in sources)),
-            "cleanup_fingerprint": settings.cleanup.fingerprint(),
-            "views_with_text_removed": int((frame.text_pixels > 0).sum()) if len(frame) else 0,
-        },
+    return processed, skipped
+
+
+def manifest_metadata(layout: DataLayout, frame: pd.DataFrame, settings: IngestConfig) -> dict:
+    return {
+        **parquet_metadata(layout.manifest),
+        "patients": frame.patient_id.nunique(),
+        "branches": len(frame.groupby(["patient_id", "branch"])) if len(frame) else 0,
+        "image_size": settings.cleanup.size,
+        "cleanup_fingerprint": settings.cleanup.fingerprint(),
+        "views_with_text_removed": int((frame.text_pixels > 0).sum()) if len(frame) else 0,
+    }
+
+
+def rejects_metadata(layout: DataLayout) -> dict:
+    """The rejects table and its reasons, counted without their details."""
+    rejects = pd.read_parquet(layout.image_rejects)
+    reasons = (
+        rejects.reason.str.split(":")
+        .str[0]
+        .str.replace(r"\s*\(.*?\)|'.*", "", regex=True)
+        .value_counts()
+        .to_dict()
+        if len(rejects)
+        else {}
     )
-    yield dg.MaterializeResult(
-        asset_key="mpr_rejects",
-        metadata={
-            **parquet_metadata(out / "rejects.parquet"),
-            "reasons": dg.MetadataValue.json(
-                reject_frame.reason.str.split(":")
-                .str[0]
-                .str.replace(r"\s*\(.*?\)|'.*", "", regex=True)
-                .value_counts()
-                .to_dict()
-                if len(reject_frame)
-                else {}
-            ),
-        },
-    )
-    examples = write_examples(image_dir(paths), sources, keys, frame, settings.cleanup)
-    yield dg.MaterializeResult(
-        asset_key="mpr_cleanup_examples",
-        metadata={
-            "examples": len(examples),
-            "path": dg.MetadataValue.path(str(out / "examples")),
-            **{f"example_{i}": png_markdown(png, name) for i, (name, png) in enumerate(examples)},
-        },
-    )
+    return {**parquet_metadata(layout.image_rejects), "reasons": dg.MetadataValue.json(reasons)}
 
 
 @dg.asset_check(
@@ -231,7 +246,7 @@ def ingest_images(
     description="Each patient's store holds exactly its manifest rows, in order.",
 )
 def mpr_store_matches_manifest(paths: CassPaths) -> dg.AssetCheckResult:
-    frame = pd.read_parquet(image_dir(paths) / "manifest.parquet")
+    frame = pd.read_parquet(paths.layout.manifest)
     broken = []
     for pid, rows in frame.groupby("patient_id"):
         store = np.load(paths.processed / rows.store_path.iloc[0], mmap_mode="r")
@@ -260,10 +275,9 @@ def mpr_store_matches_manifest(paths: CassPaths) -> dg.AssetCheckResult:
 def mpr_manifest_has_patients(
     context: dg.AssetCheckExecutionContext, paths: CassPaths
 ) -> dg.AssetCheckResult:
-    out = image_dir(paths)
-    found = patients_in(out / "manifest.parquet")
+    found = patients_in(paths.layout.manifest)
     folders = len([p for p in (paths.raw / "mpr").glob("*") if p.is_dir()])
-    rejected = len(pd.read_parquet(out / "rejects.parquet", columns=["reason"]))
+    rejected = len(pd.read_parquet(paths.layout.image_rejects, columns=["reason"]))
     outside = files_outside(paths.raw, ("mpr", "volumes", "centrelines", "reports"))
     seen = (
         f"{folders} patient folders under {paths.raw / 'mpr'}, {rejected} rejected files "
@@ -276,7 +290,7 @@ def mpr_manifest_has_patients(
 
 @dg.asset_check(asset="mpr_manifest", description="Branches with fewer views than is usual.")
 def mpr_missing_views(paths: CassPaths) -> dg.AssetCheckResult:
-    frame = pd.read_parquet(image_dir(paths) / "manifest.parquet")
+    frame = pd.read_parquet(paths.layout.manifest)
     counts = frame.groupby(["patient_id", "branch"]).size()
     expected = int(counts.mode().iloc[0]) if len(counts) else 0
     short = counts[counts < expected]
@@ -297,8 +311,8 @@ def mpr_missing_views(paths: CassPaths) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset="mpr_rejects", description="Rejected inputs stay under 5% of all views.")
 def mpr_rejects_ratio(paths: CassPaths) -> dg.AssetCheckResult:
-    views = len(pd.read_parquet(image_dir(paths) / "manifest.parquet", columns=["patient_id"]))
-    rejects = len(pd.read_parquet(image_dir(paths) / "rejects.parquet", columns=["reason"]))
+    views = len(pd.read_parquet(paths.layout.manifest, columns=["patient_id"]))
+    rejects = len(pd.read_parquet(paths.layout.image_rejects, columns=["reason"]))
     ratio = rejects / max(1, views + rejects)
     return dg.AssetCheckResult(
         passed=ratio <= 0.05,
@@ -326,12 +340,12 @@ def no_identifiers_in_image_outputs(paths: CassPaths, raw_format: RawFormat) -> 
             )
             if first is not None:
                 identifiers |= dicom_identifiers(first)
-    out = image_dir(paths)
+    layout = paths.layout
     values = {
-        name: table_values(pd.read_parquet(out / f"{name}.parquet"))
+        name: table_values(pd.read_parquet(layout.image_table(name)))
         for name in ("manifest", "rejects")
     }
-    values["examples"] = [p.name for p in (out / "examples").glob("*")]
+    values["examples"] = [p.name for p in layout.image_examples.glob("*")]
     hits = {name: len(identifiers_found(v, identifiers)) for name, v in values.items()}
     hits = {k: v for k, v in hits.items() if v}
     return dg.AssetCheckResult(

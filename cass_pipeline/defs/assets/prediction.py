@@ -7,7 +7,7 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from cass_pipeline.defs.assets.evaluation import champion_model, load_registered
+from cass_pipeline.defs.assets.evaluation import champion_model
 from cass_pipeline.defs.presentation import png_markdown
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
 from cass_pipeline.domain.inbox import folder_of, scan_inbox
@@ -48,11 +48,11 @@ def patient_prediction(
     folder = folder_of(inbox.path, patient, pseudonyms.secret_pseudonyms())
     if folder is None:
         raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
-    loaded = load_registered(mlflow_tracking.tracking(), config.model, config.engine)
+    loaded = mlflow_tracking.load(config.model, config.engine)
     report = predict_folder(
         loaded.predictor, folder, patient, loaded.description(), config.explain_steps
     )
-    out = paths.processed / "predictions" / patient
+    out = paths.layout.prediction(patient)
     report.write(out)
     document = report.document
     context.log.info(

@@ -51,10 +51,6 @@ class ReportConfig(dg.Config):
     workers: int | None = None
 
 
-def table_path(paths: CassPaths, name: str):
-    return paths.processed_path("reports", f"{name}.parquet")
-
-
 @dg.multi_asset(
     pool="report_tables",
     specs=[
@@ -79,7 +75,7 @@ def report_labels(
     patient's study, de-identify, parse and label it; one writer of the tables at a time."""
     index = raw_format.index(paths.raw)
     keys = pseudonyms.pseudonyms_for(paths.raw, index)
-    with paths.exclusive_writer(paths.processed / "reports", context.log.warning):
+    with paths.exclusive_writer(paths.layout.reports, context.log.warning):
         yield from label_reports(context, config, paths, index, keys)
 
 
@@ -90,7 +86,7 @@ def label_reports(
     index: CohortIndex,
     keys: Pseudonyms,
 ):
-    previous = patients_in(table_path(paths, "deidentified_reports"))
+    previous = patients_in(paths.layout.report_table("deidentified_reports"))
     cohort = parse_cohort_reports(
         index,
         keys,
@@ -100,7 +96,7 @@ def label_reports(
     tables = report_tables(cohort)
     context.log.info(f"{len(cohort.reports)} reports parsed, {len(cohort.rejects)} rejected")
     for name, table in tables.items():
-        path = table_path(paths, name)
+        path = paths.layout.report_table(name)
         write_parquet_atomic(table, path, SCHEMAS[name])
         metadata = parquet_metadata(path)
         if name == "deidentified_reports":
@@ -133,9 +129,9 @@ def label_reports(
 def reports_have_patients(
     context: dg.AssetCheckExecutionContext, paths: CassPaths, raw_format: RawFormat
 ) -> dg.AssetCheckResult:
-    found = patients_in(table_path(paths, "deidentified_reports"))
+    found = patients_in(paths.layout.report_table("deidentified_reports"))
     files = len(report_sources(paths.raw / "reports", raw_format.columns())[0])
-    rejected = pq.read_table(table_path(paths, "report_rejects")).num_rows
+    rejected = pq.read_table(paths.layout.report_rejects).num_rows
     outside = files_outside(paths.raw, ("mpr", "volumes", "centrelines", "reports"))
     seen = (
         f"{files} reports under {paths.raw / 'reports'}, {rejected} rejected "
@@ -147,9 +143,11 @@ def reports_have_patients(
 
 @dg.asset_check(asset="branch_labels", description="Share of accepted reports with a label.")
 def branch_label_coverage(paths: CassPaths) -> dg.AssetCheckResult:
-    reports = pq.read_table(table_path(paths, "deidentified_reports"), columns=["patient_id"])
-    labels = pd.read_parquet(table_path(paths, "branch_labels"))
-    rejects = pq.read_table(table_path(paths, "report_rejects")).num_rows
+    reports = pq.read_table(
+        paths.layout.report_table("deidentified_reports"), columns=["patient_id"]
+    )
+    labels = pd.read_parquet(paths.layout.branch_labels)
+    rejects = pq.read_table(paths.layout.report_rejects).num_rows
     labelled = labels.dropna(subset=["stenosis_class"]).patient_id.nunique()
     total = reports.num_rows + rejects
     coverage = labelled / total if total else 0.0
@@ -173,11 +171,13 @@ def branch_label_coverage(paths: CassPaths) -> dg.AssetCheckResult:
 )
 def branch_labels_traceable(paths: CassPaths) -> dg.AssetCheckResult:
     texts = (
-        pd.read_parquet(table_path(paths, "deidentified_reports"), columns=["patient_id", "text"])
+        pd.read_parquet(
+            paths.layout.report_table("deidentified_reports"), columns=["patient_id", "text"]
+        )
         .set_index("patient_id")
         .text
     )
-    labels = pd.read_parquet(table_path(paths, "branch_labels"))
+    labels = pd.read_parquet(paths.layout.branch_labels)
     broken = []
     for row in labels.itertuples():
         text = texts.get(row.patient_id, "")
@@ -208,7 +208,9 @@ def no_identifiers_in_report_outputs(
     hits = {}
     for name in SCHEMAS:
         found = len(
-            identifiers_found(table_values(pd.read_parquet(table_path(paths, name))), identifiers)
+            identifiers_found(
+                table_values(pd.read_parquet(paths.layout.report_table(name))), identifiers
+            )
         )
         if found:
             hits[name] = found

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from cass_pipeline.domain.options import option
 from cass_pipeline.domain.storage import settings_hash
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
@@ -29,11 +30,11 @@ INPAINT_SCALE = 2
 class CleanupConfig:
     """Cleanup parameters; 512 px as in the paper (the demo uses less)."""
 
-    size: int = 512
-    text_level: int = 254
-    dilate_px: int = 3
-    inpaint_radius: int = 3
-    border_level: int = 8
+    size: int = option(512, "output size in pixels", min=16)
+    text_level: int = option(254, "pixels at or above this level are burned-in text")
+    dilate_px: int = option(3, "pixels the text mask grows by before inpainting", min=0)
+    inpaint_radius: int = option(3, "inpainting neighbourhood in pixels", min=1)
+    border_level: int = option(8, "edge rows and columns darker than this are cut")
 
     def fingerprint(self) -> str:
         return settings_hash({**asdict(self), "version": CLEANUP_VERSION})

@@ -28,13 +28,13 @@ from cass_pipeline.domain.cpr import curved_mpr_views
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, ct_window_to_uint8
 from cass_pipeline.domain.imaging.readers import ImageReadError, check_frame, read_image
 from cass_pipeline.domain.imaging.series_names import DEFAULT_ALIASES, branch_of_series
+from cass_pipeline.domain.options import option
 from cass_pipeline.domain.privacy import Pseudonyms
 from cass_pipeline.domain.storage import atomic_path, settings_hash, write_text_atomic
 from cass_pipeline.domain.volume_io import read_centrelines, read_nifti
 
 STATE_DIR = ".ingest"
 #: The ingestion settings, saved in the images folder beside the store and the manifest.
-SETTINGS_FILE = "ingest.json"
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class IngestConfig:
     """Ingestion settings (all recorded in each patient's state)."""
 
     cleanup: CleanupConfig = field(default_factory=CleanupConfig)
-    min_views: int = 4
+    min_views: int = option(4, "views a branch needs", min=1)
     volume_views: int = 8
     volume_width_mm: float = 24.0
     volume_pixel_mm: float = 0.25

@@ -9,6 +9,7 @@ views show the lesion, where the vote counts every view the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -16,8 +17,9 @@ import torch
 from torch import nn
 
 from cass_pipeline.domain.evaluation import N_CLASSES, majority_vote, weighted_f1
+from cass_pipeline.domain.model.config import Aggregation
 
-AGGREGATIONS = ("vote", "attention")
+AGGREGATIONS = get_args(Aggregation)
 
 
 class AttentionPooling(nn.Module):

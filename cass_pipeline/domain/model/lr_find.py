@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from cass_pipeline.domain.model.data import BalancedSampler, ViewDataset
 from cass_pipeline.domain.model.network import build_model
+from cass_pipeline.domain.plots import figure_png, pyplot
 
 
 @dataclass
@@ -67,3 +68,18 @@ def lr_range_test(
     usable = slice(2, max(3, len(curve) - 3))
     suggested = float(curve.lr.iloc[usable].iloc[int(np.argmin(gradient[usable]))])
     return LrFindResult(curve, suggested)
+
+
+def lr_curve_png(result: LrFindResult, arch: str) -> bytes:
+    """The smoothed loss against the learning rate, the suggestion marked."""
+    fig, axis = pyplot().subplots(figsize=(6, 3.5))
+    axis.plot(result.curve.lr, result.curve.smoothed_loss)
+    axis.axvline(result.suggested_lr, linestyle="--", color="grey")
+    axis.set(
+        xscale="log",
+        xlabel="learning rate",
+        ylabel="smoothed training loss",
+        title=f"LR range test ({arch}); steepest descent at {result.suggested_lr:.1e}",
+    )
+    fig.tight_layout()
+    return figure_png(fig, dpi=100)

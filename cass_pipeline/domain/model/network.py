@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 import torchvision
 from torch import nn
 
+from cass_pipeline.domain.model.config import Architecture
+
+#: torchvision's weights enum of each architecture.
 ARCHITECTURES = {
-    "shufflenet_v2_x0_5": "ShuffleNet_V2_X0_5_Weights",
-    "shufflenet_v2_x1_0": "ShuffleNet_V2_X1_0_Weights",
-    "shufflenet_v2_x1_5": "ShuffleNet_V2_X1_5_Weights",
-    "shufflenet_v2_x2_0": "ShuffleNet_V2_X2_0_Weights",
+    arch: arch.replace("shufflenet_v2", "ShuffleNet_V2").replace("_x", "_X") + "_Weights"
+    for arch in get_args(Architecture)
 }
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -25,36 +25,11 @@ from torch.utils.data import DataLoader
 
 from cass_pipeline.domain.evaluation import branch_level, weighted_f1
 from cass_pipeline.domain.model.aggregation import AGGREGATIONS
+from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
 from cass_pipeline.domain.model.network import build_model
-from cass_pipeline.domain.storage import atomic_path, settings_hash
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that shapes a training run (logged whole to MLflow)."""
-
-    arch: str = "shufflenet_v2_x1_0"
-    weights: str = "auto"
-    lr: float = 1e-4
-    lr_schedule: str = "constant"  # constant | cosine (to 0 at the last epoch)
-    batch_size: int = 32
-    accumulation_steps: int = 1
-    epochs: int = 30
-    patience: int = 5
-    view_step: int = 1
-    imbalance: str = "sampler"  # sampler | class_weights | none
-    aggregation: str = "vote"  # vote | attention (a head over view embeddings, after training)
-    num_workers: int = 0
-    seed: int = 7
-    device: str = "auto"
-    channels_last: bool = True
-    amp: bool = True  # used on CUDA only
-    time_budget_s: float | None = None
-
-    def fingerprint(self) -> str:
-        return settings_hash(asdict(self))
+from cass_pipeline.domain.storage import atomic_path
 
 
 @dataclass

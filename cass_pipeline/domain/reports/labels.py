@@ -165,3 +165,19 @@ def labels_json(labels: ReportLabels) -> dict:
         "patient_class": labels.patient_class,
         "cad_rads": {"category": labels.cad_rads, "modifiers": labels.modifiers},
     }
+
+
+def labels_lines(result: dict) -> list[str]:
+    """`labels_json`'s object as `cass parse-report` prints it: a line per branch, then the
+    patient."""
+    lines = []
+    for name, branch in result["branches"].items():
+        pct = branch["max_stenosis_pct"]
+        pct_text = "-" if pct is None else f"{pct[0]}-{pct[1]}%"
+        lines.append(
+            f"{name:<8} {branch['stenosis_class'] or 'no label':<16} {pct_text:<9} "
+            f"{'; '.join(branch['evidence'])}"
+        )
+    cad = result["cad_rads"]
+    category = "/".join([cad["category"] or "?", *cad["modifiers"]])
+    return [*lines, f"patient: {result['patient_class']}; CAD-RADS {category}"]

@@ -63,6 +63,7 @@ from cass_pipeline.domain.synthetic.provenance import (
 )
 from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
 from cass_pipeline.domain.volume_io import write_centrelines, write_nifti
+from cass_pipeline.layout import ground_truth_table
 
 PATIENT_SCHEMA = pa.schema(
     [
@@ -358,7 +359,6 @@ def write_cohort(
     ]
     if foreign:
         raise ForeignFilesError(foreign_message(out_dir, foreign))
-    gt = out_dir / "ground_truth"
     counts = {
         "branches": np.zeros(3, int),
         "exported": np.zeros(3, int),
@@ -370,9 +370,9 @@ def write_cohort(
     }
     sheet_case = None
     with (
-        parquet_stream(gt / "patients.parquet", PATIENT_SCHEMA) as patients,
-        parquet_stream(gt / "branches.parquet", BRANCH_SCHEMA) as branches,
-        parquet_stream(gt / "views.parquet", VIEW_SCHEMA) as views,
+        parquet_stream(ground_truth_table(out_dir, "patients"), PATIENT_SCHEMA) as patients,
+        parquet_stream(ground_truth_table(out_dir, "branches"), BRANCH_SCHEMA) as branches,
+        parquet_stream(ground_truth_table(out_dir, "views"), VIEW_SCHEMA) as views,
     ):
         for done, record in enumerate(iter_patients(config, out_dir, workers), start=1):
             patients.write_table(pa.Table.from_pylist([record["patient"]], PATIENT_SCHEMA))

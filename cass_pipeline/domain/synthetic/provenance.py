@@ -150,3 +150,11 @@ def cohort_pseudonyms(
         return Pseudonyms(load_secret(key_file, env_value))
     index = index or index_cohort(Path(raw_dir))
     return Pseudonyms(load_secret(key_file), public_keys(Path(raw_dir), index))
+
+
+def folder_pseudonyms(folder: Path, key_file: Path, env_value: str | None = None) -> Pseudonyms:
+    """Pseudonyms for one patient's folder: a folder inside a raw export (`raw/mpr/<patient>`)
+    may be a generated patient; any other is keyed by the secret alone."""
+    if folder.parent.name == "mpr":
+        return cohort_pseudonyms(folder.parent.parent, key_file, env_value)
+    return Pseudonyms(load_secret(key_file, env_value))

@@ -1,7 +1,7 @@
 """A tracked training run: tables in, model out, everything logged and registered in MLflow.
 
 Wiring shared by the Dagster asset, `cass train` and the torchrun entry point
-(`python -m cass_pipeline.training_entry`).
+(`python -m cass_pipeline.runs.entry`), which receives a `TrainingSpec` as JSON.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -21,40 +21,61 @@ from cass_pipeline import CPU_KERNELS
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.calibration import Calibration, fit_calibration
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.ingest import SETTINGS_FILE, IngestConfig
+from cass_pipeline.domain.imaging.ingest import IngestConfig
 from cass_pipeline.domain.model.aggregation import (
     AttentionPooling,
     Bags,
     decide_branches,
     fit_attention,
 )
+from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import ViewDataset, labelled_views
 from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
-from cass_pipeline.domain.model.splits import table_hash
-from cass_pipeline.domain.model.train import EpochRecord, TrainConfig, distributed_context, train
+from cass_pipeline.domain.model.splits import (
+    SPLIT_SCHEMA,
+    patient_splits,
+    splittable_patients,
+    table_hash,
+)
+from cass_pipeline.domain.model.train import EpochRecord, distributed_context, train
+from cass_pipeline.domain.plots import figure_png, pyplot
 from cass_pipeline.domain.prediction import ModelBundle
+from cass_pipeline.domain.storage import write_parquet_atomic
+from cass_pipeline.layout import DataLayout
+from cass_pipeline.runs.tracking import LEARNT_IMAGES, Tracking
 from cass_pipeline.settings import PACKAGE_DIR
-from cass_pipeline.tracking import LEARNT_IMAGES, Tracking
 
 
 @dataclass(frozen=True)
-class TrainingInputs:
-    """The tables and folders a training run reads and writes."""
+class TrainingSpec:
+    """One training run, whole: what the Dagster asset hands to torchrun workers as JSON."""
 
-    manifest: str
-    branch_labels: str
-    splits: str
-    store_root: str
-    checkpoint_dir: str
+    layout: DataLayout
+    config: TrainConfig
+    tracking: Tracking
+    tags: dict[str, str] = field(default_factory=dict)
+    run_name: str = "train"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "layout": self.layout.as_json(),
+                "config": asdict(self.config),
+                "tracking": asdict(self.tracking),
+                "tags": self.tags,
+                "run_name": self.run_name,
+            }
+        )
 
     @classmethod
-    def under(cls, processed: Path) -> TrainingInputs:
+    def from_json(cls, text: str) -> TrainingSpec:
+        data = json.loads(text)
         return cls(
-            str(processed / "images" / "manifest.parquet"),
-            str(processed / "reports" / "branch_labels.parquet"),
-            str(processed / "model" / "splits.parquet"),
-            str(processed),
-            str(processed / "model" / "checkpoints"),
+            DataLayout.from_json(data["layout"]),
+            TrainConfig(**data["config"]),
+            Tracking(**data["tracking"]),
+            data["tags"],
+            data["run_name"],
         )
 
 
@@ -86,23 +107,48 @@ def git_commit() -> str:
         return "unknown"
 
 
-def read_tables(inputs: TrainingInputs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+class MissingInputsError(ValueError):
+    """A table training reads is not there yet."""
+
+
+def ensure_splits(layout: DataLayout) -> None:
+    """Check that the tables training reads are there, and write the default patient splits
+    when none exist yet (the `patient_splits` asset normally does)."""
+    needed = [layout.manifest, layout.branch_labels]
+    if not layout.splits.is_file():
+        needed.append(layout.patient_labels)
+    for table in needed:
+        if not table.is_file():
+            raise MissingInputsError(
+                f"no processed data: {table} is missing; run `make run` or materialise the "
+                "images and reports assets first"
+            )
+    if layout.splits.is_file():
+        return
+    usable = splittable_patients(
+        pd.read_parquet(layout.patient_labels),
+        pd.read_parquet(layout.manifest, columns=["patient_id"]),
+    )
+    write_parquet_atomic(patient_splits(usable), layout.splits, SPLIT_SCHEMA)
+
+
+def read_tables(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Manifest, branch labels and splits."""
     return (
-        pd.read_parquet(inputs.manifest),
-        pd.read_parquet(inputs.branch_labels),
-        pd.read_parquet(inputs.splits),
+        pd.read_parquet(layout.manifest),
+        pd.read_parquet(layout.branch_labels),
+        pd.read_parquet(layout.splits),
     )
 
 
-def load_views(inputs: TrainingInputs, view_step: int = 1) -> pd.DataFrame:
+def load_views(layout: DataLayout, view_step: int = 1) -> pd.DataFrame:
     """Labelled views of every split (training, lr-find and evaluation read them here)."""
-    return labelled_views(*read_tables(inputs), view_step)
+    return labelled_views(*read_tables(layout), view_step)
 
 
-def training_views(inputs: TrainingInputs, view_step: int) -> tuple[pd.DataFrame, dict[str, str]]:
+def training_views(layout: DataLayout, view_step: int) -> tuple[pd.DataFrame, dict[str, str]]:
     """Train and validation views (never test) and the content hashes of the inputs."""
-    tables = read_tables(inputs)
+    tables = read_tables(layout)
     hashes = {
         f"{name}_hash": table_hash(table)
         for name, table in zip(("manifest", "labels", "splits"), tables, strict=True)
@@ -111,17 +157,17 @@ def training_views(inputs: TrainingInputs, view_step: int) -> tuple[pd.DataFrame
     return views[views.split != "test"].reset_index(drop=True), hashes
 
 
-def learnt_images(inputs: TrainingInputs) -> pd.DataFrame:
+def learnt_images(layout: DataLayout) -> pd.DataFrame:
     """Content hashes (16 hex digits) of every source image of the training and validation
     patients: which images a model learnt from, whatever pseudonyms they get later."""
-    manifest, _, splits = read_tables(inputs)
+    manifest, _, splits = read_tables(layout)
     seen = splits.loc[splits.split != "test", "patient_id"]
     hashes = manifest.loc[manifest.patient_id.isin(seen), "source_sha256"].str[:16]
     return pd.DataFrame({"source_sha256": sorted(set(hashes))})
 
 
 def model_bundle(
-    inputs: TrainingInputs,
+    layout: DataLayout,
     config: TrainConfig,
     views: pd.DataFrame,
     calibration: Calibration,
@@ -130,7 +176,7 @@ def model_bundle(
     """The ingestion settings the image store was made with, the calibration and the branch
     aggregation, bundled with the network; the views must carry their fingerprint (what
     serving does is what training saw)."""
-    saved = Path(inputs.store_root) / "images" / SETTINGS_FILE
+    saved = layout.ingest_settings
     size = int(views["size"].iloc[0])
     ingest = IngestConfig.read(saved) if saved.is_file() else IngestConfig(CleanupConfig(size))
     bundle = ModelBundle(
@@ -144,10 +190,10 @@ def model_bundle(
     return bundle
 
 
-def check_images(inputs: TrainingInputs, views: pd.DataFrame, count: int = 64) -> np.ndarray:
+def check_images(layout: DataLayout, views: pd.DataFrame, count: int = 64) -> np.ndarray:
     """Validation views (else training views) to check the ONNX export against the network."""
     ordered = pd.concat([views[views.split == "validation"], views[views.split != "validation"]])
-    dataset = ViewDataset(ordered.head(count), Path(inputs.store_root))
+    dataset = ViewDataset(ordered.head(count), layout.processed)
     return np.stack([dataset.image(i) for i in range(len(dataset))])
 
 
@@ -161,9 +207,9 @@ class ValidationOutputs:
     embeddings: np.ndarray
 
     @classmethod
-    def of(cls, inputs: TrainingInputs, model, views: pd.DataFrame) -> ValidationOutputs:
+    def of(cls, layout: DataLayout, model, views: pd.DataFrame) -> ValidationOutputs:
         validation = views[views.split == "validation"].reset_index(drop=True)
-        outputs = view_outputs(TorchEngine(model), validation, Path(inputs.store_root))
+        outputs = view_outputs(TorchEngine(model), validation, layout.processed)
         return cls(validation, *outputs)
 
 
@@ -193,7 +239,7 @@ def calibrate_on_validation(
 
 
 def fit_branch_head(
-    inputs: TrainingInputs,
+    layout: DataLayout,
     model,
     views: pd.DataFrame,
     validation: ValidationOutputs,
@@ -204,7 +250,7 @@ def fit_branch_head(
     if config.aggregation != "attention":
         return None
     train = views[views.split == "train"].reset_index(drop=True)
-    embeddings = view_outputs(TorchEngine(model), train, Path(inputs.store_root))[1]
+    embeddings = view_outputs(TorchEngine(model), train, layout.processed)[1]
     head, f1 = fit_attention(
         Bags.of(train, embeddings),
         Bags.of(validation.views, validation.embeddings),
@@ -214,14 +260,10 @@ def fit_branch_head(
     return head
 
 
-def plot_curves(history: list[EpochRecord], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def curves_png(history: list[EpochRecord]) -> bytes:
+    """Losses, and validation branch F1 and view accuracy, per epoch."""
     epochs = [h.epoch for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(9, 3.2))
     left.plot(epochs, [h.train_loss for h in history], label="train loss")
     left.plot(epochs, [h.val_loss for h in history], label="validation loss")
     left.set_xlabel("epoch")
@@ -232,8 +274,7 @@ def plot_curves(history: list[EpochRecord], path: Path) -> None:
     right.set_ylim(0, 1)
     right.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return figure_png(fig, dpi=90)
 
 
 def log_parameters(config: TrainConfig, hashes: dict[str, str], views: pd.DataFrame) -> None:
@@ -261,7 +302,7 @@ def progress_line(record: EpochRecord, history: list[EpochRecord], epochs: int) 
 
 
 def run_training(
-    inputs: TrainingInputs,
+    layout: DataLayout,
     config: TrainConfig,
     tracking: Tracking,
     tags: dict[str, str] | None = None,
@@ -271,18 +312,17 @@ def run_training(
     """Train; rank 0 logs the run and registers the model as the new challenger, and hands
     each epoch's `progress_line` to `progress` (the Dagster run log, the terminal)."""
     rank, _ = distributed_context()
-    views, hashes = training_views(inputs, config.view_step)
-    checkpoints = Path(inputs.checkpoint_dir)
+    views, hashes = training_views(layout, config.view_step)
     if rank != 0:
-        train(config, views, Path(inputs.store_root), checkpoints)
+        train(config, views, layout.processed, layout.checkpoints)
         return None
     with tracking.start_run(run_name, tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         log_parameters(config, hashes, views)
         tmp = Path(tmp)
         (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
         (tmp / "class_map.json").write_text(json.dumps(dict(enumerate(STENOSIS_CLASSES))))
-        pd.read_parquet(inputs.splits).to_csv(tmp / "splits.csv", index=False)
-        learnt_images(inputs).to_csv(tmp / LEARNT_IMAGES, index=False)
+        pd.read_parquet(layout.splits).to_csv(tmp / "splits.csv", index=False)
+        learnt_images(layout).to_csv(tmp / LEARNT_IMAGES, index=False)
 
         history: list[EpochRecord] = []
 
@@ -294,12 +334,12 @@ def run_training(
             if progress is not None:
                 progress(progress_line(record, history, config.epochs))
 
-        result = train(config, views, Path(inputs.store_root), checkpoints, on_epoch)
+        result = train(config, views, layout.processed, layout.checkpoints, on_epoch)
         mlflow.log_param("weights_used", result.weights_used)
         mlflow.log_metrics(
             {"best_val_branch_f1": result.best_val_branch_f1, "best_epoch": result.best_epoch}
         )
-        plot_curves(result.history, tmp / "curves.png")
+        (tmp / "curves.png").write_bytes(curves_png(result.history))
         pd.DataFrame([asdict(h) for h in result.history]).to_csv(tmp / "history.csv", index=False)
         for name in (
             "config.json",
@@ -310,13 +350,13 @@ def run_training(
             "history.csv",
         ):
             mlflow.log_artifact(str(tmp / name))
-        validation = ValidationOutputs.of(inputs, result.model, views)
-        head = fit_branch_head(inputs, result.model, views, validation, config)
+        validation = ValidationOutputs.of(layout, result.model, views)
+        head = fit_branch_head(layout, result.model, views, validation, config)
         calibration = calibrate_on_validation(validation, head)
         version = tracking.register(
             result.model,
-            model_bundle(inputs, config, views, calibration, head),
-            check_images(inputs, views),
+            model_bundle(layout, config, views, calibration, head),
+            check_images(layout, views),
         )
         return TrainingSummary(
             run_id=run.info.run_id,

@@ -1,0 +1,65 @@
+"""What the `cass` command modules share: options generated from a settings dataclass
+(`domain.options`: one per field, with its default, help, choices and limits, so the CLI
+never restates a default) and checked picture targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cass_pipeline.domain.options import OptionSpec, option_specs
+
+
+def click_option(spec: OptionSpec, default=None):
+    """`--name-with-dashes` for a field; booleans become `--x/--no-x` switches."""
+    flag = "--" + spec.name.replace("_", "-")
+    default = spec.default if default is None else default
+    if spec.type is bool:
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", spec.name, default=default, show_default=True, help=spec.help
+        )
+    if spec.choices:
+        kind = click.Choice(spec.choices)
+    elif spec.min is not None:
+        kind = click.IntRange(min=spec.min)
+    else:
+        kind = {int: int, float: float, str: str}.get(spec.type, float)  # float | None
+    return click.option(
+        flag,
+        spec.name,
+        default=default,
+        show_default=default is not None,
+        type=kind,
+        help=spec.help,
+    )
+
+
+def options_of(settings: type, only: tuple[str, ...] | None = None, **defaults):
+    """A decorator adding an option for each field of `settings` (all, or `only` these);
+    `defaults` replace a field's default for this command alone."""
+
+    def decorate(command):
+        for spec in reversed(option_specs(settings, only)):
+            command = click_option(spec, defaults.get(spec.name))(command)
+        return command
+
+    return decorate
+
+
+def picture_target(path: str) -> Path:
+    """Where a picture will be written, checked before any work: a .png or .jpg file in an
+    existing folder."""
+    target = Path(path)
+    if target.suffix.lower() not in {".png", ".jpg", ".jpeg"}:
+        raise click.ClickException(f"{target}: write a .png or .jpg file")
+    if not target.parent.is_dir():
+        raise click.ClickException(f"{target}: no folder {target.parent}")
+    return target
+
+
+def write_picture(target: Path, picture) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(target), picture):
+        raise click.ClickException(f"cannot write {target}")

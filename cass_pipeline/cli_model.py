@@ -1,0 +1,223 @@
+"""`cass` commands on models: train, lr-find, evaluate, predict, explain (thin: parse
+arguments, call the domain or the runs package, print)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from cass_pipeline.cli_common import options_of, picture_target, write_picture
+from cass_pipeline.domain.model.config import TrainConfig
+from cass_pipeline.layout import DataLayout
+from cass_pipeline.settings import CassSettings
+
+#: What `cass lr-find` shares with `cass train`.
+LR_FIND_OPTIONS = ("arch", "weights", "batch_size", "view_step", "seed")
+
+
+def training_layout() -> DataLayout:
+    """The processed tables training reads, with default splits written when missing."""
+    from cass_pipeline.runs.training import MissingInputsError, ensure_splits
+
+    layout = CassSettings.from_env().layout
+    try:
+        ensure_splits(layout)
+    except MissingInputsError as error:
+        raise click.ClickException(str(error)) from None
+    return layout
+
+
+@click.command()
+@options_of(TrainConfig)
+@click.option("--fresh", is_flag=True, help="ignore an interrupted run's checkpoint")
+def train(fresh, **options) -> None:
+    """Train on the processed tables; log to MLflow; register the model as challenger.
+
+    Runs the same under `torchrun --nproc-per-node N -m cass_pipeline.cli train ...`.
+    """
+    from cass_pipeline.runs.tracking import Tracking
+    from cass_pipeline.runs.training import run_training
+
+    layout = training_layout()
+    if fresh:
+        shutil.rmtree(layout.checkpoints, ignore_errors=True)
+    summary = run_training(
+        layout,
+        TrainConfig(**options),
+        Tracking.from_settings(CassSettings.from_env()),
+        {"launched_by": "cass train"},
+        progress=click.echo,
+    )
+    if summary is not None:
+        click.echo(
+            f"run {summary.run_id}: best epoch {summary.best_epoch}, validation branch "
+            f"weighted F1 {summary.best_val_branch_f1:.3f}, weights {summary.weights_used};"
+            f" registered version {summary.model_version} as challenger"
+        )
+
+
+@click.command("lr-find")
+@options_of(TrainConfig, LR_FIND_OPTIONS)
+@click.option("--steps", default=100, show_default=True)
+@click.option(
+    "--out", "out_dir", default="lr_find", show_default=True, type=click.Path(file_okay=False)
+)
+def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
+    """Learning-rate range test on the train split: writes lr_find.png and lr_find.csv."""
+    from cass_pipeline.domain.model.lr_find import lr_curve_png, lr_range_test
+    from cass_pipeline.runs.training import load_views
+
+    layout = training_layout()
+    views = load_views(layout, view_step)
+    result = lr_range_test(
+        views, layout.processed, arch, weights, steps=steps, batch_size=batch_size, seed=seed
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.curve.to_csv(out / "lr_find.csv", index=False)
+    (out / "lr_find.png").write_bytes(lr_curve_png(result, arch))
+    click.echo(f"suggested learning rate {result.suggested_lr:.2e}; plot {out / 'lr_find.png'}")
+
+
+@click.command()
+@click.argument("predictions", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
+@click.option(
+    "--bootstrap",
+    default=1000,
+    show_default=True,
+    help="Bootstrap rounds over patients for the 95% intervals (0: none).",
+)
+def evaluate(predictions: str, as_json: bool, bootstrap: int) -> None:
+    """Segment, artery and patient metrics of view predictions (Parquet with patient_id,
+    branch, view_index, label, pred)."""
+    import json
+
+    import pandas as pd
+
+    from cass_pipeline.domain.evaluation import evaluate as evaluate_views
+    from cass_pipeline.domain.evaluation_report import paper_comparison_lines
+
+    try:
+        metrics = evaluate_views(pd.read_parquet(predictions), bootstrap)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps(metrics) if as_json else "\n".join(paper_comparison_lines(metrics)))
+
+
+model_option = click.option(
+    "--model",
+    "model_uri",
+    default="models:/cass-stenosis@champion",
+    show_default=True,
+    help="models:/name@alias, models:/name/version, an alias or a version number.",
+)
+
+
+def load_registered(model_uri: str, engine: str = "onnxruntime"):
+    """The registered model, or one clear line and exit 1."""
+    import os
+
+    from cass_pipeline.runs.tracking import RegistryError, Tracking
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        return Tracking.from_settings(CassSettings.from_env()).load(model_uri, engine)
+    except (RegistryError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+@click.command()
+@click.argument("patient_dir", type=click.Path(file_okay=False))
+@model_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder for prediction.json and report.png (default: ./prediction-<pseudonym>).",
+)
+@click.option("--explain", is_flag=True, help="Add Integrated Gradients of each decisive view.")
+@click.option("--steps", default=32, show_default=True, help="Integrated Gradients steps.")
+@click.option(
+    "--engine",
+    default="onnxruntime",
+    show_default=True,
+    help="onnxruntime (CPU) or pytorch.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print prediction.json to stdout.")
+def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) -> None:
+    """Score one patient's curved MPR export (DICOM or PNG, series in sub-folders) with a
+    registered model; write prediction.json and report.png."""
+    import json
+
+    from tqdm import tqdm
+
+    from cass_pipeline.domain.cohort_index import folder_patient_key
+    from cass_pipeline.domain.imaging.ingest import PatientSource
+    from cass_pipeline.domain.prediction_report import predict_folder, terminal_lines
+    from cass_pipeline.domain.synthetic.provenance import folder_pseudonyms
+
+    folder = Path(patient_dir).resolve()
+    if not folder.is_dir():
+        raise click.ClickException(f"{patient_dir}: no such folder")
+    files = PatientSource(folder.name, mpr_dir=folder).files()
+    if not files:
+        raise click.ClickException(f"{patient_dir}: the folder holds no files")
+    loaded = load_registered(model_uri, engine)
+    settings = CassSettings.from_env()
+    pseudonyms = folder_pseudonyms(folder, settings.pseudonym_key_file, settings.pseudonym_key)
+    patient = pseudonyms(folder_patient_key(folder))
+    with tqdm(total=len(files), desc="reading and cleaning", unit="file", disable=None) as bar:
+        report = predict_folder(
+            loaded.predictor,
+            folder,
+            patient,
+            loaded.description(),
+            steps if explain else 0,
+            on_file=bar.update,
+        )
+    document = report.document
+    if document["patient_class"] is None:
+        reasons = sorted({r["reason"] for r in document["rejected"]})
+        raise click.ClickException(
+            f"{patient_dir}: no recognisable series; {len(document['rejected'])} files rejected"
+            + (f" ({'; '.join(reasons[:3])})" if reasons else "")
+        )
+    out = Path(out_dir) if out_dir else Path(f"prediction-{patient}")
+    report.write(out)
+    if as_json:
+        click.echo(json.dumps(document))
+        return
+    click.echo("\n".join(terminal_lines(document, loaded.name, loaded.version)))
+    click.echo(f"wrote {out / 'prediction.json'} and {out / 'report.png'}")
+
+
+@click.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@model_option
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    help="Heat-map PNG (default: IMAGE name + _ig.png in the working folder).",
+)
+@click.option("--steps", default=32, show_default=True)
+def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> None:
+    """Classify one MPR image and write its Integrated Gradients heat map."""
+    from cass_pipeline.domain.explain import explain_image
+    from cass_pipeline.domain.imaging.readers import ImageReadError, frame_of, read_image
+
+    path = Path(image)
+    target = picture_target(out_path or f"{path.stem}_ig.png")
+    try:
+        frame = frame_of(read_image(path.read_bytes(), path.suffix), 0)
+    except ImageReadError as error:
+        raise click.ClickException(f"{image}: {error}") from error
+    explained = explain_image(load_registered(model_uri).predictor, frame, steps)
+    write_picture(target, explained.picture)
+    click.echo("\n".join(explained.lines()) + f"; heat map {target}")
+
+
+COMMANDS = (train, lr_find, evaluate, predict, explain)

@@ -1,0 +1,47 @@
+"""Training settings, declared once: the CLI options and the Dagster config are generated
+from `TrainConfig` (`domain.options`). Pure: no torch, so the CLI starts fast."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from cass_pipeline.domain.options import option
+from cass_pipeline.domain.storage import settings_hash
+
+Architecture = Literal[
+    "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"
+]
+#: How views decide a branch: the paper's majority vote, or attention pooling (MIL).
+Aggregation = Literal["vote", "attention"]
+LrSchedule = Literal["constant", "cosine"]
+ImbalanceStrategy = Literal["sampler", "class_weights", "none"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run (logged whole to MLflow). The defaults follow
+    the paper; the demo's settings are in the `demo` job."""
+
+    arch: Architecture = option("shufflenet_v2_x1_0", "ShuffleNet V2 width")
+    weights: str = option("auto", "auto | imagenet | none | PATH of a state dict")
+    lr: float = option(1e-4, "Adam learning rate")
+    lr_schedule: LrSchedule = option("constant", "constant, or cosine to 0 at the last epoch")
+    batch_size: int = option(32, "views per step", min=1)
+    accumulation_steps: int = option(1, "steps whose gradients add up to one update", min=1)
+    epochs: int = option(30, "most epochs to train", min=1)
+    patience: int = option(5, "epochs without a better validation F1 before stopping", min=1)
+    view_step: int = option(1, "keep every n-th view of each branch", min=1)
+    imbalance: ImbalanceStrategy = option("sampler", "class-balanced sampler, weights or none")
+    aggregation: Aggregation = option(
+        "vote", "branch decision: majority vote of views, or attention pooling (MIL)"
+    )
+    num_workers: int = option(0, "data-loader processes", min=0)
+    seed: int = option(7, "seed of weights, sampling and augmentation")
+    device: str = option("auto", "auto | cpu | cuda | mps")
+    channels_last: bool = option(True, "channels-last memory format")
+    amp: bool = option(True, "mixed precision (CUDA only)")
+    time_budget_s: float | None = option(None, "seconds; stop after the epoch that passes it")
+
+    def fingerprint(self) -> str:
+        return settings_hash(asdict(self))

@@ -1,0 +1,56 @@
+"""Settings declared once: a dataclass field with its help text, read by the CLI and Dagster.
+
+`cass train` options and the Dagster training config are both generated from `TrainConfig`
+(and the cleanup's from `CleanupConfig`), so a default or a choice changes in one line.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+
+def option(default: Any, help: str, **limits: int) -> Any:
+    """A settings field with the help text the CLI and the Dagster UI show, and optional
+    limits (`min`)."""
+    return field(default=default, metadata={"help": help, **limits})
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One settings field as the front ends need it."""
+
+    name: str
+    type: Any  # resolved: Literal[...], int, float | None, ...
+    default: Any
+    help: str
+    min: int | None = None
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The values of a Literal type, else None."""
+        return (
+            typing.get_args(self.type) if typing.get_origin(self.type) is typing.Literal else None
+        )
+
+
+def option_specs(settings: type, only: tuple[str, ...] | None = None) -> list[OptionSpec]:
+    """The fields of a settings dataclass (all, or `only` these, in that order)."""
+    hints = typing.get_type_hints(settings)
+    by_name = {f.name: f for f in fields(settings)}
+    specs = []
+    for name in only or tuple(by_name):
+        spec = by_name[name]
+        if spec.default is MISSING:
+            raise TypeError(f"{settings.__name__}.{name} has no default")
+        specs.append(
+            OptionSpec(
+                name,
+                hints[name],
+                spec.default,
+                spec.metadata.get("help", ""),
+                spec.metadata.get("min"),
+            )
+        )
+    return specs

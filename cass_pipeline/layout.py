@@ -1,0 +1,133 @@
+"""Where every table and folder of the pipeline lives: the one map of `raw/` and `processed/`.
+
+Pure module (no dagster, no mlflow): assets, the CLI, the training entry point, benchmarks
+and tests all find a table here, and it travels as JSON to torchrun workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PARQUET = ".parquet"
+#: Synthetic cohorts' ground truth, one table each, under raw/ground_truth.
+GROUND_TRUTH_TABLES = ("patients", "branches", "views")
+
+
+def ground_truth_table(raw: Path, name: str) -> Path:
+    """A ground-truth table of a synthetic cohort written to `raw`."""
+    return Path(raw) / "ground_truth" / f"{name}{PARQUET}"
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Raw inputs and processed outputs of one pipeline, and every path derived from them."""
+
+    raw: Path
+    processed: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "raw", Path(self.raw))
+        object.__setattr__(self, "processed", Path(self.processed))
+
+    def as_json(self) -> dict[str, str]:
+        return {"raw": str(self.raw), "processed": str(self.processed)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> DataLayout:
+        return cls(Path(data["raw"]), Path(data["processed"]))
+
+    def ground_truth(self, name: str) -> Path:
+        return ground_truth_table(self.raw, name)
+
+    # Images: cleaned views in a per-patient store, their manifest and rejects.
+    @property
+    def images(self) -> Path:
+        return self.processed / "images"
+
+    @property
+    def image_store(self) -> Path:
+        return self.images / "store"
+
+    @property
+    def manifest(self) -> Path:
+        return self.images / f"manifest{PARQUET}"
+
+    @property
+    def image_rejects(self) -> Path:
+        return self.images / f"rejects{PARQUET}"
+
+    @property
+    def image_examples(self) -> Path:
+        return self.images / "examples"
+
+    @property
+    def ingest_settings(self) -> Path:
+        """Ingestion settings saved beside the store (training bundles them with the model)."""
+        return self.images / "ingest.json"
+
+    def image_table(self, name: str) -> Path:
+        """`manifest` or `rejects`, by name."""
+        return self.images / f"{name}{PARQUET}"
+
+    # Reports: de-identified text, labels and rejects.
+    @property
+    def reports(self) -> Path:
+        return self.processed / "reports"
+
+    def report_table(self, name: str) -> Path:
+        return self.reports / f"{name}{PARQUET}"
+
+    @property
+    def branch_labels(self) -> Path:
+        return self.report_table("branch_labels")
+
+    @property
+    def patient_labels(self) -> Path:
+        return self.report_table("patient_labels")
+
+    @property
+    def report_rejects(self) -> Path:
+        return self.report_table("report_rejects")
+
+    # Model: patient splits and the training run's checkpoints.
+    @property
+    def splits(self) -> Path:
+        return self.processed / "model" / f"splits{PARQUET}"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.processed / "model" / "checkpoints"
+
+    # Evaluation of the challenger on the test split.
+    @property
+    def evaluation(self) -> Path:
+        return self.processed / "evaluation"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.evaluation / f"test_predictions{PARQUET}"
+
+    @property
+    def patient_ranking(self) -> Path:
+        return self.evaluation / f"patient_ranking{PARQUET}"
+
+    @property
+    def onnx_parity(self) -> Path:
+        return self.evaluation / "onnx_parity.json"
+
+    @property
+    def evaluation_report(self) -> Path:
+        return self.evaluation / "evaluation.json"
+
+    @property
+    def promotion(self) -> Path:
+        return self.evaluation / "promotion.json"
+
+    @property
+    def explanations(self) -> Path:
+        return self.evaluation / "explanations"
+
+    # Predictions of the champion for patients arriving in the inbox.
+    def prediction(self, patient: str) -> Path:
+        return self.processed / "predictions" / patient

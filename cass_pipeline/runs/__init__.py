@@ -1,0 +1,1 @@
+"""MLflow tracking and the training run: the wiring between the domain and MLflow."""

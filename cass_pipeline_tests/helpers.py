@@ -1,0 +1,102 @@
+"""What tests share beyond fixtures: the tiny training data, the tiny model's settings, and
+an old-style registered version. Fixtures live in conftest.py and call these."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from cass_pipeline.domain.model.config import TrainConfig
+from cass_pipeline.layout import DataLayout
+
+#: The small model every training test uses (fast on two cores, learns the planted notch),
+#: as Dagster run config; `tiny_config` gives it as a `TrainConfig` for direct calls.
+TINY_MODEL = {
+    "arch": "shufflenet_v2_x0_5",
+    "weights": "none",
+    "lr": 1e-3,
+    "batch_size": 8,
+    "epochs": 1,
+}
+
+
+def tiny_config(**changes) -> TrainConfig:
+    """The tiny model, channels-first, with patience for every epoch."""
+    return replace(TrainConfig(**TINY_MODEL, patience=10, channels_last=False), **changes)
+
+
+def write_training_data(root: Path, patients: int = 12, views: int = 4, size: int = 32) -> Path:
+    """A tiny processed folder: image store, manifest, branch labels and splits.
+
+    Branch class c shows as a dark notch of width 4c in a bright vertical band, so the task is
+    learnable; patients 0-7 train, 8-9 validation, 10-11 test.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+
+    rng = np.random.default_rng(0)
+    manifest, labels, splits = [], [], []
+    store = DataLayout(root.parent / "raw", root).image_store
+    store.mkdir(parents=True, exist_ok=True)
+    for p in range(patients):
+        pid = f"P{p:03d}"
+        split = "train" if p < 8 else "validation" if p < 10 else "test"
+        images = []
+        worst = 0
+        for b, branch in enumerate(("LAD", "LCX")):
+            label = (p + b) % 3
+            worst = max(worst, label)
+            labels.append({"patient_id": pid, "branch": branch, "label": label})
+            for v in range(views):
+                image = rng.integers(20, 60, (size, size)).astype(np.uint8)
+                image[:, 12:20] = 200
+                image[10:14, 12 : 12 + 4 * label] = 30
+                manifest.append(
+                    {
+                        "patient_id": pid,
+                        "artery": branch,
+                        "branch": branch,
+                        "view_index": v,
+                        "store_path": f"images/store/{pid}.npy",
+                        "store_index": len(images),
+                        "size": size,
+                        "source_sha256": f"{pid}-{branch}-{v}",
+                        "cleanup_fingerprint": CleanupConfig(size).fingerprint(),
+                    }
+                )
+                images.append(image)
+        np.save(store / f"{pid}.npy", np.stack(images))
+        splits.append({"patient_id": pid, "patient_class": str(worst), "split": split})
+    layout = DataLayout(root.parent / "raw", root)
+    for table in (layout.manifest, layout.branch_labels, layout.splits):
+        table.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(manifest).to_parquet(layout.manifest)
+    pd.DataFrame(labels).to_parquet(layout.branch_labels)
+    pd.DataFrame(splits).to_parquet(layout.splits)
+    return root
+
+
+def training_views(root: Path):
+    """Labelled views of a processed folder written by `write_training_data`."""
+    from cass_pipeline.runs.training import load_views
+
+    return load_views(DataLayout(root.parent / "raw", root))
+
+
+def register_without_bundle(tracking, size: int) -> int:
+    """A version registered the old way (PyTorch flavour, no bundle): what an older CASS
+    left in a registry."""
+    import mlflow.pytorch
+    import numpy as np
+
+    from cass_pipeline.domain.model.network import build_model
+
+    with tracking.start_run("registered the old way"):
+        info = mlflow.pytorch.log_model(
+            build_model("shufflenet_v2_x0_5", "none").model,
+            name="model",
+            serialization_format="pickle",
+            input_example=np.zeros((2, 3, size, size), np.float32),
+            registered_model_name="cass-stenosis",
+        )
+    return int(info.registered_model_version)
