@@ -5,8 +5,10 @@ from __future__ import annotations
 import platform
 import shutil
 import sys
+from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
+from typing import get_args
 
 import click
 
@@ -15,7 +17,14 @@ from cass_pipeline.cli_common import options_of, picture_target, write_picture
 from cass_pipeline.cli_model import COMMANDS
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig
-from cass_pipeline.domain.synthetic.config import PRESETS
+from cass_pipeline.domain.synthetic.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    Confounders,
+    Difficulty,
+    ImageFormat,
+    SynthConfig,
+)
 from cass_pipeline.settings import CassSettings
 
 REPORTED_PACKAGES = (
@@ -89,7 +98,7 @@ def info() -> None:
 @click.option(
     "--preset",
     "preset_name",
-    default="demo",
+    default=DEFAULT_PRESET,
     show_default=True,
     type=click.Choice(sorted(PRESETS)),
     help="Cohort size and image settings.",
@@ -101,12 +110,12 @@ def info() -> None:
     type=click.Path(file_okay=False),
     help="Output folder (created; an existing cohort is completed, not redone).",
 )
-@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--seed", default=SynthConfig.seed, show_default=True, type=int)
 @click.option("--patients", type=int, help="Override the preset's number of patients.")
 @click.option("--views", type=int, help="Override the number of views per branch.")
 @click.option("--size", type=int, help="Override the image size in pixels.")
-@click.option("--difficulty", type=click.Choice(["easy", "standard", "hard"]))
-@click.option("--format", "image_format", type=click.Choice(["dicom", "png"]))
+@click.option("--difficulty", type=click.Choice(get_args(Difficulty)))
+@click.option("--format", "image_format", type=click.Choice(get_args(ImageFormat)))
 @click.option(
     "--with-volumes",
     is_flag=True,
@@ -117,9 +126,7 @@ def info() -> None:
     "--no-confounder",
     "disabled",
     multiple=True,
-    type=click.Choice(
-        ["calcium_near_vessels", "stents", "myocardial_bridging", "neighbouring_vessels"]
-    ),
+    type=click.Choice([f.name for f in fields(Confounders)]),
     help="Switch a confounder off.",
 )
 @click.option("--workers", type=int, help="Processes (default: all cores).")
@@ -150,7 +157,7 @@ def synth(
 
     from cass_pipeline.domain.storage import WriterBusyError
     from cass_pipeline.domain.synthetic.cohort import generate_cohort
-    from cass_pipeline.domain.synthetic.config import Confounders, preset
+    from cass_pipeline.domain.synthetic.config import preset
     from cass_pipeline.domain.synthetic.pacs import write_pacs_dump
     from cass_pipeline.domain.synthetic.provenance import ForeignFilesError
 

@@ -71,9 +71,8 @@ def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
 
     layout = training_layout()
     views = load_views(layout, view_step)
-    result = lr_range_test(
-        views, layout.processed, arch, weights, steps=steps, batch_size=batch_size, seed=seed
-    )
+    config = TrainConfig(arch=arch, weights=weights, batch_size=batch_size, seed=seed)
+    result = lr_range_test(views, layout.processed, config, steps=steps)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.curve.to_csv(out / "lr_find.csv", index=False)

@@ -1,6 +1,7 @@
 """The raw cohort: a real export left as it is, or the synthetic cohort written into raw/."""
 
 from pathlib import Path
+from typing import get_args
 
 import dagster as dg
 import pandas as pd
@@ -10,19 +11,31 @@ from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths, RawFormat
 from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, EXPECTED_REPORTS
 from cass_pipeline.domain.synthetic.cohort import generate_cohort, is_synthetic_cohort
-from cass_pipeline.domain.synthetic.config import preset
+from cass_pipeline.domain.synthetic.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    Difficulty,
+    ImageFormat,
+    SynthConfig,
+    preset,
+)
 from cass_pipeline.domain.synthetic.provenance import missing_or_changed, public_keys
 from cass_pipeline.layout import GROUND_TRUTH_TABLES, ground_truth_table
+
+
+def preset_choice(choices) -> str:
+    """Help for an optional override of a preset (Dagster takes no optional Literal)."""
+    return " | ".join(get_args(choices)) + " (default: the preset's)"
 
 
 class CohortConfig(dg.Config):
     """Synthetic cohort settings, used only when the raw folder holds no real export."""
 
-    preset: str = Field(default="demo", description="demo, benchmark, paper or tiny")
-    seed: int = 7
-    n_patients: int | None = None
-    difficulty: str | None = Field(default=None, description="easy, standard or hard")
-    image_format: str | None = Field(default=None, description="dicom or png")
+    preset: str = Field(default=DEFAULT_PRESET, description=" | ".join(sorted(PRESETS)))
+    seed: int = SynthConfig.seed
+    n_patients: int | None = Field(default=None, description="default: the preset's")
+    difficulty: str | None = Field(default=None, description=preset_choice(Difficulty))
+    image_format: str | None = Field(default=None, description=preset_choice(ImageFormat))
     workers: int | None = Field(default=None, description="processes; default all cores")
 
 

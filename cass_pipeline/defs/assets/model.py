@@ -18,18 +18,13 @@ from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.storage import write_parquet_atomic
 from cass_pipeline.runs.training import TrainingSpec, run_training
 
-
-class SplitConfig(dg.Config):
-    """Shares of patients per split (default: the paper's 708 / 15 / 105) and the seed."""
-
-    train: float = split_rules.PAPER_RATIOS[0]
-    validation: float = split_rules.PAPER_RATIOS[1]
-    test: float = split_rules.PAPER_RATIOS[2]
-    seed: int = 7
-    floor_per_class: int = Field(
-        default=2,
-        description="minimum patients of each class in validation and test, where possible",
-    )
+SplitConfig = config_class(
+    "SplitConfig",
+    dg.Config,
+    "Shares of patients per split (default: the paper's 708 / 15 / 105) and the seed: the "
+    "domain's `SplitSettings`.",
+    **config_fields(split_rules.SplitSettings),
+)
 
 
 @dg.asset(group_name="model", deps=["patient_labels", "mpr_manifest"], kinds={"parquet"})

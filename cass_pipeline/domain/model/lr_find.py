@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import BalancedSampler, ViewDataset
 from cass_pipeline.domain.model.network import build_model
 from cass_pipeline.domain.plots import figure_png, pyplot
@@ -25,28 +26,26 @@ class LrFindResult:
 def lr_range_test(
     views: pd.DataFrame,
     store_root: Path,
-    arch: str = "shufflenet_v2_x1_0",
-    weights: str = "auto",
+    config: TrainConfig,
     start_lr: float = 1e-7,
     end_lr: float = 1.0,
     steps: int = 100,
-    batch_size: int = 32,
-    seed: int = 7,
     diverge: float = 4.0,
 ) -> LrFindResult:
     """Raise the learning rate exponentially batch by batch on the train views; stop when the
     smoothed loss exceeds `diverge` times its best. Suggests the rate of steepest descent."""
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     train_views = views[views.split == "train"].reset_index(drop=True)
     dataset = ViewDataset(train_views, store_root, augment=True)
-    sampler = BalancedSampler(torch.as_tensor(train_views.label.to_numpy().copy()), seed)
-    model = build_model(arch, weights).model.train()
+    labels = torch.as_tensor(train_views.label.to_numpy().copy())
+    sampler = BalancedSampler(labels, config.seed)
+    model = build_model(config.arch, config.weights).model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=start_lr)
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     loss_fn = nn.CrossEntropyLoss()
     rows, smoothed, best, step = [], 0.0, np.inf, 0
     while step < steps:
-        for images, targets in DataLoader(dataset, batch_size=batch_size, sampler=sampler):
+        for images, targets in DataLoader(dataset, batch_size=config.batch_size, sampler=sampler):
             lr = start_lr * factor**step
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -74,7 +74,7 @@ def load_backbone_weights(model: nn.Module, state: dict) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def build_model(arch: str = "shufflenet_v2_x1_0", weights: str = "auto") -> BuiltModel:
+def build_model(arch: str, weights: str) -> BuiltModel:
     """`weights`: auto (ImageNet when cached, else none), imagenet (must be obtainable),
     none, or a path to a state dict; `weights_used` records which."""
     if arch not in ARCHITECTURES:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from cass_pipeline.domain.options import option
 
 SPLITS = ("train", "validation", "test")
 SPLIT_SCHEMA = pa.schema(
@@ -14,6 +17,23 @@ SPLIT_SCHEMA = pa.schema(
 )
 #: The paper's 708 / 15 / 105 patients.
 PAPER_RATIOS = (708 / 828, 15 / 828, 105 / 828)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """Shares of patients per split (default: the paper's) and the seed of the draw."""
+
+    train: float = option(PAPER_RATIOS[0], "share of patients to train on")
+    validation: float = option(PAPER_RATIOS[1], "share to select the epoch and calibrate on")
+    test: float = option(PAPER_RATIOS[2], "share held out for evaluation")
+    seed: int = option(7, "seed of the draw")
+    floor_per_class: int = option(
+        2, "minimum patients of each class in validation and test, where possible", min=0
+    )
+
+    @property
+    def ratios(self) -> tuple[float, float, float]:
+        return (self.train, self.validation, self.test)
 
 
 def allocate(n: int, ratios: tuple[float, float, float], floor: int) -> list[int]:
@@ -37,7 +57,10 @@ def splittable_patients(patient_labels: pd.DataFrame, manifest: pd.DataFrame) ->
 
 
 def patient_splits(
-    patients: pd.DataFrame, ratios=PAPER_RATIOS, seed: int = 7, floor_per_class: int = 2
+    patients: pd.DataFrame,
+    ratios=SplitSettings().ratios,
+    seed: int = SplitSettings.seed,
+    floor_per_class: int = SplitSettings.floor_per_class,
 ) -> pd.DataFrame:
     """Columns patient_id, patient_class, split; the same input and seed give the same split."""
     if len(ratios) != 3 or abs(sum(ratios) - 1) > 1e-6 or min(ratios) < 0:

@@ -98,6 +98,10 @@ PRESETS: dict[str, SynthConfig] = {
 }
 
 
+#: The cohort generated when nothing else is asked for (`cass synth`, the raw_cohort asset).
+DEFAULT_PRESET = "demo"
+
+
 def preset(name: str, **overrides) -> SynthConfig:
     """A preset with some fields replaced (None values are ignored)."""
     if name not in PRESETS:
