@@ -254,6 +254,23 @@ def split_views(views: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train_views, val_views
 
 
+def epoch_loader(
+    dataset: ViewDataset, sampler, config: TrainConfig, epoch: int, device: torch.device
+) -> DataLoader:
+    """This epoch's batches, seeded by (seed, epoch) alone so that a resumed run replays them."""
+    torch.manual_seed(config.seed * 1000 + epoch)
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        persistent_workers=False,
+        pin_memory=device.type == "cuda",
+    )
+
+
 def train(
     config: TrainConfig,
     views: pd.DataFrame,
@@ -278,29 +295,14 @@ def train(
     interrupted = unfinished_checkpoint(last_path, config.fingerprint())
     if interrupted is not None:
         trainer.restore(interrupted)
-        history = interrupted.history
-        start_epoch, best_f1, best_epoch = (
-            interrupted.epoch + 1,
-            interrupted.best_f1,
-            interrupted.best_epoch,
-        )
-        resumed = interrupted.epoch
+        history, resumed = interrupted.history, interrupted.epoch
+        start_epoch, best_f1, best_epoch = resumed + 1, interrupted.best_f1, interrupted.best_epoch
 
     started = time.monotonic()
     stopped_early = False
     for epoch in range(start_epoch, config.epochs):
         tick = time.monotonic()
-        torch.manual_seed(config.seed * 1000 + epoch)
-        sampler.set_epoch(epoch)
-        loader = DataLoader(
-            train_set,
-            sampler=sampler,
-            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
-            batch_size=config.batch_size,
-            num_workers=config.num_workers,
-            persistent_workers=False,
-            pin_memory=device.type == "cuda",
-        )
+        loader = epoch_loader(train_set, sampler, config, epoch, device)
         total, seen = trainer.train_one_epoch(loader, epoch_lr(config, epoch))
         train_seconds = time.monotonic() - tick
         val_loss, val_accuracy, val_f1 = validate(
