@@ -11,37 +11,37 @@ import click
 from cass_pipeline.domain.options import OptionSpec, option_specs
 
 
-def click_option(spec: OptionSpec, default=None):
-    """`--name-with-dashes` for a field; booleans become `--x/--no-x` switches."""
+def click_option(spec: OptionSpec):
+    """`--name-with-dashes` for a field; booleans become `--x/--no-x` switches, Literals
+    choices, and a `min` a range."""
     flag = "--" + spec.name.replace("_", "-")
-    default = spec.default if default is None else default
-    if spec.type is bool:
+    if spec.value_type is bool:
         return click.option(
-            f"{flag}/--no-{flag[2:]}", spec.name, default=default, show_default=True, help=spec.help
+            f"{flag}/--no-{flag[2:]}",
+            spec.name,
+            default=spec.default,
+            show_default=True,
+            help=spec.help,
         )
-    if spec.choices:
-        kind = click.Choice(spec.choices)
-    elif spec.min is not None:
-        kind = click.IntRange(min=spec.min)
-    else:
-        kind = {int: int, float: float, str: str}.get(spec.type, float)  # float | None
+    kind = click.Choice(spec.choices) if spec.choices else spec.value_type
+    if spec.min is not None:
+        kind = (click.IntRange if kind is int else click.FloatRange)(min=spec.min)
     return click.option(
         flag,
         spec.name,
-        default=default,
-        show_default=default is not None,
+        default=spec.default,
+        show_default=spec.default is not None,
         type=kind,
         help=spec.help,
     )
 
 
-def options_of(settings: type, only: tuple[str, ...] | None = None, **defaults):
-    """A decorator adding an option for each field of `settings` (all, or `only` these);
-    `defaults` replace a field's default for this command alone."""
+def options_of(settings: type, only: tuple[str, ...] | None = None):
+    """A decorator adding an option for each field of `settings` (all, or `only` these)."""
 
     def decorate(command):
         for spec in reversed(option_specs(settings, only)):
-            command = click_option(spec, defaults.get(spec.name))(command)
+            command = click_option(spec)(command)
         return command
 
     return decorate

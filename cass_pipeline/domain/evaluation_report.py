@@ -101,6 +101,7 @@ class EvaluationReport:
     def reliability_png(self) -> bytes:
         return reliability_png(self.on_test)
 
+    @cached_property
     def aggregation_markdown(self) -> str:
         """Weighted F1 per level with the model's aggregation beside the paper's vote."""
         lines = ["| level | this model | majority vote |", "|---|---|---|"]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -26,6 +27,12 @@ class OptionSpec:
     default: Any
     help: str
     min: int | None = None
+
+    @property
+    def value_type(self) -> Any:
+        """The type without an optional None: `float` for `float | None`."""
+        kept = [t for t in typing.get_args(self.type) if t is not type(None)]
+        return kept[0] if typing.get_origin(self.type) is types.UnionType and kept else self.type
 
     @property
     def choices(self) -> tuple[str, ...] | None:

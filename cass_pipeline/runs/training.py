@@ -114,16 +114,17 @@ class MissingInputsError(ValueError):
 def ensure_splits(layout: DataLayout) -> None:
     """Check that the tables training reads are there, and write the default patient splits
     when none exist yet (the `patient_splits` asset normally does)."""
-    needed = [layout.manifest, layout.branch_labels]
-    if not layout.splits.is_file():
-        needed.append(layout.patient_labels)
+    has_splits = layout.splits.is_file()
+    needed = [layout.manifest, layout.branch_labels] + (
+        [] if has_splits else [layout.patient_labels]
+    )
     for table in needed:
         if not table.is_file():
             raise MissingInputsError(
                 f"no processed data: {table} is missing; run `make run` or materialise the "
                 "images and reports assets first"
             )
-    if layout.splits.is_file():
+    if has_splits:
         return
     usable = splittable_patients(
         pd.read_parquet(layout.patient_labels),
@@ -146,9 +147,9 @@ def load_views(layout: DataLayout, view_step: int = 1) -> pd.DataFrame:
     return labelled_views(*read_tables(layout), view_step)
 
 
-def training_views(layout: DataLayout, view_step: int) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Train and validation views (never test) and the content hashes of the inputs."""
-    tables = read_tables(layout)
+def training_views(tables, view_step: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Train and validation views (never test) of `read_tables`' tables, and the content
+    hashes of those tables."""
     hashes = {
         f"{name}_hash": table_hash(table)
         for name, table in zip(("manifest", "labels", "splits"), tables, strict=True)
@@ -157,10 +158,9 @@ def training_views(layout: DataLayout, view_step: int) -> tuple[pd.DataFrame, di
     return views[views.split != "test"].reset_index(drop=True), hashes
 
 
-def learnt_images(layout: DataLayout) -> pd.DataFrame:
+def learnt_images(manifest: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     """Content hashes (16 hex digits) of every source image of the training and validation
     patients: which images a model learnt from, whatever pseudonyms they get later."""
-    manifest, _, splits = read_tables(layout)
     seen = splits.loc[splits.split != "test", "patient_id"]
     hashes = manifest.loc[manifest.patient_id.isin(seen), "source_sha256"].str[:16]
     return pd.DataFrame({"source_sha256": sorted(set(hashes))})
@@ -312,7 +312,8 @@ def run_training(
     """Train; rank 0 logs the run and registers the model as the new challenger, and hands
     each epoch's `progress_line` to `progress` (the Dagster run log, the terminal)."""
     rank, _ = distributed_context()
-    views, hashes = training_views(layout, config.view_step)
+    manifest, labels, splits = read_tables(layout)
+    views, hashes = training_views((manifest, labels, splits), config.view_step)
     if rank != 0:
         train(config, views, layout.processed, layout.checkpoints)
         return None
@@ -321,8 +322,8 @@ def run_training(
         tmp = Path(tmp)
         (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
         (tmp / "class_map.json").write_text(json.dumps(dict(enumerate(STENOSIS_CLASSES))))
-        pd.read_parquet(layout.splits).to_csv(tmp / "splits.csv", index=False)
-        learnt_images(layout).to_csv(tmp / LEARNT_IMAGES, index=False)
+        splits.to_csv(tmp / "splits.csv", index=False)
+        learnt_images(manifest, splits).to_csv(tmp / LEARNT_IMAGES, index=False)
 
         history: list[EpochRecord] = []
 

@@ -106,7 +106,7 @@ def test_predictions(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.Ma
     "every probability within 1e-4.",
 )
 def onnx_matches_pytorch(paths: CassPaths) -> dg.AssetCheckResult:
-    parity = json.loads((paths.layout.onnx_parity).read_text())
+    parity = json.loads(paths.layout.onnx_parity.read_text())
     return dg.AssetCheckResult(
         passed=parity["views_changing_class"] == 0
         and parity["largest_probability_difference"] <= parity["tolerance"],
@@ -138,7 +138,7 @@ def report_metadata(report: EvaluationReport) -> dict:
         "segment_f1_majority_baseline": report.all_healthy["segment"]["f1_weighted"],
         "patient_f1_weighted": metrics["patient"]["f1_weighted"],
         "aggregation": report.aggregation,
-        "aggregation_vs_vote": dg.MetadataValue.md(report.aggregation_markdown()),
+        "aggregation_vs_vote": dg.MetadataValue.md(report.aggregation_markdown),
         "calibration_and_operating_point": dg.MetadataValue.md(report.triage_markdown),
         "reliability_diagram": png_markdown(report.reliability_png, "reliability before and after"),
         "patient_ranking_top": dg.MetadataValue.md(
@@ -323,6 +323,7 @@ def explanations(
         config.steps,
         config.vessel_band,
     )
+    paths.layout.explanations.mkdir(parents=True, exist_ok=True)
     for view in explained:
         write_bytes_atomic(paths.layout.explanations / f"{view.name}.png", view.png)
     mean = float(np.mean([v.vessel_fraction for v in explained])) if explained else 0.0

@@ -17,11 +17,7 @@ from torch import nn
 
 from cass_pipeline.domain.model.config import Architecture
 
-#: torchvision's weights enum of each architecture.
-ARCHITECTURES = {
-    arch: arch.replace("shufflenet_v2", "ShuffleNet_V2").replace("_x", "_X") + "_Weights"
-    for arch in get_args(Architecture)
-}
+ARCHITECTURES = get_args(Architecture)
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 N_CLASSES = 3
@@ -57,7 +53,7 @@ def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def imagenet_cache_file(arch: str) -> Path:
     """Where torch.hub keeps the ImageNet weights of `arch` once downloaded."""
-    weights = getattr(torchvision.models, ARCHITECTURES[arch]).IMAGENET1K_V1
+    weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
@@ -78,7 +74,7 @@ def build_model(arch: str, weights: str) -> BuiltModel:
     """`weights`: auto (ImageNet when cached, else none), imagenet (must be obtainable),
     none, or a path to a state dict; `weights_used` records which."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+        raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
     model = getattr(torchvision.models, arch)(weights=None)
     model.fc = nn.Linear(model.fc.in_features, N_CLASSES)
     if weights == "none":
@@ -91,7 +87,7 @@ def build_model(arch: str, weights: str) -> BuiltModel:
         if weights == "auto":
             return BuiltModel(model, "none (no ImageNet weights in the torch cache)")
         try:
-            enum = getattr(torchvision.models, ARCHITECTURES[arch]).IMAGENET1K_V1
+            enum = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
             state = enum.get_state_dict(progress=False)
         except Exception as error:
             raise RuntimeError(
