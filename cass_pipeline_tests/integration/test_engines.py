@@ -79,8 +79,11 @@ def test_tiny_pipeline_on_postgres_dask_and_an_mlflow_server(tmp_path, monkeypat
         events = [e.dagster_event for e in events if e.is_dagster_event]
         (run_pid,) = {e.pid for e in events if e.event_type == DagsterEventType.RUN_START}
         step_pids = {e.pid for e in events if e.step_key and e.pid is not None}
-        assert len(step_pids) == 2  # the steps ran on the cluster's two worker processes,
-        assert run_pid not in step_pids  # not in the run's own process
+        # The steps ran on the cluster's worker processes, not in the run's own process.
+        # Dask places a chain of dependent steps by data locality: on one of the two workers
+        # or on both (a fresh-clone CI saw one), so only the count's bounds are fixed.
+        assert 1 <= len(step_pids) <= 2
+        assert run_pid not in step_pids
         manifest = instance.get_latest_materialization_event(AssetKey("mpr_manifest"))
         metadata = manifest.asset_materialization.metadata
         assert metadata["ingested_on"].value == "Dask cluster of 2 workers"  # patients fan out
