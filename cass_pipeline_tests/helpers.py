@@ -18,6 +18,11 @@ TINY_MODEL = {
 }
 
 
+def layout_of(processed: Path) -> DataLayout:
+    """The layout of a processed folder (its raw folder beside it)."""
+    return DataLayout(processed.parent / "raw", processed)
+
+
 def tiny_config(**changes) -> TrainConfig:
     """The tiny model, channels-first, with patience for every epoch."""
     return replace(TrainConfig(**TINY_MODEL, patience=10, channels_last=False), **changes)
@@ -36,7 +41,7 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
 
     rng = np.random.default_rng(0)
     manifest, labels, splits = [], [], []
-    store = DataLayout(root.parent / "raw", root).image_store
+    store = layout_of(root).image_store
     store.mkdir(parents=True, exist_ok=True)
     for p in range(patients):
         pid = f"P{p:03d}"
@@ -67,7 +72,7 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
                 images.append(image)
         np.save(store / f"{pid}.npy", np.stack(images))
         splits.append({"patient_id": pid, "patient_class": str(worst), "split": split})
-    layout = DataLayout(root.parent / "raw", root)
+    layout = layout_of(root)
     for table in (layout.manifest, layout.branch_labels, layout.splits):
         table.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(manifest).to_parquet(layout.manifest)
@@ -80,7 +85,7 @@ def training_views(root: Path):
     """Labelled views of a processed folder written by `write_training_data`."""
     from cass_pipeline.runs.training import load_views
 
-    return load_views(DataLayout(root.parent / "raw", root))
+    return load_views(layout_of(root))
 
 
 def register_without_bundle(tracking, size: int) -> int:

@@ -11,7 +11,7 @@ from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, model
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain import promotion
-from cass_pipeline_tests.helpers import TINY_MODEL
+from cass_pipeline_tests.helpers import TINY_MODEL, layout_of
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
 
@@ -57,9 +57,9 @@ def two_rounds(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("evaluation")
     root = write_training_data(tmp_path / "processed")
     first = run(root, tmp_path, 1e-3)
-    first_decision = json.loads((root / "evaluation" / "promotion.json").read_text())
+    first_decision = json.loads(layout_of(root).promotion.read_text())
     second = run(root, tmp_path, 3e-3)
-    second_decision = json.loads((root / "evaluation" / "promotion.json").read_text())
+    second_decision = json.loads(layout_of(root).promotion.read_text())
     return root, first, first_decision, second, second_decision
 
 
@@ -70,7 +70,7 @@ def test_first_model_becomes_champion_and_metrics_are_reported(two_rounds):
     report = first.asset_materializations_for_node("evaluation_report")[0].metadata
     assert "| segment |" in report["metrics"].value and "0.81 / 0.81" in report["metrics"].value
     assert "data:image/png;base64," in report["confusion_matrices"].value
-    metrics = json.loads((root / "evaluation" / "evaluation.json").read_text())["metrics"]
+    metrics = json.loads(layout_of(root).evaluation_report.read_text())["metrics"]
     assert set(metrics) == {"segment", "artery", "patient"}
     assert metrics["patient"]["n"] == 2  # two test patients
     explained = first.asset_materializations_for_node("explanations")[0].metadata
@@ -86,11 +86,11 @@ def test_every_model_reports_its_calibration_and_operating_point(two_rounds, tmp
         assert "| validation |" in report["calibration_and_operating_point"].value
         assert "data:image/png;base64," in report["reliability_diagram"].value
         assert 0 <= report["test_ece_after"].value <= 1
-    ranking = pd.read_parquet(root / "evaluation" / "patient_ranking.parquet")
+    ranking = pd.read_parquet(layout_of(root).patient_ranking)
     assert ranking["rank"].tolist() == list(range(1, len(ranking) + 1))
     assert ranking.score.is_monotonic_decreasing and set(ranking.patient_id) == {"P010", "P011"}
     assert "patient_id" in report["patient_ranking_top"].value.splitlines()[0]
-    saved = json.loads((root / "evaluation" / "evaluation.json").read_text())
+    saved = json.loads(layout_of(root).evaluation_report.read_text())
     fitted = saved["calibration"]
     assert fitted["fitted_on"].startswith("validation split")
     assert 0.05 <= fitted["temperature"] <= 20
@@ -118,7 +118,7 @@ def test_second_model_is_compared_with_the_re_evaluated_champion(two_rounds):
 
 def test_promotion_with_worse_significant_sensitivity_is_blocked(two_rounds, tmp_path):
     root, *_ = two_rounds
-    path = root / "evaluation" / "promotion.json"
+    path = layout_of(root).promotion
     original = path.read_text()
     planted = {
         **json.loads(original),
@@ -196,9 +196,9 @@ def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_r
     version = tracking.alias_version(CHAMPION)
     images, learnt = tracking.learnt_from(tracking.load(CHAMPION).run_id)
     assert learnt == {f"P{p:03d}" for p in range(10)}  # train and validation of its run
-    manifest = pd.read_parquet(root / "images" / "manifest.parquet")
+    manifest = pd.read_parquet(layout_of(root).manifest)
     assert images == set(manifest[manifest.patient_id.isin(learnt)].source_sha256.str[:16])
-    splits_path = root / "model" / "splits.parquet"
+    splits_path = layout_of(root).splits
     original = splits_path.read_bytes()
     splits = pd.read_parquet(splits_path)
     try:  # the splits changed since the champion was trained: 5 of its patients are now test
@@ -225,23 +225,22 @@ def test_a_change_of_pseudonyms_does_not_hide_what_the_champion_learnt_from(two_
         f"sqlite:///{root.parent}/mlflow.db", "eval-test", (root.parent / "a").as_uri()
     )
     paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))
-    saved = {name: (root / name).read_bytes() for name in RENAMED}
+    layout = layout_of(root)
+    renamed = (layout.manifest, layout.splits, layout.branch_labels)
+    saved = {path: path.read_bytes() for path in renamed}
     try:  # a new key: every patient renamed; P000-P004 (learnt) now in the test split
-        for name in RENAMED:
-            table = pd.read_parquet(root / name)
+        for path in renamed:
+            table = pd.read_parquet(path)
             table["patient_id"] = "Q" + table.patient_id.str[1:]
-            if name == "model/splits.parquet":
+            if path == layout.splits:
                 moved = table.patient_id.isin([f"Q{p:03d}" for p in range(5)])
                 table.loc[moved, "split"] = "test"
-            table.to_parquet(root / name)
+            table.to_parquet(path)
         decision = evaluation.against_champion(tracking, paths, -1.0, 1)
         assert "learnt from 5 of the test patients" in decision["reason"]
     finally:
-        for name, data in saved.items():
-            (root / name).write_bytes(data)
-
-
-RENAMED = ("images/manifest.parquet", "model/splits.parquet", "reports/branch_labels.parquet")
+        for path, data in saved.items():
+            path.write_bytes(data)
 
 
 def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
@@ -257,7 +256,7 @@ def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
         f"sqlite:///{root.parent}/mlflow.db", "eval-test", (root.parent / "a").as_uri()
     )
     paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))
-    manifest_path = root / "images" / "manifest.parquet"
+    manifest_path = layout_of(root).manifest
     original = manifest_path.read_bytes()
     try:  # the store was re-ingested with another cleanup since the champion was trained
         pd.read_parquet(manifest_path).assign(cleanup_fingerprint="0123456789abcdef").to_parquet(
@@ -288,12 +287,12 @@ def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_p
     root = two_rounds[0]
     result = run(root, tmp_path, 3e-3, aggregation="attention")
     assert result.success
-    report = json.loads((root / "evaluation" / "evaluation.json").read_text())
+    report = json.loads(layout_of(root).evaluation_report.read_text())
     assert report["aggregation"] == "attention"
     assert set(report["vote_metrics"]) == {"segment", "artery", "patient"}
     shown = result.asset_materializations_for_node("evaluation_report")[0].metadata
     assert shown["aggregation"].value == "attention"
-    served = pd.read_parquet(root / "evaluation" / "test_predictions.parquet")
+    served = pd.read_parquet(layout_of(root).test_predictions)
     everyone_healthy = served[["patient_id", "branch", "view_index", "label"]].assign(pred=0)
     expected_baseline = evaluate(everyone_healthy, bootstrap=0)["segment"]["f1_weighted"]
     assert shown["segment_f1_majority_baseline"].value == pytest.approx(expected_baseline)

@@ -17,6 +17,7 @@ from cass_pipeline.domain.cohort_index import folder_patient_key
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
+from cass_pipeline_tests.helpers import layout_of
 
 SECRET = b"ingest-test"
 KEYS = Pseudonyms(SECRET)
@@ -153,16 +154,16 @@ def test_identifier_check_catches_a_series_named_after_the_patient(tiny_cohort, 
     from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
     from cass_pipeline.domain.storage import write_parquet_atomic
 
-    results = list(ingest_cohort(raw, tmp_path / "out" / "images" / "store", KEYS, config, 1))
-    out = tmp_path / "out" / "images"
+    layout = paths.layout
+    results = list(ingest_cohort(raw, layout.image_store, KEYS, config, 1))
     write_parquet_atomic(
         pd.DataFrame([r for x in results for r in x.rows]),
-        out / "manifest.parquet",
+        layout.manifest,
         MANIFEST_SCHEMA,
     )
     write_parquet_atomic(
         pd.DataFrame([r for x in results for r in x.rejects], columns=IMAGE_REJECT_SCHEMA.names),
-        out / "rejects.parquet",
+        layout.image_rejects,
         IMAGE_REJECT_SCHEMA,
     )
     check = imaging.no_identifiers_in_image_outputs(paths, RawFormat())
@@ -176,7 +177,7 @@ def test_a_second_ingestion_waits_for_the_writer_of_the_store(tiny_cohort, tmp_p
     raw = tmp_path / "raw"
     shutil.copytree(tiny_cohort, raw)
     paths = CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out"), writer_wait_seconds=1)
-    with exclusive_writer(tmp_path / "out" / "images"):  # another run is writing the store
+    with exclusive_writer(paths.layout.images):  # another run is writing the store
         result = dg.materialize(
             [imaging.mpr_images],
             resources={
@@ -191,7 +192,7 @@ def test_a_second_ingestion_waits_for_the_writer_of_the_store(tiny_cohort, tmp_p
     error = result.failure_data_for_node("mpr_images").error
     message = error.cause.message if error.cause else error.message
     assert f"being written by process {os.getpid()}" in message and "gave up" in message
-    assert not (tmp_path / "out" / "images" / "manifest.parquet").exists()
+    assert not paths.layout.manifest.exists()
 
 
 def test_key_holder_finds_the_rejected_file_behind_a_pseudonym(damaged_export, tmp_path):
@@ -205,7 +206,7 @@ def test_key_holder_finds_the_rejected_file_behind_a_pseudonym(damaged_export, t
     _, _, rejects = run(raw, tmp_path / "store")
     assert "CASE-0001" not in rejects.to_csv()  # the outputs stay pseudonymous
     processed = tmp_path / "processed"
-    write_parquet_atomic(rejects, processed / "images" / "rejects.parquet", IMAGE_REJECT_SCHEMA)
+    write_parquet_atomic(rejects, layout_of(processed).image_rejects, IMAGE_REJECT_SCHEMA)
     mrn = folder_patient_key(raw / "mpr" / "CASE-0001")
     pid = pseudonymise(mrn, SECRET)
     env = {"CASS_PSEUDONYM_KEY": SECRET.decode(), "CASS_PROCESSED_DIR": str(processed)}

@@ -37,7 +37,7 @@ from cass_pipeline.domain.prediction_report import prediction_document
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, load_secret, pseudonymise
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.runs.tracking import CHAMPION, Tracking
-from cass_pipeline_tests.helpers import register_without_bundle
+from cass_pipeline_tests.helpers import layout_of, register_without_bundle
 from cass_pipeline_tests.servers import free_port
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
@@ -89,7 +89,7 @@ def registry(tmp_path_factory, tiny_cohort) -> Registry:
     processed = root / "processed"
     results = ingest_cohort(
         tiny_cohort,
-        processed / "images" / "store",
+        layout_of(processed).image_store,
         cohort_pseudonyms(tiny_cohort, root / "key"),
         INGEST,
         workers=1,
@@ -350,7 +350,7 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
     }
     mrn = folder_patient_key(folder)
     pid = pseudonymise(mrn, load_secret(tmp_path / "pseudonym.key"))
-    promotion = registry.processed / "evaluation" / "promotion.json"
+    promotion = layout_of(registry.processed).promotion
     promotion.parent.mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test() as instance:
         cursor, requested = None, []

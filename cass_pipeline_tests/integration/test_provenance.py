@@ -22,6 +22,7 @@ from cass_pipeline.domain.synthetic.provenance import (
     cohort_pseudonyms,
     provenance,
 )
+from cass_pipeline_tests.helpers import layout_of
 
 REAL = "55500011"
 
@@ -171,8 +172,8 @@ def test_mixed_folder_ingests_the_real_patient_on_the_secret_key(tmp_path):
     metadata = result.asset_materializations_for_node("raw_cohort")[0].metadata
     assert metadata["patients_not_generated"].value == 1
     secret = (tmp_path / "key").read_bytes().strip()
-    manifest = pd.read_parquet(tmp_path / "out" / "images" / "manifest.parquet")
-    labels = pd.read_parquet(tmp_path / "out" / "reports" / "patient_labels.parquet")
+    manifest = pd.read_parquet(layout_of(tmp_path / "out").manifest)
+    labels = pd.read_parquet(layout_of(tmp_path / "out").patient_labels)
     for table in (manifest, labels):
         assert pseudonymise(REAL, secret) in set(table.patient_id)
         assert pseudonymise(REAL, SYNTHETIC_COHORT_KEY) not in set(table.patient_id)

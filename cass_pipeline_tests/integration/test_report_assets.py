@@ -16,6 +16,8 @@ from cass_pipeline.defs.assets.cohort import raw_cohort
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort_index import text_report
 from cass_pipeline.domain.privacy import pseudonymise
+from cass_pipeline.layout import ground_truth_table
+from cass_pipeline_tests.helpers import layout_of
 
 SECRET = "test-secret"
 
@@ -61,8 +63,8 @@ def test_labels_and_checks(materialised, tiny_cohort):
     coverage = checks["branch_label_coverage"]
     assert not coverage.passed and coverage.severity == dg.AssetCheckSeverity.WARN
     assert coverage.metadata["coverage"].value == 0.5
-    labels = pd.read_parquet(root / "processed" / "reports" / "branch_labels.parquet")
-    truth = pd.read_parquet(tiny_cohort / "ground_truth" / "branches.parquet")
+    labels = pd.read_parquet(layout_of(root / "processed").branch_labels)
+    truth = pd.read_parquet(ground_truth_table(tiny_cohort, "branches"))
     mrn = {c: text_report(tiny_cohort / "reports" / f"{c}.txt").mrn for c in truth.case_id}
     truth["patient_id"] = [pseudonymise(mrn[c], SECRET.encode()) for c in truth.case_id]
     merged = truth.merge(labels, on=["patient_id", "branch"], suffixes=("_true", ""))
@@ -72,7 +74,7 @@ def test_labels_and_checks(materialised, tiny_cohort):
 
 def test_rejects_carry_reasons(materialised):
     root, _ = materialised
-    rejects = pd.read_parquet(root / "processed" / "reports" / "report_rejects.parquet")
+    rejects = pd.read_parquet(layout_of(root / "processed").report_rejects)
     copied = text_report(root / "raw" / "reports" / "CASE-0001.txt").mrn  # COPY names it too
     names = {"BROKEN": "BROKEN", "EMPTY": "EMPTY", "NOFINDINGS": "NOFINDINGS", copied: "COPY"}
     keys = {pseudonymise(k, SECRET.encode()): name for k, name in names.items()}
@@ -112,7 +114,7 @@ def test_no_header_identifier_reaches_any_parquet_output(materialised, tiny_coho
 def test_identifier_check_catches_a_planted_leak(materialised):
     root, _ = materialised
     paths = CassPaths(raw_dir=str(root / "raw"), processed_dir=str(root / "processed"))
-    mentions_path = root / "processed" / "reports" / "report_mentions.parquet"
+    mentions_path = layout_of(root / "processed").report_table("report_mentions")
     original = mentions_path.read_bytes()
     report = (root / "raw" / "reports" / "CASE-0002.txt").read_text()
     mrn = report.split("MRN: ")[1].split()[0]
@@ -151,7 +153,7 @@ def test_short_common_names_inside_ordinary_words_are_not_leaks(materialised):
     reports = root / "raw" / "reports"
     names = {"CASE-0001": "TED, Ina", "CASE-0002": "PAT, Art", "CASE-0003": "AL, Li"}
     originals = {case: (reports / f"{case}.txt").read_text() for case in names}
-    mentions_path = root / "processed" / "reports" / "report_mentions.parquet"
+    mentions_path = layout_of(root / "processed").report_table("report_mentions")
     original_mentions = mentions_path.read_bytes()
     try:
         for case, name in names.items():

@@ -17,6 +17,7 @@ from cass_pipeline.domain.synthetic.cohort import generate_cohort
 from cass_pipeline.domain.synthetic.config import preset
 from cass_pipeline.domain.synthetic.export import CONTENT_MAX, TEXT_LEVEL
 from cass_pipeline.domain.volume_io import read_centrelines, read_nifti
+from cass_pipeline.layout import GROUND_TRUTH_TABLES, ground_truth_table
 
 SERIES_PATTERN = re.compile(r"^(LAD|LCX|RCA)(-(D\d|OM\d|PDA|PLB\d))?( \*| original)?$", re.I)
 
@@ -72,8 +73,8 @@ def test_same_seed_gives_identical_files_whatever_the_worker_count(tmp_path):
 
 
 def test_dicom_export_looks_like_a_workstation_export(tiny_cohort):
-    views = pd.read_parquet(tiny_cohort / "ground_truth" / "views.parquet")
-    branches = pd.read_parquet(tiny_cohort / "ground_truth" / "branches.parquet")
+    views = pd.read_parquet(ground_truth_table(tiny_cohort, "views"))
+    branches = pd.read_parquet(ground_truth_table(tiny_cohort, "branches"))
     assert len(views) == sum(1 for _ in (tiny_cohort / "mpr").rglob("*.dcm"))
     for row in views.groupby(["case_id", "branch"]).head(1).itertuples():
         ds = pydicom.dcmread(tiny_cohort / row.file)
@@ -89,10 +90,9 @@ def test_dicom_export_looks_like_a_workstation_export(tiny_cohort):
 
 
 def test_ground_truth_is_consistent(tiny_cohort):
-    gt = tiny_cohort / "ground_truth"
-    patients = pd.read_parquet(gt / "patients.parquet")
-    branches = pd.read_parquet(gt / "branches.parquet")
-    views = pd.read_parquet(gt / "views.parquet")
+    patients, branches, views = (
+        pd.read_parquet(ground_truth_table(tiny_cohort, name)) for name in GROUND_TRUTH_TABLES
+    )
     config = json.loads((tiny_cohort / "cohort.json").read_text())["config"]
     assert len(patients) == 4
     per_branch = views.groupby(["case_id", "branch"]).size()
@@ -122,7 +122,7 @@ def test_reports_carry_an_identifying_header_that_the_ground_truth_does_not(tiny
     dicom = next((tiny_cohort / "mpr" / "CASE-0001").rglob("*.dcm"))
     assert pydicom.dcmread(dicom).PatientID == mrn
     for table in ("patients", "branches", "views"):
-        text = pd.read_parquet(tiny_cohort / "ground_truth" / f"{table}.parquet").to_csv()
+        text = pd.read_parquet(ground_truth_table(tiny_cohort, table)).to_csv()
         assert mrn not in text
 
 
