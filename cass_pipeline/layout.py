@@ -66,10 +66,6 @@ class DataLayout:
         """Ingestion settings saved beside the store (training bundles them with the model)."""
         return self.images / "ingest.json"
 
-    def image_table(self, name: str) -> Path:
-        """`manifest` or `rejects`, by name."""
-        return self.images / f"{name}{PARQUET}"
-
     # Reports: de-identified text, labels and rejects.
     @property
     def reports(self) -> Path:

@@ -1,6 +1,7 @@
 """Dagster config classes generated from the domain's settings dataclasses, so the UI's
 fields, defaults, help and choices are the domain's own (`domain.options`)."""
 
+from dataclasses import fields
 from typing import Any
 
 import dagster as dg
@@ -28,6 +29,12 @@ def config_fields(
             Field(default=default, description=spec.help, **limits),
         )
     return built
+
+
+def settings_from(config: dg.Config, settings: type, rename: dict[str, str] | None = None):
+    """The domain settings that a generated config holds (its other fields left out)."""
+    values, rename = config.model_dump(), rename or {}
+    return settings(**{f.name: values[rename.get(f.name, f.name)] for f in fields(settings)})
 
 
 def config_class(name: str, base: type[dg.Config], doc: str, **fields: Any) -> type[dg.Config]:

@@ -73,18 +73,29 @@ def explanation_sample(views: pd.DataFrame, predictions: pd.DataFrame, per_class
     return keyed.sample(frac=1, random_state=0).groupby("label").head(per_class)
 
 
+#: Share of the view's width around the centreline counted as the vessel.
+VESSEL_BAND = 0.25
+
+
+def explained(
+    model: nn.Module, image: np.ndarray, target: int, steps: int, band: float = VESSEL_BAND
+) -> tuple[np.ndarray, float]:
+    """Integrated Gradients of `target` on a cleaned view: the heat-map overlay (BGR) and the
+    share of the attribution on the central vessel band."""
+    attribution = integrated_gradients(model, image, target, steps)
+    return overlay(image, attribution), mass_fraction(attribution, central_band(image.shape, band))
+
+
 def explain_views(
     model: nn.Module, dataset, picks: pd.DataFrame, steps: int, band: float
 ) -> list[Explanation]:
     """Integrated Gradients of each picked view's predicted class, as heat-map overlays."""
-    explained = []
+    explanations = []
     for row in picks.itertuples():
-        image = dataset.image(row.index)
-        attribution = integrated_gradients(model, image, int(row.pred), steps)
-        fraction = mass_fraction(attribution, central_band(image.shape, band))
+        picture, fraction = explained(model, dataset.image(row.index), int(row.pred), steps, band)
         truth, predicted = STENOSIS_CLASSES[row.label], STENOSIS_CLASSES[row.pred]
-        _, png = cv2.imencode(".png", overlay(image, attribution))
-        explained.append(
+        _, png = cv2.imencode(".png", picture)
+        explanations.append(
             Explanation(
                 f"{truth}_{row.patient_id}_{row.branch}_{row.view_index}",
                 png.tobytes(),
@@ -92,7 +103,7 @@ def explain_views(
                 fraction,
             )
         )
-    return explained
+    return explanations
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,5 @@ def explain_image(predictor, frame: np.ndarray, steps: int) -> ImageExplanation:
     cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup)
     probabilities = predictor.probabilities(cleaned[None])[0]
     predicted = int(probabilities.argmax())
-    attribution = integrated_gradients(predictor.network(), cleaned, predicted, steps)
-    share = mass_fraction(attribution, central_band(cleaned.shape, 0.25))
-    return ImageExplanation(probabilities, predicted, overlay(cleaned, attribution), share)
+    picture, share = explained(predictor.network(), cleaned, predicted, steps)
+    return ImageExplanation(probabilities, predicted, picture, share)

@@ -7,7 +7,6 @@ the patient is named by its pseudonym and the views are shown after the text cle
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from torch import nn
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.explain import integrated_gradients, overlay
 from cass_pipeline.domain.imaging.ingest import PatientSource
+from cass_pipeline.domain.plots import figure_png, pyplot
 from cass_pipeline.domain.prediction import PatientPrediction, Predictor
 from cass_pipeline.domain.storage import write_bytes_atomic, write_text_atomic
 
@@ -176,14 +176,9 @@ def render_report(
     """One page (PNG): the patient summary, then per branch a strip of cleaned views, every
     view's vote, the class probabilities and, with `overlays` (BGR), the Integrated Gradients
     picture of the decisive view."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     branches = list(document["branches"])
     rows = max(1, len(branches))
-    fig = plt.figure(figsize=(12, 1.9 + 1.25 * rows), dpi=80)
+    fig = pyplot().figure(figsize=(12, 1.9 + 1.25 * rows), dpi=80)
     grid = fig.add_gridspec(
         rows + 1,
         3,
@@ -217,10 +212,7 @@ def render_report(
             right.set_title("decisive view, IG", fontsize=7)
             right.axis("off")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def referral_line(document: dict) -> str:

@@ -33,6 +33,7 @@ from cass_pipeline.domain.model.data import ViewDataset, labelled_views
 from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
 from cass_pipeline.domain.model.splits import (
     SPLIT_SCHEMA,
+    SplitSettings,
     patient_splits,
     splittable_patients,
     table_hash,
@@ -124,13 +125,18 @@ def ensure_splits(layout: DataLayout) -> None:
                 f"no processed data: {table} is missing; run `make run` or materialise the "
                 "images and reports assets first"
             )
-    if has_splits:
-        return
-    usable = splittable_patients(
-        pd.read_parquet(layout.patient_labels),
-        pd.read_parquet(layout.manifest, columns=["patient_id"]),
-    )
-    write_parquet_atomic(patient_splits(usable), layout.splits, SPLIT_SCHEMA)
+    if not has_splits:
+        write_splits(layout, SplitSettings())
+
+
+def write_splits(layout: DataLayout, settings: SplitSettings) -> tuple[pd.DataFrame, int]:
+    """The patients with both a label and images split by `settings` and written to the
+    layout; and how many labelled patients were left out."""
+    labels = pd.read_parquet(layout.patient_labels)
+    usable = splittable_patients(labels, pd.read_parquet(layout.manifest, columns=["patient_id"]))
+    table = patient_splits(usable, settings.ratios, settings.seed, settings.floor_per_class)
+    write_parquet_atomic(table, layout.splits, SPLIT_SCHEMA)
+    return table, len(labels) - len(usable)
 
 
 def read_tables(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -24,7 +24,7 @@ from cass_pipeline.domain.evaluation_report import (
     EvaluationReport,
     evaluate_model,
 )
-from cass_pipeline.domain.explain import explain_views, explanation_sample
+from cass_pipeline.domain.explain import VESSEL_BAND, explain_views, explanation_sample
 from cass_pipeline.domain.model.data import ViewDataset
 from cass_pipeline.domain.model.inference import (
     TorchEngine,
@@ -301,7 +301,8 @@ class ExplanationConfig(dg.Config):
     per_class: int = Field(default=2, description="test views explained per true class")
     steps: int = Field(default=32, description="Integrated Gradients steps")
     vessel_band: float = Field(
-        default=0.25, description="share of the width around the centreline counted as the vessel"
+        default=VESSEL_BAND,
+        description="share of the width around the centreline counted as the vessel",
     )
 
 

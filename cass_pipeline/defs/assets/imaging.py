@@ -11,7 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.config import config_class, config_fields
+from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.defs.executors import cluster_pool
 from cass_pipeline.defs.presentation import (
     parquet_metadata,
@@ -45,13 +45,11 @@ class IngestRunConfig(dg.Config):
     workers: int | None = Field(default=None, description="processes (default: all cores)")
 
     def ingest_config(self, site_aliases: str | None = None) -> IngestConfig:
-        values = self.model_dump()
-        cleanup = CleanupConfig(**{f: values[CLEANUP_FIELDS.get(f, f)] for f in CLEANUP_ARGS})
-        return IngestConfig(cleanup, values["min_views"], site_aliases=site_aliases)
+        cleanup = settings_from(self, CleanupConfig, CLEANUP_FIELDS)
+        return IngestConfig(cleanup, self.model_dump()["min_views"], site_aliases=site_aliases)
 
 
 CLEANUP_FIELDS = {"size": "image_size"}
-CLEANUP_ARGS = tuple(CleanupConfig.__dataclass_fields__)
 MprConfig = config_class(
     "MprConfig",
     IngestRunConfig,
@@ -341,10 +339,8 @@ def no_identifiers_in_image_outputs(paths: CassPaths, raw_format: RawFormat) -> 
             if first is not None:
                 identifiers |= dicom_identifiers(first)
     layout = paths.layout
-    values = {
-        name: table_values(pd.read_parquet(layout.image_table(name)))
-        for name in ("manifest", "rejects")
-    }
+    tables = {"manifest": layout.manifest, "rejects": layout.image_rejects}
+    values = {name: table_values(pd.read_parquet(path)) for name, path in tables.items()}
     values["examples"] = [p.name for p in layout.image_examples.glob("*")]
     hits = {name: len(identifiers_found(v, identifiers)) for name, v in values.items()}
     hits = {k: v for k, v in hits.items() if v}

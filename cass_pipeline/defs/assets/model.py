@@ -10,13 +10,12 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from cass_pipeline.defs.config import config_class, config_fields
+from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.defs.presentation import parquet_metadata
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain.model import splits as split_rules
 from cass_pipeline.domain.model.config import TrainConfig
-from cass_pipeline.domain.storage import write_parquet_atomic
-from cass_pipeline.runs.training import TrainingSpec, run_training
+from cass_pipeline.runs.training import TrainingSpec, run_training, write_splits
 
 SplitConfig = config_class(
     "SplitConfig",
@@ -31,23 +30,14 @@ SplitConfig = config_class(
 def patient_splits(config: SplitConfig, paths: CassPaths) -> dg.MaterializeResult:
     """Train / validation / test by patient, stratified by patient class, for patients with
     both a label and images."""
-    labels = pd.read_parquet(paths.layout.patient_labels)
-    manifest = pd.read_parquet(paths.layout.manifest, columns=["patient_id"])
-    usable = split_rules.splittable_patients(labels, manifest)
-    table = split_rules.patient_splits(
-        usable,
-        (config.train, config.validation, config.test),
-        config.seed,
-        config.floor_per_class,
-    )
-    write_parquet_atomic(table, paths.layout.splits, split_rules.SPLIT_SCHEMA)
+    table, left_out = write_splits(paths.layout, settings_from(config, split_rules.SplitSettings))
     counts = table.groupby(["split", "patient_class"]).size().unstack(fill_value=0)
     return dg.MaterializeResult(
         metadata={
             **parquet_metadata(paths.layout.splits),
             "patients_per_split": dg.MetadataValue.json(table.split.value_counts().to_dict()),
             "classes_per_split": dg.MetadataValue.md(counts.to_markdown()),
-            "patients_left_out": int(len(labels) - len(usable)),
+            "patients_left_out": left_out,
         }
     )
 
@@ -76,8 +66,7 @@ class TrainingRunConfig(dg.Config):
     resume: bool = Field(default=True, description="continue an interrupted run's checkpoint")
 
     def train_config(self) -> TrainConfig:
-        fields = set(TrainConfig.__dataclass_fields__)
-        return TrainConfig(**{k: v for k, v in self.model_dump().items() if k in fields})
+        return settings_from(self, TrainConfig)
 
 
 TrainAssetConfig = config_class(
