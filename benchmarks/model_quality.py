@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from cass_pipeline.domain.evaluation import LEVELS, PAPER_TABLE2, evaluate, patient_level
-from cass_pipeline.domain.evaluation import artery_level as arteries_of
+from cass_pipeline.domain.model.metrics import LEVELS, PAPER_TABLE2, evaluate, patient_level
+from cass_pipeline.domain.model.metrics import artery_level as arteries_of
 from cass_pipeline.layout import DataLayout
 from cass_pipeline.settings import CassSettings, project_root
 

@@ -44,7 +44,7 @@ def import_seconds() -> float:
         [
             sys.executable,
             "-c",
-            "import cass_pipeline.runs.tracking, cass_pipeline.serving, onnxruntime",
+            "import cass_pipeline.runs.tracking, cass_pipeline.runs.serving, onnxruntime",
         ],
         check=True,
     )
@@ -70,7 +70,7 @@ def register(tmp: Path):
     from cass_pipeline.domain.imaging.cleanup import CleanupConfig
     from cass_pipeline.domain.imaging.ingest import IngestConfig
     from cass_pipeline.domain.model.network import build_model
-    from cass_pipeline.domain.prediction import ModelBundle
+    from cass_pipeline.domain.prediction.predictor import ModelBundle
     from cass_pipeline.runs.tracking import CHAMPION, Tracking
 
     tracking = Tracking(f"sqlite:///{tmp}/mlflow.db", "latency", (tmp / "artifacts").as_uri())
@@ -126,8 +126,8 @@ def main() -> None:
     from cass_pipeline.domain.imaging.ingest import PatientSource
     from cass_pipeline.domain.imaging.readers import read_image
     from cass_pipeline.domain.model.inference import BATCH_PIXELS
-    from cass_pipeline.domain.prediction import roll_up
-    from cass_pipeline.domain.prediction_report import (
+    from cass_pipeline.domain.prediction.predictor import roll_up
+    from cass_pipeline.domain.prediction.report import (
         predict_folder,
         prediction_document,
         render_report,

@@ -220,8 +220,8 @@ def inspect(raw_dir: str, as_json: bool, min_views: int, wanted: tuple[str, ...]
     patients: keep the output with the raw data."""
     import json
 
-    from cass_pipeline.domain.cohort_index import ReportColumns, index_cohort
-    from cass_pipeline.domain.preflight import preflight, summary_lines
+    from cass_pipeline.domain.cohort.index import ReportColumns, index_cohort
+    from cass_pipeline.domain.imaging.preflight import preflight, summary_lines
 
     settings = CassSettings.from_env()
     raw = Path(raw_dir).resolve()
@@ -240,8 +240,8 @@ def locate_patients(raw: Path, index, settings: CassSettings, wanted: tuple[str,
     """The key holder's view: each pseudonym's source folder, report and rejected files."""
     import pandas as pd
 
-    from cass_pipeline.domain.preflight import patient_locations
-    from cass_pipeline.domain.raw_layout import raw_patients
+    from cass_pipeline.domain.cohort.raw_layout import raw_patients
+    from cass_pipeline.domain.imaging.preflight import patient_locations
     from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 
     if not settings.pseudonym_key and not settings.pseudonym_key_file.is_file():

@@ -96,8 +96,8 @@ def evaluate(predictions: str, as_json: bool, bootstrap: int) -> None:
 
     import pandas as pd
 
-    from cass_pipeline.domain.evaluation import evaluate as evaluate_views
-    from cass_pipeline.domain.evaluation_report import paper_comparison_lines
+    from cass_pipeline.domain.evaluation.report import paper_comparison_lines
+    from cass_pipeline.domain.model.metrics import evaluate as evaluate_views
 
     try:
         metrics = evaluate_views(pd.read_parquet(predictions), bootstrap)
@@ -153,9 +153,9 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
 
     from tqdm import tqdm
 
-    from cass_pipeline.domain.cohort_index import folder_patient_key
+    from cass_pipeline.domain.cohort.index import folder_patient_key
     from cass_pipeline.domain.imaging.ingest import PatientSource
-    from cass_pipeline.domain.prediction_report import predict_folder, terminal_lines
+    from cass_pipeline.domain.prediction.report import predict_folder, terminal_lines
     from cass_pipeline.domain.synthetic.provenance import folder_pseudonyms
 
     folder = Path(patient_dir).resolve()
@@ -205,8 +205,8 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
 @click.option("--steps", default=32, show_default=True)
 def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> None:
     """Classify one MPR image and write its Integrated Gradients heat map."""
-    from cass_pipeline.domain.explain import explain_image
     from cass_pipeline.domain.imaging.readers import ImageReadError, frame_of, read_image
+    from cass_pipeline.domain.model.explain import explain_image
 
     path = Path(image)
     target = picture_target(out_path or f"{path.stem}_ig.png")

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cass_pipeline.domain.raw_layout import too_few_patients
+from cass_pipeline.domain.cohort.raw_layout import too_few_patients
 
 
 def schema_metadata(schema: pa.Schema) -> dg.MetadataValue:

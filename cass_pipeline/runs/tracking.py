@@ -20,7 +20,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from cass_pipeline.domain.prediction import ModelBundle, Predictor, check_engine, write_bundle
+from cass_pipeline.domain.prediction.predictor import (
+    ModelBundle,
+    Predictor,
+    check_engine,
+    write_bundle,
+)
 from cass_pipeline.settings import REGISTERED_MODEL_NAME, CassSettings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -190,7 +195,7 @@ class Tracking:
         """The registered pyfunc model as a `Predictor`, with what identifies it."""
         import mlflow.pyfunc
 
-        from cass_pipeline.serving import BUNDLE_ARTIFACT
+        from cass_pipeline.runs.serving import BUNDLE_ARTIFACT
 
         check_engine(engine)  # before the registry is asked
         version = self.model_version(reference)
@@ -250,7 +255,7 @@ class Tracking:
         against the network on `check_images`), register it and alias it `challenger`."""
         import mlflow.pyfunc
 
-        from cass_pipeline.serving import (
+        from cass_pipeline.runs.serving import (
             BUNDLE_ARTIFACT,
             DEFAULT_MODEL_CONFIG,
             PYFUNC_ENTRY,

@@ -19,7 +19,6 @@ import pandas as pd
 
 from cass_pipeline import CPU_KERNELS
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
-from cass_pipeline.domain.calibration import Calibration, fit_calibration
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig
 from cass_pipeline.domain.model.aggregation import (
@@ -28,6 +27,7 @@ from cass_pipeline.domain.model.aggregation import (
     decide_branches,
     fit_attention,
 )
+from cass_pipeline.domain.model.calibration import Calibration, fit_calibration
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import ViewDataset, labelled_views
 from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
@@ -40,7 +40,7 @@ from cass_pipeline.domain.model.splits import (
 )
 from cass_pipeline.domain.model.train import EpochRecord, distributed_context, train
 from cass_pipeline.domain.plots import figure_png, pyplot
-from cass_pipeline.domain.prediction import ModelBundle
+from cass_pipeline.domain.prediction.predictor import ModelBundle
 from cass_pipeline.domain.storage import write_parquet_atomic
 from cass_pipeline.layout import DataLayout
 from cass_pipeline.runs.tracking import LEARNT_IMAGES, Tracking

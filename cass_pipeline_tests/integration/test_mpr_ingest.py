@@ -13,7 +13,7 @@ import pytest
 from cass_pipeline.defs.assets import imaging
 from cass_pipeline.defs.assets.cohort import raw_cohort
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
-from cass_pipeline.domain.cohort_index import folder_patient_key
+from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise

@@ -25,15 +25,15 @@ from click.testing import CliRunner
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, prediction
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
-from cass_pipeline.domain.calibration import Calibration, calibrate
-from cass_pipeline.domain.cohort_index import folder_patient_key
-from cass_pipeline.domain.evaluation import branch_level
+from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
+from cass_pipeline.domain.model.calibration import Calibration, calibrate
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
+from cass_pipeline.domain.model.metrics import branch_level
 from cass_pipeline.domain.model.network import build_model, to_model_input
-from cass_pipeline.domain.prediction import ModelBundle
-from cass_pipeline.domain.prediction_report import prediction_document
+from cass_pipeline.domain.prediction.predictor import ModelBundle
+from cass_pipeline.domain.prediction.report import prediction_document
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, load_secret, pseudonymise
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.runs.tracking import CHAMPION, Tracking

@@ -12,7 +12,7 @@ import pytest
 from cass_pipeline.defs.assets import imaging, reports
 from cass_pipeline.defs.assets.cohort import raw_cohort, raw_cohort_files_complete
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
-from cass_pipeline.domain.cohort_index import folder_patient_key
+from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, pseudonymise
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
 from cass_pipeline.domain.synthetic.config import preset

@@ -7,7 +7,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from cass_pipeline.domain.cohort_index import index_cohort
+from cass_pipeline.domain.cohort.index import index_cohort
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
 from cass_pipeline.domain.privacy import Pseudonyms
@@ -56,7 +56,7 @@ def test_a_pacs_dump_gives_what_the_folder_layout_gives(tiny_cohort, pacs_dump, 
 
 
 def test_a_big_tree_has_its_headers_read_on_all_cores_with_the_same_index(pacs_dump, monkeypatch):
-    from cass_pipeline.domain import cohort_index
+    from cass_pipeline.domain.cohort import index as cohort_index
 
     serial = cohort_index.image_files(pacs_dump / "mpr", workers=1)
     monkeypatch.setattr(cohort_index, "PARALLEL_FILES", 0)  # every tree counts as big
@@ -95,7 +95,7 @@ def test_one_patient_in_two_folders_is_one_patient_and_a_second_study_is_set_asi
 
 
 def test_ris_export_columns_are_configurable_and_unlinked_reports_are_rejected(pacs_dump, tmp_path):
-    from cass_pipeline.domain.cohort_index import ReportColumns
+    from cass_pipeline.domain.cohort.index import ReportColumns
 
     raw = tmp_path / "raw"
     shutil.copytree(pacs_dump, raw)

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 from cass_pipeline.cli import main
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
-from cass_pipeline.domain.cpr import curved_mpr_views
+from cass_pipeline.domain.imaging.cpr import curved_mpr_views
+from cass_pipeline.domain.imaging.volume_io import read_centrelines, read_nifti
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
 from cass_pipeline.domain.synthetic.config import preset
 from cass_pipeline.domain.synthetic.export import CONTENT_MAX, TEXT_LEVEL
-from cass_pipeline.domain.volume_io import read_centrelines, read_nifti
 from cass_pipeline.layout import GROUND_TRUTH_TABLES, ground_truth_table
 
 SERIES_PATTERN = re.compile(r"^(LAD|LCX|RCA)(-(D\d|OM\d|PDA|PLB\d))?( \*| original)?$", re.I)

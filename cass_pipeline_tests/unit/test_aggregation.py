@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cass_pipeline.domain.evaluation import evaluate
 from cass_pipeline.domain.model.aggregation import (
     AttentionPooling,
     Bags,
@@ -13,6 +12,7 @@ from cass_pipeline.domain.model.aggregation import (
     decide_branches,
     fit_attention,
 )
+from cass_pipeline.domain.model.metrics import evaluate
 
 DIM, VIEWS = 8, 6
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cass_pipeline.domain.calibration import (
+from cass_pipeline.domain.model.calibration import (
     Calibration,
     calibrate,
     calibration_report,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from cass_pipeline.domain.cpr import (
+from cass_pipeline.domain.imaging.cpr import (
     Volume,
     curved_mpr_views,
     resample_polyline,

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from cass_pipeline.domain.evaluation import (
+from cass_pipeline.domain.model.metrics import (
     artery_level,
     branch_level,
     evaluate,

@@ -4,7 +4,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cass_pipeline.domain.explain import central_band, integrated_gradients, mass_fraction, overlay
+from cass_pipeline.domain.model.explain import (
+    central_band,
+    integrated_gradients,
+    mass_fraction,
+    overlay,
+)
 
 
 class BandModel(nn.Module):

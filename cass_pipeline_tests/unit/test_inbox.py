@@ -3,7 +3,7 @@
 import os
 import time
 
-from cass_pipeline.domain.inbox import folder_of, scan_inbox
+from cass_pipeline.domain.prediction.inbox import folder_of, scan_inbox
 
 HOUR = 3600
 

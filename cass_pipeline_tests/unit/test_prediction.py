@@ -6,19 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cass_pipeline.domain.calibration import Calibration
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import IngestConfig, SourceFile
+from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.network import build_model
-from cass_pipeline.domain.prediction import (
+from cass_pipeline.domain.prediction.predictor import (
     ModelBundle,
     PatientPrediction,
     Predictor,
     roll_up,
     write_bundle,
 )
-from cass_pipeline.domain.prediction_report import decisive_views, prediction_document
-from cass_pipeline.serving import example_request
+from cass_pipeline.domain.prediction.report import decisive_views, prediction_document
+from cass_pipeline.runs.serving import example_request
 
 BUNDLE = ModelBundle("shufflenet_v2_x0_5", IngestConfig(CleanupConfig(size=32)))
 
@@ -159,7 +159,7 @@ def test_a_bundle_exported_before_embeddings_still_votes(predictor, tmp_path):
 
 @pytest.mark.slow
 def test_an_export_that_disagrees_with_the_network_is_refused(tmp_path, monkeypatch):
-    import cass_pipeline.domain.prediction as prediction
+    import cass_pipeline.domain.prediction.predictor as prediction
 
     other = build_model("shufflenet_v2_x0_5", "none").model
     real_export = prediction.export_onnx

@@ -3,7 +3,7 @@ unseen patients, and the refusal on sensitivity."""
 
 import pandas as pd
 
-from cass_pipeline.domain import promotion
+from cass_pipeline.domain.evaluation import promotion
 
 
 def views(patients: list[str]) -> pd.DataFrame:

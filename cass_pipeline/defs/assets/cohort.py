@@ -9,7 +9,7 @@ from pydantic import Field
 
 from cass_pipeline.defs.presentation import parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths, RawFormat
-from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, EXPECTED_REPORTS
+from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, EXPECTED_REPORTS
 from cass_pipeline.domain.synthetic.cohort import generate_cohort, is_synthetic_cohort
 from cass_pipeline.domain.synthetic.config import (
     DEFAULT_PRESET,

@@ -16,22 +16,22 @@ from pydantic import Field
 from cass_pipeline.defs.assets.model import patient_splits, stenosis_model
 from cass_pipeline.defs.presentation import none_as_text, parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
-from cass_pipeline.domain import promotion
-from cass_pipeline.domain.calibration import Calibration
-from cass_pipeline.domain.evaluation_report import (
+from cass_pipeline.domain.evaluation import promotion
+from cass_pipeline.domain.evaluation.report import (
     RANKING_SCHEMA,
     TRIAGE_METRICS,
     EvaluationReport,
     evaluate_model,
 )
-from cass_pipeline.domain.explain import VESSEL_BAND, explain_views, explanation_sample
+from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.data import ViewDataset
+from cass_pipeline.domain.model.explain import VESSEL_BAND, explain_views, explanation_sample
 from cass_pipeline.domain.model.inference import (
     TorchEngine,
     largest_difference,
     view_probabilities,
 )
-from cass_pipeline.domain.prediction import (
+from cass_pipeline.domain.prediction.predictor import (
     ONNX_TOLERANCE,
     PROBABILITY_COLUMNS,
     VIEW_PREDICTION_SCHEMA,

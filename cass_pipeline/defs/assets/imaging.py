@@ -21,7 +21,8 @@ from cass_pipeline.defs.presentation import (
     previous_patients,
 )
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
-from cass_pipeline.domain.cohort_index import CohortIndex
+from cass_pipeline.domain.cohort.index import CohortIndex
+from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
 from cass_pipeline.domain.imaging.ingest import (
     IngestConfig,
@@ -32,7 +33,6 @@ from cass_pipeline.domain.imaging.ingest import (
 from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image
 from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
-from cass_pipeline.domain.raw_layout import EXPECTED_IMAGES, files_outside
 from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
 from cass_pipeline.layout import DataLayout
 

@@ -10,8 +10,8 @@ from pydantic import Field
 from cass_pipeline.defs.assets.evaluation import champion_model
 from cass_pipeline.defs.presentation import png_markdown
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
-from cass_pipeline.domain.inbox import folder_of, scan_inbox
-from cass_pipeline.domain.prediction_report import predict_folder
+from cass_pipeline.domain.prediction.inbox import folder_of, scan_inbox
+from cass_pipeline.domain.prediction.report import predict_folder
 
 inbox_patients = dg.DynamicPartitionsDefinition(name="inbox_patients")
 

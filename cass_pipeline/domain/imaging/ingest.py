@@ -23,15 +23,15 @@ import cv2
 import numpy as np
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
-from cass_pipeline.domain.cohort_index import CohortIndex, IndexedPatient, index_cohort
-from cass_pipeline.domain.cpr import curved_mpr_views
+from cass_pipeline.domain.cohort.index import CohortIndex, IndexedPatient, index_cohort
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, ct_window_to_uint8
+from cass_pipeline.domain.imaging.cpr import curved_mpr_views
 from cass_pipeline.domain.imaging.readers import ImageReadError, check_frame, read_image
 from cass_pipeline.domain.imaging.series_names import DEFAULT_ALIASES, branch_of_series
+from cass_pipeline.domain.imaging.volume_io import read_centrelines, read_nifti
 from cass_pipeline.domain.options import option
 from cass_pipeline.domain.privacy import Pseudonyms
 from cass_pipeline.domain.storage import atomic_path, settings_hash, write_text_atomic
-from cass_pipeline.domain.volume_io import read_centrelines, read_nifti
 
 STATE_DIR = ".ingest"
 #: The ingestion settings, saved in the images folder beside the store and the manifest.

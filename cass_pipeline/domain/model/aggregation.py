@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cass_pipeline.domain.evaluation import N_CLASSES, majority_vote, weighted_f1
 from cass_pipeline.domain.model.config import Aggregation
+from cass_pipeline.domain.model.metrics import N_CLASSES, majority_vote, weighted_f1
 
 AGGREGATIONS = get_args(Aggregation)
 

@@ -23,11 +23,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cass_pipeline.domain.evaluation import branch_level, weighted_f1
 from cass_pipeline.domain.model.aggregation import AGGREGATIONS
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
+from cass_pipeline.domain.model.metrics import branch_level, weighted_f1
 from cass_pipeline.domain.model.network import build_model
 from cass_pipeline.domain.storage import atomic_path
 

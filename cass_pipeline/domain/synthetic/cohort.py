@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, STENOSIS_CLASSES, cad_rads_category
-from cass_pipeline.domain.cpr import curved_mpr_views
+from cass_pipeline.domain.imaging.cpr import curved_mpr_views
+from cass_pipeline.domain.imaging.volume_io import write_centrelines, write_nifti
 from cass_pipeline.domain.storage import (
     exclusive_writer,
     parquet_stream,
@@ -62,7 +63,6 @@ from cass_pipeline.domain.synthetic.provenance import (
     read_marker,
 )
 from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
-from cass_pipeline.domain.volume_io import write_centrelines, write_nifti
 from cass_pipeline.layout import ground_truth_table
 
 PATIENT_SCHEMA = pa.schema(

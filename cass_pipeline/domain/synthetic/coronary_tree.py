@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cass_pipeline.domain.anatomy import class_of_percent
-from cass_pipeline.domain.cpr import Frames, resample_polyline, rotation_minimising_frames
+from cass_pipeline.domain.imaging.cpr import Frames, resample_polyline, rotation_minimising_frames
 from cass_pipeline.domain.synthetic.config import SynthConfig
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from cass_pipeline.domain.cpr import Volume
+from cass_pipeline.domain.imaging.cpr import Volume
 from cass_pipeline.domain.synthetic.config import SynthConfig
 from cass_pipeline.domain.synthetic.coronary_tree import Branch, PatientAnatomy
 

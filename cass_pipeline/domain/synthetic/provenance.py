@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from cass_pipeline.domain.cohort_index import CohortIndex, index_cohort
+from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
 
 MARKER_DIR = ".synth"

@@ -3,6 +3,6 @@ this file with the model, and loading runs it (no pickled object is deserialised
 
 import mlflow.models
 
-from cass_pipeline.serving import StenosisModel
+from cass_pipeline.runs.serving import StenosisModel
 
 mlflow.models.set_model(StenosisModel())

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cass_pipeline.domain.calibration import Calibration, patient_referrals, referral_rates
-from cass_pipeline.domain.evaluation import evaluate
+from cass_pipeline.domain.model.calibration import Calibration, patient_referrals, referral_rates
+from cass_pipeline.domain.model.metrics import evaluate
 
 #: Fewer test patients than this that neither model learnt from: no fair comparison.
 MIN_FAIR_TEST_PATIENTS = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cass_pipeline.domain.cohort_index import CohortIndex
+from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.privacy import Pseudonyms
 
 EXPECTED_IMAGES = (

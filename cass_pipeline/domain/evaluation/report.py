@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from cass_pipeline.domain.calibration import Calibration, calibration_report, patient_ranking
-from cass_pipeline.domain.evaluation import LEVELS, PAPER_TABLE2, evaluate
+from cass_pipeline.domain.model.calibration import Calibration, calibration_report, patient_ranking
+from cass_pipeline.domain.model.metrics import LEVELS, PAPER_TABLE2, evaluate
 from cass_pipeline.domain.plots import figure_png, pyplot
 
 #: The test patients by significance score, as a triage worklist would order them.

@@ -21,8 +21,6 @@ import yaml
 from torch import nn
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, CAD_RADS_OF_CLASS, STENOSIS_CLASSES
-from cass_pipeline.domain.calibration import PROBABILITY_COLUMNS, Calibration
-from cass_pipeline.domain.evaluation import majority_vote
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import (
     IngestConfig,
@@ -32,6 +30,7 @@ from cass_pipeline.domain.imaging.ingest import (
 )
 from cass_pipeline.domain.imaging.series_names import merged_aliases
 from cass_pipeline.domain.model.aggregation import AttentionPooling, decide_branches
+from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS, Calibration
 from cass_pipeline.domain.model.inference import (
     Engine,
     OnnxEngine,
@@ -42,6 +41,7 @@ from cass_pipeline.domain.model.inference import (
     predict_probabilities,
     view_outputs,
 )
+from cass_pipeline.domain.model.metrics import majority_vote
 from cass_pipeline.domain.model.network import build_model
 from cass_pipeline.domain.storage import write_text_atomic
 

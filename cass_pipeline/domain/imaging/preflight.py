@@ -12,7 +12,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cass_pipeline.domain.cohort_index import CohortIndex, ImageFile
+from cass_pipeline.domain.cohort.index import CohortIndex, ImageFile
 from cass_pipeline.domain.imaging.ingest import IngestConfig
 from cass_pipeline.domain.imaging.readers import file_problem
 from cass_pipeline.domain.imaging.series_names import closest_branch

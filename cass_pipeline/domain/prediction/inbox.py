@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cass_pipeline.domain.cohort_index import folder_patient_key
+from cass_pipeline.domain.cohort.index import folder_patient_key
 
 
 def patient_folders(inbox: Path) -> list[Path]:

@@ -18,8 +18,8 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
-from cass_pipeline.domain.evaluation import artery_level, branch_level, patient_level
 from cass_pipeline.domain.model.inference import Engine, TemperatureScaled
+from cass_pipeline.domain.model.metrics import artery_level, branch_level, patient_level
 
 SIGNIFICANT = 2
 #: The probability columns of every prediction table, in class order.

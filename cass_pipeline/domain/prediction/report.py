@@ -17,10 +17,10 @@ import pandas as pd
 from torch import nn
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
-from cass_pipeline.domain.explain import integrated_gradients, overlay
 from cass_pipeline.domain.imaging.ingest import PatientSource
+from cass_pipeline.domain.model.explain import integrated_gradients, overlay
 from cass_pipeline.domain.plots import figure_png, pyplot
-from cass_pipeline.domain.prediction import PatientPrediction, Predictor
+from cass_pipeline.domain.prediction.predictor import PatientPrediction, Predictor
 from cass_pipeline.domain.storage import write_bytes_atomic, write_text_atomic
 
 SCHEMA = "cass-prediction/1"

@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cass_pipeline.domain.cpr import Volume
+from cass_pipeline.domain.imaging.cpr import Volume
 from cass_pipeline.domain.storage import atomic_path, write_text_atomic
 
 LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])

@@ -18,7 +18,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from cass_pipeline.domain.prediction import (
+from cass_pipeline.domain.prediction.predictor import (
     INPUT_COLUMNS,
     PREDICTION_COLUMNS,
     PROBABILITY_COLUMNS,
