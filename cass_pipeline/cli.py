@@ -220,7 +220,8 @@ def inspect(raw_dir: str, as_json: bool, min_views: int, wanted: tuple[str, ...]
     patients: keep the output with the raw data."""
     import json
 
-    from cass_pipeline.domain.cohort.index import ReportColumns, index_cohort
+    from cass_pipeline.domain.cohort.index import index_cohort
+    from cass_pipeline.domain.cohort.report_sources import ReportColumns
     from cass_pipeline.domain.imaging.preflight import preflight, summary_lines
 
     settings = CassSettings.from_env()

@@ -9,7 +9,8 @@ from pathlib import Path
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from cass_pipeline.domain.cohort.index import CohortIndex, ReportColumns, index_cohort
+from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
+from cass_pipeline.domain.cohort.report_sources import ReportColumns
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
 from cass_pipeline.domain.storage import exclusive_writer
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms

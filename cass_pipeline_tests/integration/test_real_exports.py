@@ -95,7 +95,7 @@ def test_one_patient_in_two_folders_is_one_patient_and_a_second_study_is_set_asi
 
 
 def test_ris_export_columns_are_configurable_and_unlinked_reports_are_rejected(pacs_dump, tmp_path):
-    from cass_pipeline.domain.cohort.index import ReportColumns
+    from cass_pipeline.domain.cohort.report_sources import ReportColumns
 
     raw = tmp_path / "raw"
     shutil.copytree(pacs_dump, raw)

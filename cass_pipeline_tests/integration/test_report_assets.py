@@ -14,7 +14,7 @@ from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import reports as report_assets
 from cass_pipeline.defs.assets.cohort import raw_cohort
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
-from cass_pipeline.domain.cohort.index import text_report
+from cass_pipeline.domain.cohort.report_sources import text_report
 from cass_pipeline.domain.privacy import pseudonymise
 from cass_pipeline.layout import ground_truth_table
 from cass_pipeline_tests.helpers import layout_of

@@ -40,3 +40,77 @@ def test_domain_modules_never_import_dagster_or_mlflow():
     }
     assert len(domain_files()) > 2
     assert offenders == {}
+
+
+#: Stages of `domain/`, lowest first: a stage imports only from lower ranks and the shared
+#: root modules; stages of the same rank never import each other.
+STAGE_RANK = {
+    "cohort": 0,
+    "imaging": 1,
+    "reports": 1,
+    "model": 2,
+    "synthetic": 2,
+    "evaluation": 3,
+    "prediction": 4,
+}
+#: Cross-cutting facts and primitives, the only modules at the root of `domain/`.
+SHARED = {"anatomy", "device", "options", "plots", "privacy", "storage"}
+
+
+def domain_imports(source: str) -> set[str]:
+    """The first part under `cass_pipeline.domain` of each module that `source` imports."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+            if node.module == "cass_pipeline.domain":
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name.split(".")[2] for name in names if name.startswith("cass_pipeline.domain.")}
+    return found
+
+
+def upward_imports(part: str, imported: set[str]) -> set[str]:
+    """What a module in `part` (a stage, or a shared module) imports against the rule."""
+    if part in SHARED:
+        return imported - SHARED
+    rank = STAGE_RANK[part]
+    return {
+        name for name in imported - SHARED - {part} if STAGE_RANK.get(name, len(STAGE_RANK)) >= rank
+    }
+
+
+def test_stage_rule_detects_planted_imports():
+    planted = (
+        "from cass_pipeline.domain.prediction.predictor import Predictor\n"
+        "from cass_pipeline.domain import anatomy\n"
+        "def f():\n    from cass_pipeline.domain.reports.deid import DATE\n"
+    )
+    assert domain_imports(planted) == {"prediction", "anatomy", "reports"}
+    assert upward_imports("imaging", domain_imports(planted)) == {"prediction", "reports"}
+    assert upward_imports("prediction", domain_imports(planted)) == set()
+    assert upward_imports("storage", {"anatomy", "cohort"}) == {"cohort"}
+
+
+def test_domain_root_holds_only_shared_modules_and_stage_packages():
+    root = PACKAGE / "domain"
+    modules = {p.stem for p in root.glob("*.py")} - {"__init__"}
+    packages = {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+    assert modules == SHARED
+    assert packages == set(STAGE_RANK)
+
+
+def test_no_import_runs_from_a_lower_stage_to_a_higher_one():
+    root = PACKAGE / "domain"
+    offenders = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        part = parts[0] if len(parts) > 1 else path.stem
+        if part == "__init__":
+            continue
+        if found := upward_imports(part, domain_imports(path.read_text())):
+            offenders[str(path.relative_to(PACKAGE))] = sorted(found)
+    assert offenders == {}

@@ -18,7 +18,6 @@ Keys are identifiers: callers pass them only through `Pseudonyms`.
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 from collections import defaultdict
@@ -31,37 +30,18 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 
-from cass_pipeline.domain.imaging.readers import file_problem, is_bitmap, with_preamble
-from cass_pipeline.domain.reports.deid import ACCESSION_FIELD, DATE, MRN_FIELD
-from cass_pipeline.layout import PARQUET
+from cass_pipeline.domain.cohort.headers import DICOMDIR_CLASS, is_bitmap_file, read_header, tag
+from cass_pipeline.domain.cohort.report_sources import (
+    IndexReject,
+    ReportColumns,
+    ReportSource,
+    report_sources,
+)
 
-TEXT_SUFFIXES = {".txt", ".text", ".rpt"}
-TABLE_SUFFIXES = {".csv", ".tsv", ".xlsx", PARQUET}
-HEADER_TAGS = [
-    "PatientID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SeriesDescription",
-    "AccessionNumber",
-    "StudyDate",
-    "InstanceNumber",
-    "MediaStorageSOPClassUID",
-    "NumberOfFrames",
-]
-DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: Why the index sets aside an image file it cannot place (ingestion adds the reader's reason).
+NO_PATIENT = "no PatientID in the header and not in a patient folder"
 #: Trees with more files than this have their headers read on all cores.
 PARALLEL_FILES = 20_000
-
-
-@dataclass(frozen=True)
-class ReportColumns:
-    """Column names of a RIS export, and how far an exam date may be from a study date."""
-
-    mrn: str = "MRN"
-    accession: str = "Accession"
-    exam_date: str = "ExamDate"
-    text: str = "ReportText"
-    date_window_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -77,26 +57,6 @@ class ImageFile:
     series: str = ""
     series_name: str = ""
     frames: int = 1
-
-
-@dataclass(frozen=True)
-class ReportSource:
-    """One report: a text file, or a row of a RIS export."""
-
-    origin: str
-    path: Path
-    row: int | None
-    mrn: str | None
-    accession: str | None
-    exam_date: str | None
-    text: str | None = None
-
-    def data(self) -> bytes:
-        return self.path.read_bytes() if self.text is None else self.text.encode("utf-8")
-
-    @property
-    def stem(self) -> str:
-        return self.path.stem
 
 
 @dataclass
@@ -126,16 +86,6 @@ class IndexedPatient:
         return found + ([self.report.path] if self.report is not None else [])
 
 
-@dataclass(frozen=True)
-class IndexReject:
-    """A file, study or report that ingestion will not use, and why."""
-
-    key: str | None
-    path: Path
-    reason: str
-    kind: str = "image"
-
-
 @dataclass
 class CohortIndex:
     patients: dict[str, IndexedPatient]
@@ -144,33 +94,6 @@ class CohortIndex:
     dicomdirs: int = 0
     files: list[ImageFile] = field(default_factory=list)
     reports: list[ReportSource] = field(default_factory=list)
-
-
-def is_bitmap_file(path: Path) -> bool:
-    """Whether ingestion reads this file as PNG/JPEG (by suffix or signature), not DICOM."""
-    with path.open("rb") as handle:
-        return is_bitmap(handle.read(8), path.suffix)
-
-
-def read_header(path: Path) -> pydicom.Dataset | None:
-    """The header tags the index needs, read without the pixel data (None if unreadable)."""
-    try:
-        with path.open("rb") as handle:
-            if handle.read(4) == b"DICM":  # no preamble: pydicom needs one, read it all
-                source = io.BytesIO(with_preamble(b"DICM" + handle.read()))
-            else:
-                handle.seek(0)
-                source = handle
-            return pydicom.dcmread(
-                source, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True
-            )
-    except Exception:
-        return None
-
-
-def tag(ds: pydicom.Dataset, name: str) -> str | None:
-    value = str(ds.get(name, "") or "").strip()
-    return value or None
 
 
 def image_file(path: Path, mpr: Path) -> ImageFile | None:
@@ -247,97 +170,6 @@ def iso_date(value: str | None) -> date | None:
     return None
 
 
-def text_report(path: Path) -> ReportSource:
-    """A report file with the MRN, accession and exam date its header states."""
-    try:
-        head = path.read_bytes()[:4000].decode("utf-8", errors="replace")
-    except OSError:
-        head = ""
-    mrn = MRN_FIELD.search(head)
-    accession = ACCESSION_FIELD.search(head)
-    exam = None
-    for line in head.splitlines():
-        found = DATE.search(line) if "exam" in line.lower() else None
-        if found:
-            exam = found.group(0)
-            break
-    return ReportSource(
-        origin=f"reports/{path.name}",
-        path=path,
-        row=None,
-        mrn=mrn.group("value") if mrn else None,
-        accession=accession.group("value") if accession else None,
-        exam_date=exam,
-    )
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix == PARQUET:
-        return pd.read_parquet(path)
-    if suffix == ".xlsx":
-        return pd.read_excel(path, dtype=str)
-    return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
-
-
-def table_reports(
-    path: Path, columns: ReportColumns
-) -> tuple[list[ReportSource], list[IndexReject]]:
-    """One report per row of a RIS export; a table without the text column is rejected."""
-    try:
-        frame = read_table(path)
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return [], [IndexReject(None, path, f"unreadable report table: {reason}", "report")]
-    missing = [c for c in (columns.text, columns.mrn) if c not in frame.columns]
-    if missing:
-        return [], [
-            IndexReject(
-                None,
-                path,
-                f"report table without column(s) {', '.join(missing)} "
-                f"(columns: {', '.join(map(str, frame.columns))})",
-                "report",
-            )
-        ]
-
-    def cell(row, name):
-        value = row.get(name) if name in frame.columns else None
-        return None if value is None or pd.isna(value) else str(value).strip() or None
-
-    reports = [
-        ReportSource(
-            origin=f"reports/{path.name}#row {i + 1}",
-            path=path,
-            row=i,
-            mrn=cell(row, columns.mrn),
-            accession=cell(row, columns.accession),
-            exam_date=cell(row, columns.exam_date),
-            text=cell(row, columns.text) or "",
-        )
-        for i, row in enumerate(frame.to_dict("records"))
-    ]
-    return reports, []
-
-
-def report_sources(
-    folder: Path, columns: ReportColumns
-) -> tuple[list[ReportSource], list[IndexReject]]:
-    """Reports under `folder`: text files and the rows of RIS exports."""
-    reports, rejects = [], []
-    if not folder.is_dir():
-        return reports, rejects
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        suffix = path.suffix.lower()
-        if suffix in TEXT_SUFFIXES:
-            reports.append(text_report(path))
-        elif suffix in TABLE_SUFFIXES:
-            found, failed = table_reports(path, columns)
-            reports += found
-            rejects += failed
-    return reports, rejects
-
-
 def with_folder_study(files: list[ImageFile]) -> list[ImageFile]:
     """Bitmaps (no tags) join the DICOM study of their patient folder when it has one."""
     tagged: dict[str, set[tuple]] = defaultdict(set)
@@ -402,15 +234,7 @@ def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex
     """Patients, their one study's files, volumes and reports; everything unused, with why."""
     columns = columns or ReportColumns()
     files, dicomdirs = image_files(raw / "mpr")
-    rejects = [
-        IndexReject(
-            None,
-            f.path,
-            file_problem(f.path) or "no PatientID in the header and not in a patient folder",
-        )
-        for f in files
-        if f.patient is None
-    ]
+    rejects = [IndexReject(None, f.path, NO_PATIENT) for f in files if f.patient is None]
     files = with_folder_study(files)
     by_patient = studies_of(files)
     folders = {f.folder_patient: f.patient for f in files if f.folder_patient and f.patient}

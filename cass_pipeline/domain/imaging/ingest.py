@@ -26,7 +26,12 @@ from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
 from cass_pipeline.domain.cohort.index import CohortIndex, IndexedPatient, index_cohort
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, ct_window_to_uint8
 from cass_pipeline.domain.imaging.cpr import curved_mpr_views
-from cass_pipeline.domain.imaging.readers import ImageReadError, check_frame, read_image
+from cass_pipeline.domain.imaging.readers import (
+    ImageReadError,
+    check_frame,
+    read_image,
+    set_aside_reason,
+)
 from cass_pipeline.domain.imaging.series_names import DEFAULT_ALIASES, branch_of_series
 from cass_pipeline.domain.imaging.volume_io import read_centrelines, read_nifti
 from cass_pipeline.domain.options import option
@@ -459,7 +464,7 @@ def ingest_cohort(
             outside_path(r.path, raw_dir / "mpr", pseudonyms(r.key) if r.key else None),
             None,
             None,
-            r.reason,
+            set_aside_reason(r),
         )
         for r in index.rejects
         if r.kind == "image"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cass_pipeline.domain.cohort.index import CohortIndex, ImageFile
 from cass_pipeline.domain.imaging.ingest import IngestConfig
-from cass_pipeline.domain.imaging.readers import file_problem
+from cass_pipeline.domain.imaging.readers import file_problem, set_aside_reason
 from cass_pipeline.domain.imaging.series_names import closest_branch
 
 
@@ -61,7 +61,9 @@ def preflight(raw: Path, index: CohortIndex, config: IngestConfig) -> dict:
             }
         )
     set_aside = [
-        {"path": relative(r.path), "reason": r.reason} for r in index.rejects if r.kind == "image"
+        {"path": relative(r.path), "reason": set_aside_reason(r)}
+        for r in index.rejects
+        if r.kind == "image"
     ]
     report_problems = [
         {"path": relative(r.path), "reason": r.reason} for r in index.rejects if r.kind == "report"

@@ -12,7 +12,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+from cass_pipeline.domain.cohort.headers import IMAGE_SUFFIXES, image_suffix, with_preamble
+from cass_pipeline.domain.cohort.index import NO_PATIENT, IndexReject
+
 MIN_SIDE = 32
 
 
@@ -58,11 +60,6 @@ def grey(frame: np.ndarray) -> np.ndarray:
 
 def first_value(value) -> float:
     return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
-
-
-def with_preamble(data: bytes) -> bytes:
-    """A meta header written without its 128-byte preamble gets one (pydicom needs it)."""
-    return bytes(128) + data if data[:4] == b"DICM" else data
 
 
 def parse_dicom(data: bytes) -> pydicom.Dataset:
@@ -181,23 +178,6 @@ def read_bitmap(data: bytes, suffix: str) -> SourceImage:
     return SourceImage([to_uint8(grey(image))], "jpeg" if suffix in {".jpg", ".jpeg"} else "png")
 
 
-BITMAP_SIGNATURES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}
-
-
-def image_suffix(data: bytes, suffix: str) -> str:
-    """The suffix that says how to decode `data`: a bitmap suffix as given, else the PNG or
-    JPEG signature of the bytes, else '.dcm' (DICOM files often have no extension)."""
-    suffix = suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return suffix
-    return next((s for magic, s in BITMAP_SIGNATURES.items() if data.startswith(magic)), ".dcm")
-
-
-def is_bitmap(head: bytes, suffix: str) -> bool:
-    """Whether a file with these first bytes and suffix is read as PNG/JPEG (else DICOM)."""
-    return image_suffix(head, suffix) in IMAGE_SUFFIXES
-
-
 def read_image(data: bytes, suffix: str = "") -> SourceImage:
     """Frames of a file by its suffix or, without a bitmap suffix, its signature (else DICOM),
     each checked for shape."""
@@ -226,6 +206,16 @@ def file_problem(path: Path) -> str | None:
     except (ImageReadError, OSError) as error:
         return str(error)
     return None
+
+
+def set_aside_reason(reject: IndexReject) -> str:
+    """Why the index set a file aside; for a file it could not place, the reader's reason
+    when the file is unreadable."""
+    return (
+        (file_problem(reject.path) or reject.reason)
+        if reject.reason == NO_PATIENT
+        else reject.reason
+    )
 
 
 def frame_of(image: SourceImage, index: int) -> np.ndarray:

@@ -12,16 +12,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-DATE_NUMERIC = r"\b(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))\b"
-MONTHS = (
-    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
-    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+from cass_pipeline.domain.cohort.report_sources import (
+    ACCESSION_FIELD,
+    DATE,
+    DATE_NUMERIC,
+    DATE_WORDS,
+    MRN_FIELD,
 )
-DATE_WORDS = (
-    rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS}\.?,?\s+\d{{4}}|"
-    rf"{MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})\b"
-)
-DATE = re.compile(f"{DATE_NUMERIC}|{DATE_WORDS}", re.I)
+
 FIELD_END = r"(?=\s{2,}|\t|\s+(?:DOB|D\.O\.B|MRN|Sex|Age|Accession|Exam|Date)\b|$)"
 NAME_FIELD = re.compile(
     rf"(?im)\b(?:patient(?:'s)?\s+name|patient|name)\s*:\s*(?P<value>[^\n:]+?){FIELD_END}"
@@ -29,15 +27,6 @@ NAME_FIELD = re.compile(
 DOB_FIELD = re.compile(
     r"(?i)\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|born)\s*[:#]?\s*"
     rf"(?P<value>{DATE_NUMERIC}|{DATE_WORDS})"
-)
-MRN_FIELD = re.compile(
-    r"(?i)\b(?:MRN|medical\s+record\s+(?:number|no\.?)|patient\s+id|PID|"
-    r"hospital\s+(?:number|no\.?)|NHS\s+(?:number|no\.?))\s*[:#]?\s*"
-    r"(?P<value>[A-Z0-9][A-Z0-9-]{3,})"
-)
-ACCESSION_FIELD = re.compile(
-    r"(?i)\b(?:accession(?:\s+(?:number|no\.?))?|acc\.?\s*(?:no\.?|#))"
-    r"\s*[:#]?\s*(?P<value>[A-Z0-9][A-Z0-9-]{3,})"
 )
 ADDRESS_FIELD = re.compile(r"(?im)\b(?:address|addr\.?)\s*:\s*(?P<value>[^\n]+)$")
 STREET = re.compile(

@@ -11,7 +11,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 
-from cass_pipeline.domain.cohort.index import CohortIndex, ReportSource
+from cass_pipeline.domain.cohort.index import CohortIndex
+from cass_pipeline.domain.cohort.report_sources import ReportSource
 from cass_pipeline.domain.reports.deid import deidentify, header_identifiers
 from cass_pipeline.domain.reports.labels import ReportLabels, label_report
 from cass_pipeline.domain.reports.parser import build_nlp, read_report

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cass_pipeline.domain.cohort.index import ReportColumns, text_report
+from cass_pipeline.domain.cohort.report_sources import ReportColumns, text_report
 from cass_pipeline.domain.storage import atomic_path, write_text_atomic
 
 RIS_EXPORT = "ris_export.csv"

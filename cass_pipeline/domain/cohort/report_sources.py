@@ -1,0 +1,169 @@
+"""Reports as a raw folder holds them: text files whose header states the MRN, accession and
+exam date, or the rows of RIS exports with configurable column names."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cass_pipeline.layout import PARQUET
+
+#: Header fields a report states: its links to a study (de-identification scrubs them too).
+DATE_NUMERIC = r"\b(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))\b"
+MONTHS = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+DATE_WORDS = (
+    rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS}\.?,?\s+\d{{4}}|"
+    rf"{MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})\b"
+)
+DATE = re.compile(f"{DATE_NUMERIC}|{DATE_WORDS}", re.I)
+MRN_FIELD = re.compile(
+    r"(?i)\b(?:MRN|medical\s+record\s+(?:number|no\.?)|patient\s+id|PID|"
+    r"hospital\s+(?:number|no\.?)|NHS\s+(?:number|no\.?))\s*[:#]?\s*"
+    r"(?P<value>[A-Z0-9][A-Z0-9-]{3,})"
+)
+ACCESSION_FIELD = re.compile(
+    r"(?i)\b(?:accession(?:\s+(?:number|no\.?))?|acc\.?\s*(?:no\.?|#))"
+    r"\s*[:#]?\s*(?P<value>[A-Z0-9][A-Z0-9-]{3,})"
+)
+
+
+TEXT_SUFFIXES = {".txt", ".text", ".rpt"}
+TABLE_SUFFIXES = {".csv", ".tsv", ".xlsx", PARQUET}
+
+
+@dataclass(frozen=True)
+class IndexReject:
+    """A file, study or report that ingestion will not use, and why."""
+
+    key: str | None
+    path: Path
+    reason: str
+    kind: str = "image"
+
+
+@dataclass(frozen=True)
+class ReportColumns:
+    """Column names of a RIS export, and how far an exam date may be from a study date."""
+
+    mrn: str = "MRN"
+    accession: str = "Accession"
+    exam_date: str = "ExamDate"
+    text: str = "ReportText"
+    date_window_days: int = 7
+
+
+@dataclass(frozen=True)
+class ReportSource:
+    """One report: a text file, or a row of a RIS export."""
+
+    origin: str
+    path: Path
+    row: int | None
+    mrn: str | None
+    accession: str | None
+    exam_date: str | None
+    text: str | None = None
+
+    def data(self) -> bytes:
+        return self.path.read_bytes() if self.text is None else self.text.encode("utf-8")
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+def text_report(path: Path) -> ReportSource:
+    """A report file with the MRN, accession and exam date its header states."""
+    try:
+        head = path.read_bytes()[:4000].decode("utf-8", errors="replace")
+    except OSError:
+        head = ""
+    mrn = MRN_FIELD.search(head)
+    accession = ACCESSION_FIELD.search(head)
+    exam = None
+    for line in head.splitlines():
+        found = DATE.search(line) if "exam" in line.lower() else None
+        if found:
+            exam = found.group(0)
+            break
+    return ReportSource(
+        origin=f"reports/{path.name}",
+        path=path,
+        row=None,
+        mrn=mrn.group("value") if mrn else None,
+        accession=accession.group("value") if accession else None,
+        exam_date=exam,
+    )
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == PARQUET:
+        return pd.read_parquet(path)
+    if suffix == ".xlsx":
+        return pd.read_excel(path, dtype=str)
+    return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
+
+
+def table_reports(
+    path: Path, columns: ReportColumns
+) -> tuple[list[ReportSource], list[IndexReject]]:
+    """One report per row of a RIS export; a table without the text column is rejected."""
+    try:
+        frame = read_table(path)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return [], [IndexReject(None, path, f"unreadable report table: {reason}", "report")]
+    missing = [c for c in (columns.text, columns.mrn) if c not in frame.columns]
+    if missing:
+        return [], [
+            IndexReject(
+                None,
+                path,
+                f"report table without column(s) {', '.join(missing)} "
+                f"(columns: {', '.join(map(str, frame.columns))})",
+                "report",
+            )
+        ]
+
+    def cell(row, name):
+        value = row.get(name) if name in frame.columns else None
+        return None if value is None or pd.isna(value) else str(value).strip() or None
+
+    reports = [
+        ReportSource(
+            origin=f"reports/{path.name}#row {i + 1}",
+            path=path,
+            row=i,
+            mrn=cell(row, columns.mrn),
+            accession=cell(row, columns.accession),
+            exam_date=cell(row, columns.exam_date),
+            text=cell(row, columns.text) or "",
+        )
+        for i, row in enumerate(frame.to_dict("records"))
+    ]
+    return reports, []
+
+
+def report_sources(
+    folder: Path, columns: ReportColumns
+) -> tuple[list[ReportSource], list[IndexReject]]:
+    """Reports under `folder`: text files and the rows of RIS exports."""
+    reports, rejects = [], []
+    if not folder.is_dir():
+        return reports, rejects
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        suffix = path.suffix.lower()
+        if suffix in TEXT_SUFFIXES:
+            reports.append(text_report(path))
+        elif suffix in TABLE_SUFFIXES:
+            found, failed = table_reports(path, columns)
+            reports += found
+            rejects += failed
+    return reports, rejects
