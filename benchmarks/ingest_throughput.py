@@ -23,11 +23,13 @@ import numpy as np
 import pydicom
 
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
-from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
+from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.imaging.readers import read_image
 from cass_pipeline.domain.privacy import Pseudonyms
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
 from cass_pipeline.domain.synthetic.config import preset
+from cass_pipeline.layout import RawLayout
 
 PAPER_IMAGES = 160_000
 
@@ -72,14 +74,16 @@ def main() -> None:
         source = tmp / "source"
         generate_cohort(preset("paper", n_patients=2), source, workers=2)
         raw = tmp / "raw"
+        copies = RawLayout(raw)
         for copy in range(args.copies):
-            for case in (source / "mpr").iterdir():
-                shutil.copytree(case, raw / "mpr" / f"{case.name}-{copy}")
-                for path in (raw / "mpr" / f"{case.name}-{copy}").rglob("*.dcm"):
+            for case in RawLayout(source).mpr.iterdir():
+                folder = copies.mpr_folder(f"{case.name}-{copy}")
+                shutil.copytree(case, folder)
+                for path in folder.rglob("*.dcm"):
                     ds = pydicom.dcmread(path)  # patients are keyed on their PatientID
                     ds.PatientID = f"{ds.PatientID}-{copy}"
                     ds.save_as(path)
-        files = sorted((raw / "mpr").rglob("*.dcm"))
+        files = sorted(copies.mpr.rglob("*.dcm"))
         sample = files[:: max(1, len(files) // 150)]
         floor_one = per_image_seconds(sample, config.cleanup)
         reference_one = full_frame_inpaint_seconds(sample, config.cleanup)

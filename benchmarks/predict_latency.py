@@ -54,9 +54,10 @@ def import_seconds() -> float:
 def patient_folder(tmp: Path, views: int, whole: bool) -> Path:
     from cass_pipeline.domain.synthetic.cohort import generate_cohort
     from cass_pipeline.domain.synthetic.config import preset
+    from cass_pipeline.layout import RawLayout
 
     generate_cohort(preset("paper", n_patients=1, n_views=views), tmp / "cohort", workers=CORES)
-    patient = next((tmp / "cohort" / "mpr").iterdir())
+    patient = next(RawLayout(tmp / "cohort").mpr.iterdir())
     if whole:
         return patient
     folder = tmp / "patient"
@@ -68,7 +69,7 @@ def patient_folder(tmp: Path, views: int, whole: bool) -> Path:
 def register(tmp: Path):
     """A registry holding a 512-px ShuffleNet V2 x1.0 as champion."""
     from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-    from cass_pipeline.domain.imaging.ingest import IngestConfig
+    from cass_pipeline.domain.imaging.config import IngestConfig
     from cass_pipeline.domain.model.network import build_model
     from cass_pipeline.domain.prediction.predictor import ModelBundle
     from cass_pipeline.runs.tracking import CHAMPION, Tracking
@@ -123,8 +124,8 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     from cass_pipeline.domain.imaging.cleanup import clean_image
-    from cass_pipeline.domain.imaging.ingest import PatientSource
     from cass_pipeline.domain.imaging.readers import read_image
+    from cass_pipeline.domain.imaging.views import PatientSource
     from cass_pipeline.domain.model.inference import BATCH_PIXELS
     from cass_pipeline.domain.prediction.predictor import roll_up
     from cass_pipeline.domain.prediction.report import (

@@ -74,7 +74,7 @@ def main() -> None:
             assert len(cohort.reports) + len(cohort.rejects) == args.reports
         branch_share, patient_share = agreement(cohort, truth, b"benchmark")
     print(f"{args.reports} reports (de-identify + parse + label), {cores} cores")
-    print(f"{'setting':<28}{'reports/s':>10}")
+    print(f"{'setting':<28}{'per second':>10}")
     print(f"{'1 process':<28}{rates[1]:>10.0f}")
     print(f"{f'{cores} processes':<28}{rates[cores]:>10.0f}")
     print(f"{'ideal (1 process x cores)':<28}{rates[1] * cores:>10.0f}")

@@ -154,7 +154,7 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
     from tqdm import tqdm
 
     from cass_pipeline.domain.cohort.index import folder_patient_key
-    from cass_pipeline.domain.imaging.ingest import PatientSource
+    from cass_pipeline.domain.imaging.views import PatientSource
     from cass_pipeline.domain.prediction.report import predict_folder, terminal_lines
     from cass_pipeline.domain.synthetic.provenance import folder_pseudonyms
 

@@ -12,11 +12,64 @@ from pathlib import Path
 PARQUET = ".parquet"
 #: Synthetic cohorts' ground truth, one table each, under raw/ground_truth.
 GROUND_TRUTH_TABLES = ("patients", "branches", "views")
+MPR, REPORTS, VOLUMES, CENTRELINES = "mpr", "reports", "volumes", "centrelines"
+#: The folders of a raw export that CASS reads; files elsewhere are a wrong layout.
+RAW_FOLDERS = (MPR, VOLUMES, CENTRELINES, REPORTS)
+IMAGES, STORE = "images", "store"
 
 
 def ground_truth_table(raw: Path, name: str) -> Path:
     """A ground-truth table of a synthetic cohort written to `raw`."""
     return Path(raw) / "ground_truth" / f"{name}{PARQUET}"
+
+
+def store_name(patient: str) -> str:
+    """The file of a patient's cleaned views in the image store."""
+    return f"{patient}.npy"
+
+
+def store_entry(patient: str) -> str:
+    """A patient's image store relative to `processed/`, as the manifest names it."""
+    return f"{IMAGES}/{STORE}/{store_name(patient)}"
+
+
+@dataclass(frozen=True)
+class RawLayout:
+    """The folders of one raw export (or of a cohort being written): curved MPR images,
+    reports, volumes with their centrelines."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def mpr(self) -> Path:
+        return self.root / MPR
+
+    @property
+    def reports(self) -> Path:
+        return self.root / REPORTS
+
+    @property
+    def volumes(self) -> Path:
+        return self.root / VOLUMES
+
+    @property
+    def centrelines(self) -> Path:
+        return self.root / CENTRELINES
+
+    def mpr_folder(self, patient: str) -> Path:
+        return self.mpr / patient
+
+    def report_file(self, patient: str) -> Path:
+        return self.reports / f"{patient}.txt"
+
+    def volume_file(self, patient: str) -> Path:
+        return self.volumes / f"{patient}.nii.gz"
+
+    def centreline_file(self, patient: str) -> Path:
+        return self.centrelines / f"{patient}.json"
 
 
 @dataclass(frozen=True)
@@ -40,14 +93,23 @@ class DataLayout:
     def ground_truth(self, name: str) -> Path:
         return ground_truth_table(self.raw, name)
 
+    @property
+    def raw_folders(self) -> RawLayout:
+        """The folders of the raw export (`mpr/`, `reports/`, `volumes/`, `centrelines/`)."""
+        return RawLayout(self.raw)
+
     # Images: cleaned views in a per-patient store, their manifest and rejects.
     @property
     def images(self) -> Path:
-        return self.processed / "images"
+        return self.processed / IMAGES
 
     @property
     def image_store(self) -> Path:
-        return self.images / "store"
+        return self.images / STORE
+
+    def store_file(self, patient: str) -> Path:
+        """One patient's cleaned views (uint8, views x size x size)."""
+        return self.image_store / store_name(patient)
 
     @property
     def manifest(self) -> Path:

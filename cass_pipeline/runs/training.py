@@ -20,7 +20,7 @@ import pandas as pd
 from cass_pipeline import CPU_KERNELS
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.ingest import IngestConfig
+from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.model.aggregation import (
     AttentionPooling,
     Bags,

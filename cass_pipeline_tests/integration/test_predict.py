@@ -27,7 +27,8 @@ from cass_pipeline.defs.assets import evaluation, prediction
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
 from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.ingest import IngestConfig, ingest_cohort
+from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.model.calibration import Calibration, calibrate
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
 from cass_pipeline.domain.model.metrics import branch_level

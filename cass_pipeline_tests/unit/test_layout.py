@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import cass_pipeline
-from cass_pipeline.layout import PARQUET, DataLayout
+from cass_pipeline.layout import MPR, PARQUET, RAW_FOLDERS, DataLayout, RawLayout, store_entry
 
 PACKAGE = Path(cass_pipeline.__file__).parent
 BENCHMARKS = PACKAGE.parent / "benchmarks"
@@ -33,6 +33,62 @@ def test_the_rule_finds_a_planted_literal():
         'y = f"{name}.parquet"\nz = "parquet"\n'
     )
     assert sorted(parquet_literals(planted)) == [2, 3]
+
+
+def raw_folder_literals(source: str) -> list[int]:
+    """Lines of `source` that spell a raw folder or the image store themselves: `x / "mpr"`,
+    a path string starting with a raw folder, or one naming `images/store`."""
+    tree = ast.parse(source)
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            right = node.right
+            if isinstance(right, ast.Constant) and right.value in RAW_FOLDERS:
+                found.add(node.lineno)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and (
+                node.value in (MPR, "volumes", "centrelines")
+                or node.value.startswith(tuple(f"{folder}/" for folder in RAW_FOLDERS))
+                or "images/store" in node.value
+            )
+        ):
+            found.add(node.lineno)
+    return sorted(found)
+
+
+def test_the_raw_folder_rule_finds_planted_literals():
+    planted = (
+        '"""Reads raw/mpr/<patient>."""\nx = raw / "mpr" / case\ny = staging / "reports"\n'
+        'z = f"mpr/{case}/{k}.dcm"\nw = f"images/store/{pid}.npy"\nv = name == "mpr"\n'
+        'u = {"reports": 3}\n'
+    )
+    assert raw_folder_literals(planted) == [2, 3, 4, 5, 6]
+
+
+def test_no_raw_folder_or_store_literal_outside_the_layout():
+    files = [*PACKAGE.rglob("*.py"), *BENCHMARKS.glob("*.py")]
+    offenders = {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for path in files
+        if path.name != "layout.py" and (lines := raw_folder_literals(path.read_text()))
+    }
+    assert offenders == {}
+
+
+def test_the_raw_side_and_the_store_of_a_patient(tmp_path):
+    layout = DataLayout(tmp_path / "raw", tmp_path / "processed")
+    raw = layout.raw_folders
+    assert raw == RawLayout(tmp_path / "raw")
+    assert [raw.mpr, raw.reports, raw.volumes, raw.centrelines] == [
+        tmp_path / "raw" / name for name in ("mpr", "reports", "volumes", "centrelines")
+    ]
+    assert raw.centreline_file("CASE-0001") == raw.centrelines / "CASE-0001.json"
+    assert layout.store_file("P1") == layout.processed / store_entry("P1")
+    assert layout.store_file("P1").parent == layout.image_store
 
 
 def test_no_parquet_literal_outside_the_layout():

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.ingest import IngestConfig, SourceFile
+from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.views import SourceFile
 from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.network import build_model
 from cass_pipeline.domain.prediction.predictor import (

@@ -2,7 +2,7 @@
 
 import yaml
 
-from cass_pipeline.domain.imaging.ingest import IngestConfig
+from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.series_names import (
     DEFAULT_ALIASES,
     alias_table,

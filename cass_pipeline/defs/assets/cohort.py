@@ -20,7 +20,7 @@ from cass_pipeline.domain.synthetic.config import (
     preset,
 )
 from cass_pipeline.domain.synthetic.provenance import missing_or_changed, public_keys
-from cass_pipeline.layout import GROUND_TRUTH_TABLES, ground_truth_table
+from cass_pipeline.layout import GROUND_TRUTH_TABLES, RawLayout, ground_truth_table
 
 
 def preset_choice(choices) -> str:
@@ -56,11 +56,12 @@ def refuse_empty_folder(raw: Path) -> None:
 
 
 def real_export_metadata(raw: Path) -> dict:
+    export = RawLayout(raw)
     return {
         "source": "real export",
         "path": dg.MetadataValue.path(str(raw)),
-        "patients": len(list((raw / "mpr").glob("*"))) if (raw / "mpr").is_dir() else 0,
-        "reports": len(list((raw / "reports").glob("*.txt"))),
+        "patients": len(list(export.mpr.glob("*"))) if export.mpr.is_dir() else 0,
+        "reports": len(list(export.reports.glob("*.txt"))),
     }
 
 

@@ -24,17 +24,14 @@ from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
-from cass_pipeline.domain.imaging.ingest import (
-    IngestConfig,
-    PatientSource,
-    discover,
-    ingest_cohort,
-)
+from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.ingest import discover, ingest_cohort
 from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image
 from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
+from cass_pipeline.domain.imaging.views import PatientSource
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
 from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
-from cass_pipeline.layout import DataLayout
+from cass_pipeline.layout import DataLayout, store_entry
 
 N_EXAMPLES = 4
 
@@ -112,7 +109,7 @@ def write_examples(
             kinds={"parquet"},
             description="One row per cleaned view: pseudonymised patient, artery, "
             "branch, view index, source and sha256, store location, "
-            "cleanup statistics; images in images/store/<patient>.npy.",
+            f"cleanup statistics; images in {store_entry('<patient>')}.",
         ),
         dg.AssetSpec(
             "mpr_rejects",
@@ -274,11 +271,12 @@ def mpr_manifest_has_patients(
     context: dg.AssetCheckExecutionContext, paths: CassPaths
 ) -> dg.AssetCheckResult:
     found = patients_in(paths.layout.manifest)
-    folders = len([p for p in (paths.raw / "mpr").glob("*") if p.is_dir()])
+    mpr = paths.layout.raw_folders.mpr
+    folders = len([p for p in mpr.glob("*") if p.is_dir()])
     rejected = len(pd.read_parquet(paths.layout.image_rejects, columns=["reason"]))
-    outside = files_outside(paths.raw, ("mpr", "volumes", "centrelines", "reports"))
+    outside = files_outside(paths.raw)
     seen = (
-        f"{folders} patient folders under {paths.raw / 'mpr'}, {rejected} rejected files "
+        f"{folders} patient folders under {mpr}, {rejected} rejected files "
         f"(see mpr_rejects) and {outside} files elsewhere under {paths.raw}"
     )
     return patient_count_check(
@@ -327,10 +325,11 @@ def mpr_rejects_ratio(paths: CassPaths) -> dg.AssetCheckResult:
 )
 def no_identifiers_in_image_outputs(paths: CassPaths, raw_format: RawFormat) -> dg.AssetCheckResult:
     identifiers = set()
+    mpr = paths.layout.raw_folders.mpr
     for source in discover(paths.raw, raw_format.index(paths.raw)):
         identifiers.add(source.key)
-        if source.mpr_dir is not None and source.mpr_dir.is_relative_to(paths.raw / "mpr"):
-            identifiers |= set(source.mpr_dir.relative_to(paths.raw / "mpr").parts[:1])
+        if source.mpr_dir is not None and source.mpr_dir.is_relative_to(mpr):
+            identifiers |= set(source.mpr_dir.relative_to(mpr).parts[:1])
         if source.mpr_dir is not None:
             first = next(
                 (f for f in source.files() if f.suffix.lower() not in {".png", ".jpg", ".jpeg"}),

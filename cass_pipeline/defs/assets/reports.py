@@ -131,11 +131,12 @@ def reports_have_patients(
     context: dg.AssetCheckExecutionContext, paths: CassPaths, raw_format: RawFormat
 ) -> dg.AssetCheckResult:
     found = patients_in(paths.layout.report_table("deidentified_reports"))
-    files = len(report_sources(paths.raw / "reports", raw_format.columns())[0])
+    folder = paths.layout.raw_folders.reports
+    files = len(report_sources(folder, raw_format.columns())[0])
     rejected = pq.read_table(paths.layout.report_rejects).num_rows
-    outside = files_outside(paths.raw, ("mpr", "volumes", "centrelines", "reports"))
+    outside = files_outside(paths.raw)
     seen = (
-        f"{files} reports under {paths.raw / 'reports'}, {rejected} rejected "
+        f"{files} reports under {folder}, {rejected} rejected "
         f"(see report_rejects) and {outside} files elsewhere under {paths.raw}"
     )
     previous = previous_patients(context, "deidentified_reports")
@@ -204,7 +205,7 @@ def no_identifiers_in_report_outputs(
     paths: CassPaths, raw_format: RawFormat
 ) -> dg.AssetCheckResult:
     identifiers = set()
-    for report in report_sources(paths.raw / "reports", raw_format.columns())[0]:
+    for report in report_sources(paths.layout.raw_folders.reports, raw_format.columns())[0]:
         identifiers |= report_identifiers(report)
     hits = {}
     for name in SCHEMAS:

@@ -37,6 +37,7 @@ from cass_pipeline.domain.cohort.report_sources import (
     ReportSource,
     report_sources,
 )
+from cass_pipeline.layout import RawLayout
 
 #: Why the index sets aside an image file it cannot place (ingestion adds the reader's reason).
 NO_PATIENT = "no PatientID in the header and not in a patient folder"
@@ -233,33 +234,57 @@ def link_report(
 def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex:
     """Patients, their one study's files, volumes and reports; everything unused, with why."""
     columns = columns or ReportColumns()
-    files, dicomdirs = image_files(raw / "mpr")
+    export = RawLayout(raw)
+    files, dicomdirs = image_files(export.mpr)
     rejects = [IndexReject(None, f.path, NO_PATIENT) for f in files if f.patient is None]
     files = with_folder_study(files)
     by_patient = studies_of(files)
     folders = {f.folder_patient: f.patient for f in files if f.folder_patient and f.patient}
-    reports, report_rejects = report_sources(raw / "reports", columns)
+    reports, report_rejects = report_sources(export.reports, columns)
     rejects += report_rejects
+    linked, unlinked, second_reports = link_reports(reports, by_patient, folders, columns)
+    rejects += second_reports
+    patients, second_studies = choose_studies(by_patient, linked, export.mpr)
+    rejects += second_studies
+    volumes = volume_patients(export, set(folders) | set(patients))
+    still_unlinked, unplaced = place_unlinked(unlinked, volumes, patients, bool(by_patient))
+    rejects += unplaced
+    return CohortIndex(
+        dict(sorted(patients.items())), still_unlinked, rejects, dicomdirs, files, reports
+    )
 
+
+def link_reports(
+    reports: list[ReportSource],
+    by_patient: dict[str, list[Study]],
+    folders: dict[str, str],
+    columns: ReportColumns,
+) -> tuple[dict[tuple[str, str], ReportSource], list[ReportSource], list[IndexReject]]:
+    """Each report on its study (`link_report`): the linked by (patient, study), the
+    unlinked, and a second report of a study as a reject."""
     linked: dict[tuple[str, str], ReportSource] = {}
-    unlinked: list[ReportSource] = []
+    unlinked, rejects = [], []
     for report in reports:
         study = link_report(report, by_patient, folders, columns.date_window_days)
         if study is None:
             unlinked.append(report)
         elif (study.patient, study.uid) in linked:
-            rejects.append(
-                IndexReject(
-                    study.patient,
-                    report.path,
-                    "a second report for the same study",
-                    "report",
-                )
-            )
+            reason = "a second report for the same study"
+            rejects.append(IndexReject(study.patient, report.path, reason, "report"))
         else:
             linked[(study.patient, study.uid)] = report
+    return linked, unlinked, rejects
 
+
+def choose_studies(
+    by_patient: dict[str, list[Study]],
+    linked: dict[tuple[str, str], ReportSource],
+    mpr: Path,
+) -> tuple[dict[str, IndexedPatient], list[IndexReject]]:
+    """One study per patient (the one linked to a report, else the latest) with its report;
+    the files of the other studies as rejects."""
     patients: dict[str, IndexedPatient] = {}
+    rejects = []
     for patient, studies in by_patient.items():
         with_report = [s for s in studies if (s.patient, s.uid) in linked]
         chosen = (with_report or sorted(studies, key=lambda s: (s.study_date or "", s.uid)))[-1]
@@ -275,29 +300,42 @@ def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex
             key = report.mrn  # a bitmap folder: the report names the patient
         folders_of_study = {f.folder_patient for f in chosen.files}
         root = (
-            raw / "mpr" / folders_of_study.pop()
+            mpr / folders_of_study.pop()
             if len(folders_of_study) == 1 and None not in folders_of_study
             else common_root(paths)
         )  # the patient's folder in a folder layout, so output paths never start with it
         patients[key] = IndexedPatient(
-            key,
-            paths,
-            root,
-            report=report,
-            study_date=chosen.study_date,
+            key, paths, root, report=report, study_date=chosen.study_date
         )
+    return patients, rejects
 
+
+def volume_patients(raw: RawLayout, taken: set[str]) -> dict[str, IndexedPatient]:
+    """Patients given as a volume with its centrelines, by file name, where no image folder
+    or patient has that name."""
     volumes: dict[str, IndexedPatient] = {}
-    for volume in sorted((raw / "volumes").glob("*.nii*")) if (raw / "volumes").is_dir() else []:
+    for volume in sorted(raw.volumes.glob("*.nii*")) if raw.volumes.is_dir() else []:
         name = volume.name.split(".")[0]
-        centreline = raw / "centrelines" / f"{name}.json"
-        if name not in folders and name not in patients and centreline.is_file():
+        centreline = raw.centreline_file(name)
+        if name not in taken and centreline.is_file():
             volumes[name] = IndexedPatient(name, volume=volume, centrelines=centreline)
-    still_unlinked = []
+    return volumes
+
+
+def place_unlinked(
+    unlinked: list[ReportSource],
+    volumes: dict[str, IndexedPatient],
+    patients: dict[str, IndexedPatient],
+    with_images: bool,
+) -> tuple[list[ReportSource], list[IndexReject]]:
+    """Reports no study took: a volume patient's by its name; without any images, each its
+    own patient (a second report of one as a reject); else left unlinked. The volume
+    patients join `patients`, keyed by their report's MRN."""
+    still_unlinked, rejects = [], []
     for report in unlinked:
         if report.row is None and report.stem in volumes and volumes[report.stem].report is None:
             volumes[report.stem].report = report  # a volume patient, named like its report
-        elif by_patient:
+        elif with_images:
             still_unlinked.append(report)
         else:  # reports without images: each names its own patient
             key = report.mrn or report.stem
@@ -310,9 +348,7 @@ def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex
     for name, entry in volumes.items():
         entry.key = entry.report.mrn if entry.report and entry.report.mrn else name
         patients.setdefault(entry.key, entry)
-    return CohortIndex(
-        dict(sorted(patients.items())), still_unlinked, rejects, dicomdirs, files, reports
-    )
+    return still_unlinked, rejects
 
 
 def common_root(paths: list[Path]) -> Path | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.privacy import Pseudonyms
+from cass_pipeline.layout import RAW_FOLDERS
 
 EXPECTED_IMAGES = (
     "raw/mpr/<patient>/<series>/<view>.dcm|.png, one folder per patient "
@@ -27,16 +28,16 @@ def too_few_patients(found: int, previous: int | None) -> str | None:
     return None
 
 
-def files_outside(raw: Path, folders: tuple[str, ...]) -> int:
-    """Files in sub-folders of `raw` other than `folders` (a wrong layout; hidden paths and
-    top-level files such as a cohort summary are not counted)."""
+def files_outside(raw: Path) -> int:
+    """Files in sub-folders of `raw` other than the raw folders CASS reads (a wrong layout;
+    hidden paths and top-level files such as a cohort summary are not counted)."""
     if not raw.is_dir():
         return 0
     count = 0
     for path in raw.rglob("*"):
         parts = path.relative_to(raw).parts
         hidden = any(part.startswith(".") for part in parts)
-        count += path.is_file() and not hidden and len(parts) > 1 and parts[0] not in folders
+        count += path.is_file() and not hidden and len(parts) > 1 and parts[0] not in RAW_FOLDERS
     return count
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cass_pipeline.layout import PARQUET
+from cass_pipeline.layout import PARQUET, REPORTS
 
 #: Header fields a report states: its links to a study (de-identification scrubs them too).
 DATE_NUMERIC = r"\b(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))\b"
@@ -93,7 +93,7 @@ def text_report(path: Path) -> ReportSource:
             exam = found.group(0)
             break
     return ReportSource(
-        origin=f"reports/{path.name}",
+        origin=f"{REPORTS}/{path.name}",
         path=path,
         row=None,
         mrn=mrn.group("value") if mrn else None,
@@ -138,7 +138,7 @@ def table_reports(
 
     reports = [
         ReportSource(
-            origin=f"reports/{path.name}#row {i + 1}",
+            origin=f"{REPORTS}/{path.name}#row {i + 1}",
             path=path,
             row=i,
             mrn=cell(row, columns.mrn),

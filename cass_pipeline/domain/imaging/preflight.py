@@ -12,15 +12,10 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cass_pipeline.domain.cohort.index import CohortIndex, ImageFile
-from cass_pipeline.domain.imaging.ingest import IngestConfig
+from cass_pipeline.domain.cohort.index import CohortIndex
+from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.readers import file_problem, set_aside_reason
 from cass_pipeline.domain.imaging.series_names import closest_branch
-
-
-def series_branch(file: ImageFile, config: IngestConfig) -> str | None:
-    """The branch of a file's series: its name, else its folder's name, through the aliases."""
-    return config.branch_of(file.series_name) or config.branch_of(file.path.parent.name)
 
 
 def preflight(raw: Path, index: CohortIndex, config: IngestConfig) -> dict:
@@ -42,7 +37,7 @@ def preflight(raw: Path, index: CohortIndex, config: IngestConfig) -> dict:
                 unusable.append({"path": relative(path), "reason": problem})
                 continue
             file = by_path[path]
-            branch = series_branch(file, config)
+            branch = config.branch_of_series(file.series_name, file.path.parent.name)
             if branch is None:
                 unknown[file.series_name] += 1
             else:

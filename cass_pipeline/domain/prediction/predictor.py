@@ -22,13 +22,9 @@ from torch import nn
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, CAD_RADS_OF_CLASS, STENOSIS_CLASSES
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.ingest import (
-    IngestConfig,
-    SourceFile,
-    assign_branches,
-    read_views,
-)
+from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.series_names import merged_aliases
+from cass_pipeline.domain.imaging.views import SourceFile, assign_branches, read_views
 from cass_pipeline.domain.model.aggregation import AttentionPooling, decide_branches
 from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS, Calibration
 from cass_pipeline.domain.model.inference import (

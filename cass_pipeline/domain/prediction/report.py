@@ -17,7 +17,7 @@ import pandas as pd
 from torch import nn
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
-from cass_pipeline.domain.imaging.ingest import PatientSource
+from cass_pipeline.domain.imaging.views import PatientSource
 from cass_pipeline.domain.model.explain import integrated_gradients, overlay
 from cass_pipeline.domain.plots import figure_png, pyplot
 from cass_pipeline.domain.prediction.predictor import PatientPrediction, Predictor

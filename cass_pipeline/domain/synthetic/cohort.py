@@ -17,7 +17,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, STENOSIS_CLASSES, cad_rads_category
-from cass_pipeline.domain.imaging.cpr import curved_mpr_views
+from cass_pipeline.domain.imaging.cpr import Volume, curved_mpr_views
 from cass_pipeline.domain.imaging.volume_io import write_centrelines, write_nifti
 from cass_pipeline.domain.storage import (
     exclusive_writer,
@@ -36,12 +36,14 @@ from cass_pipeline.domain.storage import (
 )
 from cass_pipeline.domain.synthetic.config import SynthConfig
 from cass_pipeline.domain.synthetic.coronary_tree import (
+    Branch,
     PatientAnatomy,
     apparent_stenosis,
     build_anatomy,
 )
 from cass_pipeline.domain.synthetic.export import (
     SERIES_SUFFIXES,
+    Identity,
     burn_in_text,
     contact_sheet,
     series_description,
@@ -63,7 +65,7 @@ from cass_pipeline.domain.synthetic.provenance import (
     read_marker,
 )
 from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
-from cass_pipeline.layout import ground_truth_table
+from cass_pipeline.layout import MPR, RawLayout, ground_truth_table
 
 PATIENT_SCHEMA = pa.schema(
     [
@@ -146,99 +148,139 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
     series_number = 0
     for name, branch in anatomy.branches.items():
         description = series_description(name, suffix, lowercase) if branch.exported else None
-        lesion = branch.lesion
-        branch_rows.append(
-            {
-                "case_id": case,
-                "branch": name,
-                "artery": ARTERY_OF_BRANCH[name],
-                "exported": branch.exported,
-                "series_description": description,
-                "length_mm": round(branch.length_mm, 2),
-                "stenosis_pct": branch.stenosis_pct,
-                "stenosis_class": branch.stenosis_class,
-                "label": STENOSIS_CLASSES.index(branch.stenosis_class),
-                "plaque_type": lesion.plaque if lesion else None,
-                "lesion_position": round(lesion.position, 4) if lesion else None,
-                "lesion_length_mm": round(lesion.length_mm, 2) if lesion else None,
-                "lesion_angle_deg": round(lesion.angle_deg, 2) if lesion else None,
-                "eccentricity": round(lesion.eccentricity, 4) if lesion else None,
-                "high_risk_plaque": bool(lesion and lesion.high_risk),
-                "stent": branch.stent is not None,
-                "myocardial_bridge": branch.bridge is not None,
-            }
-        )
-        if not branch.exported:
-            continue
-        series_number += 1
-        cpr = curved_mpr_views(
-            volume,
-            branch.frames.points,
-            config.n_views,
-            config.view_width_mm,
-            config.cpr_pixel_mm,
-            (config.image_size, config.image_size),
-        )
-        apparent = apparent_stenosis(lesion, cpr.angles_deg)
-        mm_per_col = config.view_width_mm / config.image_size
-        mm_per_row = branch.length_mm / config.image_size
-        folder = series_folder(description)
-        clean_views = window_to_uint8(cpr.images)
-        sheets[name] = clean_views
-        for k, (pixels, angle) in enumerate(zip(clean_views, cpr.angles_deg, strict=True)):
-            annotated = burn_in_text(
-                pixels,
-                [identity.mrn, description.replace(" *", ""), f"{angle:.0f} deg"],
-                identity.exam_date,
-                mm_per_col,
-            )
-            rel = (
-                f"mpr/{case}/{folder}/{k:03d}.{'dcm' if config.image_format == 'dicom' else 'png'}"
-            )
-            target = staging / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if config.image_format == "dicom":
-                write_dicom(
-                    target,
-                    annotated,
-                    identity,
-                    description,
-                    series_number,
-                    k,
-                    float(angle),
-                    (mm_per_row, mm_per_col),
-                    study_key=f"{config.seed}/{case}",
-                )
-            else:
-                write_png(target, annotated)
-            cut = bool(lesion is not None and apparent[k] >= 0.5 * lesion.stenosis_pct)
-            view_rows.append(
-                {
-                    "case_id": case,
-                    "branch": name,
-                    "view_index": k,
-                    "angle_deg": float(angle),
-                    "apparent_stenosis_pct": float(apparent[k]),
-                    "cut_through_lesion": cut,
-                    "file": rel,
-                }
-            )
+        branch_rows.append(branch_truth_row(case, name, branch, description))
+        if branch.exported:
+            series_number += 1
+            export = BranchExport(case, name, description, series_number)
+            sheets[name], rows = export_branch(config, volume, branch, identity, export, staging)
+            view_rows += rows
 
     style = REPORT_STYLES[index % len(REPORT_STYLES)]
+    written_raw = RawLayout(staging)
     write_text_atomic(
-        staging / "reports" / f"{case}.txt", write_report(anatomy, identity, style, text_rng)
+        written_raw.report_file(case), write_report(anatomy, identity, style, text_rng)
     )
     if config.write_volumes:
-        write_nifti(volume, staging / "volumes" / f"{case}.nii.gz")
+        write_nifti(volume, written_raw.volume_file(case))
         write_centrelines(
             {n: b.frames.points for n, b in anatomy.branches.items()},
-            staging / "centrelines" / f"{case}.json",
+            written_raw.centreline_file(case),
         )
     write_sheet(out_dir, case, anatomy, sheets, view_rows)
+    truth = {
+        "patient": patient_truth_row(case, anatomy, style, series_number),
+        "branches": branch_rows,
+        "views": view_rows,
+    }
+    return publish_record(config, out_dir, case, staging, truth)
 
+
+def branch_truth_row(case: str, name: str, branch: Branch, description: str | None) -> dict:
+    """The ground truth of one branch: its stenosis, lesion, devices and series name."""
+    lesion = branch.lesion
+    return {
+        "case_id": case,
+        "branch": name,
+        "artery": ARTERY_OF_BRANCH[name],
+        "exported": branch.exported,
+        "series_description": description,
+        "length_mm": round(branch.length_mm, 2),
+        "stenosis_pct": branch.stenosis_pct,
+        "stenosis_class": branch.stenosis_class,
+        "label": STENOSIS_CLASSES.index(branch.stenosis_class),
+        "plaque_type": lesion.plaque if lesion else None,
+        "lesion_position": round(lesion.position, 4) if lesion else None,
+        "lesion_length_mm": round(lesion.length_mm, 2) if lesion else None,
+        "lesion_angle_deg": round(lesion.angle_deg, 2) if lesion else None,
+        "eccentricity": round(lesion.eccentricity, 4) if lesion else None,
+        "high_risk_plaque": bool(lesion and lesion.high_risk),
+        "stent": branch.stent is not None,
+        "myocardial_bridge": branch.bridge is not None,
+    }
+
+
+@dataclass(frozen=True)
+class BranchExport:
+    """Which series one exported branch becomes."""
+
+    case: str
+    branch: str
+    description: str
+    series_number: int
+
+
+def export_branch(
+    config: SynthConfig,
+    volume: Volume,
+    branch: Branch,
+    identity: Identity,
+    export: BranchExport,
+    staging: Path,
+) -> tuple[np.ndarray, list[dict]]:
+    """One branch's curved MPR views, annotated as a workstation burns them in, written
+    under `staging` as DICOM or PNG; the clean views (for the contact sheet) and the
+    ground truth of every view."""
+    lesion = branch.lesion
+    cpr = curved_mpr_views(
+        volume,
+        branch.frames.points,
+        config.n_views,
+        config.view_width_mm,
+        config.cpr_pixel_mm,
+        (config.image_size, config.image_size),
+    )
+    apparent = apparent_stenosis(lesion, cpr.angles_deg)
+    mm_per_col = config.view_width_mm / config.image_size
+    mm_per_row = branch.length_mm / config.image_size
+    folder = RawLayout(staging).mpr_folder(export.case) / series_folder(export.description)
+    clean_views = window_to_uint8(cpr.images)
+    rows = []
+    for k, (pixels, angle) in enumerate(zip(clean_views, cpr.angles_deg, strict=True)):
+        annotated = burn_in_text(
+            pixels,
+            [identity.mrn, export.description.replace(" *", ""), f"{angle:.0f} deg"],
+            identity.exam_date,
+            mm_per_col,
+        )
+        target = folder / f"{k:03d}.{'dcm' if config.image_format == 'dicom' else 'png'}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if config.image_format == "dicom":
+            write_dicom(
+                target,
+                annotated,
+                identity,
+                export.description,
+                export.series_number,
+                k,
+                float(angle),
+                (mm_per_row, mm_per_col),
+                study_key=f"{config.seed}/{export.case}",
+            )
+        else:
+            write_png(target, annotated)
+        rows.append(
+            {
+                "case_id": export.case,
+                "branch": export.branch,
+                "view_index": k,
+                "angle_deg": float(angle),
+                "apparent_stenosis_pct": float(apparent[k]),
+                "cut_through_lesion": bool(
+                    lesion is not None and apparent[k] >= 0.5 * lesion.stenosis_pct
+                ),
+                "file": target.relative_to(staging).as_posix(),
+            }
+        )
+    return clean_views, rows
+
+
+def patient_truth_row(
+    case: str, anatomy: PatientAnatomy, style: str, exported_branches: int
+) -> dict:
+    """The ground truth of one patient: dominance, CAD-RADS, class, calcium, report style."""
     maxima = {n: b.stenosis_pct for n, b in anatomy.branches.items()}
     worst = max(STENOSIS_CLASSES.index(b.stenosis_class) for b in anatomy.branches.values())
-    patient_row = {
+    return {
         "case_id": case,
         "dominance": anatomy.dominance,
         "cad_rads": cad_rads_category(maxima),
@@ -246,17 +288,22 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
         "agatston": anatomy.agatston,
         "report_style": style,
         "n_branches": len(anatomy.branches),
-        "n_exported_branches": series_number,
+        "n_exported_branches": exported_branches,
     }
+
+
+def publish_record(
+    config: SynthConfig, out_dir: Path, case: str, staging: Path, truth: dict
+) -> dict:
+    """Swap a patient's staging tree into place under its marker: the marker names the
+    files first (incomplete), then is marked complete once they are in place."""
     written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     record = {
         "fingerprint": config.fingerprint(),
         "complete": False,
         "files": digests(staging, written),
         "replaces": digests(out_dir, patient_files(out_dir, case)),
-        "patient": patient_row,
-        "branches": branch_rows,
-        "views": view_rows,
+        **truth,
     }
     write_text_atomic(marker_path(out_dir, case), json.dumps(record))
     publish_patient(staging, out_dir, case, set(written), record["replaces"])
@@ -271,13 +318,13 @@ def publish_patient(
 ) -> None:
     """Move a patient's fully written staging tree into place; files of its previous version
     that the new one does not write are removed."""
-    publish_folder(staging / "mpr" / case, out_dir / "mpr" / case)
+    publish_folder(RawLayout(staging).mpr_folder(case), RawLayout(out_dir).mpr_folder(case))
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
         target = out_dir / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
     for rel in replaced.keys() - written:
-        if not rel.startswith(f"mpr/{case}/"):
+        if not rel.startswith(f"{MPR}/{case}/"):
             (out_dir / rel).unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -415,7 +462,7 @@ def prune_extra_patients(out_dir: Path, n_patients: int) -> None:
             continue
         for rel in patient_files(out_dir, case):
             (out_dir / rel).unlink()
-        shutil.rmtree(out_dir / "mpr" / case, ignore_errors=True)
+        shutil.rmtree(RawLayout(out_dir).mpr_folder(case), ignore_errors=True)
         for path in (out_dir / MARKER_DIR).glob(f"{case}.*"):
             path.unlink()
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from cass_pipeline.domain.cohort.report_sources import ReportColumns, text_report
 from cass_pipeline.domain.storage import atomic_path, write_text_atomic
+from cass_pipeline.layout import RawLayout
 
 RIS_EXPORT = "ris_export.csv"
 PACS_GENERATOR = "cass synth (PACS dump)"
@@ -25,7 +26,8 @@ PACS_GENERATOR = "cass synth (PACS dump)"
 
 def write_pacs_dump(cohort: Path, out: Path, seed: int) -> dict:
     """Re-write the generated cohort in `cohort` as a PACS dump and RIS export in `out`."""
-    views = sorted((cohort / "mpr").rglob("*.dcm"))
+    source, dump = RawLayout(cohort), RawLayout(out)
+    views = sorted(source.mpr.rglob("*.dcm"))
     if not views:
         raise ValueError("a PACS dump needs a DICOM cohort (generate it with --format dicom)")
     rng = np.random.default_rng(seed)
@@ -34,12 +36,12 @@ def write_pacs_dump(cohort: Path, out: Path, seed: int) -> dict:
         name = rng.bytes(8).hex()
         if name not in names:
             names.append(name)
-    for source, name in zip(views, names, strict=True):
-        with atomic_path(out / "mpr" / name) as tmp:
-            shutil.copyfile(source, tmp)
+    for view, name in zip(views, names, strict=True):
+        with atomic_path(dump.mpr / name) as tmp:
+            shutil.copyfile(view, tmp)
     columns = ReportColumns()
     rows = []
-    for path in sorted((cohort / "reports").glob("*.txt")):
+    for path in sorted(source.reports.glob("*.txt")):
         report = text_report(path)
         rows.append(
             {
@@ -50,7 +52,7 @@ def write_pacs_dump(cohort: Path, out: Path, seed: int) -> dict:
             }
         )
     table = pd.DataFrame(rows).iloc[rng.permutation(len(rows))]
-    with atomic_path(out / "reports" / RIS_EXPORT, suffix=".csv") as tmp:
+    with atomic_path(dump.reports / RIS_EXPORT, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     if (cohort / "ground_truth").is_dir():
         shutil.copytree(cohort / "ground_truth", out / "ground_truth", dirs_exist_ok=True)

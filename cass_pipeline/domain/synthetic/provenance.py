@@ -16,10 +16,11 @@ from pathlib import Path
 
 from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
+from cass_pipeline.layout import CENTRELINES, MPR, REPORTS, VOLUMES, RawLayout
 
 MARKER_DIR = ".synth"
 #: Folders beside `mpr/` that hold one file per patient, named `<case>.<suffix>`.
-PER_PATIENT_FOLDERS = ("reports", "volumes", "centrelines")
+PER_PATIENT_FOLDERS = (REPORTS, VOLUMES, CENTRELINES)
 
 
 class Provenance(enum.Enum):
@@ -46,7 +47,7 @@ def read_marker(out_dir: Path, case: str) -> dict | None:
 
 def patient_files(out_dir: Path, case: str) -> list[str]:
     """Paths (relative to `out_dir`) of every file on disk that belongs to patient `case`."""
-    found = [p for p in (out_dir / "mpr" / case).rglob("*") if p.is_file()]
+    found = [p for p in RawLayout(out_dir).mpr_folder(case).rglob("*") if p.is_file()]
     for folder in PER_PATIENT_FOLDERS:
         found += [p for p in (out_dir / folder).glob(f"{case}.*") if p.is_file()]
     return sorted(p.relative_to(out_dir).as_posix() for p in found)
@@ -66,7 +67,15 @@ def claimed_files(record: dict, case: str) -> dict[str, set[str | None]]:
     written before markers listed digests)."""
     if "files" not in record:
         legacy = [v["file"] for v in record.get("views", [])]
-        legacy += [f"reports/{case}.txt", f"volumes/{case}.nii.gz", f"centrelines/{case}.json"]
+        relative = RawLayout(Path())
+        legacy += [
+            path.as_posix()
+            for path in (
+                relative.report_file(case),
+                relative.volume_file(case),
+                relative.centreline_file(case),
+            )
+        ]
         return {rel: {None} for rel in legacy}
     claimed: dict[str, set[str | None]] = {}
     for listing in (record["files"], record.get("replaces", {})):
@@ -155,6 +164,6 @@ def cohort_pseudonyms(
 def folder_pseudonyms(folder: Path, key_file: Path, env_value: str | None = None) -> Pseudonyms:
     """Pseudonyms for one patient's folder: a folder inside a raw export (`raw/mpr/<patient>`)
     may be a generated patient; any other is keyed by the secret alone."""
-    if folder.parent.name == "mpr":
+    if folder.parent.name == MPR:
         return cohort_pseudonyms(folder.parent.parent, key_file, env_value)
     return Pseudonyms(load_secret(key_file, env_value))
