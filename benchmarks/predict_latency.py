@@ -68,11 +68,12 @@ def patient_folder(tmp: Path, views: int, whole: bool) -> Path:
 
 def register(tmp: Path):
     """A registry holding a 512-px ShuffleNet V2 x1.0 as champion."""
+    from cass_pipeline.domain.evaluation.config import CHAMPION
     from cass_pipeline.domain.imaging.cleanup import CleanupConfig
     from cass_pipeline.domain.imaging.config import IngestConfig
     from cass_pipeline.domain.model.network import build_model
-    from cass_pipeline.domain.prediction.predictor import ModelBundle
-    from cass_pipeline.runs.tracking import CHAMPION, Tracking
+    from cass_pipeline.domain.prediction.bundle import ModelBundle
+    from cass_pipeline.runs.tracking import Tracking
 
     tracking = Tracking(f"sqlite:///{tmp}/mlflow.db", "latency", (tmp / "artifacts").as_uri())
     bundle = ModelBundle("shufflenet_v2_x1_0", IngestConfig(CleanupConfig(size=512)))
@@ -123,17 +124,16 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+    from cass_pipeline.domain.evaluation.config import CHAMPION
     from cass_pipeline.domain.imaging.cleanup import clean_image
     from cass_pipeline.domain.imaging.readers import read_image
     from cass_pipeline.domain.imaging.views import PatientSource
     from cass_pipeline.domain.model.inference import BATCH_PIXELS
-    from cass_pipeline.domain.prediction.predictor import roll_up
-    from cass_pipeline.domain.prediction.report import (
-        predict_folder,
-        prediction_document,
-        render_report,
-    )
-    from cass_pipeline.runs.tracking import CHAMPION
+    from cass_pipeline.domain.prediction.document import prediction_document
+    from cass_pipeline.domain.prediction.folder import predict_folder
+    from cass_pipeline.domain.prediction.outputs import report_png
+    from cass_pipeline.domain.prediction.picture import render_report
+    from cass_pipeline.domain.prediction.rollup import roll_up
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -162,7 +162,8 @@ def main() -> None:
             args.repeats,
         )
         end_to_end_s = median_seconds(
-            lambda: predict_folder(predictor, folder, "bench", loaded.description()), args.repeats
+            lambda: report_png(predict_folder(predictor, folder, "bench", loaded.description())),
+            args.repeats,
         )
         step = max(1, BATCH_PIXELS // cleaned[0].size)
         served_ips = len(cleaned) / median_seconds(

@@ -15,6 +15,8 @@ def click_option(spec: OptionSpec):
     """`--name-with-dashes` for a field; booleans become `--x/--no-x` switches, Literals
     choices, and a `min` a range."""
     flag = "--" + spec.name.replace("_", "-")
+    if spec.required:
+        raise TypeError(f"{flag}: a CLI option needs a default")
     if spec.value_type is bool:
         return click.option(
             f"{flag}/--no-{flag[2:]}",

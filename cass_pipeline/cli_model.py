@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from cass_pipeline.cli_common import options_of, picture_target, write_picture
-from cass_pipeline.domain.model.config import TrainConfig
+from cass_pipeline.domain.model.config import EvaluateSettings, ExplainSettings, TrainConfig
+from cass_pipeline.domain.prediction.config import PredictSettings
+from cass_pipeline.domain.prediction.outputs import OUTPUT_FORMATS, WRITERS
 from cass_pipeline.layout import DataLayout
 from cass_pipeline.settings import CassSettings
 
@@ -83,12 +85,7 @@ def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
 @click.command()
 @click.argument("predictions", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
-@click.option(
-    "--bootstrap",
-    default=1000,
-    show_default=True,
-    help="Bootstrap rounds over patients for the 95% intervals (0: none).",
-)
+@options_of(EvaluateSettings)
 def evaluate(predictions: str, as_json: bool, bootstrap: int) -> None:
     """Segment, artery and patient metrics of view predictions (Parquet with patient_id,
     branch, view_index, label, pred)."""
@@ -106,16 +103,10 @@ def evaluate(predictions: str, as_json: bool, bootstrap: int) -> None:
     click.echo(json.dumps(metrics) if as_json else "\n".join(paper_comparison_lines(metrics)))
 
 
-model_option = click.option(
-    "--model",
-    "model_uri",
-    default="models:/cass-stenosis@champion",
-    show_default=True,
-    help="models:/name@alias, models:/name/version, an alias or a version number.",
-)
+model_option = options_of(PredictSettings, ("model",))
 
 
-def load_registered(model_uri: str, engine: str = "onnxruntime"):
+def load_registered(model_uri: str, engine: str = PredictSettings.engine):
     """The registered model, or one clear line and exit 1."""
     import os
 
@@ -130,32 +121,38 @@ def load_registered(model_uri: str, engine: str = "onnxruntime"):
 
 @click.command()
 @click.argument("patient_dir", type=click.Path(file_okay=False))
-@model_option
+@options_of(PredictSettings, ("model", "engine"))
 @click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
-    help="Folder for prediction.json and report.png (default: ./prediction-<pseudonym>).",
+    help="Output folder (default: ./prediction-<patient pseudonym>).",
 )
 @click.option("--explain", is_flag=True, help="Add Integrated Gradients of each decisive view.")
-@click.option("--steps", default=32, show_default=True, help="Integrated Gradients steps.")
+@options_of(ExplainSettings, ("steps",))
 @click.option(
-    "--engine",
-    default="onnxruntime",
+    "--output",
+    "outputs",
+    multiple=True,
+    type=click.Choice(OUTPUT_FORMATS),
+    default=OUTPUT_FORMATS,
     show_default=True,
-    help="onnxruntime (CPU) or pytorch.",
+    help="What to write (repeat for several): "
+    + "; ".join(f"{name}: {w.file_name}" for name, w in WRITERS.items()),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print prediction.json to stdout.")
-def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) -> None:
+def predict(patient_dir, model, engine, out_dir, explain, steps, outputs, as_json) -> None:
     """Score one patient's curved MPR export (DICOM or PNG, series in sub-folders) with a
-    registered model; write prediction.json and report.png."""
+    registered model; write prediction.json and report.png (or the chosen --output)."""
     import json
 
     from tqdm import tqdm
 
     from cass_pipeline.domain.cohort.index import folder_patient_key
     from cass_pipeline.domain.imaging.views import PatientSource
-    from cass_pipeline.domain.prediction.report import predict_folder, terminal_lines
+    from cass_pipeline.domain.prediction.document import terminal_lines
+    from cass_pipeline.domain.prediction.folder import predict_folder
+    from cass_pipeline.domain.prediction.outputs import write_outputs
     from cass_pipeline.domain.synthetic.provenance import folder_pseudonyms
 
     folder = Path(patient_dir).resolve()
@@ -164,12 +161,12 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
     files = PatientSource(folder.name, mpr_dir=folder).files()
     if not files:
         raise click.ClickException(f"{patient_dir}: the folder holds no files")
-    loaded = load_registered(model_uri, engine)
+    loaded = load_registered(model, engine)
     settings = CassSettings.from_env()
     pseudonyms = folder_pseudonyms(folder, settings.pseudonym_key_file, settings.pseudonym_key)
     patient = pseudonyms(folder_patient_key(folder))
     with tqdm(total=len(files), desc="reading and cleaning", unit="file", disable=None) as bar:
-        report = predict_folder(
+        predicted = predict_folder(
             loaded.predictor,
             folder,
             patient,
@@ -177,7 +174,7 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
             steps if explain else 0,
             on_file=bar.update,
         )
-    document = report.document
+    document = predicted.document
     if document["patient_class"] is None:
         reasons = sorted({r["reason"] for r in document["rejected"]})
         raise click.ClickException(
@@ -185,12 +182,12 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
             + (f" ({'; '.join(reasons[:3])})" if reasons else "")
         )
     out = Path(out_dir) if out_dir else Path(f"prediction-{patient}")
-    report.write(out)
+    written = write_outputs(predicted, out, outputs)
     if as_json:
         click.echo(json.dumps(document))
         return
     click.echo("\n".join(terminal_lines(document, loaded.name, loaded.version)))
-    click.echo(f"wrote {out / 'prediction.json'} and {out / 'report.png'}")
+    click.echo("wrote " + " and ".join(str(path) for path in written.values()))
 
 
 @click.command()
@@ -202,8 +199,8 @@ def predict(patient_dir, model_uri, out_dir, explain, steps, engine, as_json) ->
     type=click.Path(dir_okay=False),
     help="Heat-map PNG (default: IMAGE name + _ig.png in the working folder).",
 )
-@click.option("--steps", default=32, show_default=True)
-def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> None:
+@options_of(ExplainSettings, ("steps",))
+def explain(image: str, model: str, out_path: str | None, steps: int) -> None:
     """Classify one MPR image and write its Integrated Gradients heat map."""
     from cass_pipeline.domain.imaging.readers import ImageReadError, frame_of, read_image
     from cass_pipeline.domain.model.explain import explain_image
@@ -214,7 +211,7 @@ def explain(image: str, model_uri: str, out_path: str | None, steps: int) -> Non
         frame = frame_of(read_image(path.read_bytes(), path.suffix), 0)
     except ImageReadError as error:
         raise click.ClickException(f"{image}: {error}") from error
-    explained = explain_image(load_registered(model_uri).predictor, frame, steps)
+    explained = explain_image(load_registered(model).predictor, frame, steps)
     write_picture(target, explained.picture)
     click.echo("\n".join(explained.lines()) + f"; heat map {target}")
 

@@ -16,14 +16,14 @@ def config_fields(
     rename: dict[str, str] | None = None,
     defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Pydantic fields for `settings`' fields (all, or `only` these); `rename` gives a field
-    another config name and `defaults` another default (the asset's own, stated where the
-    config is built)."""
+    """Pydantic fields for `settings`' fields (all, or `only` these; one without a default is
+    required); `rename` gives a field another config name and `defaults` another default
+    (the asset's own, stated where the config is built)."""
     rename, defaults = rename or {}, defaults or {}
     built = {}
     for spec in option_specs(settings, only):
         limits = {"ge": spec.min} if spec.min is not None else {}
-        default = defaults.get(spec.name, spec.default)
+        default = defaults.get(spec.name, ... if spec.required else spec.default)
         built[rename.get(spec.name, spec.name)] = (
             spec.type,
             Field(default=default, description=spec.help, **limits),

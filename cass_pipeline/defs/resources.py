@@ -8,9 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 from mlflow.tracking import MlflowClient
+from pydantic import Field
 
+from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.cohort.report_sources import ReportColumns
+from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
 from cass_pipeline.domain.storage import exclusive_writer
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
@@ -49,23 +52,16 @@ class CassPaths(dg.ConfigurableResource):
         return exclusive_writer(folder, self.writer_wait_seconds, notify)
 
 
-class MlflowTracking(dg.ConfigurableResource):
+class MlflowTrackingResource(dg.ConfigurableResource):
     """MLflow tracking and registry for one experiment; works with sqlite or an http server."""
 
-    tracking_uri: str
-    experiment_name: str
-    artifact_root: str | None = None
-    registry_uri: str | None = None
-
     @classmethod
-    def from_settings(cls, settings: CassSettings) -> MlflowTracking:
+    def from_settings(cls, settings: CassSettings) -> MlflowTrackingResource:
         return cls(**asdict(Tracking.from_settings(settings)))
 
     def tracking(self) -> Tracking:
         """The tracking object every MLflow operation goes through (`runs.tracking`)."""
-        return Tracking(
-            self.tracking_uri, self.experiment_name, self.artifact_root, self.registry_uri
-        )
+        return settings_from(self, Tracking)
 
     def registry(self) -> Tracking:
         """`tracking()`, checked reachable: an unreachable store fails the step in one line."""
@@ -76,7 +72,7 @@ class MlflowTracking(dg.ConfigurableResource):
             raise dg.Failure(str(error)) from error
         return tracking
 
-    def load(self, reference: str, engine: str = "onnxruntime") -> LoadedModel:
+    def load(self, reference: str, engine: str = PredictSettings.engine) -> LoadedModel:
         """A registered model (`Tracking.load`), its errors failing the step in one line."""
         try:
             return self.tracking().load(reference, engine)
@@ -89,6 +85,15 @@ class MlflowTracking(dg.ConfigurableResource):
     def start_run(self, run_name: str, tags: dict[str, str] | None = None):
         """An active fluent-API run in this experiment, so `mlflow.log_*` calls land in it."""
         return self.tracking().start_run(run_name, tags)
+
+
+MlflowTracking = config_class(
+    "MlflowTracking",
+    MlflowTrackingResource,
+    "MLflow tracking and registry for one experiment (the fields of `runs.tracking.Tracking`); "
+    "works with sqlite or an http server.",
+    **config_fields(Tracking),
+)
 
 
 class Inbox(dg.ConfigurableResource):
@@ -126,32 +131,36 @@ class PseudonymKey(dg.ConfigurableResource):
         return cohort_pseudonyms(Path(raw_dir), Path(self.key_file), self.key, index)
 
 
-class RawFormat(dg.ConfigurableResource):
-    """How a site's raw export is written: the column names of its RIS report table, how
-    many days an exam date may lie from a study date when a report is linked by MRN, and the
-    site's own series alias table (YAML, merged over the default)."""
+class RawFormatResource(dg.ConfigurableResource):
+    """How a site's raw export is written, and the site's own series alias table (YAML,
+    merged over the default)."""
 
-    mrn_column: str = ReportColumns.mrn
-    accession_column: str = ReportColumns.accession
-    exam_date_column: str = ReportColumns.exam_date
-    text_column: str = ReportColumns.text
-    date_window_days: int = ReportColumns.date_window_days
-    series_aliases: str | None = None
+    series_aliases: str | None = Field(
+        default=None, description="the site's series alias table (YAML), merged over ours"
+    )
 
     @classmethod
-    def from_settings(cls, settings: CassSettings) -> RawFormat:
+    def from_settings(cls, settings: CassSettings) -> RawFormatResource:
         aliases = settings.series_aliases
         return cls(series_aliases=str(aliases) if aliases else None)
 
     def columns(self) -> ReportColumns:
-        return ReportColumns(
-            self.mrn_column,
-            self.accession_column,
-            self.exam_date_column,
-            self.text_column,
-            self.date_window_days,
-        )
+        return settings_from(self, ReportColumns, REPORT_COLUMN_FIELDS)
 
     def index(self, raw_dir: Path) -> CohortIndex:
         """Patients, studies, reports and their links in `raw_dir` (`index_cohort`)."""
         return index_cohort(Path(raw_dir), self.columns())
+
+
+#: The RIS columns' config names say they are columns.
+REPORT_COLUMN_FIELDS = {
+    name: f"{name}_column" for name in ("mrn", "accession", "exam_date", "text")
+}
+RawFormat = config_class(
+    "RawFormat",
+    RawFormatResource,
+    "How a site's raw export is written: the column names of its RIS report table and how "
+    "many days an exam date may lie from a study date (the domain's `ReportColumns`), and the "
+    "site's own series alias table (YAML, merged over the default).",
+    **config_fields(ReportColumns, rename=REPORT_COLUMN_FIELDS),
+)

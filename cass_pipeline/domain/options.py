@@ -20,13 +20,17 @@ def option(default: Any, help: str, **limits: int) -> Any:
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One settings field as the front ends need it."""
+    """One settings field as the front ends need it (`default` is MISSING when required)."""
 
     name: str
     type: Any  # resolved: Literal[...], int, float | None, ...
     default: Any
     help: str
     min: int | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
 
     @property
     def value_type(self) -> Any:
@@ -49,8 +53,6 @@ def option_specs(settings: type, only: tuple[str, ...] | None = None) -> list[Op
     specs = []
     for name in only or tuple(by_name):
         spec = by_name[name]
-        if spec.default is MISSING:
-            raise TypeError(f"{settings.__name__}.{name} has no default")
         specs.append(
             OptionSpec(
                 name,

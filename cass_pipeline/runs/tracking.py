@@ -9,7 +9,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -20,15 +20,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from cass_pipeline.domain.prediction.predictor import (
-    ModelBundle,
-    Predictor,
-    check_engine,
-    write_bundle,
-)
+from cass_pipeline.domain.evaluation.config import CHALLENGER, CHAMPION
+from cass_pipeline.domain.options import option
+from cass_pipeline.domain.prediction.bundle import ModelBundle, write_bundle
+from cass_pipeline.domain.prediction.config import PredictSettings, check_engine
+from cass_pipeline.domain.prediction.predictor import Predictor
 from cass_pipeline.settings import REGISTERED_MODEL_NAME, CassSettings
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 #: The run artifact listing the content hashes of the images a model learnt from.
 LEARNT_IMAGES = "learnt_images.csv"
 #: What the serving environment needs (`mlflow models serve --env-manager local` uses this one).
@@ -98,10 +96,10 @@ class LoadedModel:
 class Tracking:
     """Where runs and models go: sqlite (absolute URI) or an http tracking server."""
 
-    tracking_uri: str
-    experiment_name: str
-    artifact_root: str | None = None
-    registry_uri: str | None = None
+    tracking_uri: str = field(metadata={"help": "absolute sqlite:/// URI or an http server"})
+    experiment_name: str = field(metadata={"help": "the MLflow experiment of the runs"})
+    artifact_root: str | None = option(None, "artifact location of a new experiment (a URI)")
+    registry_uri: str | None = option(None, "model registry URI (default: the tracking URI)")
 
     @classmethod
     def from_settings(cls, settings: CassSettings) -> Tracking:
@@ -190,7 +188,7 @@ class Tracking:
             raise
 
     def load(
-        self, reference: str = CHAMPION, engine: str = "onnxruntime", device: str = "cpu"
+        self, reference: str = CHAMPION, engine: str = PredictSettings.engine, device: str = "cpu"
     ) -> LoadedModel:
         """The registered pyfunc model as a `Predictor`, with what identifies it."""
         import mlflow.pyfunc

@@ -40,7 +40,7 @@ from cass_pipeline.domain.model.splits import (
 )
 from cass_pipeline.domain.model.train import EpochRecord, distributed_context, train
 from cass_pipeline.domain.plots import figure_png, pyplot
-from cass_pipeline.domain.prediction.predictor import ModelBundle
+from cass_pipeline.domain.prediction.bundle import ModelBundle
 from cass_pipeline.domain.storage import write_parquet_atomic
 from cass_pipeline.layout import DataLayout
 from cass_pipeline.runs.tracking import LEARNT_IMAGES, Tracking

@@ -169,7 +169,8 @@ def test_evaluate_cli_json(tmp_path):
 
 
 def test_a_champion_that_cannot_be_served_loses_its_place(two_rounds):
-    from cass_pipeline.runs.tracking import CHAMPION, Tracking
+    from cass_pipeline.domain.evaluation.config import CHAMPION
+    from cass_pipeline.runs.tracking import Tracking
     from cass_pipeline_tests.helpers import register_without_bundle
 
     root = two_rounds[0]
@@ -193,7 +194,8 @@ def test_a_champion_that_cannot_be_served_loses_its_place(two_rounds):
 def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_rounds, monkeypatch):
     import pandas as pd
 
-    from cass_pipeline.runs.tracking import CHAMPION, Tracking
+    from cass_pipeline.domain.evaluation.config import CHAMPION
+    from cass_pipeline.runs.tracking import Tracking
 
     root = two_rounds[0]
     tracking = Tracking(
@@ -255,8 +257,9 @@ def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
 
     import pandas as pd
 
-    from cass_pipeline.domain.prediction.predictor import ModelBundle
-    from cass_pipeline.runs.tracking import CHAMPION, Tracking
+    from cass_pipeline.domain.evaluation.config import CHAMPION
+    from cass_pipeline.domain.prediction.bundle import ModelBundle
+    from cass_pipeline.runs.tracking import Tracking
 
     root = two_rounds[0]
     tracking = Tracking(

@@ -26,6 +26,7 @@ from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, prediction
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
 from cass_pipeline.domain.cohort.index import folder_patient_key
+from cass_pipeline.domain.evaluation.config import CHAMPION
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
@@ -33,11 +34,11 @@ from cass_pipeline.domain.model.calibration import Calibration, calibrate
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
 from cass_pipeline.domain.model.metrics import branch_level
 from cass_pipeline.domain.model.network import build_model, to_model_input
-from cass_pipeline.domain.prediction.predictor import ModelBundle
-from cass_pipeline.domain.prediction.report import prediction_document
+from cass_pipeline.domain.prediction.bundle import ModelBundle
+from cass_pipeline.domain.prediction.document import prediction_document
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, load_secret, pseudonymise
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
-from cass_pipeline.runs.tracking import CHAMPION, Tracking
+from cass_pipeline.runs.tracking import Tracking
 from cass_pipeline_tests.helpers import layout_of, register_without_bundle
 from cass_pipeline_tests.servers import free_port
 

@@ -11,14 +11,11 @@ from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.views import SourceFile
 from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.network import build_model
-from cass_pipeline.domain.prediction.predictor import (
-    ModelBundle,
-    PatientPrediction,
-    Predictor,
-    roll_up,
-    write_bundle,
-)
-from cass_pipeline.domain.prediction.report import decisive_views, prediction_document
+from cass_pipeline.domain.prediction.bundle import ModelBundle, write_bundle
+from cass_pipeline.domain.prediction.document import prediction_document
+from cass_pipeline.domain.prediction.picture import decisive_views
+from cass_pipeline.domain.prediction.predictor import PatientPrediction, Predictor
+from cass_pipeline.domain.prediction.rollup import roll_up
 from cass_pipeline.runs.serving import example_request
 
 BUNDLE = ModelBundle("shufflenet_v2_x0_5", IngestConfig(CleanupConfig(size=32)))
@@ -160,7 +157,7 @@ def test_a_bundle_exported_before_embeddings_still_votes(predictor, tmp_path):
 
 @pytest.mark.slow
 def test_an_export_that_disagrees_with_the_network_is_refused(tmp_path, monkeypatch):
-    import cass_pipeline.domain.prediction.predictor as prediction
+    import cass_pipeline.domain.prediction.bundle as prediction
 
     other = build_model("shufflenet_v2_x0_5", "none").model
     real_export = prediction.export_onnx

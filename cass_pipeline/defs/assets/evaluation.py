@@ -11,35 +11,32 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from cass_pipeline.defs.assets.model import patient_splits, stenosis_model
+from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.defs.presentation import none_as_text, parquet_metadata, png_markdown
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain.evaluation import promotion
+from cass_pipeline.domain.evaluation.config import CHALLENGER, CHAMPION
 from cass_pipeline.domain.evaluation.report import (
     RANKING_SCHEMA,
     TRIAGE_METRICS,
     EvaluationReport,
     evaluate_model,
 )
-from cass_pipeline.domain.model.calibration import Calibration
+from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS, Calibration
+from cass_pipeline.domain.model.config import EvaluateSettings, ExplainSettings
 from cass_pipeline.domain.model.data import ViewDataset
-from cass_pipeline.domain.model.explain import VESSEL_BAND, explain_views, explanation_sample
+from cass_pipeline.domain.model.explain import explain_views, explanation_sample
 from cass_pipeline.domain.model.inference import (
     TorchEngine,
     largest_difference,
     view_probabilities,
 )
-from cass_pipeline.domain.prediction.predictor import (
-    ONNX_TOLERANCE,
-    PROBABILITY_COLUMNS,
-    VIEW_PREDICTION_SCHEMA,
-)
+from cass_pipeline.domain.prediction.bundle import ONNX_TOLERANCE
+from cass_pipeline.domain.prediction.predictor import VIEW_PREDICTION_SCHEMA
 from cass_pipeline.domain.storage import write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from cass_pipeline.runs.tracking import (
-    CHALLENGER,
-    CHAMPION,
     LoadedModel,
     NotServableError,
     Tracking,
@@ -150,8 +147,12 @@ def report_metadata(report: EvaluationReport) -> dict:
     }
 
 
-class EvaluationConfig(dg.Config):
-    bootstrap: int = Field(default=1000, description="bootstrap rounds over patients")
+EvaluationConfig = config_class(
+    "EvaluationConfig",
+    dg.Config,
+    "How the metrics are computed: the domain's `EvaluateSettings`.",
+    **config_fields(EvaluateSettings),
+)
 
 
 @dg.asset(group_name="evaluation", deps=[test_predictions], kinds={"mlflow"})
@@ -165,7 +166,8 @@ def evaluation_report(
     tracking = mlflow_tracking.registry()
     run_id = tracking.model_version(str(version)).run_id
     bundle = mlflow_tracking.load(str(version)).predictor.bundle
-    report = evaluate_model(predictions, bundle.calibration, bundle.aggregation, config.bootstrap)
+    bootstrap = settings_from(config, EvaluateSettings).bootstrap
+    report = evaluate_model(predictions, bundle.calibration, bundle.aggregation, bootstrap)
     document = report.document(version, run_id)
     write_text_atomic(paths.layout.evaluation_report, json.dumps(document, indent=2))
     write_parquet_atomic(report.ranking, paths.layout.patient_ranking, RANKING_SCHEMA)
@@ -297,13 +299,12 @@ def champion_model(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.Mate
     )
 
 
-class ExplanationConfig(dg.Config):
-    per_class: int = Field(default=2, description="test views explained per true class")
-    steps: int = Field(default=32, description="Integrated Gradients steps")
-    vessel_band: float = Field(
-        default=VESSEL_BAND,
-        description="share of the width around the centreline counted as the vessel",
-    )
+ExplanationConfig = config_class(
+    "ExplanationConfig",
+    dg.Config,
+    "Which test views are explained, and how: the domain's `ExplainSettings`.",
+    **config_fields(ExplainSettings),
+)
 
 
 @dg.asset(group_name="evaluation", deps=[test_predictions], kinds={"pytorch"})
@@ -316,13 +317,14 @@ def explanations(
     predictions = pd.read_parquet(paths.layout.test_predictions)
     loaded = mlflow_tracking.load(CHALLENGER)
     views = test_views(paths)
-    picks = explanation_sample(views, predictions, config.per_class)
+    settings = settings_from(config, ExplainSettings)
+    picks = explanation_sample(views, predictions, settings.per_class)
     explained = explain_views(
         loaded.predictor.network(),
         ViewDataset(views, paths.processed),
         picks,
-        config.steps,
-        config.vessel_band,
+        settings.steps,
+        settings.vessel_band,
     )
     paths.layout.explanations.mkdir(parents=True, exist_ok=True)
     for view in explained:
@@ -336,7 +338,7 @@ def explanations(
             "model_version": loaded.version,
             "views_explained": len(explained),
             "vessel_band_attribution_fraction": mean,
-            "vessel_band_area_fraction": config.vessel_band,
+            "vessel_band_area_fraction": settings.vessel_band,
             **{view.name: png_markdown(view.png, view.caption) for view in explained},
         }
     )

@@ -13,9 +13,11 @@ from pydantic import Field
 from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.defs.presentation import parquet_metadata
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+from cass_pipeline.domain.evaluation.config import CHALLENGER
 from cass_pipeline.domain.model import splits as split_rules
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.runs.training import TrainingSpec, run_training, write_splits
+from cass_pipeline.settings import REGISTERED_MODEL_NAME
 
 SplitConfig = config_class(
     "SplitConfig",
@@ -129,8 +131,10 @@ def stenosis_model(
     metadata["mlflow_run"] = dg.MetadataValue.text(
         f"{tracking.tracking_uri} experiment {tracking.experiment_name} run {summary.run_id}"
     )
-    metadata["model_uri"] = dg.MetadataValue.text(f"models:/cass-stenosis/{summary.model_version}")
-    metadata["alias"] = "challenger"
+    metadata["model_uri"] = dg.MetadataValue.text(
+        f"models:/{REGISTERED_MODEL_NAME}/{summary.model_version}"
+    )
+    metadata["alias"] = CHALLENGER
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -8,23 +8,35 @@ import dagster as dg
 from pydantic import Field
 
 from cass_pipeline.defs.assets.evaluation import champion_model
+from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.defs.presentation import png_markdown
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
+from cass_pipeline.domain.prediction.config import PredictSettings
+from cass_pipeline.domain.prediction.folder import predict_folder
 from cass_pipeline.domain.prediction.inbox import folder_of, scan_inbox
-from cass_pipeline.domain.prediction.report import predict_folder
+from cass_pipeline.domain.prediction.outputs import OUTPUT_FORMATS, WRITERS, write_outputs
 
 inbox_patients = dg.DynamicPartitionsDefinition(name="inbox_patients")
 
 
-class PredictionConfig(dg.Config):
-    model: str = Field(
-        default="models:/cass-stenosis@champion",
-        description="models:/name@alias, models:/name/version, an alias or a version",
+class PredictionRunConfig(dg.Config):
+    """The files each inbox prediction writes (the prediction writers' registry)."""
+
+    outputs: list[str] = Field(
+        default=list(OUTPUT_FORMATS),
+        description="; ".join(
+            f"{name}: {w.file_name}, {w.description}" for name, w in WRITERS.items()
+        ),
     )
-    engine: str = Field(default="onnxruntime", description="onnxruntime (CPU) or pytorch")
-    explain_steps: int = Field(
-        default=0, description="Integrated Gradients steps for the decisive views (0: none)"
-    )
+
+
+PredictionConfig = config_class(
+    "PredictionConfig",
+    PredictionRunConfig,
+    "Which registered model scores an inbox patient, and what it writes: the domain's "
+    "`PredictSettings`.",
+    **config_fields(PredictSettings),
+)
 
 
 @dg.asset(
@@ -48,13 +60,14 @@ def patient_prediction(
     folder = folder_of(inbox.path, patient, pseudonyms.secret_pseudonyms())
     if folder is None:
         raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
-    loaded = mlflow_tracking.load(config.model, config.engine)
-    report = predict_folder(
-        loaded.predictor, folder, patient, loaded.description(), config.explain_steps
+    settings = settings_from(config, PredictSettings)
+    loaded = mlflow_tracking.load(settings.model, settings.engine)
+    predicted = predict_folder(
+        loaded.predictor, folder, patient, loaded.description(), settings.explain_steps
     )
     out = paths.layout.prediction(patient)
-    report.write(out)
-    document = report.document
+    written = write_outputs(predicted, out, config.outputs)
+    document = predicted.document
     context.log.info(
         f"{patient}: {document['patient_class'] or 'no prediction'} with {loaded.name} "
         f"version {loaded.version}"
@@ -72,8 +85,17 @@ def patient_prediction(
             "model_version": loaded.version,
             "model_uri": document["model"]["uri"],
             "engine": loaded.predictor.engine.name,
-            "report": png_markdown(report.report_png, f"prediction report of {patient}"),
-            "path": dg.MetadataValue.path(str(out / "prediction.json")),
+            **(
+                {
+                    "report": png_markdown(
+                        written["png"].read_bytes(), f"prediction report of {patient}"
+                    )
+                }
+                if "png" in written
+                else {}
+            ),
+            "path": dg.MetadataValue.path(str(written.get("json", out))),
+            "files": dg.MetadataValue.json(sorted(path.name for path in written.values())),
         }
     )
 

@@ -5,6 +5,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
+from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.defs.presentation import (
     parquet_metadata,
     patient_count_check,
@@ -16,6 +17,7 @@ from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_REPORTS, files_outside
 from cass_pipeline.domain.cohort.report_sources import report_sources
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
+from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.pipeline import parse_cohort_reports, report_identifiers
 from cass_pipeline.domain.reports.tables import (
     BRANCH_LABEL_SCHEMA,
@@ -45,11 +47,12 @@ DESCRIPTIONS = {
 }
 
 
-class ReportConfig(dg.Config):
-    """How reports are read."""
-
-    bare_50_significant: bool = True
-    workers: int | None = None
+ReportConfig = config_class(
+    "ReportConfig",
+    dg.Config,
+    "How reports are read: the domain's `ReportSettings`.",
+    **config_fields(ReportSettings),
+)
 
 
 @dg.multi_asset(
@@ -88,11 +91,12 @@ def label_reports(
     keys: Pseudonyms,
 ):
     previous = patients_in(paths.layout.report_table("deidentified_reports"))
+    settings = settings_from(config, ReportSettings)
     cohort = parse_cohort_reports(
         index,
         keys,
-        workers=config.workers,
-        bare_50_significant=config.bare_50_significant,
+        workers=settings.workers,
+        bare_50_significant=settings.bare_50_significant,
     )
     tables = report_tables(cohort)
     context.log.info(f"{len(cohort.reports)} reports parsed, {len(cohort.rejects)} rejected")

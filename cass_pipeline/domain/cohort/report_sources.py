@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cass_pipeline.domain.options import option
 from cass_pipeline.layout import PARQUET, REPORTS
 
 #: Header fields a report states: its links to a study (de-identification scrubs them too).
@@ -51,11 +52,13 @@ class IndexReject:
 class ReportColumns:
     """Column names of a RIS export, and how far an exam date may be from a study date."""
 
-    mrn: str = "MRN"
-    accession: str = "Accession"
-    exam_date: str = "ExamDate"
-    text: str = "ReportText"
-    date_window_days: int = 7
+    mrn: str = option("MRN", "column of the patient's MRN")
+    accession: str = option("Accession", "column of the accession number")
+    exam_date: str = option("ExamDate", "column of the exam date")
+    text: str = option("ReportText", "column of the report text")
+    date_window_days: int = option(
+        7, "days an exam date may lie from a study date when linked by MRN", min=0
+    )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Training settings, declared once: the CLI options and the Dagster config are generated
-from `TrainConfig` (`domain.options`). Pure: no torch, so the CLI starts fast."""
+"""Training, evaluation and explanation settings, declared once: the CLI options and the
+Dagster configs are generated from them (`domain.options`). Pure: no torch, so the CLI
+starts fast."""
 
 from __future__ import annotations
 
@@ -45,3 +46,23 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         return settings_hash(asdict(self))
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """How the segment, artery and patient metrics are computed."""
+
+    bootstrap: int = option(
+        1000, "bootstrap rounds over patients for the 95% intervals (0: none)", min=0
+    )
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """Integrated Gradients of test views: how finely, how many, and what counts as vessel."""
+
+    steps: int = option(32, "Integrated Gradients steps", min=1)
+    per_class: int = option(2, "test views explained per true class", min=1)
+    vessel_band: float = option(
+        0.25, "share of the view's width around the centreline counted as the vessel"
+    )

@@ -12,11 +12,12 @@ from torch import nn
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.imaging.cleanup import clean_image
+from cass_pipeline.domain.model.config import ExplainSettings
 from cass_pipeline.domain.model.network import to_model_input
 
 
 def integrated_gradients(
-    model: nn.Module, image: np.ndarray, target: int, steps: int = 32
+    model: nn.Module, image: np.ndarray, target: int, steps: int = ExplainSettings.steps
 ) -> np.ndarray:
     """Attribution per pixel (H, W), summed over the three replicated channels, for class
     `target`, from a black baseline."""
@@ -73,12 +74,12 @@ def explanation_sample(views: pd.DataFrame, predictions: pd.DataFrame, per_class
     return keyed.sample(frac=1, random_state=0).groupby("label").head(per_class)
 
 
-#: Share of the view's width around the centreline counted as the vessel.
-VESSEL_BAND = 0.25
-
-
 def explained(
-    model: nn.Module, image: np.ndarray, target: int, steps: int, band: float = VESSEL_BAND
+    model: nn.Module,
+    image: np.ndarray,
+    target: int,
+    steps: int,
+    band: float = ExplainSettings.vessel_band,
 ) -> tuple[np.ndarray, float]:
     """Integrated Gradients of `target` on a cleaned view: the heat-map overlay (BGR) and the
     share of the attribution on the central vessel band."""

@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
+from cass_pipeline.domain.model.config import EvaluateSettings
 
 N_CLASSES = 3
 
@@ -66,7 +67,9 @@ def confusion(labels, predictions) -> np.ndarray:
     return matrix
 
 
-def level_metrics(frame: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict:
+def level_metrics(
+    frame: pd.DataFrame, bootstrap: int = EvaluateSettings.bootstrap, seed: int = 0
+) -> dict:
     """Accuracy, weighted F1, row-normalised confusion, per-class sensitivity and specificity,
     the share of significant cases called no_stenosis, and 95% bootstrap intervals of accuracy
     and weighted F1 over patients."""
@@ -118,7 +121,9 @@ def bootstrap_intervals(frame: pd.DataFrame, rounds: int, seed: int) -> dict:
     }
 
 
-def evaluate(views: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict:
+def evaluate(
+    views: pd.DataFrame, bootstrap: int = EvaluateSettings.bootstrap, seed: int = 0
+) -> dict:
     """Metrics at the segment (branch), artery and patient level from view predictions with
     columns patient_id, branch, view_index, label, pred (and optionally branch_pred)."""
     if views.empty:

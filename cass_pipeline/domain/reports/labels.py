@@ -26,6 +26,7 @@ from cass_pipeline.domain.anatomy import (
     class_of_percent,
     plaque_burden,
 )
+from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.parser import Mention, ReportReading
 
 
@@ -112,7 +113,9 @@ def label_branch(branch: str, mentions: list[Mention], bare_50_significant: bool
     return label
 
 
-def label_report(reading: ReportReading, bare_50_significant: bool = True) -> ReportLabels:
+def label_report(
+    reading: ReportReading, bare_50_significant: bool = ReportSettings.bare_50_significant
+) -> ReportLabels:
     """Branch labels, patient class and CAD-RADS of one report reading."""
     by_branch: dict[str, list[Mention]] = {}
     for mention in reading.mentions:

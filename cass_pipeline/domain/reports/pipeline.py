@@ -13,6 +13,7 @@ from functools import lru_cache, partial
 
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.report_sources import ReportSource
+from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.deid import deidentify, header_identifiers
 from cass_pipeline.domain.reports.labels import ReportLabels, label_report
 from cass_pipeline.domain.reports.parser import build_nlp, read_report
@@ -71,7 +72,9 @@ def parse_chunk(items: list[tuple[str, str]], bare_50_significant: bool) -> list
     ]
 
 
-def parse_report_text(raw: str, bare_50_significant: bool = True) -> tuple[str, ReportLabels]:
+def parse_report_text(
+    raw: str, bare_50_significant: bool = ReportSettings.bare_50_significant
+) -> tuple[str, ReportLabels]:
     """De-identified text and labels of one report (the CLI's path)."""
     [(_, text, _, labels)] = parse_chunk([("", raw)], bare_50_significant)
     return text, labels
@@ -120,7 +123,7 @@ def parse_cohort_reports(
     index: CohortIndex,
     pseudonyms: Callable[[str], str],
     workers: int | None = None,
-    bare_50_significant: bool = True,
+    bare_50_significant: bool = ReportSettings.bare_50_significant,
 ) -> ParsedCohort:
     """Every report of the cohort, under its patient's pseudonym, parsed; unlinked,
     unreadable, empty, duplicate and finding-less reports and images without a report

@@ -1,0 +1,176 @@
+"""A registered model's folder: the ingestion settings (cleanup, minimum views per branch,
+the series alias table), the class map, the roll-up rules, the network as ONNX and as
+PyTorch weights, the calibration; written once at registration, read by every predictor."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, CAD_RADS_OF_CLASS, STENOSIS_CLASSES
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.series_names import merged_aliases
+from cass_pipeline.domain.model.aggregation import AttentionPooling
+from cass_pipeline.domain.model.calibration import Calibration
+from cass_pipeline.domain.model.inference import (
+    OnnxEngine,
+    TorchEngine,
+    export_onnx,
+    largest_difference,
+    predict_probabilities,
+)
+from cass_pipeline.domain.model.network import build_model
+from cass_pipeline.domain.storage import write_text_atomic
+
+BUNDLE_FILE, ALIASES_FILE, ONNX_FILE, WEIGHTS_FILE, ATTENTION_FILE = (
+    "bundle.json",
+    "series_aliases.yaml",
+    "model.onnx",
+    "weights.pt",
+    "attention.pt",
+)
+
+
+BRANCH_RULES = {
+    "vote": "majority vote of its views, a tie going to the most severe tied class",
+    "attention": "the attention head's class over its views' embeddings (attention.pt)",
+}
+
+
+ROLLUP_RULES = {
+    "branch": "see `aggregation`; probabilities are the mean of its views'",
+    "artery": "most severe of its branches (LM folds into LAD, RI into LCX); "
+    "probabilities of that branch",
+    "patient": "most severe of its arteries; probabilities of that artery",
+    "significant_score": "branch: its P(significant); artery and patient: the highest of "
+    "their branches'",
+    "refer": "a significant class, or significant_score at or above the model's referral "
+    "threshold (fitted on validation for the target sensitivity)",
+}
+
+
+#: Largest probability difference allowed between the ONNX export and the PyTorch network.
+ONNX_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """What a registered model needs besides its weights."""
+
+    arch: str
+    ingest: IngestConfig
+    classes: tuple[str, ...] = STENOSIS_CLASSES
+    artery_of_branch: dict[str, str] = field(default_factory=lambda: dict(ARTERY_OF_BRANCH))
+    recorded_cleanup: str | None = None
+    calibration: Calibration = field(default_factory=Calibration)
+    aggregation: str = "vote"
+    attention: AttentionPooling | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def image_size(self) -> int:
+        return self.ingest.cleanup.size
+
+    @property
+    def cleanup_fingerprint(self) -> str:
+        """How the training images were cleaned: recorded at registration (an older cleanup
+        algorithm gives another fingerprint for the same settings)."""
+        return self.recorded_cleanup or self.ingest.cleanup.fingerprint()
+
+    def cleans_as_trained(self) -> bool:
+        """Whether this code's cleanup is the one the model was trained with."""
+        return self.cleanup_fingerprint == self.ingest.cleanup.fingerprint()
+
+    def to_json(self) -> dict:
+        ingest = asdict(self.ingest)
+        ingest.pop("aliases")  # the merged table travels as its own file
+        ingest.pop("site_aliases")
+        return {
+            "arch": self.arch,
+            "image_size": self.image_size,
+            "ingest": ingest,
+            "cleanup_fingerprint": self.cleanup_fingerprint,
+            "classes": list(self.classes),
+            "artery_of_branch": self.artery_of_branch,
+            "rollup": ROLLUP_RULES,
+            "aggregation": self.aggregation,
+            "aggregation_rule": BRANCH_RULES[self.aggregation],
+            "cad_rads_of_class": CAD_RADS_OF_CLASS,
+            "calibration": self.calibration.to_json(),
+        }
+
+    @classmethod
+    def read(cls, folder: Path) -> ModelBundle:
+        data = json.loads((folder / BUNDLE_FILE).read_text())
+        ingest = dict(data["ingest"])
+        cleanup = CleanupConfig(**ingest.pop("cleanup"))
+        return cls(
+            arch=data["arch"],
+            ingest=IngestConfig(cleanup=cleanup, aliases=str(folder / ALIASES_FILE), **ingest),
+            classes=tuple(data["classes"]),
+            artery_of_branch=data["artery_of_branch"],
+            recorded_cleanup=data.get("cleanup_fingerprint"),
+            calibration=Calibration.from_json(data.get("calibration")),
+            aggregation=data.get("aggregation", "vote"),
+            attention=read_attention(folder) if data.get("aggregation") == "attention" else None,
+        )
+
+    def check_store(self, fingerprints: Iterable[str]) -> None:
+        """Refuse views cleaned otherwise than this bundle cleans (train/serve skew)."""
+        found, expected = set(fingerprints), self.cleanup_fingerprint
+        if found - {expected}:
+            raise ValueError(
+                f"the model expects views cleaned as {expected}, the image store holds "
+                f"{sorted(found)}: re-run the image ingestion with the model's settings"
+            )
+
+
+def read_attention(folder: Path) -> AttentionPooling:
+    state = torch.load(folder / ATTENTION_FILE, map_location="cpu", weights_only=True)
+    head = AttentionPooling(state["classify.weight"].shape[1])
+    head.load_state_dict(state)
+    return head.eval()
+
+
+def write_bundle(
+    model: nn.Module, bundle: ModelBundle, folder: Path, check_images: np.ndarray
+) -> float:
+    """Write the model folder; the ONNX export is checked against the network on
+    `check_images` and refused when a class differs or a probability moves by more than
+    `ONNX_TOLERANCE`. Returns the largest difference."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+    if bundle.aggregation == "attention":
+        torch.save(bundle.attention.state_dict(), folder / ATTENTION_FILE)
+    export_onnx(model, bundle.image_size, folder / ONNX_FILE)
+    site = Path(bundle.ingest.site_aliases) if bundle.ingest.site_aliases else None
+    write_text_atomic(
+        folder / ALIASES_FILE,
+        yaml.safe_dump(merged_aliases(Path(bundle.ingest.aliases), site), sort_keys=True),
+    )
+    write_text_atomic(folder / BUNDLE_FILE, json.dumps(bundle.to_json(), indent=2))
+    difference, changed = largest_difference(
+        predict_probabilities(TorchEngine(model), check_images),
+        predict_probabilities(OnnxEngine(folder / ONNX_FILE), check_images),
+    )
+    if changed or difference > ONNX_TOLERANCE:
+        raise ValueError(
+            f"the ONNX export disagrees with the network: {changed} views change class, "
+            f"largest probability difference {difference:.2e} (allowed {ONNX_TOLERANCE:.0e})"
+        )
+    return difference
+
+
+def torch_network(folder: Path, arch: str) -> nn.Module:
+    """The bundle's PyTorch network (for gradients, GPUs and the ONNX check)."""
+    model = build_model(arch, "none").model
+    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return model.eval()

@@ -1,0 +1,129 @@
+"""`report.png`: one page per patient, the summary over a strip of cleaned views per branch,
+their votes, the class probabilities and the Integrated Gradients of the decisive views.
+The views are shown after the text cleanup, the patient by its pseudonym."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.model.explain import integrated_gradients, overlay
+from cass_pipeline.domain.plots import figure_png, pyplot
+from cass_pipeline.domain.prediction.document import summary_lines
+from cass_pipeline.domain.prediction.predictor import PatientPrediction
+
+CLASS_COLOURS = {"no_stenosis": "#2e7d32", "non_significant": "#f9a825", "significant": "#c62828"}
+
+
+STRIP_VIEWS = 12
+
+
+def decisive_views(prediction: PatientPrediction) -> dict[str, int]:
+    """Per branch, the view index that voted for the branch's class most confidently."""
+    views = prediction.rows("view")
+    picks = {}
+    for row in prediction.rows("branch").itertuples(index=False):
+        own = views[(views.branch == row.branch) & (views.stenosis_class == row.stenosis_class)]
+        picks[row.branch] = int(own.loc[own[f"p_{row.stenosis_class}"].idxmax(), "view_index"])
+    return picks
+
+
+def explain_decisive_views(
+    network: nn.Module, prediction: PatientPrediction, steps: int = 32
+) -> dict[str, np.ndarray]:
+    """Integrated Gradients overlays (BGR) of each branch's decisive view, for its class."""
+    branches = prediction.rows("branch")
+    classes = dict(zip(branches.branch, branches.stenosis_class, strict=True))
+    overlays = {}
+    for branch, index in decisive_views(prediction).items():
+        image = prediction.images[branch][index]
+        target = STENOSIS_CLASSES.index(classes[branch])
+        overlays[branch] = overlay(image, integrated_gradients(network, image, target, steps))
+    return overlays
+
+
+def render_report(
+    prediction: PatientPrediction, document: dict, overlays: dict[str, np.ndarray] | None = None
+) -> bytes:
+    """One page (PNG): the patient summary, then per branch a strip of cleaned views, every
+    view's vote, the class probabilities and, with `overlays` (BGR), the Integrated Gradients
+    picture of the decisive view."""
+    branches = list(document["branches"])
+    rows = max(1, len(branches))
+    fig = pyplot().figure(figsize=(12, 1.9 + 1.25 * rows), dpi=80)
+    grid = fig.add_gridspec(
+        rows + 1,
+        3,
+        height_ratios=[1.6] + [1.25] * rows,
+        width_ratios=[2.3, 8, 1.2 if overlays else 0.01],
+    )
+    header = fig.add_subplot(grid[0, :])
+    header.axis("off")
+    title, *details = summary_lines(document)
+    header.text(
+        0,
+        0.95,
+        title,
+        fontsize=15,
+        weight="bold",
+        va="top",
+        color=CLASS_COLOURS.get(document["patient_class"], "black"),
+    )
+    header.text(0, 0.55, "\n".join(details), fontsize=10, va="top")
+    for i, branch in enumerate(branches):
+        info = document["branches"][branch]
+        left = fig.add_subplot(grid[i + 1, 0])
+        probability_bars(left, branch, info)
+        middle = fig.add_subplot(grid[i + 1, 1])
+        middle.imshow(view_strip(prediction.images[branch], info))
+        middle.axis("off")
+        middle.set_anchor("W")
+        if overlays and branch in overlays:
+            right = fig.add_subplot(grid[i + 1, 2])
+            right.imshow(overlays[branch][..., ::-1])
+            right.set_title("decisive view, IG", fontsize=7)
+            right.axis("off")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def probability_bars(axis, branch: str, info: dict) -> None:
+    values = [info["probabilities"][c] for c in STENOSIS_CLASSES]
+    axis.barh(range(3), values, color=[CLASS_COLOURS[c] for c in STENOSIS_CLASSES])
+    axis.set(xlim=(0, 1), yticks=range(3), yticklabels=["no", "non-sig", "sig"])
+    axis.invert_yaxis()
+    axis.tick_params(labelsize=7)
+    axis.set_title(
+        f"{branch}: {info['class'].replace('_', ' ')} ({info['views_used']} views)",
+        fontsize=9,
+        color=CLASS_COLOURS[info["class"]],
+        loc="left",
+    )
+
+
+def rgb(stenosis_class: str) -> np.ndarray:
+    colour = CLASS_COLOURS[stenosis_class]
+    return np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], np.uint8)
+
+
+def view_strip(images: np.ndarray, info: dict) -> np.ndarray:
+    """RGB: up to `STRIP_VIEWS` evenly spaced views side by side, each over a bar in the
+    colour of its vote; under them one cell per view of the branch, in its vote's colour."""
+    n, size = len(images), images.shape[1]
+    bar = max(3, size // 12)
+    classes = [v["class"] for v in info["views"]]
+    picks = np.unique(np.linspace(0, n - 1, min(n, STRIP_VIEWS)).round().astype(int))
+    tiles = []
+    for k in picks:
+        view = np.repeat(images[k][..., None], 3, axis=2)
+        tiles += [
+            np.concatenate([view, np.broadcast_to(rgb(classes[k]), (bar, size, 3))]),
+            np.full((size + bar, 3, 3), 255, np.uint8),
+        ]
+    strip = np.concatenate(tiles[:-1], axis=1)
+    width = strip.shape[1]
+    cells = np.repeat([rgb(c) for c in classes], -(-width // n), axis=0)[:width]
+    votes = np.broadcast_to(cells, (bar, width, 3))
+    gap = np.full((3, width, 3), 255, np.uint8)
+    return np.concatenate([strip, gap, votes])

@@ -1,0 +1,133 @@
+"""View classes up to branch, artery and patient (`ROLLUP_RULES`), with the triage decision:
+one prediction table for every level."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cass_pipeline.domain.anatomy import CAD_RADS_OF_CLASS
+from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS
+from cass_pipeline.domain.model.metrics import majority_vote
+from cass_pipeline.domain.prediction.bundle import ModelBundle
+
+#: One table for every level; `level` is patient, artery, branch, view or rejected.
+PREDICTION_COLUMNS = [
+    "patient",
+    "level",
+    "artery",
+    "branch",
+    "view_index",
+    "source",
+    "stenosis_class",
+    *PROBABILITY_COLUMNS,
+    "significant_score",
+    "refer",
+    "views_used",
+    "decided_by",
+    "cad_rads",
+    "reason",
+]
+
+
+def empty_table() -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype=object) for column in PREDICTION_COLUMNS})
+
+
+def decisive(rows: pd.DataFrame, classes: tuple[str, ...]) -> pd.Series:
+    """The most severe row, ties going to the higher probability of that class."""
+    severity = rows.stenosis_class.map(classes.index)
+    worst = rows[severity == severity.max()]
+    column = f"p_{worst.stenosis_class.iloc[0]}"
+    return worst.loc[worst[column].idxmax()]
+
+
+def most_severe(level: str, rows: pd.DataFrame, part: str, classes: tuple[str, ...]) -> dict:
+    """A `level` row taking class and probabilities from the most severe of its `rows`, and
+    the highest significance score among them."""
+    worst = decisive(rows, classes)
+    return {
+        "level": level,
+        "stenosis_class": worst.stenosis_class,
+        **worst[PROBABILITY_COLUMNS].to_dict(),
+        "significant_score": float(rows.significant_score.max()),
+        "views_used": int(rows.views_used.sum()),
+        "decided_by": worst[part],
+    }
+
+
+def with_referral(rows: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
+    """`rows` with `refer`: the calibration's decision on each row's significance score."""
+    refer = [
+        bundle.calibration.refers(score, bundle.classes.index(name))
+        for score, name in zip(rows.significant_score, rows.stenosis_class, strict=True)
+    ]
+    return rows.assign(refer=refer)
+
+
+def roll_up(
+    patient: str,
+    views: pd.DataFrame,
+    rejects: list[dict],
+    bundle: ModelBundle,
+    branch_classes: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """View rows to branch, artery and patient rows (`ROLLUP_RULES`), plus the rejects; a
+    branch's class is `branch_classes[branch]` where given, else the vote of its views."""
+    classes = bundle.classes
+    rows = []
+    if not views.empty:
+        for branch, group in views.groupby("branch", sort=True):
+            if branch_classes is not None:
+                voted = classes[branch_classes[branch]]
+            else:
+                voted = classes[majority_vote(group.stenosis_class.map(classes.index))]
+            rows.append(
+                {
+                    "level": "branch",
+                    "branch": branch,
+                    "stenosis_class": voted,
+                    **group[PROBABILITY_COLUMNS].mean().to_dict(),
+                    "significant_score": float(group.p_significant.mean()),
+                    "views_used": len(group),
+                }
+            )
+        order = list(bundle.artery_of_branch)
+        branches = pd.DataFrame(rows).sort_values("branch", key=lambda b: b.map(order.index))
+        branches["artery"] = branches.branch.map(bundle.artery_of_branch)
+        arteries = pd.DataFrame(
+            [
+                {"artery": artery, **most_severe("artery", group, "branch", classes)}
+                for artery, group in branches.groupby("artery", sort=True)
+            ]
+        )
+        top = most_severe("patient", arteries, "artery", classes)
+        top["cad_rads"] = CAD_RADS_OF_CLASS[top["stenosis_class"]]
+        views = views.assign(level="view", artery=views.branch.map(bundle.artery_of_branch))
+        parts = [
+            *(with_referral(rows, bundle) for rows in (pd.DataFrame([top]), arteries, branches)),
+            views,
+        ]
+    else:
+        parts = [
+            pd.DataFrame([{"level": "patient", "reason": "no view could be used", "views_used": 0}])
+        ]
+    if rejects:
+        parts.append(
+            pd.DataFrame(
+                [
+                    {
+                        "level": "rejected",
+                        "branch": r["branch"],
+                        "artery": bundle.artery_of_branch.get(r["branch"]),
+                        "source": r["source_path"],
+                        "reason": r["reason"],
+                    }
+                    for r in rejects
+                ]
+            )
+        )
+    table = pd.concat([empty_table(), *parts], ignore_index=True)
+    table["patient"] = patient
+    return table[PREDICTION_COLUMNS].astype(
+        {c: float for c in [*PROBABILITY_COLUMNS, "significant_score"]}
+    )
