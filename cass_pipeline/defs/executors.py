@@ -10,34 +10,36 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from copy import copy
+from dataclasses import dataclass
 
 import dagster as dg
-
-REQUIRED_PACKAGE = {"dask": "dagster_dask", "k8s": "dagster_k8s"}
 
 
 def executor_named(name: str) -> dg.ExecutorDefinition | None:
     """The executor for `name` (None: Dagster's default)."""
     if name == "default":
         return None
-    if name not in REQUIRED_PACKAGE:
-        choices = ["default", *REQUIRED_PACKAGE]
+    if name not in EXECUTORS:
+        choices = ["default", *EXECUTORS]
         raise ValueError(f"CASS_DAGSTER_EXECUTOR must be one of {choices}, not {name!r}")
-    package = REQUIRED_PACKAGE[name]
-    if importlib.util.find_spec(package) is None:
+    entry = EXECUTORS[name]
+    if importlib.util.find_spec(entry.package) is None:
         raise ImportError(
-            f"the {name} executor needs {package.replace('_', '-')}: "
+            f"the {name} executor needs {entry.package.replace('_', '-')}: "
             "pip install 'cass-pipeline[scale]'"
         )
-    if name == "k8s":
-        from dagster_k8s import k8s_job_executor
+    return entry.build()
 
-        return k8s_job_executor
-    return pool_safe_dask_executor()
+
+def k8s_executor() -> dg.ExecutorDefinition:
+    """`dagster_k8s.k8s_job_executor`: each step a Kubernetes job."""
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor
 
 
 def pool_safe_dask_executor() -> dg.ExecutorDefinition:
@@ -68,6 +70,21 @@ def pool_safe_dask_executor() -> dg.ExecutorDefinition:
         return PoolSafeDaskExecutor(cluster_type, cluster_configuration)
 
     return pool_safe_dask
+
+
+@dataclass(frozen=True)
+class ExecutorEntry:
+    """An executor past one machine: the package it needs and how it is built."""
+
+    package: str
+    build: Callable[[], dg.ExecutorDefinition]
+
+
+#: The executors `CASS_DAGSTER_EXECUTOR` names besides `default`.
+EXECUTORS = {
+    "dask": ExecutorEntry("dagster_dask", pool_safe_dask_executor),
+    "k8s": ExecutorEntry("dagster_k8s", k8s_executor),
+}
 
 
 @contextmanager

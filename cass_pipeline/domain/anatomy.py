@@ -9,28 +9,10 @@ from typing import Final
 
 STENOSIS_CLASSES: Final = ("no_stenosis", "non_significant", "significant")
 CLASS_INDEX: Final = {name: i for i, name in enumerate(STENOSIS_CLASSES)}
+N_CLASSES: Final = len(STENOSIS_CLASSES)
 
-#: Canonical branch names, in reporting order.
-BRANCHES: Final = (
-    "LM",
-    "LAD",
-    "D-1",
-    "D-2",
-    "D-3",
-    "LCX",
-    "OM",
-    "OM-1",
-    "OM-2",
-    "OM-3",
-    "PDA-LCX",
-    "PLV-LCX",
-    "RI",
-    "RCA",
-    "PDA-RCA",
-    "PLV-RCA",
-)
-
-#: Artery of each branch; LM folds into LAD and RI into LCX by convention.
+#: Artery of each canonical branch, in reporting order; LM folds into LAD and RI into LCX by
+#: convention.
 ARTERY_OF_BRANCH: Final = {
     "LM": "LAD",
     "LAD": "LAD",
@@ -49,7 +31,30 @@ ARTERY_OF_BRANCH: Final = {
     "PDA-RCA": "RCA",
     "PLV-RCA": "RCA",
 }
+#: Canonical branch names, in reporting order.
+BRANCHES: Final = tuple(ARTERY_OF_BRANCH)
 ARTERIES: Final = ("LAD", "LCX", "RCA")
+#: SCCT segment number -> canonical branch (CAD-RADS 18-segment model).
+SCCT_SEGMENTS: Final = {
+    1: "RCA",
+    2: "RCA",
+    3: "RCA",
+    4: "PDA-RCA",
+    5: "LM",
+    6: "LAD",
+    7: "LAD",
+    8: "LAD",
+    9: "D-1",
+    10: "D-2",
+    11: "LCX",
+    12: "OM-1",
+    13: "LCX",
+    14: "OM-2",
+    15: "PDA-LCX",
+    16: "PLV-RCA",
+    17: "RI",
+    18: "PLV-LCX",
+}
 
 #: CAD-RADS grade of a maximal percent diameter stenosis: (lowest percent, grade).
 GRADE_FLOORS: Final = (

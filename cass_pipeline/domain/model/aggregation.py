@@ -16,8 +16,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from cass_pipeline.domain.anatomy import N_CLASSES
 from cass_pipeline.domain.model.config import Aggregation
-from cass_pipeline.domain.model.metrics import N_CLASSES, majority_vote, weighted_f1
+from cass_pipeline.domain.model.metrics import majority_vote, weighted_f1
 
 AGGREGATIONS = get_args(Aggregation)
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cass_pipeline.domain.model.data import ViewDataset
-from cass_pipeline.domain.model.network import embed, to_model_input
+from cass_pipeline.domain.model.network import classify, embed, to_model_input
 
 CPU = torch.device("cpu")
 ONNX_INPUT, ONNX_OUTPUT, ONNX_EMBEDDINGS = "images", "logits", "embeddings"
@@ -52,7 +52,7 @@ class ViewsToLogits(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embeddings = embed(self.network, to_model_input(images))
-        return self.network.fc(embeddings), embeddings
+        return classify(self.network, embeddings), embeddings
 
 
 class TorchEngine:
@@ -72,7 +72,7 @@ class TorchEngine:
         with torch.no_grad():
             batch = batch.contiguous(memory_format=torch.channels_last)
             embeddings = embed(self.model, batch)
-            logits = self.model.fc(embeddings)
+            logits = classify(self.model, embeddings)
         return logits.float().cpu().numpy(), embeddings.float().cpu().numpy()
 
 

@@ -11,10 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
+from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, N_CLASSES
 from cass_pipeline.domain.model.config import EvaluateSettings
-
-N_CLASSES = 3
 
 
 def majority_vote(predictions: np.ndarray) -> int:

@@ -1,11 +1,14 @@
 """ShuffleNet V2 with a 3-class head on grey MPR views, and the one input transform.
 
 Grey views are replicated to three channels and normalised with the ImageNet statistics,
-everywhere: training, evaluation and serving call `to_model_input`.
+everywhere: training, evaluation and serving call `to_model_input`. Each architecture family
+is one `Backbone` in `BACKBONES`; everything else reaches the network through `embed` and
+`classify`, never through a family's own layers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -15,12 +18,12 @@ import torch
 import torchvision
 from torch import nn
 
+from cass_pipeline.domain.anatomy import N_CLASSES
 from cass_pipeline.domain.model.config import Architecture
 
 ARCHITECTURES = get_args(Architecture)
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-N_CLASSES = 3
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,43 @@ def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (tensor.expand(-1, 3, -1, -1) - MEAN) / STD
 
 
-def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The view embedding: ShuffleNet V2 up to its global pooling (what `model.fc` reads),
-    so that `model(x) == model.fc(embed(model, x))`."""
+def shufflenet_v2_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """ShuffleNet V2 up to its global pooling."""
     x = model.maxpool(model.conv1(images))
     x = model.conv5(model.stage4(model.stage3(model.stage2(x))))
     return x.mean([2, 3])
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """An architecture family: its torchvision network class, the view embedding (up to the
+    global pooling) and the attribute of the linear class head that reads it."""
+
+    network: type[nn.Module]
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    head: str
+
+
+BACKBONES: dict[str, Backbone] = {
+    "shufflenet_v2": Backbone(torchvision.models.ShuffleNetV2, shufflenet_v2_features, "fc"),
+}
+
+
+def backbone_of(model: nn.Module) -> Backbone:
+    found = [b for b in BACKBONES.values() if isinstance(model, b.network)]
+    if not found:
+        raise TypeError(f"no backbone for {type(model).__name__}; add it to BACKBONES")
+    return found[0]
+
+
+def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The view embedding, so that `model(x) == classify(model, embed(model, x))`."""
+    return backbone_of(model).features(model, images)
+
+
+def classify(model: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
+    """The class logits of view embeddings (the network's own head)."""
+    return getattr(model, backbone_of(model).head)(embeddings)
 
 
 def imagenet_cache_file(arch: str) -> Path:
@@ -64,7 +98,8 @@ def load_backbone_weights(model: nn.Module, state: dict) -> None:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in state and not k.startswith("fc.")]
+    head = f"{backbone_of(model).head}."
+    missing = [k for k in own if k not in state and not k.startswith(head)]
     if missing:
         raise ValueError(f"weights do not fit the architecture: missing {missing[:3]}...")
     model.load_state_dict(state, strict=False)
@@ -76,7 +111,8 @@ def build_model(arch: str, weights: str) -> BuiltModel:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
     model = getattr(torchvision.models, arch)(weights=None)
-    model.fc = nn.Linear(model.fc.in_features, N_CLASSES)
+    head = backbone_of(model).head
+    setattr(model, head, nn.Linear(getattr(model, head).in_features, N_CLASSES))
     if weights == "none":
         return BuiltModel(model, "none")
     if weights in {"auto", "imagenet"}:

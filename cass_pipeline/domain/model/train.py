@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cass_pipeline.domain.anatomy import N_CLASSES
 from cass_pipeline.domain.model.aggregation import AGGREGATIONS
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
@@ -133,8 +134,8 @@ def build_loss(config: TrainConfig, train_labels: torch.Tensor, device) -> nn.Mo
     """Cross-entropy, weighted by inverse class frequency under `class_weights`."""
     weight = None
     if config.imbalance == "class_weights":
-        counts = torch.bincount(train_labels, minlength=3).clamp(min=1).float()
-        weight = (counts.sum() / (3 * counts)).to(device)
+        counts = torch.bincount(train_labels, minlength=N_CLASSES).clamp(min=1).float()
+        weight = (counts.sum() / (N_CLASSES * counts)).to(device)
     return nn.CrossEntropyLoss(weight=weight)
 
 

@@ -73,61 +73,71 @@ def roll_up(
 ) -> pd.DataFrame:
     """View rows to branch, artery and patient rows (`ROLLUP_RULES`), plus the rejects; a
     branch's class is `branch_classes[branch]` where given, else the vote of its views."""
-    classes = bundle.classes
-    rows = []
-    if not views.empty:
-        for branch, group in views.groupby("branch", sort=True):
-            if branch_classes is not None:
-                voted = classes[branch_classes[branch]]
-            else:
-                voted = classes[majority_vote(group.stenosis_class.map(classes.index))]
-            rows.append(
-                {
-                    "level": "branch",
-                    "branch": branch,
-                    "stenosis_class": voted,
-                    **group[PROBABILITY_COLUMNS].mean().to_dict(),
-                    "significant_score": float(group.p_significant.mean()),
-                    "views_used": len(group),
-                }
-            )
-        order = list(bundle.artery_of_branch)
-        branches = pd.DataFrame(rows).sort_values("branch", key=lambda b: b.map(order.index))
-        branches["artery"] = branches.branch.map(bundle.artery_of_branch)
+    if views.empty:
+        no_view = {"level": "patient", "reason": "no view could be used", "views_used": 0}
+        parts = [pd.DataFrame([no_view])]
+    else:
+        branches = branch_rows(views, bundle, branch_classes)
         arteries = pd.DataFrame(
             [
-                {"artery": artery, **most_severe("artery", group, "branch", classes)}
+                {"artery": artery, **most_severe("artery", group, "branch", bundle.classes)}
                 for artery, group in branches.groupby("artery", sort=True)
             ]
         )
-        top = most_severe("patient", arteries, "artery", classes)
+        top = most_severe("patient", arteries, "artery", bundle.classes)
         top["cad_rads"] = CAD_RADS_OF_CLASS[top["stenosis_class"]]
         views = views.assign(level="view", artery=views.branch.map(bundle.artery_of_branch))
         parts = [
             *(with_referral(rows, bundle) for rows in (pd.DataFrame([top]), arteries, branches)),
             views,
         ]
-    else:
-        parts = [
-            pd.DataFrame([{"level": "patient", "reason": "no view could be used", "views_used": 0}])
-        ]
     if rejects:
-        parts.append(
-            pd.DataFrame(
-                [
-                    {
-                        "level": "rejected",
-                        "branch": r["branch"],
-                        "artery": bundle.artery_of_branch.get(r["branch"]),
-                        "source": r["source_path"],
-                        "reason": r["reason"],
-                    }
-                    for r in rejects
-                ]
-            )
-        )
+        parts.append(reject_rows(rejects, bundle))
     table = pd.concat([empty_table(), *parts], ignore_index=True)
     table["patient"] = patient
     return table[PREDICTION_COLUMNS].astype(
         {c: float for c in [*PROBABILITY_COLUMNS, "significant_score"]}
+    )
+
+
+def branch_rows(
+    views: pd.DataFrame, bundle: ModelBundle, branch_classes: dict[str, int] | None
+) -> pd.DataFrame:
+    """One row per branch in reporting order: its class (decided, else the vote of its
+    views), the mean of its views' probabilities, its significance score and artery."""
+    classes = bundle.classes
+    rows = []
+    for branch, group in views.groupby("branch", sort=True):
+        if branch_classes is not None:
+            voted = classes[branch_classes[branch]]
+        else:
+            voted = classes[majority_vote(group.stenosis_class.map(classes.index))]
+        rows.append(
+            {
+                "level": "branch",
+                "branch": branch,
+                "stenosis_class": voted,
+                **group[PROBABILITY_COLUMNS].mean().to_dict(),
+                "significant_score": float(group.p_significant.mean()),
+                "views_used": len(group),
+            }
+        )
+    order = list(bundle.artery_of_branch)
+    branches = pd.DataFrame(rows).sort_values("branch", key=lambda b: b.map(order.index))
+    return branches.assign(artery=branches.branch.map(bundle.artery_of_branch))
+
+
+def reject_rows(rejects: list[dict], bundle: ModelBundle) -> pd.DataFrame:
+    """The files and views that could not be used, each with its reason."""
+    return pd.DataFrame(
+        [
+            {
+                "level": "rejected",
+                "branch": r["branch"],
+                "artery": bundle.artery_of_branch.get(r["branch"]),
+                "source": r["source_path"],
+                "reason": r["reason"],
+            }
+            for r in rejects
+        ]
     )

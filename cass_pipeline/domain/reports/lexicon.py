@@ -68,27 +68,6 @@ VESSEL_REGEX = re.compile(
     re.I,
 )
 
-#: SCCT segment number -> canonical branch (CAD-RADS 18-segment model).
-SCCT_SEGMENTS = {
-    1: "RCA",
-    2: "RCA",
-    3: "RCA",
-    4: "PDA-RCA",
-    5: "LM",
-    6: "LAD",
-    7: "LAD",
-    8: "LAD",
-    9: "D-1",
-    10: "D-2",
-    11: "LCX",
-    12: "OM-1",
-    13: "LCX",
-    14: "OM-2",
-    15: "PDA-LCX",
-    16: "PLV-RCA",
-    17: "RI",
-    18: "PLV-LCX",
-}
 SEGMENT_REGEX = re.compile(
     r"\b(?:segments?|seg\.?|#)\s*(?P<a>\d{1,2})(?:\s*(?P<sep>-|–|to|and|,|&)\s*(?P<b>\d{1,2}))?\b",
     re.I,

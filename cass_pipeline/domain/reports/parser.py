@@ -29,6 +29,7 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
+from cass_pipeline.domain.anatomy import SCCT_SEGMENTS
 from cass_pipeline.domain.reports import lexicon as lx
 
 LABEL_LINE = re.compile(r"[^\n:.]{0,40}:")
@@ -225,7 +226,7 @@ def branches_of(span: Span, dominance: str) -> list[str]:
         last = int(m.group("b")) if m.group("b") else first
         listed = (m.group("sep") or "").strip().lower() in {"and", ",", "&"}
         numbers = {first, last} if listed or not 0 < last - first < 18 else range(first, last + 1)
-        return sorted({lx.SCCT_SEGMENTS[n] for n in numbers if n in lx.SCCT_SEGMENTS})
+        return sorted({SCCT_SEGMENTS[n] for n in numbers if n in SCCT_SEGMENTS})
     m = lx.VESSEL_REGEX.search(span.text)
     if m is None:
         return []
@@ -277,8 +278,8 @@ def read_report(doc: Doc) -> ReportReading:
         header = label_vessels(doc, sentence, inside, reading.dominance)
         context = header  # a clause naming no vessel speaks of the last one named before it
         for clause in clauses_of(sentence, inside):
-            mentions = read_clause(
-                doc, full_text, clause, s_index, reading.dominance, context, last_vessels
+            mentions = Clause(doc, clause, reading.dominance, context, last_vessels).mentions(
+                s_index
             )
             reading.mentions += mentions
             named = [
@@ -306,137 +307,152 @@ def label_vessels(doc: Doc, sentence: Span, inside: list[Span], dominance: str) 
     return []
 
 
-def read_clause(
-    doc: Doc,
-    full_text: str,
-    clause: list[Span],
-    s_index: int,
-    dominance: str,
-    header: list[str],
-    last_vessels: list[str],
-) -> list[Mention]:
-    """Findings and modifiers of one clause, each attached to its branches."""
-    vessels = [c for c in clause if c.label_ in VESSEL_LABELS]
-    findings = [c for c in clause if c.label_ in FINDING_LABELS]
-    cues = [c for c in clause if c.label_ == "NEG"]
-    post_cues = [c for c in clause if c.label_ == "POSTNEG"]
-    hedges = [c for c in clause if c.label_ == "UNCERTAIN"]
-    graded = [f for f in findings if f.label_ != "NOUN"]
-    describes_bridge = any(c.label_ == "BRIDGE" for c in clause) and re.search(
-        r"compress|systol", clause[0].sent.text, re.I
-    )
-    has_pronoun = any(c.label_ == "PRONOUN" for c in clause)
+class Clause:
+    """One clause of a sentence: its concepts, read into findings and modifiers, each
+    attached to the branches it speaks of."""
 
-    def negation(span: Span) -> Span | None:
+    def __init__(
+        self,
+        doc: Doc,
+        concepts: list[Span],
+        dominance: str,
+        header: list[str],
+        last_vessels: list[str],
+    ):
+        self.doc, self.concepts, self.dominance = doc, concepts, dominance
+        self.header, self.last_vessels = header, last_vessels
+        self.vessels = [c for c in concepts if c.label_ in VESSEL_LABELS]
+        self.findings = [c for c in concepts if c.label_ in FINDING_LABELS]
+        self.cues = [c for c in concepts if c.label_ == "NEG"]
+        self.post_cues = [c for c in concepts if c.label_ == "POSTNEG"]
+        self.hedges = [c for c in concepts if c.label_ == "UNCERTAIN"]
+        self.graded = [f for f in self.findings if f.label_ != "NOUN"]
+        self.describes_bridge = any(c.label_ == "BRIDGE" for c in concepts) and re.search(
+            r"compress|systol", concepts[0].sent.text, re.I
+        )
+        self.has_pronoun = any(c.label_ == "PRONOUN" for c in concepts)
+
+    def negation(self, span: Span) -> Span | None:
         """The cue that negates `span` (a cue before it, or "excluded" after it), if any."""
-        for cue in cues:
-            between = [f for f in findings if cue.end <= f.start < span.start]
+        for cue in self.cues:
+            between = [f for f in self.findings if cue.end <= f.start < span.start]
             if cue.end <= span.start and span.start - cue.end <= 4 and not between:
                 return cue
-        return next((p for p in post_cues if p.start >= span.end), None)
+        return next((p for p in self.post_cues if p.start >= span.end), None)
 
-    def uncertain(span: Span) -> bool:
+    def uncertain(self, span: Span) -> bool:
         """A hedge at most 4 tokens before the finding, or "cannot be excluded" / "?" after."""
         return any(
             (h.end <= span.start and span.start - h.end <= 4)
             or (h.start >= span.end and POST_HEDGE.search(h.text))
-            for h in hedges
+            for h in self.hedges
         )
 
-    def targets(span: Span) -> list[str]:
-        after = [v for v in vessels if v.start >= span.end]
+    def targets(self, span: Span) -> list[str]:
+        """The branches a finding speaks of: the vessels after it when linked by a
+        preposition or adjacent, else before it, else after it, else the line's header
+        vessel, else (for a pronoun) the last vessel named."""
+        after = [v for v in self.vessels if v.start >= span.end]
         next_finding = min(
             (
                 f.start
-                for f in findings
+                for f in self.findings
                 if f.start >= span.end and not (f.label_ == "NOUN" and f.start - span.end <= 2)
             ),
             default=10**9,
         )
         after = [v for v in after if v.start < next_finding]
         if after:
-            gap = gap_words(doc, span, after[0])
+            gap = gap_words(self.doc, span, after[0])
             linked = bool(set(gap) & PREPOSITIONS) and len(gap) <= 8
             adjacent = set(gap) <= {"the", "a", "an"}
             if linked or adjacent:
-                return run(after, forward=True)
-        before = [v for v in vessels if v.end <= span.start]
+                return self.chain(after, forward=True)
+        before = [v for v in self.vessels if v.end <= span.start]
         if before:
-            return run(before, forward=False)
+            return self.chain(before, forward=False)
         if after:
-            return run(after, forward=True)
-        if header:
-            return header
-        return list(last_vessels) if has_pronoun else []
+            return self.chain(after, forward=True)
+        if self.header:
+            return self.header
+        return list(self.last_vessels) if self.has_pronoun else []
 
-    def run(candidates: list[Span], forward: bool) -> list[str]:
+    def chain(self, candidates: list[Span], forward: bool) -> list[str]:
+        """The branches of the nearest vessel and of those coordinated with it ("LAD and
+        LCx")."""
         chain = [candidates[0]] if forward else [candidates[-1]]
         sequence = candidates[1:] if forward else candidates[-2::-1]
         for vessel in sequence:
             left, right = (chain[-1], vessel) if forward else (vessel, chain[-1])
-            if not set(gap_words(doc, left, right)) <= lx.COORDINATION:
+            if not set(gap_words(self.doc, left, right)) <= lx.COORDINATION:
                 break
             chain.append(vessel)
-        return sorted({b for v in chain for b in branches_of(v, dominance)})
+        return sorted({b for v in chain for b in branches_of(v, self.dominance)})
 
-    out = []
-    for span in clause:
+    def mentions(self, s_index: int) -> list[Mention]:
+        """Every modifier and finding of the clause, in order."""
+        out = []
+        for span in self.concepts:
+            if span.label_ in MODIFIER_LABELS:
+                out.append(self.modifier(span, s_index))
+            elif (
+                span.label_ in FINDING_LABELS and (found := self.finding(span, s_index)) is not None
+            ):
+                out.append(found)
+        return out
+
+    def modifier(self, span: Span, s_index: int) -> Mention:
+        return Mention(
+            s_index,
+            span.start_char,
+            span.end_char,
+            span.text,
+            span.label_,
+            self.targets(span),
+            modifier=MODIFIER_CODES[span.label_],
+            negated=self.negation(span) is not None,
+        )
+
+    def finding(self, span: Span, s_index: int) -> Mention | None:
+        """A stenosis finding with its percent range and grade (a negated grade is the
+        range below it); None for what is not a finding here."""
         label = span.label_
-        if label in MODIFIER_LABELS:
-            out.append(
-                Mention(
-                    s_index,
-                    span.start_char,
-                    span.end_char,
-                    span.text,
-                    label,
-                    targets(span),
-                    modifier=MODIFIER_CODES[label],
-                    negated=negation(span) is not None,
-                )
-            )
-            continue
-        if label not in FINDING_LABELS:
-            continue
-        if describes_bridge and label in {"PCT", "GRADE"}:
-            continue
-        cue = negation(span)
+        if self.describes_bridge and label in {"PCT", "GRADE"}:
+            return None
+        cue = self.negation(span)
         is_negated = cue is not None
         if label == "NOUN":
             if is_negated:
                 grade = "normal"
-            elif graded:
-                continue
+            elif self.graded:
+                return None
             elif re.search(r"plaque|atheroma|atherosclero", span.text, re.I):
                 grade = "minimal"
             else:
-                continue
+                return None
             (low, high), bare = grade_range(grade), False
         else:
             value = value_of(span)
             if value is None:
-                continue
+                return None
             low, high, grade, bare = value
             if is_negated:
                 if label == "NORMAL":
-                    continue
+                    return None
                 low, high, grade, bare = 0, max(0, low - 1), "normal", False
         start = min(span.start_char, cue.start_char) if cue else span.start_char
         end = max(span.end_char, cue.end_char) if cue else span.end_char
-        out.append(
-            Mention(
-                s_index,
-                start,
-                end,
-                full_text[start:end],
-                label,
-                targets(span),
-                grade=grade,
-                pct_low=low,
-                pct_high=high,
-                negated=is_negated,
-                uncertain=uncertain(span),
-                bare_50=bare,
-            )
+        return Mention(
+            s_index,
+            start,
+            end,
+            self.doc.text[start:end],
+            label,
+            self.targets(span),
+            grade=grade,
+            pct_low=low,
+            pct_high=high,
+            negated=is_negated,
+            uncertain=self.uncertain(span),
+            bare_50=bare,
         )
-    return out

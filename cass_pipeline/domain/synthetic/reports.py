@@ -13,6 +13,7 @@ import numpy as np
 from cass_pipeline.domain.anatomy import (
     BRANCHES,
     GRADE_RANGE,
+    SCCT_SEGMENTS,
     cad_rads_category,
     grade_of_percent,
     plaque_burden,
@@ -76,21 +77,10 @@ SHORT_NAMES = {
     "PDA-LCX": ("L-PDA",),
     "PLV-LCX": ("L-PLB",),
 }
-#: SCCT segment numbers per branch, proximal first.
-SCCT_SEGMENTS = {
-    "RCA": (1, 2, 3),
-    "PDA-RCA": (4,),
-    "LM": (5,),
-    "LAD": (6, 7, 8),
-    "D-1": (9,),
-    "D-2": (10,),
-    "LCX": (11, 13),
-    "OM-1": (12,),
-    "OM-2": (14,),
-    "PDA-LCX": (15,),
-    "PLV-RCA": (16,),
-    "RI": (17,),
-    "PLV-LCX": (18,),
+#: SCCT segment numbers per branch, proximal first (the anatomy's map, inverted).
+SEGMENTS_OF_BRANCH = {
+    branch: tuple(n for n, of in sorted(SCCT_SEGMENTS.items()) if of == branch)
+    for branch in dict.fromkeys(SCCT_SEGMENTS.values())
 }
 PLAQUE_WORDS = {
     "soft": ("non-calcified", "soft", "low-density"),
@@ -280,7 +270,7 @@ def body_narrative(anatomy: PatientAnatomy, rng) -> list[str]:
 def body_scct(anatomy: PatientAnatomy, rng) -> list[str]:
     lines = []
     for branch in ordered(anatomy):
-        segments = SCCT_SEGMENTS.get(branch.name)
+        segments = SEGMENTS_OF_BRANCH.get(branch.name)
         short = SHORT_NAMES[branch.name][0]
         if not segments:
             text = lesion_sentence(branch, rng, short) if branch.lesion else normal_phrase(rng)
