@@ -9,18 +9,21 @@ PACKAGE = Path(cass_pipeline.__file__).parent
 FORBIDDEN = {"dagster", "dagster_webserver", "dagster_pipes", "mlflow"}
 
 
-def forbidden_imports(source: str) -> set[str]:
-    """Top-level packages from FORBIDDEN that `source` imports, at any depth."""
+def imported_modules(source: str) -> set[str]:
+    """Every module `source` imports, at any depth (`from package import name` also adds
+    `package.name`, which may be a module)."""
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        else:
-            continue
-        found |= {name.split(".")[0] for name in names} & FORBIDDEN
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
     return found
+
+
+def forbidden_imports(source: str) -> set[str]:
+    """Top-level packages from FORBIDDEN that `source` imports, at any depth."""
+    return {name.split(".")[0] for name in imported_modules(source)} & FORBIDDEN
 
 
 def domain_files() -> list[Path]:
@@ -59,18 +62,8 @@ SHARED = {"anatomy", "device", "options", "plots", "privacy", "storage"}
 
 def domain_imports(source: str) -> set[str]:
     """The first part under `cass_pipeline.domain` of each module that `source` imports."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-            if node.module == "cass_pipeline.domain":
-                names = [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found |= {name.split(".")[2] for name in names if name.startswith("cass_pipeline.domain.")}
-    return found
+    prefix = "cass_pipeline.domain."
+    return {name.split(".")[2] for name in imported_modules(source) if name.startswith(prefix)}
 
 
 def upward_imports(part: str, imported: set[str]) -> set[str]:

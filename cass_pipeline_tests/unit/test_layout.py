@@ -27,6 +27,17 @@ def parquet_literals(source: str) -> list[int]:
     ]
 
 
+def offenders_of(rule) -> dict[str, list[int]]:
+    """File -> lines where `rule` finds a literal, in the package and the benchmarks except
+    the layout itself."""
+    files = [*PACKAGE.rglob("*.py"), *BENCHMARKS.glob("*.py")]
+    return {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for path in files
+        if path.name != "layout.py" and (lines := rule(path.read_text()))
+    }
+
+
 def test_the_rule_finds_a_planted_literal():
     planted = (
         '"""Writes a.parquet."""\nx = root / "images" / "manifest.parquet"\n'
@@ -70,13 +81,7 @@ def test_the_raw_folder_rule_finds_planted_literals():
 
 
 def test_no_raw_folder_or_store_literal_outside_the_layout():
-    files = [*PACKAGE.rglob("*.py"), *BENCHMARKS.glob("*.py")]
-    offenders = {
-        str(path.relative_to(PACKAGE.parent)): lines
-        for path in files
-        if path.name != "layout.py" and (lines := raw_folder_literals(path.read_text()))
-    }
-    assert offenders == {}
+    assert offenders_of(raw_folder_literals) == {}
 
 
 def test_the_raw_side_and_the_store_of_a_patient(tmp_path):
@@ -92,13 +97,7 @@ def test_the_raw_side_and_the_store_of_a_patient(tmp_path):
 
 
 def test_no_parquet_literal_outside_the_layout():
-    files = [*PACKAGE.rglob("*.py"), *BENCHMARKS.glob("*.py")]
-    offenders = {
-        str(path.relative_to(PACKAGE.parent)): lines
-        for path in files
-        if path.name != "layout.py" and (lines := parquet_literals(path.read_text()))
-    }
-    assert offenders == {}
+    assert offenders_of(parquet_literals) == {}
 
 
 def test_every_table_lives_under_its_root(tmp_path):

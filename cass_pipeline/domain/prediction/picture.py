@@ -30,7 +30,7 @@ def decisive_views(prediction: PatientPrediction) -> dict[str, int]:
 
 
 def explain_decisive_views(
-    network: nn.Module, prediction: PatientPrediction, steps: int = 32
+    network: nn.Module, prediction: PatientPrediction, steps: int
 ) -> dict[str, np.ndarray]:
     """Integrated Gradients overlays (BGR) of each branch's decisive view, for its class."""
     branches = prediction.rows("branch")
