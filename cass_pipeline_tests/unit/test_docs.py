@@ -48,7 +48,7 @@ def named_paths(text: str) -> set[str]:
 
 def path_exists(word: str, page: Path) -> bool:
     word = word.rstrip("/")
-    if any(ch in word for ch in "<*|{"):  # a pattern such as raw/mpr/<patient>: no file
+    if any(ch in word for ch in "<*|{$"):  # a pattern (raw/mpr/<patient>, $DAGSTER_HOME/...)
         return True
     candidates = [page.parent / word, *(root / word for root in SHORT_ROOTS)]
     return any(c.exists() for c in candidates)
