@@ -217,3 +217,18 @@ def test_files_without_a_stated_order_keep_their_names_order(predictor):
     views = table[table.level == "view"]
     assert views.source.tolist() == [f"example/{i:03d}.png" for i in range(4)]
     assert views.view_index.tolist() == [0, 1, 2, 3]
+
+
+def test_the_entry_of_a_model_registered_before_the_move_still_finds_its_class(monkeypatch):
+    import mlflow.models
+
+    from cass_pipeline.runs.serving import StenosisModel
+
+    entry = (  # the pyfunc entry that models registered up to 8958820 carry
+        "import mlflow.models\n\nfrom cass_pipeline.serving import StenosisModel\n\n"
+        "mlflow.models.set_model(StenosisModel())\n"
+    )
+    models = []
+    monkeypatch.setattr(mlflow.models, "set_model", models.append)
+    exec(compile(entry, "pyfunc_entry.py", "exec"), {})
+    assert len(models) == 1 and isinstance(models[0], StenosisModel)
