@@ -17,35 +17,42 @@ from pathlib import Path
 import numpy as np
 
 from cass_pipeline.domain.anatomy import cad_rads_category
+from cass_pipeline.domain.cohort.index import index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
-from cass_pipeline.domain.reports.pipeline import parse_report_folder
+from cass_pipeline.domain.reports.pipeline import parse_cohort_reports
 from cass_pipeline.domain.synthetic.config import preset
 from cass_pipeline.domain.synthetic.coronary_tree import PatientAnatomy, build_anatomy
 from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
+from cass_pipeline.layout import RawLayout
 
 TARGET = 300.0
 
 
-def write_reports(folder: Path, n: int) -> dict[str, PatientAnatomy]:
-    """n reports from 200 distinct anatomies, each with its own identity and wording;
-    returns the anatomy behind each report, keyed by file stem."""
+def write_reports(raw: Path, n: int) -> dict[str, PatientAnatomy]:
+    """n reports under raw/reports from 200 distinct anatomies, each with its own identity
+    and wording; returns the anatomy behind each report, keyed by the MRN its header states
+    (a report without images is its own patient, keyed by that MRN)."""
     config = preset("demo")
     anatomies = [build_anatomy(config, np.random.default_rng([5, i])) for i in range(min(n, 200))]
+    folder = RawLayout(raw).reports
+    folder.mkdir(parents=True)
+    truth = {}
     for i in range(n):
-        rng = np.random.default_rng([5, i, 2])
+        identity = make_identity(np.random.default_rng([5, i, 1]))
         text = write_report(
             anatomies[i % len(anatomies)],
-            make_identity(np.random.default_rng([5, i, 1])),
+            identity,
             REPORT_STYLES[i % len(REPORT_STYLES)],
-            rng,
+            np.random.default_rng([5, i, 2]),
         )
         (folder / f"R{i:05d}.txt").write_text(text)
-    return {f"R{i:05d}": anatomies[i % len(anatomies)] for i in range(n)}
+        truth[identity.mrn] = anatomies[i % len(anatomies)]
+    return truth
 
 
 def agreement(cohort, truth: dict[str, PatientAnatomy], secret: bytes) -> tuple[float, float]:
     """Shares of branches whose class, and of patients whose CAD-RADS, match the truth."""
-    by_pid = {pseudonymise(stem, secret): anatomy for stem, anatomy in truth.items()}
+    by_pid = {pseudonymise(mrn, secret): anatomy for mrn, anatomy in truth.items()}
     branches = correct_branches = correct_patients = 0
     for report in cohort.reports:
         anatomy = by_pid[report.patient_id]
@@ -64,12 +71,13 @@ def main() -> None:
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        truth = write_reports(folder, args.reports)
+        raw = Path(tmp)
+        truth = write_reports(raw, args.reports)
         rates = {}
         for workers in (1, cores):
             start = time.perf_counter()
-            cohort = parse_report_folder(folder, Pseudonyms(b"benchmark"), workers=workers)
+            index = index_cohort(raw)
+            cohort = parse_cohort_reports(index, Pseudonyms(b"benchmark"), workers=workers)
             rates[workers] = args.reports / (time.perf_counter() - start)
             assert len(cohort.reports) + len(cohort.rejects) == args.reports
         branch_share, patient_share = agreement(cohort, truth, b"benchmark")

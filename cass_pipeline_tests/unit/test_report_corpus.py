@@ -39,6 +39,13 @@ def test_corpus_is_large_enough_and_covers_every_rule():
         "percent written as a word",
         "restenosis inside a stent counts",
         "graft modifier",
+        "history is not a finding",
+        "technique percentages are not findings",
+        "calcium score section is not a finding",
+        "a severity word about calcification is not a stenosis grade",
+        "the CAD-RADS version is not the category",
+        "a template key is not a finding",
+        "a label word is not a finding",
     ):
         assert needed in rules
 
@@ -54,6 +61,11 @@ def test_report_gets_the_expected_labels(entry):
     assert set(entry.get("modifiers", [])) <= set(labels.modifiers)
     for lab in labels.branches.values():
         assert lab.evidence, f"{lab.branch} has no evidence"
+    if "stated_cad_rads" in entry:
+        assert labels.reading.stated_cad_rads == entry["stated_cad_rads"]
+    if entry.get("every_grade_placed"):
+        graded = [m for m in labels.reading.mentions if m.concept in {"PCT", "GRADE"}]
+        assert all(m.branches for m in graded), [m.text for m in graded if not m.branches]
 
 
 def test_bare_fifty_can_be_read_as_non_significant():

@@ -211,10 +211,26 @@ DOMINANCE_REGEX = re.compile(
     re.I,
 )
 CAD_RADS_REGEX = re.compile(
-    r"CAD[-\s]?RADS\s*(?:category\s*)?:?\s*(?P<cat>[0-5][AB]?|N)\b"
+    r"CAD[-\s]?RADS\s*(?:(?:v(?:ersion)?\s*)?[12]\.0\s*)?(?:category\s*)?:?\s*"
+    r"(?P<cat>[0-5][AB]?|N)\b(?!\.\d)"
     r"(?P<mods>(?:\s*/\s*(?:P[0-4]|S|G|HRP|N|V|I\+/-|I[+-]|E)\b)*)",
     re.I,
 )
+#: A heading whose section is not a finding of today's study: history, indication, technique,
+#: calcium scoring, a template's key. The section ends at a blank line or a finding heading.
+NON_FINDING_HEADING = re.compile(
+    r"^[ \t]*(?:(?:clinical|family|cardiac|past\s+medical)\s+)?(?:history|indications?|"
+    r"reason\s+for\s+(?:the\s+)?(?:exam(?:ination)?|study|referral)|technique|protocol|"
+    r"acquisition|calcium\s+scor(?:e|ing)|coronary\s+(?:artery\s+)?calcium(?:\s+scor(?:e|ing))?|"
+    r"key|legend|cad[-\s]?rads\s+(?:key|legend))\b[^\n:]{0,20}:",
+    re.I | re.M,
+)
+#: A line that starts with a label ("FINDINGS:", "LAD:", "Coronary dominance:").
+LINE_LABEL = re.compile(r"^[ \t]*[A-Za-z][^\n:.]{0,40}:", re.M)
+#: What follows a grade word when it speaks of calcium, not of the lumen.
+CALCIFICATION_AFTER = re.compile(r"calcif|calcium", re.I)
+#: ...unless a word of the lumen follows ("severe calcified stenosis").
+LUMEN_NOUN = re.compile(r"stenos|narrow|lesion|plaque|disease|occlu", re.I)
 #: A statement about all coronary arteries at once ("Normal coronary arteries.").
 GLOBAL_NORMAL_REGEX = re.compile(
     r"\b(?:(?:entirely\s+)?normal\s+coronar(?:y|ies)(?:\s+arter(?:y|ies))?(?!\s+(?:anatomy|origin))"

@@ -18,6 +18,13 @@ except), with these rules:
 - Modifiers (stent, graft, bridge, high-risk plaque, non-diagnostic) attach the same way.
 - Percent stenosis expressions inside a clause that describes a myocardial bridge with
   systolic compression belong to the bridge and are dropped.
+- Sections that hold no finding of today's study are not read for findings: history and
+  indication (a relative's stenosis, a past intervention), technique (phases in percent),
+  calcium scoring, a template's key; each runs from its heading to a blank line or the next
+  labelled line. The calcium score and the dominance are still read from them.
+- A grade word that labels a line ("Most severe: ...") or speaks of calcium ("severe
+  calcification", not "severe calcified stenosis") grades no stenosis; the CAD-RADS version
+  ("CAD-RADS 2.0 category 4A") is not the category.
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ CONCEPTS: list[tuple[str, re.Pattern]] = [
 PRIORITY = {label: i for i, (label, _) in enumerate(CONCEPTS)}
 ABBREVIATIONS = {"approx", "dr", "e.g", "i.e", "vs", "no", "seg", "ca", "prof", "st"}
 MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRIDGE": "bridge"}
+#: Concepts that are facts of today's study wherever they stand (a technique line may state
+#: the dominance, the calcium section holds the score).
+FACTS = {"CALCIUM", "DOMINANCE"}
 POST_HEDGE = re.compile(r"excluded|\?", re.I)
 PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "throughout", "on"}
 
@@ -252,10 +262,35 @@ def clauses_of(sentence: Span, concepts: list[Span]) -> list[list[Span]]:
     return [c for c in clauses if c]
 
 
+def non_finding_ranges(text: str) -> list[tuple[int, int]]:
+    """Character ranges of the sections that hold no finding of today's study (history,
+    indication, technique, calcium scoring, a key): from the heading to a blank line or the
+    next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:")."""
+    ranges = []
+    for heading in lx.NON_FINDING_HEADING.finditer(text):
+        blank = text.find("\n\n", heading.end())
+        later = next(
+            (
+                m.start()
+                for m in lx.LINE_LABEL.finditer(text, heading.end())
+                if not lx.NON_FINDING_HEADING.match(text, m.start())
+            ),
+            -1,
+        )
+        ends = [e for e in (blank, later) if e >= 0]
+        ranges.append((heading.start(), min(ends, default=len(text))))
+    return ranges
+
+
 def read_report(doc: Doc) -> ReportReading:
     """Mentions with their branches, negation and uncertainty, plus report-level facts."""
     reading = ReportReading()
-    concepts = list(doc.spans["concepts"])
+    skipped = non_finding_ranges(doc.text)
+
+    def is_skipped(span: Span) -> bool:
+        return any(a <= span.start_char < b for a, b in skipped)
+
+    concepts = [c for c in doc.spans["concepts"] if c.label_ in FACTS or not is_skipped(c)]
     for span in concepts:
         if span.label_ == "DOMINANCE":
             m = lx.DOMINANCE_REGEX.search(span.text)
@@ -272,8 +307,13 @@ def read_report(doc: Doc) -> ReportReading:
             ]
     last_vessels: list[str] = []
     full_text = doc.text
-    reading.globally_normal = bool(lx.GLOBAL_NORMAL_REGEX.search(full_text))
+    kept = list(full_text)
+    for start, end in skipped:
+        kept[start:end] = " " * (end - start)
+    reading.globally_normal = bool(lx.GLOBAL_NORMAL_REGEX.search("".join(kept)))
     for s_index, sentence in enumerate(doc.sents):
+        if is_skipped(sentence):
+            continue
         inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
         header = label_vessels(doc, sentence, inside, reading.dominance)
         context = header  # a clause naming no vessel speaks of the last one named before it
@@ -413,11 +453,25 @@ class Clause:
             negated=self.negation(span) is not None,
         )
 
+    def is_not_a_grade(self, span: Span) -> bool:
+        """A grade word that labels a line ("Most severe: ...") or speaks of calcium
+        ("severe calcification", not "severe calcified stenosis") grades no stenosis."""
+        after = self.doc[span.end : span.end + 3]
+        if len(after) == 0:
+            return False
+        if after[0].text == ":":
+            return True
+        return bool(lx.CALCIFICATION_AFTER.match(after[0].text)) and not any(
+            lx.LUMEN_NOUN.match(token.text) for token in after[1:]
+        )
+
     def finding(self, span: Span, s_index: int) -> Mention | None:
         """A stenosis finding with its percent range and grade (a negated grade is the
         range below it); None for what is not a finding here."""
         label = span.label_
         if self.describes_bridge and label in {"PCT", "GRADE"}:
+            return None
+        if label == "GRADE" and self.is_not_a_grade(span):
             return None
         cue = self.negation(span)
         is_negated = cue is not None
