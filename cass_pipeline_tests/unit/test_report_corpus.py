@@ -11,7 +11,7 @@ CORPUS = yaml.safe_load((Path(__file__).parents[1] / "data" / "report_corpus.yam
 
 
 def test_corpus_is_large_enough_and_covers_every_rule():
-    assert len(CORPUS) >= 70
+    assert len(CORPUS) >= 88
     rules = {rule for entry in CORPUS for rule in entry["rules"]}
     for needed in (
         "a range reads by its lower bound",
@@ -46,6 +46,8 @@ def test_corpus_is_large_enough_and_covers_every_rule():
         "the CAD-RADS version is not the category",
         "a template key is not a finding",
         "a label word is not a finding",
+        "a grade for a prior study is not today's",
+        "an addendum revises the findings it names",
     ):
         assert needed in rules
 

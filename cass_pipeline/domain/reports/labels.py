@@ -5,10 +5,11 @@ Rules:
   X+1..99; a negated grade ("no significant stenosis") is the range below it (0-49), which
   reads as no stenosis; combined words ("mild to moderate") take the more severe grade.
 - A bare 50% is significant (CAD-RADS 3), unless `bare_50_significant=False`.
-- Branch class = most severe finding on the branch. A stent (without restenosis), a graft
-  or a myocardial bridge alone is not stenosis: the branch is no_stenosis; high-risk plaque
-  alone is minimal plaque. A non-diagnostic branch gets no label unless a finding on it is
-  already significant.
+- Branch class = most severe finding on the branch; where an addendum or a corrected
+  impression grades the branch again, its grade replaces the earlier ones (up or down).
+  A stent (without restenosis), a graft or a myocardial bridge alone is not stenosis: the
+  branch is no_stenosis; high-risk plaque alone is minimal plaque. A non-diagnostic branch
+  gets no label unless a finding on it is already significant.
 - Patient class = most severe branch; CAD-RADS 2.0 category from the branch maxima (4B for
   left main >= 50% or >= 70% in all three arteries); N when a segment is non-diagnostic and
   nothing obstructive is found. Modifiers: P1-P4 from the calcium score, N, HRP, S, G.
@@ -63,6 +64,8 @@ def finding_class(mention: Mention, bare_50_significant: bool) -> str:
 
 def label_branch(branch: str, mentions: list[Mention], bare_50_significant: bool) -> BranchLabel:
     findings = [m for m in mentions if m.pct_low is not None]
+    revised = [m for m in findings if m.revises]
+    findings = revised or findings  # an addendum's grade replaces the earlier ones
     modifiers = sorted({m.modifier for m in mentions if m.modifier and not m.negated})
     non_diagnostic = "N" in modifiers
     if findings:

@@ -227,6 +227,23 @@ NON_FINDING_HEADING = re.compile(
 )
 #: A line that starts with a label ("FINDINGS:", "LAD:", "Coronary dominance:").
 LINE_LABEL = re.compile(r"^[ \t]*[A-Za-z][^\n:.]{0,40}:", re.M)
+#: A heading after which the report revises itself: what it grades there replaces the earlier
+#: grades of the branches it names.
+REVISION_HEADING = re.compile(
+    r"^[ \t]*(?:addendum|corrected\s+(?:impression|report)|correction|amended\s+"
+    r"(?:impression|report)|revised\s+impression)\b[^\n:]{0,20}:",
+    re.I | re.M,
+)
+#: A grade given for an earlier study: just before the finding ("previously 50-69%") or as
+#: a phrase just after it ("50-69% on the prior study").
+PRIOR_BEFORE_REGEX = re.compile(r"\b(?:previously|formerly|prior\s+study\s*:)", re.I)
+PRIOR_AFTER_REGEX = re.compile(
+    r"\b(?:on|at|in)\s+the\s+(?:prior|previous|earlier)\s+(?:study|exam(?:ination)?|ct|cta|"
+    r"scan|angiogram)\b",
+    re.I,
+)
+#: ...unless today's study says it is the same grade.
+UNCHANGED_REGEX = re.compile(r"unchanged|stable|similar|again|as\s+before", re.I)
 #: What follows a grade word when it speaks of calcium, not of the lumen.
 CALCIFICATION_AFTER = re.compile(r"calcif|calcium", re.I)
 #: ...unless a word of the lumen follows ("severe calcified stenosis").

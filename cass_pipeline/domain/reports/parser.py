@@ -25,6 +25,10 @@ except), with these rules:
 - A grade word that labels a line ("Most severe: ...") or speaks of calcium ("severe
   calcification", not "severe calcified stenosis") grades no stenosis; the CAD-RADS version
   ("CAD-RADS 2.0 category 4A") is not the category.
+- A grade given for an earlier study ("previously 50-69%", "50-69% on the prior study") is
+  not today's, unless the report says it is unchanged.
+- Mentions after an addendum or corrected-impression heading revise (`revises`): the
+  labels take their grades in place of the earlier ones for the branches they name.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ CONCEPTS: list[tuple[str, re.Pattern]] = [
     ("UNCERTAIN", lx.UNCERTAIN_REGEX),
     ("NEG", lx.NEGATION_REGEX),
     ("POSTNEG", lx.POST_NEGATION_REGEX),
+    ("PRIOR_BEFORE", lx.PRIOR_BEFORE_REGEX),
+    ("PRIOR_AFTER", lx.PRIOR_AFTER_REGEX),
     ("PRONOUN", lx.PRONOUN_REGEX),
     ("BREAK", lx.CLAUSE_BREAK_REGEX),
 ]
@@ -158,6 +164,7 @@ class Mention:
     uncertain: bool = False
     modifier: str | None = None
     bare_50: bool = False
+    revises: bool = False
 
 
 @dataclass
@@ -291,6 +298,8 @@ def read_report(doc: Doc) -> ReportReading:
         return any(a <= span.start_char < b for a, b in skipped)
 
     concepts = [c for c in doc.spans["concepts"] if c.label_ in FACTS or not is_skipped(c)]
+    revision = lx.REVISION_HEADING.search(doc.text)
+    revision_start = revision.start() if revision else len(doc.text) + 1
     for span in concepts:
         if span.label_ == "DOMINANCE":
             m = lx.DOMINANCE_REGEX.search(span.text)
@@ -321,6 +330,8 @@ def read_report(doc: Doc) -> ReportReading:
             mentions = Clause(doc, clause, reading.dominance, context, last_vessels).mentions(
                 s_index
             )
+            for mention in mentions:
+                mention.revises = mention.start_char >= revision_start
             reading.mentions += mentions
             named = [
                 b
@@ -366,6 +377,7 @@ class Clause:
         self.cues = [c for c in concepts if c.label_ == "NEG"]
         self.post_cues = [c for c in concepts if c.label_ == "POSTNEG"]
         self.hedges = [c for c in concepts if c.label_ == "UNCERTAIN"]
+        self.prior_cues = [c for c in concepts if c.label_ in {"PRIOR_BEFORE", "PRIOR_AFTER"}]
         self.graded = [f for f in self.findings if f.label_ != "NOUN"]
         self.describes_bridge = any(c.label_ == "BRIDGE" for c in concepts) and re.search(
             r"compress|systol", concepts[0].sent.text, re.I
@@ -453,6 +465,23 @@ class Clause:
             negated=self.negation(span) is not None,
         )
 
+    def of_a_prior_study(self, span: Span) -> bool:
+        """A grade given for an earlier study: "previously" at most 2 tokens before it, or
+        "on the prior study" at most 3 tokens after it (not when today's study says
+        "unchanged" in between), with no other finding in between."""
+        for cue in self.prior_cues:
+            if cue.label_ == "PRIOR_BEFORE" and cue.end <= span.start <= cue.end + 2:
+                between = self.doc[cue.end : span.start]
+            elif cue.label_ == "PRIOR_AFTER" and span.end <= cue.start <= span.end + 3:
+                between = self.doc[span.end : cue.start]
+            else:
+                continue
+            if not lx.UNCHANGED_REGEX.search(between.text) and not any(
+                f.start >= between.start and f.end <= between.end for f in self.findings
+            ):
+                return True
+        return False
+
     def is_not_a_grade(self, span: Span) -> bool:
         """A grade word that labels a line ("Most severe: ...") or speaks of calcium
         ("severe calcification", not "severe calcified stenosis") grades no stenosis."""
@@ -472,6 +501,8 @@ class Clause:
         if self.describes_bridge and label in {"PCT", "GRADE"}:
             return None
         if label == "GRADE" and self.is_not_a_grade(span):
+            return None
+        if label in {"PCT", "GRADE", "OCCLUSION"} and self.of_a_prior_study(span):
             return None
         cue = self.negation(span)
         is_negated = cue is not None
