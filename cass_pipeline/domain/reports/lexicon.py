@@ -139,13 +139,15 @@ GRADE_RANGES = {
     "non-significant": (1, 49),
     "non-obstructive": (1, 49),
 }
+#: Grade words as dictation clips them.
+CLIPPED_GRADES = {"mod": "moderate", "sev": "severe"}
 GRADE_WORDS = (
-    r"minimal|mild|moderate|severe|critical|high[\s-]grade|"
+    r"minimal|mild|moderate|severe|critical|high[\s-]grade|mod|sev|"
     r"(?:haemo|hemo)dynamically\s+significant|significant|obstructive"
 )
 GRADE_REGEX = re.compile(
     r"(?<![\w-])(?P<neg>non[\s-]?|in)?(?P<g1>" + GRADE_WORDS + r")"
-    r"(?:\s*(?:-?\s*to\s*-?|-|–|/|or)\s*(?P<g2>minimal|mild|moderate|severe|critical))?"
+    r"(?:\s*(?:-?\s*to\s*-?|-|–|/|or)\s*(?P<g2>minimal|mild|moderate|severe|critical|mod|sev))?"
     r"(?![\w-])",
     re.I,
 )
@@ -227,6 +229,8 @@ NON_FINDING_HEADING = re.compile(
 )
 #: A line that starts with a label ("FINDINGS:", "LAD:", "Coronary dominance:").
 LINE_LABEL = re.compile(r"^[ \t]*[A-Za-z][^\n:.]{0,40}:", re.M)
+#: A template's line whose box is not ticked: it states nothing about this patient.
+UNTICKED_LINE = re.compile(r"^[ \t]*(?:\[[ \t]?\]|\([ \t]?\)|☐|□)[^\n]*", re.M)
 #: A heading after which the report revises itself: what it grades there replaces the earlier
 #: grades of the branches it names.
 REVISION_HEADING = re.compile(

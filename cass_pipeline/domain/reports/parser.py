@@ -21,7 +21,8 @@ except), with these rules:
 - Sections that hold no finding of today's study are not read for findings: history and
   indication (a relative's stenosis, a past intervention), technique (phases in percent),
   calcium scoring, a template's key; each runs from its heading to a blank line or the next
-  labelled line. The calcium score and the dominance are still read from them.
+  labelled line. The calcium score and the dominance are still read from them. A template's
+  line whose box is not ticked ("[ ] RCA: 25-49%") states nothing.
 - A grade word that labels a line ("Most severe: ...") or speaks of calcium ("severe
   calcification", not "severe calcified stenosis") grades no stenosis; the CAD-RADS version
   ("CAD-RADS 2.0 category 4A") is not the category.
@@ -212,7 +213,7 @@ def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
         return value, value, None, value == 50
     if label == "GRADE":
         m = lx.GRADE_REGEX.search(text)
-        words = [w for w in (m.group("g1"), m.group("g2")) if w]
+        words = [lx.CLIPPED_GRADES.get(w.lower(), w) for w in (m.group("g1"), m.group("g2")) if w]
         if m.group("neg"):
             return (
                 *grade_range(
@@ -272,7 +273,8 @@ def clauses_of(sentence: Span, concepts: list[Span]) -> list[list[Span]]:
 def non_finding_ranges(text: str) -> list[tuple[int, int]]:
     """Character ranges of the sections that hold no finding of today's study (history,
     indication, technique, calcium scoring, a key): from the heading to a blank line or the
-    next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:")."""
+    next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:"); and the
+    lines of a template whose box is not ticked."""
     ranges = []
     for heading in lx.NON_FINDING_HEADING.finditer(text):
         blank = text.find("\n\n", heading.end())
@@ -286,7 +288,7 @@ def non_finding_ranges(text: str) -> list[tuple[int, int]]:
         )
         ends = [e for e in (blank, later) if e >= 0]
         ranges.append((heading.start(), min(ends, default=len(text))))
-    return ranges
+    return ranges + [line.span() for line in lx.UNTICKED_LINE.finditer(text)]
 
 
 def read_report(doc: Doc) -> ReportReading:
