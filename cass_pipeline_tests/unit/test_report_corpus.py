@@ -50,6 +50,7 @@ def test_corpus_is_large_enough_and_covers_every_rule():
         "an addendum revises the findings it names",
         "an unticked box states nothing",
         "clipped grade words",
+        "a finding that cannot be excluded is a non-diagnostic segment",
     ):
         assert needed in rules
 

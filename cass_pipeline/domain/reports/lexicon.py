@@ -180,7 +180,14 @@ NEGATION_REGEX = re.compile(
 POST_NEGATION_REGEX = re.compile(r"\b(?:excluded|ruled\s+out|absent)\b", re.I)
 UNCERTAIN_REGEX = re.compile(
     r"\b(?:possible|possibly|probable|probably|likely|questionable|suspected|suspicious\s+for|"
-    r"may\s+represent|borderline|equivocal|cannot\s+be\s+excluded|can(?:not|'t)\s+exclude)\b|\?",
+    r"may\s+represent|borderline|equivocal)\b|\?",
+    re.I,
+)
+#: A finding the study cannot rule out: not a finding, a non-diagnostic branch.
+NOT_EXCLUDED_REGEX = re.compile(
+    r"\b(?:cannot|can\s*not|can't|could\s+not)\s+be\s+(?:excluded|ruled\s+out)\b|"
+    r"\b(?:cannot|can\s*not|can't|could\s+not)\s+(?:exclude|rule\s+out)\b|"
+    r"\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)\b",
     re.I,
 )
 NONDIAGNOSTIC_REGEX = re.compile(

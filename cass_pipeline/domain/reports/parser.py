@@ -26,6 +26,8 @@ except), with these rules:
 - A grade word that labels a line ("Most severe: ...") or speaks of calcium ("severe
   calcification", not "severe calcified stenosis") grades no stenosis; the CAD-RADS version
   ("CAD-RADS 2.0 category 4A") is not the category.
+- A finding the study cannot rule out ("... cannot be excluded", "cannot exclude ...") is no
+  finding: its branch is non-diagnostic (modifier N) and gets no label.
 - A grade given for an earlier study ("previously 50-69%", "50-69% on the prior study") is
   not today's, unless the report says it is unchanged.
 - Mentions after an addendum or corrected-impression heading revise (`revises`): the
@@ -66,6 +68,7 @@ CONCEPTS: list[tuple[str, re.Pattern]] = [
     ("VESSEL", lx.VESSEL_REGEX),
     ("NORMAL", lx.NORMAL_REGEX),
     ("NOUN", lx.NOUN_REGEX),
+    ("NOTEXCLUDED", lx.NOT_EXCLUDED_REGEX),
     ("UNCERTAIN", lx.UNCERTAIN_REGEX),
     ("NEG", lx.NEGATION_REGEX),
     ("POSTNEG", lx.POST_NEGATION_REGEX),
@@ -80,7 +83,7 @@ MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRI
 #: Concepts that are facts of today's study wherever they stand (a technique line may state
 #: the dominance, the calcium section holds the score).
 FACTS = {"CALCIUM", "DOMINANCE"}
-POST_HEDGE = re.compile(r"excluded|\?", re.I)
+POST_HEDGE = re.compile(r"\?")
 PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "throughout", "on"}
 
 
@@ -379,6 +382,7 @@ class Clause:
         self.cues = [c for c in concepts if c.label_ == "NEG"]
         self.post_cues = [c for c in concepts if c.label_ == "POSTNEG"]
         self.hedges = [c for c in concepts if c.label_ == "UNCERTAIN"]
+        self.not_excluded = [c for c in concepts if c.label_ == "NOTEXCLUDED"]
         self.prior_cues = [c for c in concepts if c.label_ in {"PRIOR_BEFORE", "PRIOR_AFTER"}]
         self.graded = [f for f in self.findings if f.label_ != "NOUN"]
         self.describes_bridge = any(c.label_ == "BRIDGE" for c in concepts) and re.search(
@@ -395,7 +399,7 @@ class Clause:
         return next((p for p in self.post_cues if p.start >= span.end), None)
 
     def uncertain(self, span: Span) -> bool:
-        """A hedge at most 4 tokens before the finding, or "cannot be excluded" / "?" after."""
+        """A hedge at most 4 tokens before the finding ("possible"), or "?" after it."""
         return any(
             (h.end <= span.start and span.start - h.end <= 4)
             or (h.start >= span.end and POST_HEDGE.search(h.text))
@@ -449,22 +453,35 @@ class Clause:
         for span in self.concepts:
             if span.label_ in MODIFIER_LABELS:
                 out.append(self.modifier(span, s_index))
-            elif (
-                span.label_ in FINDING_LABELS and (found := self.finding(span, s_index)) is not None
-            ):
+            elif span.label_ not in FINDING_LABELS:
+                continue
+            elif self.cannot_exclude(span):
+                out.append(self.modifier(span, s_index, "NONDIAG"))
+            elif (found := self.finding(span, s_index)) is not None:
                 out.append(found)
         return out
 
-    def modifier(self, span: Span, s_index: int) -> Mention:
+    def modifier(self, span: Span, s_index: int, label: str | None = None) -> Mention:
+        """A modifier mention; `label` reads a finding as a modifier (one the study cannot
+        exclude is a non-diagnostic segment)."""
+        label = label or span.label_
         return Mention(
             s_index,
             span.start_char,
             span.end_char,
             span.text,
-            span.label_,
+            label,
             self.targets(span),
-            modifier=MODIFIER_CODES[span.label_],
-            negated=self.negation(span) is not None,
+            modifier=MODIFIER_CODES[label],
+            negated=label == span.label_ and self.negation(span) is not None,
+        )
+
+    def cannot_exclude(self, span: Span) -> bool:
+        """A finding the study cannot rule out: "cannot be excluded" after it in the clause,
+        or "cannot exclude" at most 4 tokens before it."""
+        return any(
+            c.start >= span.end or (c.end <= span.start and span.start - c.end <= 4)
+            for c in self.not_excluded
         )
 
     def of_a_prior_study(self, span: Span) -> bool:
