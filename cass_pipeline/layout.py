@@ -107,10 +107,6 @@ class DataLayout:
     def image_store(self) -> Path:
         return self.images / STORE
 
-    def store_file(self, patient: str) -> Path:
-        """One patient's cleaned views (uint8, views x size x size)."""
-        return self.image_store / store_name(patient)
-
     @property
     def manifest(self) -> Path:
         return self.images / f"manifest{PARQUET}"

@@ -19,7 +19,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS
-from cass_pipeline.domain.prediction.predictor import INPUT_COLUMNS, Predictor, PredictSettings
+from cass_pipeline.domain.prediction.config import PredictSettings
+from cass_pipeline.domain.prediction.predictor import INPUT_COLUMNS, Predictor
 from cass_pipeline.domain.prediction.rollup import PREDICTION_COLUMNS
 
 BUNDLE_ARTIFACT = "bundle"

@@ -92,8 +92,7 @@ def test_the_raw_side_and_the_store_of_a_patient(tmp_path):
         tmp_path / "raw" / name for name in ("mpr", "reports", "volumes", "centrelines")
     ]
     assert raw.centreline_file("CASE-0001") == raw.centrelines / "CASE-0001.json"
-    assert layout.store_file("P1") == layout.processed / store_entry("P1")
-    assert layout.store_file("P1").parent == layout.image_store
+    assert (layout.processed / store_entry("P1")).parent == layout.image_store
 
 
 def test_no_parquet_literal_outside_the_layout():

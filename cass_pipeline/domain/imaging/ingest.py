@@ -24,9 +24,7 @@ import numpy as np
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
 from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.imaging.config import IngestConfig
-from cass_pipeline.domain.imaging.readers import (
-    set_aside_reason,
-)
+from cass_pipeline.domain.imaging.readers import set_aside_reason
 from cass_pipeline.domain.imaging.views import (
     PatientSource,
     View,

@@ -13,7 +13,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from cass_pipeline.domain.cohort.headers import IMAGE_SUFFIXES, image_suffix, with_preamble
-from cass_pipeline.domain.cohort.index import NO_PATIENT, IndexReject
+from cass_pipeline.domain.cohort.index import NO_PATIENT
+from cass_pipeline.domain.cohort.report_sources import IndexReject
 
 MIN_SIDE = 32
 
