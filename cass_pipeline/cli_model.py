@@ -152,7 +152,7 @@ def predict(patient_dir, model, engine, out_dir, explain, steps, outputs, as_jso
     from cass_pipeline.domain.imaging.views import PatientSource
     from cass_pipeline.domain.prediction.document import terminal_lines
     from cass_pipeline.domain.prediction.folder import predict_folder
-    from cass_pipeline.domain.prediction.outputs import write_outputs
+    from cass_pipeline.domain.prediction.outputs import output_writers, write_outputs
     from cass_pipeline.domain.synthetic.provenance import folder_pseudonyms
 
     folder = Path(patient_dir).resolve()
@@ -182,12 +182,12 @@ def predict(patient_dir, model, engine, out_dir, explain, steps, outputs, as_jso
             + (f" ({'; '.join(reasons[:3])})" if reasons else "")
         )
     out = Path(out_dir) if out_dir else Path(f"prediction-{patient}")
-    written = write_outputs(predicted, out, outputs)
+    written = write_outputs(predicted, out, output_writers(outputs))
     if as_json:
         click.echo(json.dumps(document))
         return
     click.echo("\n".join(terminal_lines(document, loaded.name, loaded.version)))
-    click.echo("wrote " + " and ".join(str(path) for path in written.values()))
+    click.echo("wrote " + " and ".join(str(file.path) for file in written.values()))
 
 
 @click.command()

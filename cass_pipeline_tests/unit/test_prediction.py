@@ -1,5 +1,6 @@
 """The prediction path: roll-up rules, request rows, the document, the ONNX export check."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -232,3 +233,19 @@ def test_the_entry_of_a_model_registered_before_the_move_still_finds_its_class(m
     monkeypatch.setattr(mlflow.models, "set_model", models.append)
     exec(compile(entry, "pyfunc_entry.py", "exec"), {})
     assert len(models) == 1 and isinstance(models[0], StenosisModel)
+
+
+def test_only_the_chosen_outputs_are_written_and_an_unknown_one_is_refused(tmp_path):
+    from cass_pipeline.domain.prediction.outputs import (
+        PredictedPatient,
+        output_writers,
+        write_outputs,
+    )
+
+    document = {"schema": "cass-prediction/1", "patient": "P1"}
+    written = write_outputs(PredictedPatient(None, document), tmp_path, output_writers(["json"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prediction.json"]
+    assert json.loads(written["json"].path.read_bytes()) == document
+    assert written["json"].path.read_bytes() == written["json"].data
+    with pytest.raises(ValueError, match=r"unknown output formats \['pdf'\]"):
+        output_writers(["json", "pdf"])

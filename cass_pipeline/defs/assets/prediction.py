@@ -14,7 +14,12 @@ from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, Pseud
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.prediction.folder import predict_folder
 from cass_pipeline.domain.prediction.inbox import folder_of, scan_inbox
-from cass_pipeline.domain.prediction.outputs import OUTPUT_FORMATS, WRITERS, write_outputs
+from cass_pipeline.domain.prediction.outputs import (
+    OUTPUT_FORMATS,
+    WRITERS,
+    output_writers,
+    write_outputs,
+)
 
 inbox_patients = dg.DynamicPartitionsDefinition(name="inbox_patients")
 
@@ -60,13 +65,17 @@ def patient_prediction(
     folder = folder_of(inbox.path, patient, pseudonyms.secret_pseudonyms())
     if folder is None:
         raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
+    try:
+        writers = output_writers(config.outputs)
+    except ValueError as error:
+        raise dg.Failure(str(error)) from error
     settings = settings_from(config, PredictSettings)
     loaded = mlflow_tracking.load(settings.model, settings.engine)
     predicted = predict_folder(
         loaded.predictor, folder, patient, loaded.description(), settings.explain_steps
     )
     out = paths.layout.prediction(patient)
-    written = write_outputs(predicted, out, config.outputs)
+    written = write_outputs(predicted, out, writers)
     document = predicted.document
     context.log.info(
         f"{patient}: {document['patient_class'] or 'no prediction'} with {loaded.name} "
@@ -86,16 +95,12 @@ def patient_prediction(
             "model_uri": document["model"]["uri"],
             "engine": loaded.predictor.engine.name,
             **(
-                {
-                    "report": png_markdown(
-                        written["png"].read_bytes(), f"prediction report of {patient}"
-                    )
-                }
+                {"report": png_markdown(written["png"].data, f"prediction report of {patient}")}
                 if "png" in written
                 else {}
             ),
-            "path": dg.MetadataValue.path(str(written.get("json", out))),
-            "files": dg.MetadataValue.json(sorted(path.name for path in written.values())),
+            "path": dg.MetadataValue.path(str(written["json"].path if "json" in written else out)),
+            "files": dg.MetadataValue.json(sorted(file.path.name for file in written.values())),
         }
     )
 

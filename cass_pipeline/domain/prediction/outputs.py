@@ -40,10 +40,19 @@ class OutputWriter:
     description: str
     render: Callable[[PredictedPatient], bytes]
 
-    def write(self, patient: PredictedPatient, folder: Path) -> Path:
-        path = folder / self.file_name
-        write_bytes_atomic(path, self.render(patient))
-        return path
+    def write(self, patient: PredictedPatient, folder: Path) -> Written:
+        written = Written(folder / self.file_name, self.render(patient))
+        write_bytes_atomic(written.path, written.data)
+        return written
+
+
+@dataclass(frozen=True)
+class Written:
+    """A file an output writer wrote, and its bytes (the UI shows the picture without
+    reading it back)."""
+
+    path: Path
+    data: bytes
 
 
 def prediction_json(patient: PredictedPatient) -> bytes:
@@ -68,12 +77,17 @@ WRITERS: dict[str, OutputWriter] = {
 OUTPUT_FORMATS: tuple[str, ...] = tuple(WRITERS)
 
 
-def write_outputs(
-    patient: PredictedPatient, folder: Path, formats: Iterable[str] = OUTPUT_FORMATS
-) -> dict[str, Path]:
-    """The chosen formats written into `folder`, by format."""
+def output_writers(formats: Iterable[str] = OUTPUT_FORMATS) -> dict[str, OutputWriter]:
+    """The writers of the chosen formats, refusing an unknown one before any work."""
     formats = list(formats)
     unknown = sorted(set(formats) - set(WRITERS))
     if unknown:
         raise ValueError(f"unknown output formats {unknown}; choose from {list(WRITERS)}")
-    return {name: WRITERS[name].write(patient, folder) for name in formats}
+    return {name: WRITERS[name] for name in formats}
+
+
+def write_outputs(
+    patient: PredictedPatient, folder: Path, writers: dict[str, OutputWriter]
+) -> dict[str, Written]:
+    """Each writer's file written into `folder`, by format."""
+    return {name: writer.write(patient, folder) for name, writer in writers.items()}
