@@ -62,9 +62,11 @@ def finding_class(mention: Mention, bare_50_significant: bool) -> str:
     return class_of_percent(mention.pct_low)
 
 
-def label_branch(branch: str, mentions: list[Mention], bare_50_significant: bool) -> BranchLabel:
+def label_branch(
+    branch: str, mentions: list[Mention], bare_50_significant: bool, reading: ReportReading
+) -> BranchLabel:
     findings = [m for m in mentions if m.pct_low is not None]
-    revised = [m for m in findings if m.revises]
+    revised = [m for m in findings if reading.revises(m)]
     findings = revised or findings  # an addendum's grade replaces the earlier ones
     modifiers = sorted({m.modifier for m in mentions if m.modifier and not m.negated})
     non_diagnostic = "N" in modifiers
@@ -125,7 +127,9 @@ def label_report(
         for branch in mention.branches:
             by_branch.setdefault(branch, []).append(mention)
     branches = {
-        b: label_branch(b, by_branch[b], bare_50_significant) for b in BRANCHES if b in by_branch
+        b: label_branch(b, by_branch[b], bare_50_significant, reading)
+        for b in BRANCHES
+        if b in by_branch
     }
     labelled = [lab for lab in branches.values() if lab.stenosis_class is not None]
     patient_class = None

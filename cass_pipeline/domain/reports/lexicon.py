@@ -226,7 +226,7 @@ CAD_RADS_REGEX = re.compile(
     re.I,
 )
 #: A heading whose section is not a finding of today's study: history, indication, technique,
-#: calcium scoring, a template's key. The section ends at a blank line or a finding heading.
+#: calcium scoring, a template's key. The section ends at a blank line or a labelled line.
 NON_FINDING_HEADING = re.compile(
     r"^[ \t]*(?:(?:clinical|family|cardiac|past\s+medical)\s+)?(?:history|indications?|"
     r"reason\s+for\s+(?:the\s+)?(?:exam(?:ination)?|study|referral)|technique|protocol|"

@@ -30,8 +30,8 @@ except), with these rules:
   finding: its branch is non-diagnostic (modifier N) and gets no label.
 - A grade given for an earlier study ("previously 50-69%", "50-69% on the prior study") is
   not today's, unless the report says it is unchanged.
-- Mentions after an addendum or corrected-impression heading revise (`revises`): the
-  labels take their grades in place of the earlier ones for the branches they name.
+- Mentions after an addendum or corrected-impression heading revise (`ReportReading.revises`):
+  the labels take their grades in place of the earlier ones for the branches they name.
 """
 
 from __future__ import annotations
@@ -168,7 +168,6 @@ class Mention:
     uncertain: bool = False
     modifier: str | None = None
     bare_50: bool = False
-    revises: bool = False
 
 
 @dataclass
@@ -181,6 +180,11 @@ class ReportReading:
     stated_cad_rads: str | None = None
     stated_modifiers: list[str] = field(default_factory=list)
     globally_normal: bool = False
+    #: Where an addendum or corrected impression starts (its grades revise the earlier ones).
+    revision_start: int | None = None
+
+    def revises(self, mention: Mention) -> bool:
+        return self.revision_start is not None and mention.start_char >= self.revision_start
 
 
 def grade_range(word: str) -> tuple[int, int]:
@@ -299,12 +303,14 @@ def read_report(doc: Doc) -> ReportReading:
     reading = ReportReading()
     skipped = non_finding_ranges(doc.text)
 
-    def is_skipped(span: Span) -> bool:
-        return any(a <= span.start_char < b for a, b in skipped)
+    def is_skipped(position: int) -> bool:
+        return any(a <= position < b for a, b in skipped)
 
-    concepts = [c for c in doc.spans["concepts"] if c.label_ in FACTS or not is_skipped(c)]
+    concepts = [
+        c for c in doc.spans["concepts"] if c.label_ in FACTS or not is_skipped(c.start_char)
+    ]
     revision = lx.REVISION_HEADING.search(doc.text)
-    revision_start = revision.start() if revision else len(doc.text) + 1
+    reading.revision_start = revision.start() if revision else None
     for span in concepts:
         if span.label_ == "DOMINANCE":
             m = lx.DOMINANCE_REGEX.search(span.text)
@@ -320,13 +326,11 @@ def read_report(doc: Doc) -> ReportReading:
                 code.strip().upper() for code in m.group("mods").split("/") if code.strip()
             ]
     last_vessels: list[str] = []
-    full_text = doc.text
-    kept = list(full_text)
-    for start, end in skipped:
-        kept[start:end] = " " * (end - start)
-    reading.globally_normal = bool(lx.GLOBAL_NORMAL_REGEX.search("".join(kept)))
+    reading.globally_normal = any(
+        not is_skipped(m.start()) for m in lx.GLOBAL_NORMAL_REGEX.finditer(doc.text)
+    )
     for s_index, sentence in enumerate(doc.sents):
-        if is_skipped(sentence):
+        if is_skipped(sentence.start_char):
             continue
         inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
         header = label_vessels(doc, sentence, inside, reading.dominance)
@@ -335,8 +339,6 @@ def read_report(doc: Doc) -> ReportReading:
             mentions = Clause(doc, clause, reading.dominance, context, last_vessels).mentions(
                 s_index
             )
-            for mention in mentions:
-                mention.revises = mention.start_char >= revision_start
             reading.mentions += mentions
             named = [
                 b
