@@ -124,6 +124,16 @@ def cad_rads_category(max_percent_by_branch: dict[str, float]) -> str:
     return "0"
 
 
+def plaque_burden_of_sis(segments_with_plaque: int | None) -> str | None:
+    """CAD-RADS plaque burden P1-P4 from a segment involvement score (1-2, 3-4, 5-7, >= 8)."""
+    if not segments_with_plaque or segments_with_plaque <= 0:
+        return None
+    for floor, label in ((8, "P4"), (5, "P3"), (3, "P2")):
+        if segments_with_plaque >= floor:
+            return label
+    return "P1"
+
+
 def plaque_burden(agatston: float | None) -> str | None:
     """CAD-RADS plaque burden P1-P4 from an Agatston calcium score (None when 0 or unknown)."""
     if agatston is None or agatston <= 0:

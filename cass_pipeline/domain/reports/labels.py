@@ -7,12 +7,14 @@ Rules:
 - A bare 50% is significant (CAD-RADS 3), unless `bare_50_significant=False`.
 - Branch class = most severe finding on the branch; where an addendum or a corrected
   impression grades the branch again, its grade replaces the earlier ones (up or down).
-  A stent (without restenosis), a graft or a myocardial bridge alone is not stenosis: the
-  branch is no_stenosis; high-risk plaque alone is minimal plaque. A non-diagnostic branch
-  gets no label unless a finding on it is already significant.
+  A stent (without restenosis) or a myocardial bridge alone is not stenosis: the branch is
+  no_stenosis; high-risk plaque alone is minimal plaque; a graft's findings and a graft
+  alone say nothing of the native branch (no label). A non-diagnostic branch gets no label
+  unless a finding on it is already significant.
 - Patient class = most severe branch; CAD-RADS 2.0 category from the branch maxima (4B for
-  left main >= 50% or >= 70% in all three arteries); N when a segment is non-diagnostic and
-  nothing obstructive is found. Modifiers: P1-P4 from the calcium score, N, HRP, S, G.
+  left main >= 50% or >= 70% in all three arteries); N, and no patient class, when a segment
+  or the whole study is non-diagnostic and nothing obstructive is found. Modifiers: P1-P4
+  from the calcium score (else the segment involvement score), N, HRP, S, G, E, I+/I-/I+/-.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from cass_pipeline.domain.anatomy import (
     cad_rads_category,
     class_of_percent,
     plaque_burden,
+    plaque_burden_of_sis,
 )
 from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.parser import Mention, ReportReading
@@ -65,7 +68,7 @@ def finding_class(mention: Mention, bare_50_significant: bool) -> str:
 def label_branch(
     branch: str, mentions: list[Mention], bare_50_significant: bool, reading: ReportReading
 ) -> BranchLabel:
-    findings = [m for m in mentions if m.pct_low is not None]
+    findings = [m for m in mentions if m.pct_low is not None and not m.on_graft]
     revised = [m for m in findings if reading.revises(m)]
     findings = revised or findings  # an addendum's grade replaces the earlier ones
     modifiers = sorted({m.modifier for m in mentions if m.modifier and not m.negated})
@@ -89,9 +92,12 @@ def label_branch(
             [(m.start_char, m.end_char) for m in decisive],
         )
     else:
-        support = [m for m in mentions if m.modifier and not m.negated and m.modifier != "N"]
+        support = [
+            m for m in mentions if m.modifier and not m.negated and m.modifier not in {"N", "G"}
+        ]
         if support:
-            # High-risk plaque alone is plaque without a grade; stent, graft, bridge: none.
+            # High-risk plaque alone is plaque without a grade; stent, bridge: none. A graft
+            # says nothing of the native branch.
             hrp = any(m.modifier == "HRP" for m in support)
             low, high = GRADE_RANGE["minimal" if hrp else "none"]
             label = BranchLabel(
@@ -138,7 +144,7 @@ def label_report(
     elif reading.globally_normal and not branches:  # "Normal coronary arteries."
         patient_class = "no_stenosis"
     category = "0" if patient_class and not branches else None
-    if branches:
+    if labelled:
         maxima = {
             lab.branch: (
                 49 if lab.stenosis_class == "non_significant" and lab.pct_low >= 50 else lab.pct_low
@@ -146,15 +152,22 @@ def label_report(
             for lab in labelled
         }
         category = cad_rads_category(maxima)
-    non_diagnostic = any(lab.non_diagnostic for lab in branches.values())
+    non_diagnostic = any(lab.non_diagnostic for lab in branches.values()) or any(
+        m.modifier == "N" and not m.branches and not m.negated for m in reading.mentions
+    )
     if non_diagnostic and category in {None, "0", "1", "2"}:
-        category = "N"
-    modifiers = [m for m in (plaque_burden(reading.calcium_score),) if m]
+        category = "N"  # obstructive disease is not excluded: no patient class
+        patient_class = None
+    burden = plaque_burden(reading.calcium_score) or plaque_burden_of_sis(
+        reading.segment_involvement
+    )
+    modifiers = [burden] if burden else []
     if non_diagnostic and category != "N":
         modifiers.append("N")
     for code in ("HRP", "S", "G"):
         if any(code in lab.modifiers for lab in branches.values()):
             modifiers.append(code)
+    modifiers += [code for code in ("E" if reading.anomalous else None, reading.ischaemia) if code]
     for code in reading.stated_modifiers:  # "CAD-RADS 2/P2/HRP": what the reader states
         if code not in modifiers and not (code == "N" and category == "N"):
             modifiers.append(code)

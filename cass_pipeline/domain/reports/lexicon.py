@@ -25,14 +25,14 @@ VESSEL_PATTERNS: list[tuple[str, str]] = [
     (r"left\s+main(?:\s+(?:coronary\s+)?(?:artery|stem|trunk))?|LMCA|LMS|LM", "LM"),
     (
         r"left\s+anterior\s+descending(?:\s+(?:coronary\s+)?artery)?|anterior\s+descending|"
-        r"[pmd]?LAD",
+        r"[pmd]?LAD|RIVA",
         "LAD",
     ),
     (r"(?:first|1st)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?1|diagonal[\s-]?1", "D-1"),
     (r"(?:second|2nd)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?2|diagonal[\s-]?2", "D-2"),
     (r"(?:third|3rd)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?3|diagonal[\s-]?3", "D-3"),
     (r"diagonal(?:\s+branch)?(?!\s*(?:branches|s\b))", "D-1"),
-    (r"(?:left\s+)?ci?rc?u?m?fle?x(?:\s+(?:coronary\s+)?artery)?|[pmd]?L?C[Xx]", "LCX"),
+    (r"(?:left\s+)?ci?rc?u?m?fle?x(?:\s+(?:coronary\s+)?artery)?|[pmd]?L?C[Xx]|RCX", "LCX"),
     (
         r"(?:first|1st)\s+(?:obtuse\s+)?marginal(?:\s+branch)?|OM[\s-]?1|obtuse\s+marginal[\s-]?1",
         "OM-1",
@@ -72,6 +72,11 @@ SEGMENT_REGEX = re.compile(
     r"\b(?:segments?|seg\.?|#)\s*(?P<a>\d{1,2})(?:\s*(?P<sep>-|–|to|and|,|&)\s*(?P<b>\d{1,2}))?\b",
     re.I,
 )
+
+#: A table row whose first cell is a number ("| 6 | 70-99% |", "6<TAB>pLAD<TAB>50%"), and the
+#: header that makes that number an SCCT segment ("| Segment | ...", "Seg<TAB>...", "| # |").
+TABLE_ROW_NUMBER = re.compile(r"^[ \t]*\|?[ \t]*(?P<n>\d{1,2})[ \t]*(?=[|\t])", re.M)
+SEGMENT_TABLE_HEADER = re.compile(r"^[ \t]*\|?[ \t]*(?:seg(?:ment)?s?\b|#|no\.)", re.I)
 
 PERCENT_UNIT = r"\s*(?:%|per\s?cent\b|percent\b)"
 COMPARATOR = (
@@ -194,11 +199,15 @@ NONDIAGNOSTIC_REGEX = re.compile(
     r"\bnon-?diagnostic\b|\bnot\s+(?:diagnostic|evaluable|assessable|interpretable)\b|"
     r"\bnon-?evaluable\b|\bunevaluable\b|\bcannot\s+be\s+(?:evaluated|assessed)\b|"
     r"\bcould\s+not\s+be\s+(?:evaluated|assessed)\b|\blimited\s+(?:evaluation|assessment)\b|"
-    r"\bunable\s+to\s+(?:evaluate|assess)\b",
+    r"\bunable\s+to\s+(?:evaluate|assess)\b|"
+    r"\b(?:severe|marked|extensive|significant)\s+(?:motion|respiratory|breathing|blooming|"
+    r"streak)(?:\s+(?:artefacts?|artifacts?))?",
     re.I,
 )
 STENT_REGEX = re.compile(r"\b(?:in-?stent|stents?|stented|PCI)\b", re.I)
 GRAFT_REGEX = re.compile(r"\b(?:grafts?|CABG|LIMA|RIMA|SVG|bypass)\b", re.I)
+#: A sentence about the native vessels of a grafted patient ("Native LAD occluded").
+NATIVE_REGEX = re.compile(r"\bnative\b", re.I)
 BRIDGE_REGEX = re.compile(
     r"\b(?:myocardial\s+bridg\w*|intramyocardial\s+(?:course|segment)|"
     r"bridging|tunnell?ed)\b",
@@ -225,13 +234,36 @@ CAD_RADS_REGEX = re.compile(
     r"(?P<mods>(?:\s*/\s*(?:P[0-4]|S|G|HRP|N|V|I\+/-|I[+-]|E)\b)*)",
     re.I,
 )
+#: An anomalous coronary origin or course (CAD-RADS modifier E).
+ANOMALY_REGEX = re.compile(
+    r"\banomalous\s+(?:origin|course)|\binterarterial\s+course|\bcoronary\s+(?:artery\s+)?"
+    r"fistula|\bar(?:ises|ising)\s+from\s+the\s+(?:opposite|contralateral|left|right|"
+    r"non-?coronary)\s+(?:coronary\s+)?(?:sinus|cusp)",
+    re.I,
+)
+#: A CT-derived FFR value (<= 0.75 ischaemia, 0.76-0.80 borderline, > 0.80 none).
+CT_FFR_REGEX = re.compile(
+    r"\b(?:CT[-\s]?FFR|FFR[-\s]?CT|FFRct)\b[^\d\n]{0,12}?(?P<value>0[.,]\d{1,2})", re.I
+)
+#: Ischaemia stated in words: positive, or (with a negation before it) absent.
+ISCHAEMIA_REGEX = re.compile(
+    r"\b(?P<neg>no|without|not\s+(?:indicative\s+of|suggestive\s+of))?\s*"
+    r"(?:(?:lesion[-\s]specific|inducible|haemodynamically\s+significant|hemodynamically\s+"
+    r"significant)\s+)?isch(?:a)?emi(?:a|c)\b",
+    re.I,
+)
+#: The segment involvement score: the number of segments with plaque.
+SIS_REGEX = re.compile(
+    r"\b(?:segment\s+involvement\s+score(?:\s*\(SIS\))?|SIS)\s*(?:of|:|=)?\s*(?P<value>\d{1,2})\b",
+    re.I,
+)
 #: A heading whose section is not a finding of today's study: history, indication, technique,
 #: calcium scoring, a template's key. The section ends at a blank line or a labelled line.
 NON_FINDING_HEADING = re.compile(
     r"^[ \t]*(?:(?:clinical|family|cardiac|past\s+medical)\s+)?(?:history|indications?|"
     r"reason\s+for\s+(?:the\s+)?(?:exam(?:ination)?|study|referral)|technique|protocol|"
     r"acquisition|calcium\s+scor(?:e|ing)|coronary\s+(?:artery\s+)?calcium(?:\s+scor(?:e|ing))?|"
-    r"key|legend|cad[-\s]?rads\s+(?:key|legend))\b[^\n:]{0,20}:",
+    r"key|legend|cad[-\s]?rads\s+(?:key|legend)|scan|scan\s+parameters)\b[^\n:]{0,20}:",
     re.I | re.M,
 )
 #: A line that starts with a label ("FINDINGS:", "LAD:", "Coronary dominance:").
@@ -242,7 +274,7 @@ UNTICKED_LINE = re.compile(r"^[ \t]*(?:\[[ \t]?\]|\([ \t]?\)|☐|□)[^\n]*", re
 #: grades of the branches it names.
 REVISION_HEADING = re.compile(
     r"^[ \t]*(?:addendum|corrected\s+(?:impression|report)|correction|amended\s+"
-    r"(?:impression|report)|revised\s+impression)\b[^\n:]{0,20}:",
+    r"(?:impression|report)|revised(?:\s+impression)?)\b[^\n:]{0,60}:",
     re.I | re.M,
 )
 #: A grade given for an earlier study: just before the finding ("previously 50-69%") or as
@@ -255,8 +287,10 @@ PRIOR_AFTER_REGEX = re.compile(
 )
 #: ...unless today's study says it is the same grade.
 UNCHANGED_REGEX = re.compile(r"unchanged|stable|similar|again|as\s+before", re.I)
-#: What follows a grade word when it speaks of calcium, not of the lumen.
-CALCIFICATION_AFTER = re.compile(r"calcif|calcium", re.I)
+#: What follows a grade word when it speaks of calcium or of the image, not of the lumen.
+NOT_OF_THE_LUMEN = re.compile(
+    r"calcif|calcium|motion|artefact|artifact|noise|blooming|respirat|breathing|streak", re.I
+)
 #: ...unless a word of the lumen follows ("severe calcified stenosis").
 LUMEN_NOUN = re.compile(r"stenos|narrow|lesion|plaque|disease|occlu", re.I)
 #: A statement about all coronary arteries at once ("Normal coronary arteries.").
@@ -269,4 +303,9 @@ GLOBAL_NORMAL_REGEX = re.compile(
 )
 PRONOUN_REGEX = re.compile(r"\b(?:it|its|this\s+(?:vessel|artery|branch)|the\s+vessel)\b", re.I)
 CLAUSE_BREAK_REGEX = re.compile(r";|\b(?:but|however|although|whereas|except|apart\s+from)\b", re.I)
-COORDINATION = {",", "and", "or", "&", "the", "as", "well", "to", "/", "both", "also", "-"}
+#: Words that may stand between coordinated vessels ("the LAD, the mid circumflex and its
+#: diagonal branches", "the left main extending into the ostial LAD").
+COORDINATION = {",", "and", "or", "&", "the", "as", "well", "to", "/", "both", "also", "-", "its"}
+COORDINATION |= {"proximal", "mid", "distal", "ostial", "prox", "dist", "extending", "into"}
+#: Words that may stand between a preposition and the vessel it links ("of the proximal").
+LINK_FILLERS = {"the", "a", "an", "proximal", "mid", "distal", "ostial", "prox", "dist"}

@@ -32,6 +32,17 @@ except), with these rules:
   not today's, unless the report says it is unchanged.
 - Mentions after an addendum or corrected-impression heading revise (`ReportReading.revises`):
   the labels take their grades in place of the earlier ones for the branches they name.
+- Dictation: a line that starts with a vessel's name starts a sentence; a preposition links
+  a finding to the vessel after it only when nothing but "the" or a position word stands
+  between ("stenosis in the mid segment the circumflex is normal" does not link).
+- Tables: where a table's header names segments ("| Segment |", "Seg<TAB>", "| # |"), the
+  number in a row's first cell is the SCCT segment; a row without a finding ("absent",
+  "n/a") gives its branch no label.
+- A finding in a sentence about a bypass graft ("SVG to OM1: 70%") is the graft's
+  (`Mention.on_graft`), not the native branch's, unless the sentence says "native".
+- Report-level facts: an anomalous origin (modifier E), ischaemia from a CT-FFR value or in
+  words (I+, I-, I+/-) and the segment involvement score (plaque burden P1-P4 without a
+  calcium score).
 """
 
 from __future__ import annotations
@@ -85,13 +96,16 @@ MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRI
 FACTS = {"CALCIUM", "DOMINANCE"}
 POST_HEDGE = re.compile(r"\?")
 PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "throughout", "on"}
+#: Words after which a line that starts with a vessel's name still wraps the sentence.
+CONNECTIVES = PREPOSITIONS | lx.COORDINATION | {"a", "an", "with"}
 
 
 @Language.component("cass_sentences")
 def cass_sentences(doc: Doc) -> Doc:
     """Sentences end at . ! ? (not after common abbreviations) and at line breaks, except
-    where a wrapped line goes on: it starts in lower case, is not a "label:" line, and the
-    line before did not end with . ! ? or :."""
+    where a wrapped line goes on: it starts in lower case, is not a "label:" line, the line
+    before did not end with . ! ? or :, and it does not start with a vessel's name (as a
+    dictated line does) unless the line before ended with "of", "the", "and"..."""
     before, previous, last = "", "", ""
     text = doc.text
     for token in doc:
@@ -105,6 +119,7 @@ def cass_sentences(doc: Doc) -> Doc:
                 and token.text[:1].islower()
                 and last not in {".", "!", "?", ":"}
                 and not LABEL_LINE.match(text, token.idx)
+                and (last.lower() in CONNECTIVES or not lx.VESSEL_REGEX.match(text, token.idx))
             )
             token.is_sent_start = ends or (line_break and not wrapped)
         before, previous = previous.lower(), token.text_with_ws
@@ -115,11 +130,25 @@ def cass_sentences(doc: Doc) -> Doc:
     return doc
 
 
+def table_segments(text: str) -> list[tuple[int, int, str]]:
+    """The row numbers of tables whose header names segments, as SEGMENT candidates."""
+    found, header, position = [], None, 0
+    for line in text.splitlines(keepends=True):
+        if "|" not in line and "\t" not in line:
+            header = None
+        elif header is None:
+            header = bool(lx.SEGMENT_TABLE_HEADER.match(line))
+        elif header and (row := lx.TABLE_ROW_NUMBER.match(line)):
+            found.append((position + row.start("n"), position + row.end("n"), "SEGMENT"))
+        position += len(line)
+    return found
+
+
 @Language.component("cass_concepts")
 def cass_concepts(doc: Doc) -> Doc:
     """Every lexicon match as a labelled span; overlaps go to the longest, then by priority."""
-    candidates = []
     text_of_doc = doc.text
+    candidates = table_segments(text_of_doc)
     for label, pattern in CONCEPTS:
         for match in pattern.finditer(text_of_doc):
             start, end = match.span()
@@ -168,6 +197,8 @@ class Mention:
     uncertain: bool = False
     modifier: str | None = None
     bare_50: bool = False
+    #: A finding about a bypass graft ("SVG to OM1: 70%"), not about the native branch.
+    on_graft: bool = False
 
 
 @dataclass
@@ -180,6 +211,11 @@ class ReportReading:
     stated_cad_rads: str | None = None
     stated_modifiers: list[str] = field(default_factory=list)
     globally_normal: bool = False
+    #: Report-level modifiers the text states: an anomalous origin (E), ischaemia (I+, I-,
+    #: I+/-) from a CT-FFR value or in words, and the segment involvement score.
+    anomalous: bool = False
+    ischaemia: str | None = None
+    segment_involvement: int | None = None
     #: Where an addendum or corrected impression starts (its grades revise the earlier ones).
     revision_start: int | None = None
 
@@ -245,6 +281,8 @@ def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
 
 def branches_of(span: Span, dominance: str) -> list[str]:
     """Canonical branches a vessel or segment mention names."""
+    if span.label_ == "SEGMENT" and span.text.isdigit():
+        return [SCCT_SEGMENTS[int(span.text)]] if int(span.text) in SCCT_SEGMENTS else []
     if span.label_ == "SEGMENT":
         m = lx.SEGMENT_REGEX.search(span.text)
         first = int(m.group("a"))
@@ -329,6 +367,7 @@ def read_report(doc: Doc) -> ReportReading:
     reading.globally_normal = any(
         not is_skipped(m.start()) for m in lx.GLOBAL_NORMAL_REGEX.finditer(doc.text)
     )
+    read_stated_modifiers(doc.text, is_skipped, reading)
     for s_index, sentence in enumerate(doc.sents):
         if is_skipped(sentence.start_char):
             continue
@@ -350,6 +389,33 @@ def read_report(doc: Doc) -> ReportReading:
                 last_vessels = named[-1:]
                 context = header or sorted(set(named))
     return reading
+
+
+def ischaemia_of_ffr(value: float) -> str:
+    """CAD-RADS 2.0 ischaemia modifier of a CT-FFR value."""
+    return "I+" if value <= 0.75 else "I+/-" if value <= 0.80 else "I-"
+
+
+def read_stated_modifiers(text: str, is_skipped, reading: ReportReading) -> None:
+    """The anomalous origin, ischaemia and segment involvement score the text states (the
+    score wherever it stands; the others outside history and technique)."""
+    reading.anomalous = any(
+        not is_skipped(m.start())
+        and not lx.NEGATION_REGEX.search(text[max(0, m.start() - 20) : m.start()])
+        for m in lx.ANOMALY_REGEX.finditer(text)
+    )
+    values = [
+        float(m.group("value").replace(",", "."))
+        for m in lx.CT_FFR_REGEX.finditer(text)
+        if not is_skipped(m.start())
+    ]
+    words = [m for m in lx.ISCHAEMIA_REGEX.finditer(text) if not is_skipped(m.start())]
+    if values:
+        reading.ischaemia = ischaemia_of_ffr(min(values))
+    elif words:
+        reading.ischaemia = "I+" if any(not m.group("neg") for m in words) else "I-"
+    score = lx.SIS_REGEX.search(text)
+    reading.segment_involvement = int(score.group("value")) if score else None
 
 
 def label_vessels(doc: Doc, sentence: Span, inside: list[Span], dominance: str) -> list[str]:
@@ -391,6 +457,9 @@ class Clause:
             r"compress|systol", concepts[0].sent.text, re.I
         )
         self.has_pronoun = any(c.label_ == "PRONOUN" for c in concepts)
+        self.on_graft = any(c.label_ == "GRAFT" for c in concepts) and not lx.NATIVE_REGEX.search(
+            concepts[0].sent.text
+        )
 
     def negation(self, span: Span) -> Span | None:
         """The cue that negates `span` (a cue before it, or "excluded" after it), if any."""
@@ -424,9 +493,9 @@ class Clause:
         after = [v for v in after if v.start < next_finding]
         if after:
             gap = gap_words(self.doc, span, after[0])
-            linked = bool(set(gap) & PREPOSITIONS) and len(gap) <= 8
-            adjacent = set(gap) <= {"the", "a", "an"}
-            if linked or adjacent:
+            last = max((i for i, word in enumerate(gap) if word in PREPOSITIONS), default=None)
+            linked = last is not None and set(gap[last + 1 :]) <= lx.LINK_FILLERS
+            if linked or not gap:
                 return self.chain(after, forward=True)
         before = [v for v in self.vessels if v.end <= span.start]
         if before:
@@ -511,7 +580,7 @@ class Clause:
             return False
         if after[0].text == ":":
             return True
-        return bool(lx.CALCIFICATION_AFTER.match(after[0].text)) and not any(
+        return bool(lx.NOT_OF_THE_LUMEN.match(after[0].text)) and not any(
             lx.LUMEN_NOUN.match(token.text) for token in after[1:]
         )
 
@@ -561,4 +630,5 @@ class Clause:
             negated=is_negated,
             uncertain=self.uncertain(span),
             bare_50=bare,
+            on_graft=self.on_graft,
         )

@@ -35,6 +35,7 @@ MENTION_SCHEMA = pa.schema(
         ("uncertain", pa.bool_()),
         ("modifier", pa.string()),
         ("bare_50", pa.bool_()),
+        ("on_graft", pa.bool_()),
     ]
 )
 BRANCH_LABEL_SCHEMA = pa.schema(
@@ -111,6 +112,7 @@ def report_tables(cohort: ParsedCohort) -> dict[str, pa.Table]:
                         "uncertain": m.uncertain,
                         "modifier": m.modifier,
                         "bare_50": m.bare_50,
+                        "on_graft": m.on_graft,
                     }
                 )
         for lab in labels.branches.values():
