@@ -31,6 +31,10 @@ VESSEL_PATTERNS: list[tuple[str, str]] = [
     (r"(?:first|1st)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?1|diagonal[\s-]?1", "D-1"),
     (r"(?:second|2nd)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?2|diagonal[\s-]?2", "D-2"),
     (r"(?:third|3rd)\s+diagonal(?:\s+branch)?|(?:D|Dg|Diag)[\s-]?3|diagonal[\s-]?3", "D-3"),
+    (
+        r"(?:first|1st)\s+and\s+(?:second|2nd)\s+diagonal(?:s|\s+branches)|D1\s*(?:and|&|/)\s*D2",
+        "D-1 D-2",
+    ),
     (r"diagonal(?:\s+branch)?(?!\s*(?:branches|s\b))", "D-1"),
     (r"(?:left\s+)?ci?rc?u?m?fle?x(?:\s+(?:coronary\s+)?artery)?|[pmd]?L?C[Xx]|RCX", "LCX"),
     (
@@ -45,7 +49,7 @@ VESSEL_PATTERNS: list[tuple[str, str]] = [
         r"(?:third|3rd)\s+(?:obtuse\s+)?marginal(?:\s+branch)?|OM[\s-]?3|obtuse\s+marginal[\s-]?3",
         "OM-3",
     ),
-    (r"(?:obtuse\s+)?marginal(?:\s+branch(?:es)?)?|OMs?", "OM"),
+    (r"(?:obtuse\s+)?marginals?(?:\s+branch(?:es)?)?|OMs?", "OM"),
     (
         r"ramus(?:\s+intermedi(?:us|ate))?(?:\s+(?:branch|artery))?|intermediate\s+(?:branch|artery)|"
         r"RI|RIM",
@@ -73,9 +77,10 @@ SEGMENT_REGEX = re.compile(
     re.I,
 )
 
-#: A table row whose first cell is a number ("| 6 | 70-99% |", "6<TAB>pLAD<TAB>50%"), and the
-#: header that makes that number an SCCT segment ("| Segment | ...", "Seg<TAB>...", "| # |").
-TABLE_ROW_NUMBER = re.compile(r"^[ \t]*\|?[ \t]*(?P<n>\d{1,2})[ \t]*(?=[|\t])", re.M)
+#: The table header that makes a row's leading number an SCCT segment ("| Segment | ...",
+#: "Seg<TAB>...", "| # |").
+#: A column header under which a bare number is a percent stenosis.
+PERCENT_COLUMN = re.compile(r"stenos|%|diameter|narrowing", re.I)
 SEGMENT_TABLE_HEADER = re.compile(r"^[ \t]*\|?[ \t]*(?:seg(?:ment)?s?\b|#|no\.)", re.I)
 
 PERCENT_UNIT = r"\s*(?:%|per\s?cent\b|percent\b)"
@@ -220,7 +225,7 @@ HRP_REGEX = re.compile(
 )
 CALCIUM_REGEX = re.compile(
     r"\b(?:agatston(?:\s+score)?|calcium\s+score|CACS?|coronary\s+(?:artery\s+)?calcium"
-    r"(?:\s+score)?)\b[^\d\n]{0,30}?(?P<value>\d+(?:[.,]\d+)?)",
+    r"(?:\s+score)?)\b[^\d\n]{0,30}?(?P<value>\d+(?:[.,]\d+)?|(?<=\s)(?:zero|nil)\b)",
     re.I,
 )
 DOMINANCE_REGEX = re.compile(
@@ -268,8 +273,9 @@ NON_FINDING_HEADING = re.compile(
 )
 #: A line that starts with a label ("FINDINGS:", "LAD:", "Coronary dominance:").
 LINE_LABEL = re.compile(r"^[ \t]*[A-Za-z][^\n:.]{0,40}:", re.M)
-#: A template's line whose box is not ticked: it states nothing about this patient.
-UNTICKED_LINE = re.compile(r"^[ \t]*(?:\[[ \t]?\]|\([ \t]?\)|☐|□)[^\n]*", re.M)
+#: A template's option whose box is not ticked, to the next box or the line's end: it states
+#: nothing about this patient.
+UNTICKED_OPTION = re.compile(r"(?:\[[ \t]?\]|\([ \t]?\)|☐|□)[^\n\[\(☐□☒☑✓✔]*")
 #: A heading after which the report revises itself: what it grades there replaces the earlier
 #: grades of the branches it names.
 REVISION_HEADING = re.compile(
@@ -302,7 +308,10 @@ GLOBAL_NORMAL_REGEX = re.compile(
     re.I,
 )
 PRONOUN_REGEX = re.compile(r"\b(?:it|its|this\s+(?:vessel|artery|branch)|the\s+vessel)\b", re.I)
-CLAUSE_BREAK_REGEX = re.compile(r";|\b(?:but|however|although|whereas|except|apart\s+from)\b", re.I)
+CLAUSE_BREAK_REGEX = re.compile(
+    r";|\b(?:but|however|although|whereas|except|apart\s+from|impression|conclusion|summary)\b",
+    re.I,
+)
 #: Words that may stand between coordinated vessels ("the LAD, the mid circumflex and its
 #: diagonal branches", "the left main extending into the ostial LAD").
 COORDINATION = {",", "and", "or", "&", "the", "as", "well", "to", "/", "both", "also", "-", "its"}

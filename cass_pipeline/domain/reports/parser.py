@@ -96,6 +96,10 @@ MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRI
 FACTS = {"CALCIUM", "DOMINANCE"}
 POST_HEDGE = re.compile(r"\?")
 PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "throughout", "on"}
+#: What names the vessel a branch arises from, not the one a finding speaks of.
+ORIGIN = re.compile(r"\b(?:aris(?:es|ing)|originat(?:es|ing))\s+from(?:\s+the)?\s*$", re.I)
+#: Words that start a section, so a sentence, even dictated without punctuation.
+HEADING_WORDS = {"impression", "conclusion", "findings", "summary"}
 #: Words after which a line that starts with a vessel's name still wraps the sentence.
 CONNECTIVES = PREPOSITIONS | lx.COORDINATION | {"a", "an", "with"}
 
@@ -121,7 +125,8 @@ def cass_sentences(doc: Doc) -> Doc:
                 and not LABEL_LINE.match(text, token.idx)
                 and (last.lower() in CONNECTIVES or not lx.VESSEL_REGEX.match(text, token.idx))
             )
-            token.is_sent_start = ends or (line_break and not wrapped)
+            heading = token.lower_ in HEADING_WORDS and before not in {"the", "my", "an"}
+            token.is_sent_start = ends or (line_break and not wrapped) or heading
         before, previous = previous.lower(), token.text_with_ws
         if previous.endswith(" "):
             previous = previous[:-1]
@@ -130,16 +135,39 @@ def cass_sentences(doc: Doc) -> Doc:
     return doc
 
 
-def table_segments(text: str) -> list[tuple[int, int, str]]:
-    """The row numbers of tables whose header names segments, as SEGMENT candidates."""
+def table_cells(line: str) -> list[tuple[int, int, str]]:
+    """(start, end, text) of each cell of a pipe or tab table's line, stripped."""
+    cells, position = [], 0
+    for i, part in enumerate(re.split(r"[|\t]", line.rstrip("\n"))):
+        text = part.strip()
+        if not (i == 0 and not text and line.lstrip().startswith("|")):
+            offset = position + len(part) - len(part.lstrip())
+            cells.append((offset, offset + len(text), text))
+        position += len(part) + 1
+    return cells
+
+
+def table_concepts(text: str) -> list[tuple[int, int, str]]:
+    """Concepts a table's layout gives: the first cell's number where the header names
+    segments (an SCCT segment), a bare number in a column headed "stenosis" or "%" (a
+    percent)."""
     found, header, position = [], None, 0
     for line in text.splitlines(keepends=True):
         if "|" not in line and "\t" not in line:
             header = None
         elif header is None:
-            header = bool(lx.SEGMENT_TABLE_HEADER.match(line))
-        elif header and (row := lx.TABLE_ROW_NUMBER.match(line)):
-            found.append((position + row.start("n"), position + row.end("n"), "SEGMENT"))
+            names = [cell for _, _, cell in table_cells(line)]
+            header = (
+                bool(lx.SEGMENT_TABLE_HEADER.match(line)),
+                next((i for i, n in enumerate(names) if lx.PERCENT_COLUMN.search(n)), None),
+            )
+        else:
+            cells = table_cells(line)
+            if header[0] and cells and cells[0][2].isdigit():
+                found.append((position + cells[0][0], position + cells[0][1], "SEGMENT"))
+            column = header[1]
+            if column is not None and column < len(cells) and cells[column][2].isdigit():
+                found.append((position + cells[column][0], position + cells[column][1], "PCT"))
         position += len(line)
     return found
 
@@ -148,7 +176,7 @@ def table_segments(text: str) -> list[tuple[int, int, str]]:
 def cass_concepts(doc: Doc) -> Doc:
     """Every lexicon match as a labelled span; overlaps go to the longest, then by priority."""
     text_of_doc = doc.text
-    candidates = table_segments(text_of_doc)
+    candidates = table_concepts(text_of_doc)
     for label, pattern in CONCEPTS:
         for match in pattern.finditer(text_of_doc):
             start, end = match.span()
@@ -235,6 +263,9 @@ def grade_range(word: str) -> tuple[int, int]:
 def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
     """(low, high, grade word, bare 50%) a finding span stands for, None when not readable."""
     text, label = span.text, span.label_
+    if label == "PCT" and text.isdigit():  # a bare number in a table's percent column
+        value = int(text)
+        return (value, value, None, value == 50) if value <= 100 else None
     if label == "PCT":
         m = lx.PERCENT_REGEX.search(text)
         if m is None:
@@ -295,7 +326,7 @@ def branches_of(span: Span, dominance: str) -> list[str]:
         return []
     index = int(m.lastgroup[1:])
     side = "LCX" if dominance == "left" else "RCA"
-    return [lx.VESSEL_PATTERNS[index][1].replace(lx.DOMINANT, side)]
+    return lx.VESSEL_PATTERNS[index][1].replace(lx.DOMINANT, side).split()
 
 
 def gap_words(doc: Doc, left: Span, right: Span) -> list[str]:
@@ -319,7 +350,8 @@ def non_finding_ranges(text: str) -> list[tuple[int, int]]:
     """Character ranges of the sections that hold no finding of today's study (history,
     indication, technique, calcium scoring, a key): from the heading to a blank line or the
     next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:"); and the
-    lines of a template whose box is not ticked."""
+    options of a template whose box is not ticked ("[ ] 70-99%", to the next box or the line's
+    end)."""
     ranges = []
     for heading in lx.NON_FINDING_HEADING.finditer(text):
         blank = text.find("\n\n", heading.end())
@@ -333,7 +365,7 @@ def non_finding_ranges(text: str) -> list[tuple[int, int]]:
         )
         ends = [e for e in (blank, later) if e >= 0]
         ranges.append((heading.start(), min(ends, default=len(text))))
-    return ranges + [line.span() for line in lx.UNTICKED_LINE.finditer(text)]
+    return ranges + [option.span() for option in lx.UNTICKED_OPTION.finditer(text)]
 
 
 def read_report(doc: Doc) -> ReportReading:
@@ -356,7 +388,10 @@ def read_report(doc: Doc) -> ReportReading:
             reading.dominance = "left" if side.startswith("left") else "right"
         elif span.label_ == "CALCIUM" and reading.calcium_score is None:
             m = lx.CALCIUM_REGEX.search(span.text)
-            reading.calcium_score = float(m.group("value").replace(",", "."))
+            value = m.group("value").lower()
+            reading.calcium_score = (
+                0.0 if value in {"zero", "nil"} else float(value.replace(",", "."))
+            )
         elif span.label_ == "CADRADS":
             m = lx.CAD_RADS_REGEX.search(span.text)
             reading.stated_cad_rads = m.group("cat").upper()
@@ -368,11 +403,16 @@ def read_report(doc: Doc) -> ReportReading:
         not is_skipped(m.start()) for m in lx.GLOBAL_NORMAL_REGEX.finditer(doc.text)
     )
     read_stated_modifiers(doc.text, is_skipped, reading)
+    line_header: list[str] = []
     for s_index, sentence in enumerate(doc.sents):
         if is_skipped(sentence.start_char):
             continue
         inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
         header = label_vessels(doc, sentence, inside, reading.dominance)
+        if starts_a_line(doc.text, sentence.start_char):
+            line_header = header
+        elif not header and not any(c.label_ in VESSEL_LABELS for c in inside):
+            header = line_header  # "RCA: Dominant. Mild plaque.": the line's label goes on
         context = header  # a clause naming no vessel speaks of the last one named before it
         for clause in clauses_of(sentence, inside):
             mentions = Clause(doc, clause, reading.dominance, context, last_vessels).mentions(
@@ -416,6 +456,10 @@ def read_stated_modifiers(text: str, is_skipped, reading: ReportReading) -> None
         reading.ischaemia = "I+" if any(not m.group("neg") for m in words) else "I-"
     score = lx.SIS_REGEX.search(text)
     reading.segment_involvement = int(score.group("value")) if score else None
+
+
+def starts_a_line(text: str, position: int) -> bool:
+    return text[:position].rstrip(" \t").endswith("\n") or not text[:position].strip()
 
 
 def label_vessels(doc: Doc, sentence: Span, inside: list[Span], dominance: str) -> list[str]:
@@ -495,9 +539,11 @@ class Clause:
             gap = gap_words(self.doc, span, after[0])
             last = max((i for i, word in enumerate(gap) if word in PREPOSITIONS), default=None)
             linked = last is not None and set(gap[last + 1 :]) <= lx.LINK_FILLERS
-            if linked or not gap:
+            if linked or (not gap and not self.graded_right_after(after[0])):
                 return self.chain(after, forward=True)
         before = [v for v in self.vessels if v.end <= span.start]
+        if len(before) > 1 and ORIGIN.search(self.doc[before[-2].end : before[-1].start].text):
+            before = before[:-1]  # "the PDA arises from the circumflex and is normal"
         if before:
             return self.chain(before, forward=False)
         if after:
@@ -505,6 +551,11 @@ class Clause:
         if self.header:
             return self.header
         return list(self.last_vessels) if self.has_pronoun else []
+
+    def graded_right_after(self, vessel: Span) -> bool:
+        """Whether a grade follows the vessel at once ("diagonal normal" in dictation), so
+        that a finding just before it is not its own ("lad less than 25 percent diagonal")."""
+        return any(f.start == vessel.end and f.label_ != "NOUN" for f in self.graded)
 
     def chain(self, candidates: list[Span], forward: bool) -> list[str]:
         """The branches of the nearest vessel and of those coordinated with it ("LAD and
