@@ -13,8 +13,9 @@ PARQUET = ".parquet"
 #: Synthetic cohorts' ground truth, one table each, under raw/ground_truth.
 GROUND_TRUTH_TABLES = ("patients", "branches", "views")
 MPR, REPORTS, VOLUMES, CENTRELINES = "mpr", "reports", "volumes", "centrelines"
+REVIEWS = "reviews"
 #: The folders of a raw export that CASS reads; files elsewhere are a wrong layout.
-RAW_FOLDERS = (MPR, VOLUMES, CENTRELINES, REPORTS)
+RAW_FOLDERS = (MPR, VOLUMES, CENTRELINES, REPORTS, REVIEWS)
 IMAGES, STORE = "images", "store"
 
 
@@ -54,6 +55,11 @@ class RawLayout:
     @property
     def volumes(self) -> Path:
         return self.root / VOLUMES
+
+    @property
+    def reviews(self) -> Path:
+        """A reviewer's label overrides (`domain/reports/review.py`)."""
+        return self.root / REVIEWS
 
     @property
     def centrelines(self) -> Path:
@@ -143,6 +149,10 @@ class DataLayout:
     @property
     def report_rejects(self) -> Path:
         return self.report_table("report_rejects")
+
+    @property
+    def label_review(self) -> Path:
+        return self.report_table("label_review")
 
     # Model: patient splits and the training run's checkpoints.
     @property

@@ -129,14 +129,20 @@ def ensure_splits(layout: DataLayout) -> None:
         write_splits(layout, SplitSettings())
 
 
-def write_splits(layout: DataLayout, settings: SplitSettings) -> tuple[pd.DataFrame, int]:
+def write_splits(
+    layout: DataLayout, settings: SplitSettings
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """The patients with both a label and images split by `settings` and written to the
-    layout; and how many labelled patients were left out."""
+    layout; and how many patients with a report were left out, held for review among them."""
     labels = pd.read_parquet(layout.patient_labels)
     usable = splittable_patients(labels, pd.read_parquet(layout.manifest, columns=["patient_id"]))
     table = patient_splits(usable, settings.ratios, settings.seed, settings.floor_per_class)
     write_parquet_atomic(table, layout.splits, SPLIT_SCHEMA)
-    return table, len(labels) - len(usable)
+    left_out = {
+        "all": len(labels) - len(usable),
+        "held_for_review": int(labels.held_for_review.sum()),
+    }
+    return table, left_out
 
 
 def read_tables(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -104,7 +104,7 @@ def test_no_header_identifier_reaches_any_parquet_output(materialised, tiny_coho
             born.strftime("%m/%d/%Y"),
         }
     outputs = list((root / "processed").rglob("*.parquet"))
-    assert len(outputs) == 5
+    assert len(outputs) == 6
     for path in outputs:
         blob = pd.read_parquet(path).to_json().lower()
         leaked = [v for v in identifiers if v.lower() in blob]

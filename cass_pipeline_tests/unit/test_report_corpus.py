@@ -66,6 +66,9 @@ def test_corpus_is_large_enough_and_covers_every_rule():
         "plaque burden from the segment involvement score",
         "a wholly non-diagnostic study gives no patient class",
         "severe motion makes a territory non-diagnostic",
+        "a stated CAD-RADS that disagrees is flagged",
+        "a stenosis statement on no branch is flagged",
+        "a branch graded twice is flagged",
     ):
         assert needed in rules
 
@@ -83,6 +86,8 @@ def test_report_gets_the_expected_labels(entry):
         assert lab.evidence, f"{lab.branch} has no evidence"
     if "stated_cad_rads" in entry:
         assert labels.reading.stated_cad_rads == entry["stated_cad_rads"]
+    held = sorted({flag.kind for flag in labels.flags if flag.holds})
+    assert held == sorted(entry.get("flags", [])), [f.evidence for f in labels.flags if f.holds]
     if entry.get("every_grade_placed"):
         graded = [m for m in labels.reading.mentions if m.concept in {"PCT", "GRADE"}]
         assert all(m.branches for m in graded), [m.text for m in graded if not m.branches]

@@ -2,6 +2,7 @@
 
 import dagster as dg
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cass_pipeline.defs.assets.cohort import raw_cohort
@@ -21,10 +22,12 @@ from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.pipeline import parse_cohort_reports, report_identifiers
 from cass_pipeline.domain.reports.tables import (
     BRANCH_LABEL_SCHEMA,
+    LABEL_REVIEW_SCHEMA,
     MENTION_SCHEMA,
     PATIENT_LABEL_SCHEMA,
     REJECT_SCHEMA,
     REPORT_SCHEMA,
+    TO_REVIEW,
     report_tables,
 )
 from cass_pipeline.domain.storage import write_parquet_atomic
@@ -35,6 +38,7 @@ SCHEMAS = {
     "branch_labels": BRANCH_LABEL_SCHEMA,
     "patient_labels": PATIENT_LABEL_SCHEMA,
     "report_rejects": REJECT_SCHEMA,
+    "label_review": LABEL_REVIEW_SCHEMA,
 }
 DESCRIPTIONS = {
     "deidentified_reports": "Report text with names, dates, MRNs, accession numbers, phone "
@@ -44,7 +48,12 @@ DESCRIPTIONS = {
     "branch_labels": "Branch class (most severe finding) with the text spans it rests on.",
     "patient_labels": "Patient class and CAD-RADS 2.0 category with modifiers.",
     "report_rejects": "Reports that could not be used, with the reason.",
+    "label_review": "Each report's flags with the sentence that shows them; reports `to review` "
+    "are held out of training until a reviewer's row under raw/reviews overrides or accepts "
+    "their labels.",
 }
+#: Share of reports held for review above which the review check warns.
+REVIEW_SHARE_WARNING = 0.05
 
 
 ReportConfig = config_class(
@@ -97,8 +106,9 @@ def label_reports(
         keys,
         workers=settings.workers,
         bare_50_significant=settings.bare_50_significant,
+        reviews=paths.layout.raw_folders.reviews,
     )
-    tables = report_tables(cohort)
+    tables = report_tables(cohort, settings.hold_flagged)
     context.log.info(f"{len(cohort.reports)} reports parsed, {len(cohort.rejects)} rejected")
     for name, table in tables.items():
         path = paths.layout.report_table(name)
@@ -122,7 +132,52 @@ def label_reports(
             metadata["cad_rads_counts"] = dg.MetadataValue.json(
                 {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))}
             )
+            metadata["held_for_review"] = int(pc.sum(table.column("held_for_review")).as_py() or 0)
+            metadata["reviewed"] = int(pc.sum(table.column("reviewed")).as_py() or 0)
+        if name == "label_review":
+            metadata.update(review_metadata(table.to_pandas()))
         yield dg.MaterializeResult(asset_key=name, metadata=metadata)
+
+
+def review_metadata(review: pd.DataFrame) -> dict:
+    """The review queue as the UI shows it: counts per flag and status, the queue's rows."""
+    queue = review[review.status == TO_REVIEW]
+    counts = (
+        review.groupby(["flag", "status"]).size().unstack(fill_value=0) if len(review) else None
+    )
+    columns = ["patient_id", "flag", "detail", "evidence", "branch_grades"]
+    return {
+        "reports_to_review": int(queue.patient_id.nunique()),
+        "flags": dg.MetadataValue.md(counts.to_markdown() if counts is not None else "none"),
+        "queue": dg.MetadataValue.md(
+            queue[columns].head(50).to_markdown(index=False) if len(queue) else "empty"
+        ),
+    }
+
+
+@dg.asset_check(
+    asset="label_review",
+    description=f"Share of parsed reports held out of training for review, warns above "
+    f"{REVIEW_SHARE_WARNING:.0%}.",
+)
+def review_queue_share(paths: CassPaths) -> dg.AssetCheckResult:
+    patients = pd.read_parquet(
+        paths.layout.patient_labels, columns=["patient_id", "held_for_review", "reviewed"]
+    )
+    held = int(patients.held_for_review.sum())
+    share = held / len(patients) if len(patients) else 0.0
+    return dg.AssetCheckResult(
+        passed=share <= REVIEW_SHARE_WARNING,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "reports": len(patients),
+            "held_for_review": held,
+            "reviewed": int(patients.reviewed.sum()),
+            "share_held": round(share, 4),
+            "how_to_review": "rows of patient_id, branch, label, note in a CSV or YAML file "
+            "under raw/reviews (docs/reports.md)",
+        },
+    )
 
 
 @dg.asset_check(
@@ -185,7 +240,7 @@ def branch_labels_traceable(paths: CassPaths) -> dg.AssetCheckResult:
     )
     labels = pd.read_parquet(paths.layout.branch_labels)
     broken = []
-    for row in labels.itertuples():
+    for row in labels[labels.source == "report"].itertuples():
         text = texts.get(row.patient_id, "")
         spans = list(zip(row.evidence_start, row.evidence_end, row.evidence, strict=True))
         if not spans or any(text[s:e] != quote for s, e, quote in spans):

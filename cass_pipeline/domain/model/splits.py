@@ -49,9 +49,12 @@ def allocate(n: int, ratios: tuple[float, float, float], floor: int) -> list[int
 
 
 def splittable_patients(patient_labels: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
-    """patient_id and patient_class of the patients with both a label and images."""
+    """patient_id and patient_class of the patients with both a label and images, less those
+    whose report is held for review (its labels are doubtful until a person has seen them)."""
     usable = (
-        patient_labels.patient_id.isin(manifest.patient_id) & patient_labels.patient_class.notna()
+        patient_labels.patient_id.isin(manifest.patient_id)
+        & patient_labels.patient_class.notna()
+        & ~patient_labels.held_for_review.astype(bool)
     )
     return patient_labels.loc[usable, ["patient_id", "patient_class"]]
 

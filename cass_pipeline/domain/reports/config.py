@@ -14,4 +14,9 @@ class ReportSettings:
     bare_50_significant: bool = option(
         True, "a bare '50%' is significant (CAD-RADS 3); off: non-significant"
     )
+    hold_flagged: bool = option(
+        True,
+        "hold reports whose labels disagree or leave a stenosis unplaced out of training "
+        "until reviewed",
+    )
     workers: int | None = option(None, "processes (default: all cores)")

@@ -46,17 +46,33 @@ class BranchLabel:
     evidence_spans: list[tuple[int, int]] = field(default_factory=list)
     non_diagnostic: bool = False
     modifiers: list[str] = field(default_factory=list)
+    #: Which rule of this module set the class (`cass parse-report --explain` prints it).
+    rule: str = ""
+    #: "report" (parsed) or "review" (a reviewer's override), with the reviewer's note.
+    source: str = "report"
+    note: str | None = None
 
 
 @dataclass
 class ReportLabels:
-    """Labels of one report."""
+    """Labels of one report, with what makes them doubtful (`flags.report_flags`)."""
 
     branches: dict[str, BranchLabel]
     patient_class: str | None
     cad_rads: str | None
     modifiers: list[str]
     reading: ReportReading
+    flags: list = field(default_factory=list)
+    #: A reviewer has seen the report (overrides applied, or its labels accepted).
+    reviewed: bool = False
+
+
+RULE_MOST_SEVERE = "the most severe finding on the branch"
+RULE_REVISED = "the addendum's grade, in place of the earlier ones"
+RULE_DEVICE_ONLY = "a stent or a myocardial bridge alone is no stenosis"
+RULE_HRP_ONLY = "high-risk plaque alone is minimal plaque"
+RULE_NO_GRADE = "no grade of the native branch"
+RULE_NON_DIAGNOSTIC = "non-diagnostic and not significant: no label"
 
 
 def finding_class(mention: Mention, bare_50_significant: bool) -> str:
@@ -70,6 +86,7 @@ def label_branch(
 ) -> BranchLabel:
     findings = [m for m in mentions if m.pct_low is not None and not m.on_graft]
     revised = [m for m in findings if reading.revises(m)]
+    rule = RULE_REVISED if revised and len(revised) < len(findings) else RULE_MOST_SEVERE
     findings = revised or findings  # an addendum's grade replaces the earlier ones
     modifiers = sorted({m.modifier for m in mentions if m.modifier and not m.negated})
     non_diagnostic = "N" in modifiers
@@ -90,6 +107,7 @@ def label_branch(
             top.pct_high,
             [m.text for m in decisive],
             [(m.start_char, m.end_char) for m in decisive],
+            rule=rule,
         )
     else:
         support = [
@@ -107,6 +125,7 @@ def label_branch(
                 high,
                 [m.text for m in support],
                 [(m.start_char, m.end_char) for m in support],
+                rule=RULE_HRP_ONLY if hrp else RULE_DEVICE_ONLY,
             )
         else:
             label = BranchLabel(
@@ -116,11 +135,12 @@ def label_branch(
                 None,
                 [m.text for m in mentions],
                 [(m.start_char, m.end_char) for m in mentions],
+                rule=RULE_NO_GRADE,
             )
     label.modifiers = [m for m in modifiers if m != "bridge"]
     label.non_diagnostic = non_diagnostic
     if non_diagnostic and label.stenosis_class != "significant":
-        label.stenosis_class = None
+        label.stenosis_class, label.rule = None, RULE_NON_DIAGNOSTIC
     return label
 
 
@@ -137,6 +157,11 @@ def label_report(
         for b in BRANCHES
         if b in by_branch
     }
+    return summarise(branches, reading)
+
+
+def summarise(branches: dict[str, BranchLabel], reading: ReportReading) -> ReportLabels:
+    """The patient class, CAD-RADS category and modifiers of a report's branch labels."""
     labelled = [lab for lab in branches.values() if lab.stenosis_class is not None]
     patient_class = None
     if labelled:

@@ -283,6 +283,10 @@ REVISION_HEADING = re.compile(
     r"(?:impression|report)|revised(?:\s+impression)?)\b[^\n:]{0,60}:",
     re.I | re.M,
 )
+#: The heading of the impression: a summary that grades the branches again.
+IMPRESSION_HEADING = re.compile(
+    r"^[ \t]*(?:impression|conclusions?|opinion|summary)\b[^\n:]{0,20}(?::|$)", re.I | re.M
+)
 #: A grade given for an earlier study: just before the finding ("previously 50-69%") or as
 #: a phrase just after it ("50-69% on the prior study").
 PRIOR_BEFORE_REGEX = re.compile(r"\b(?:previously|formerly|prior\s+study\s*:)", re.I)

@@ -96,6 +96,13 @@ MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRI
 FACTS = {"CALCIUM", "DOMINANCE"}
 POST_HEDGE = re.compile(r"\?")
 PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "throughout", "on"}
+#: How a mention found its branches (`Clause.targets`).
+PLACED_AFTER = "the vessel after it (linked by a preposition, or at once)"
+PLACED_BEFORE = "the vessel named before it in the clause"
+PLACED_LATER = "the vessel named later in the clause"
+PLACED_BY_LABEL = "the line's label, or the vessel of the clause before"
+PLACED_BY_PRONOUN = "the last vessel named ('it', 'this vessel')"
+UNPLACED = "no vessel"
 #: What names the vessel a branch arises from, not the one a finding speaks of.
 ORIGIN = re.compile(r"\b(?:aris(?:es|ing)|originat(?:es|ing))\s+from(?:\s+the)?\s*$", re.I)
 #: Words that start a section, so a sentence, even dictated without punctuation.
@@ -218,6 +225,8 @@ class Mention:
     text: str
     concept: str
     branches: list[str]
+    #: The rule that placed it on its branches (`cass parse-report --explain` shows it).
+    placed_by: str = ""
     grade: str | None = None
     pct_low: int | None = None
     pct_high: int | None = None
@@ -246,6 +255,17 @@ class ReportReading:
     segment_involvement: int | None = None
     #: Where an addendum or corrected impression starts (its grades revise the earlier ones).
     revision_start: int | None = None
+    #: Where the impression (conclusion, opinion) starts, if the report has one.
+    impression_start: int | None = None
+    #: Where the stated CAD-RADS category is written.
+    stated_span: tuple[int, int] | None = None
+    #: The text read and its sentences (character spans, by `Mention.sentence_index`).
+    text: str = ""
+    sentences: list[tuple[int, int]] = field(default_factory=list)
+
+    def sentence_of(self, mention: Mention) -> str:
+        start, end = self.sentences[mention.sentence_index]
+        return self.text[start:end].strip()
 
     def revises(self, mention: Mention) -> bool:
         return self.revision_start is not None and mention.start_char >= self.revision_start
@@ -381,6 +401,10 @@ def read_report(doc: Doc) -> ReportReading:
     ]
     revision = lx.REVISION_HEADING.search(doc.text)
     reading.revision_start = revision.start() if revision else None
+    impression = lx.IMPRESSION_HEADING.search(doc.text)
+    reading.impression_start = impression.start() if impression else None
+    reading.text = doc.text
+    reading.sentences = [(s.start_char, s.end_char) for s in doc.sents]
     for span in concepts:
         if span.label_ == "DOMINANCE":
             m = lx.DOMINANCE_REGEX.search(span.text)
@@ -395,6 +419,7 @@ def read_report(doc: Doc) -> ReportReading:
         elif span.label_ == "CADRADS":
             m = lx.CAD_RADS_REGEX.search(span.text)
             reading.stated_cad_rads = m.group("cat").upper()
+            reading.stated_span = (span.start_char, span.end_char)
             reading.stated_modifiers = [
                 code.strip().upper() for code in m.group("mods").split("/") if code.strip()
             ]
@@ -521,10 +546,10 @@ class Clause:
             for h in self.hedges
         )
 
-    def targets(self, span: Span) -> list[str]:
+    def targets(self, span: Span) -> tuple[list[str], str]:
         """The branches a finding speaks of: the vessels after it when linked by a
         preposition or adjacent, else before it, else after it, else the line's header
-        vessel, else (for a pronoun) the last vessel named."""
+        vessel, else (for a pronoun) the last vessel named; with the rule that placed it."""
         after = [v for v in self.vessels if v.start >= span.end]
         next_finding = min(
             (
@@ -540,17 +565,19 @@ class Clause:
             last = max((i for i, word in enumerate(gap) if word in PREPOSITIONS), default=None)
             linked = last is not None and set(gap[last + 1 :]) <= lx.LINK_FILLERS
             if linked or (not gap and not self.graded_right_after(after[0])):
-                return self.chain(after, forward=True)
+                return self.chain(after, forward=True), PLACED_AFTER
         before = [v for v in self.vessels if v.end <= span.start]
         if len(before) > 1 and ORIGIN.search(self.doc[before[-2].end : before[-1].start].text):
             before = before[:-1]  # "the PDA arises from the circumflex and is normal"
         if before:
-            return self.chain(before, forward=False)
+            return self.chain(before, forward=False), PLACED_BEFORE
         if after:
-            return self.chain(after, forward=True)
+            return self.chain(after, forward=True), PLACED_LATER
         if self.header:
-            return self.header
-        return list(self.last_vessels) if self.has_pronoun else []
+            return self.header, PLACED_BY_LABEL
+        if self.has_pronoun and self.last_vessels:
+            return list(self.last_vessels), PLACED_BY_PRONOUN
+        return [], UNPLACED
 
     def graded_right_after(self, vessel: Span) -> bool:
         """Whether a grade follows the vessel at once ("diagonal normal" in dictation), so
@@ -593,7 +620,7 @@ class Clause:
             span.end_char,
             span.text,
             label,
-            self.targets(span),
+            *self.targets(span),
             modifier=MODIFIER_CODES[label],
             negated=label == span.label_ and self.negation(span) is not None,
         )
@@ -674,7 +701,7 @@ class Clause:
             end,
             self.doc.text[start:end],
             label,
-            self.targets(span),
+            *self.targets(span),
             grade=grade,
             pct_low=low,
             pct_high=high,

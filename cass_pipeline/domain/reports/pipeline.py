@@ -10,13 +10,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
+from pathlib import Path
 
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.report_sources import ReportSource
 from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.deid import deidentify, header_identifiers
+from cass_pipeline.domain.reports.flags import report_flags
 from cass_pipeline.domain.reports.labels import ReportLabels, label_report
 from cass_pipeline.domain.reports.parser import build_nlp, read_report
+from cass_pipeline.domain.reports.review import Override, apply_overrides, read_overrides
 
 CHUNK = 64
 #: Below this many reports one process is faster than starting workers.
@@ -61,13 +64,20 @@ def cached_nlp():
     return build_nlp()
 
 
+def labelled_and_flagged(doc, bare_50_significant: bool) -> ReportLabels:
+    """The labels of one parsed report, with their flags."""
+    labels = label_report(read_report(doc), bare_50_significant)
+    labels.flags = report_flags(labels, bare_50_significant)
+    return labels
+
+
 def parse_chunk(items: list[tuple[str, str]], bare_50_significant: bool) -> list[tuple]:
     """(patient id, de-identified text, redactions, labels) for each (patient id, raw text)."""
     nlp = cached_nlp()
     cleaned = [(pid, deidentify(raw)) for pid, raw in items]
     docs = nlp.pipe((d.text for _, d in cleaned), batch_size=CHUNK)
     return [
-        (pid, d.text, d.counts, label_report(read_report(doc), bare_50_significant))
+        (pid, d.text, d.counts, labelled_and_flagged(doc, bare_50_significant))
         for (pid, d), doc in zip(cleaned, docs, strict=True)
     ]
 
@@ -101,6 +111,7 @@ def iter_parsed(
 EMPTY_REPORT, NO_FINDINGS = "empty report", "no vessel findings"
 UNLINKED = "no study with its accession number, or of its MRN near its exam date"
 IMAGES_WITHOUT_REPORT = "images without a linked report"
+NOT_REVIEWABLE = "a reviewer's override names no parsed report of this pseudonym"
 
 
 def has_findings(labels: ReportLabels) -> bool:
@@ -124,11 +135,15 @@ def parse_cohort_reports(
     pseudonyms: Callable[[str], str],
     workers: int | None = None,
     bare_50_significant: bool = ReportSettings.bare_50_significant,
+    reviews: Path | None = None,
 ) -> ParsedCohort:
-    """Every report of the cohort, under its patient's pseudonym, parsed; unlinked,
-    unreadable, empty, duplicate and finding-less reports and images without a report
+    """Every report of the cohort, under its patient's pseudonym, parsed, with the overrides
+    of a reviewer (files under `reviews`) applied; unlinked, unreadable, empty, duplicate
+    and finding-less reports, images without a report and bad or unmatched overrides
     become rejects with a reason."""
     cohort = ParsedCohort()
+    overrides, problems = read_overrides(reviews) if reviews else ([], [])
+    cohort.rejects += [Reject(None, "review", problem) for problem in problems]
     for patient in index.patients.values():
         if patient.report is None:
             cohort.rejects.append(Reject(pseudonyms(patient.key), "link", IMAGES_WITHOUT_REPORT))
@@ -162,10 +177,17 @@ def parse_cohort_reports(
         items.append((pid, raw))
 
     workers = workers or os.cpu_count() or 1
+    reviews: dict[str, list[Override]] = {}
+    for row in overrides:
+        reviews.setdefault(row.patient_id, []).append(row)
     for pid, text, counts, labels in iter_parsed(items, workers, bare_50_significant):
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if pid in reviews:
+            labels = apply_overrides(labels, reviews.pop(pid))
         if not has_findings(labels):
             cohort.rejects.append(Reject(pid, "parse", NO_FINDINGS))
             continue
         cohort.reports.append(ParsedReport(pid, text, digest, counts, labels))
+    for pid in reviews:
+        cohort.rejects.append(Reject(pid, "review", NOT_REVIEWABLE))
     return cohort

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, CLASS_INDEX
+from cass_pipeline.domain.reports.config import ReportSettings
+from cass_pipeline.domain.reports.flags import held_for_review
+from cass_pipeline.domain.reports.labels import ReportLabels
 from cass_pipeline.domain.reports.pipeline import ParsedCohort
 
 REPORT_SCHEMA = pa.schema(
@@ -52,6 +55,9 @@ BRANCH_LABEL_SCHEMA = pa.schema(
         ("evidence", pa.list_(pa.string())),
         ("evidence_start", pa.list_(pa.int32())),
         ("evidence_end", pa.list_(pa.int32())),
+        ("rule", pa.string()),
+        ("source", pa.string()),
+        ("review_note", pa.string()),
     ]
 )
 PATIENT_LABEL_SCHEMA = pa.schema(
@@ -66,8 +72,28 @@ PATIENT_LABEL_SCHEMA = pa.schema(
         ("dominance", pa.string()),
         ("n_branches", pa.int32()),
         ("n_labelled_branches", pa.int32()),
+        ("flags", pa.list_(pa.string())),
+        ("held_for_review", pa.bool_()),
+        ("reviewed", pa.bool_()),
     ]
 )
+#: One row per flag of a report (`flags.py`): the review queue is the rows `to review`.
+LABEL_REVIEW_SCHEMA = pa.schema(
+    [
+        ("patient_id", pa.string()),
+        ("status", pa.string()),
+        ("flag", pa.string()),
+        ("detail", pa.string()),
+        ("branch", pa.string()),
+        ("evidence", pa.string()),
+        ("evidence_start", pa.int32()),
+        ("evidence_end", pa.int32()),
+        ("branch_grades", pa.string()),
+        ("stated_cad_rads", pa.string()),
+        ("cad_rads", pa.string()),
+    ]
+)
+TO_REVIEW, REVIEWED, NOTE = "to review", "reviewed", "note"
 REJECT_SCHEMA = pa.schema(
     [
         ("patient_id", pa.string()),
@@ -77,9 +103,27 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-def report_tables(cohort: ParsedCohort) -> dict[str, pa.Table]:
-    """The five tables of the report stage."""
-    reports, mentions, branches, patients = [], [], [], []
+def branch_grades(labels: ReportLabels) -> str:
+    """The branch grades found, as a reviewer reads them: "LAD 50-69% significant; RCA -"."""
+    return "; ".join(
+        f"{lab.branch} "
+        + ("-" if lab.pct_low is None else f"{lab.pct_low}-{lab.pct_high}% {lab.stenosis_class}")
+        + (" (review)" if lab.source == "review" else "")
+        for lab in labels.branches.values()
+    )
+
+
+def review_status(labels: ReportLabels, holds: bool, hold_flagged: bool) -> str:
+    if not holds:
+        return NOTE
+    return REVIEWED if labels.reviewed else TO_REVIEW if hold_flagged else NOTE
+
+
+def report_tables(
+    cohort: ParsedCohort, hold_flagged: bool = ReportSettings.hold_flagged
+) -> dict[str, pa.Table]:
+    """The six tables of the report stage."""
+    reports, mentions, branches, patients, review = [], [], [], [], []
     for report in cohort.reports:
         pid, labels, counts = report.patient_id, report.labels, report.redactions
         reports.append(
@@ -130,6 +174,9 @@ def report_tables(cohort: ParsedCohort) -> dict[str, pa.Table]:
                     "evidence": lab.evidence,
                     "evidence_start": [s for s, _ in lab.evidence_spans],
                     "evidence_end": [e for _, e in lab.evidence_spans],
+                    "rule": lab.rule,
+                    "source": lab.source,
+                    "review_note": lab.note,
                 }
             )
         stated = labels.reading.stated_cad_rads
@@ -147,8 +194,27 @@ def report_tables(cohort: ParsedCohort) -> dict[str, pa.Table]:
                 "n_labelled_branches": sum(
                     lab.stenosis_class is not None for lab in labels.branches.values()
                 ),
+                "flags": sorted({flag.kind for flag in labels.flags}),
+                "held_for_review": hold_flagged and held_for_review(labels),
+                "reviewed": labels.reviewed,
             }
         )
+        for flag in labels.flags:
+            review.append(
+                {
+                    "patient_id": pid,
+                    "status": review_status(labels, flag.holds, hold_flagged),
+                    "flag": flag.kind,
+                    "detail": flag.detail,
+                    "branch": flag.branch,
+                    "evidence": flag.evidence,
+                    "evidence_start": flag.start_char,
+                    "evidence_end": flag.end_char,
+                    "branch_grades": branch_grades(labels),
+                    "stated_cad_rads": stated,
+                    "cad_rads": labels.cad_rads,
+                }
+            )
     rejects = [
         {"patient_id": r.patient_id, "stage": r.stage, "reason": r.reason} for r in cohort.rejects
     ]
@@ -158,4 +224,5 @@ def report_tables(cohort: ParsedCohort) -> dict[str, pa.Table]:
         "branch_labels": pa.Table.from_pylist(branches, BRANCH_LABEL_SCHEMA),
         "patient_labels": pa.Table.from_pylist(patients, PATIENT_LABEL_SCHEMA),
         "report_rejects": pa.Table.from_pylist(rejects, REJECT_SCHEMA),
+        "label_review": pa.Table.from_pylist(review, LABEL_REVIEW_SCHEMA),
     }
