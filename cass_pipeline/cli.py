@@ -266,14 +266,20 @@ def locate_patients(raw: Path, index, settings: CassSettings, wanted: tuple[str,
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
 @click.option(
+    "--explain",
+    is_flag=True,
+    help="Print each branch's grade with the sentence and the rules that set it, and every flag.",
+)
+@click.option(
     "--bare-50-non-significant",
     is_flag=True,
     help="Read a bare '50%' as non-significant (default: significant, as CAD-RADS).",
 )
-def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> None:
+def parse_report(path: str, as_json: bool, explain: bool, bare_50_non_significant: bool) -> None:
     """Label one free-text CCTA report (de-identified before parsing)."""
     import json
 
+    from cass_pipeline.domain.reports.explain import explain_lines
     from cass_pipeline.domain.reports.labels import labels_json, labels_lines
     from cass_pipeline.domain.reports.pipeline import (
         EMPTY_REPORT,
@@ -292,8 +298,13 @@ def parse_report(path: str, as_json: bool, bare_50_non_significant: bool) -> Non
     _, labels = parse_report_text(raw, bare_50_significant=not bare_50_non_significant)
     if not has_findings(labels):
         raise click.ClickException(f"{path}: {NO_FINDINGS}")
+    if as_json and explain:
+        raise click.UsageError("--json and --explain are two ways to print; choose one")
     result = labels_json(labels)
-    click.echo(json.dumps(result) if as_json else "\n".join(labels_lines(result)))
+    if explain:
+        click.echo("\n".join(explain_lines(labels)))
+    else:
+        click.echo(json.dumps(result) if as_json else "\n".join(labels_lines(result)))
 
 
 @main.command("clean-mpr")

@@ -143,7 +143,28 @@ def test_parse_report_cli_prints_one_json_object(tmp_path):
     assert payload["branches"]["RCA"]["stenosis_class"] == "no_stenosis"
     assert payload["patient_class"] == "significant"
     assert payload["cad_rads"] == {"category": "4A", "modifiers": []}
-    assert set(payload) == {"branches", "patient_class", "cad_rads"}
+    assert set(payload) == {"branches", "patient_class", "cad_rads", "flags"}
+    assert payload["flags"] == []
+    assert "12345678" not in result.output and "DOE" not in result.output
+
+
+def test_parse_report_explain_shows_the_sentence_the_rule_and_the_flags(tmp_path):
+    report = tmp_path / "r.txt"
+    report.write_text(
+        "Patient: DOE, Jane  MRN: 12345678\nFINDINGS:\nLAD: 25-49% stenosis in the mid "
+        "segment.\nRCA: normal.\nIMPRESSION:\nModerate (50-69%) stenosis of the mid LAD. "
+        "CAD-RADS 2.\n"
+    )
+    result = CliRunner().invoke(main, ["parse-report", str(report), "--explain"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["LAD", "significant", "50-69%"]
+    assert "the most severe finding on the branch" in lines[0]
+    assert '"Moderate (50-69%) stenosis of the mid LAD."' in lines[1]
+    assert "placed by the vessel after it" in lines[1]
+    assert "patient: significant; CAD-RADS 3 (stated: 2)" in result.output
+    assert "HOLD branch graded twice LAD: '25-49%' in the findings" in result.output
+    assert "HOLD stated CAD-RADS disagrees: stated 2, derived 3" in result.output
     assert "12345678" not in result.output and "DOE" not in result.output
 
 

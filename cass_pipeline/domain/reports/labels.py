@@ -212,6 +212,16 @@ def labels_json(labels: ReportLabels) -> dict:
         },
         "patient_class": labels.patient_class,
         "cad_rads": {"category": labels.cad_rads, "modifiers": labels.modifiers},
+        "flags": [
+            {
+                "kind": flag.kind,
+                "holds": flag.holds,
+                "detail": flag.detail,
+                "branch": flag.branch,
+                "evidence": flag.evidence,
+            }
+            for flag in labels.flags
+        ],
     }
 
 
