@@ -16,22 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
-from cass_pipeline.domain.anatomy import cad_rads_category
 from cass_pipeline.domain.cohort.index import index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
 from cass_pipeline.domain.reports.pipeline import parse_cohort_reports
 from cass_pipeline.domain.synthetic.config import preset
-from cass_pipeline.domain.synthetic.coronary_tree import PatientAnatomy, build_anatomy
-from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
+from cass_pipeline.domain.synthetic.coronary_tree import build_anatomy
+from cass_pipeline.domain.synthetic.reports import (
+    REPORT_STYLES,
+    make_identity,
+    report_truth,
+    write_report,
+)
 from cass_pipeline.layout import RawLayout
 
 TARGET = 300.0
 
 
-def write_reports(raw: Path, n: int) -> dict[str, PatientAnatomy]:
+def write_reports(raw: Path, n: int) -> dict[str, tuple]:
     """n reports under raw/reports from 200 distinct anatomies, each with its own identity
-    and wording; returns the anatomy behind each report, keyed by the MRN its header states
-    (a report without images is its own patient, keyed by that MRN)."""
+    and wording; returns the truth of each report (`report_truth`), keyed by the MRN its
+    header states (a report without images is its own patient, keyed by that MRN)."""
     config = preset("demo")
     anatomies = [build_anatomy(config, np.random.default_rng([5, i])) for i in range(min(n, 200))]
     folder = RawLayout(raw).reports
@@ -39,29 +43,29 @@ def write_reports(raw: Path, n: int) -> dict[str, PatientAnatomy]:
     truth = {}
     for i in range(n):
         identity = make_identity(np.random.default_rng([5, i, 1]))
-        text = write_report(
-            anatomies[i % len(anatomies)],
+        anatomy = anatomies[i % len(anatomies)]
+        report = write_report(
+            anatomy,
             identity,
             REPORT_STYLES[i % len(REPORT_STYLES)],
             np.random.default_rng([5, i, 2]),
         )
-        (folder / f"R{i:05d}.txt").write_text(text)
-        truth[identity.mrn] = anatomies[i % len(anatomies)]
+        (folder / f"R{i:05d}.txt").write_text(report.text)
+        truth[identity.mrn] = report_truth(anatomy, report)
     return truth
 
 
-def agreement(cohort, truth: dict[str, PatientAnatomy], secret: bytes) -> tuple[float, float]:
+def agreement(cohort, truth: dict[str, tuple], secret: bytes) -> tuple[float, float]:
     """Shares of branches whose class, and of patients whose CAD-RADS, match the truth."""
-    by_pid = {pseudonymise(mrn, secret): anatomy for mrn, anatomy in truth.items()}
+    by_pid = {pseudonymise(mrn, secret): expected for mrn, expected in truth.items()}
     branches = correct_branches = correct_patients = 0
     for report in cohort.reports:
-        anatomy = by_pid[report.patient_id]
-        for name, branch in anatomy.branches.items():
+        classes, category = by_pid[report.patient_id]
+        for name, expected in classes.items():
             got = report.labels.branches.get(name)
             branches += 1
-            correct_branches += got is not None and got.stenosis_class == branch.stenosis_class
-        expected = cad_rads_category({n: b.stenosis_pct for n, b in anatomy.branches.items()})
-        correct_patients += report.labels.cad_rads == expected
+            correct_branches += got is not None and got.stenosis_class == expected
+        correct_patients += report.labels.cad_rads == category
     return correct_branches / branches, correct_patients / len(truth)
 
 

@@ -98,6 +98,7 @@ BRANCH_SCHEMA = pa.schema(
         ("high_risk_plaque", pa.bool_()),
         ("stent", pa.bool_()),
         ("myocardial_bridge", pa.bool_()),
+        ("reported_non_diagnostic", pa.bool_()),
     ]
 )
 VIEW_SCHEMA = pa.schema(
@@ -157,9 +158,10 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
 
     style = REPORT_STYLES[index % len(REPORT_STYLES)]
     written_raw = RawLayout(staging)
-    write_text_atomic(
-        written_raw.report_file(case), write_report(anatomy, identity, style, text_rng)
-    )
+    report = write_report(anatomy, identity, style, text_rng)
+    write_text_atomic(written_raw.report_file(case), report.text)
+    for row in branch_rows:
+        row["reported_non_diagnostic"] = row["branch"] in report.non_diagnostic
     if config.write_volumes:
         write_nifti(volume, written_raw.volume_file(case))
         write_centrelines(

@@ -1,11 +1,18 @@
 """Free-text CCTA reports written from the ground truth, in the styles radiologists use.
 
 Every stenosis expression keeps the ground-truth class (a range reads by its lower bound, a
-bare 50% is significant), so a correct parser recovers the labels exactly.
+bare 50% is significant), so a correct parser recovers the labels exactly. Besides the body
+styles (structured, narrative, SCCT segments, label table, template, dictation), reports
+carry what real ones do: a clinical history with percentages, technique lines with phases,
+an addendum that corrects a first, wrong grade, and segments the study could not assess
+(`WrittenReport.non_diagnostic`: branches without an exported series whose grade is below
+50% in patients with a significant lesion elsewhere, so the patient's category stands).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -21,7 +28,41 @@ from cass_pipeline.domain.anatomy import (
 from cass_pipeline.domain.synthetic.coronary_tree import Branch, PatientAnatomy
 from cass_pipeline.domain.synthetic.export import Identity
 
-REPORT_STYLES = ("structured", "narrative", "scct", "label_table")
+REPORT_STYLES = ("structured", "narrative", "scct", "label_table", "template", "dictation")
+#: Shares of reports with an addendum that corrects a grade, and with a non-assessable segment.
+ADDENDUM_RATE, NON_DIAGNOSTIC_RATE = 0.15, 0.3
+HISTORIES = (
+    "Clinical history: atypical chest pain; father had a 90% LAD stenosis at 52.",
+    "Clinical history: exertional dyspnoea. Invasive angiography in 2019 reported a 40% RCA "
+    "lesion.",
+    "History: hypertension, smoker; brother with CABG at 60.",
+    "Clinical history: chest pain, intermediate pre-test probability.",
+)
+TECHNIQUES = (
+    "Technique: prospectively ECG-triggered coronary CTA, 100 kV, iodinated contrast.",
+    "Technique: retrospective gating, reconstructions at 40% and 75% of the R-R interval; "
+    "heart rate 58 bpm after 5 mg metoprolol; 70 mL contrast.",
+    "Technique: prospective gating at 70-80% of the R-R interval, 120 kV, heart rate 64 bpm.",
+)
+#: CAD-RADS grade boxes of a checkbox template, by the grade they tick.
+TEMPLATE_BOXES = (
+    ("none", "0%"),
+    ("minimal", "1-24%"),
+    ("mild", "25-49%"),
+    ("moderate", "50-69%"),
+    ("severe", "70-99%"),
+    ("occluded", "100%"),
+)
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    """A report's text and the branches it calls non-diagnostic (they get no label)."""
+
+    text: str
+    non_diagnostic: tuple[str, ...] = ()
+
+
 FAMILY_NAMES = (
     "Kowalski",
     "Okafor",
@@ -303,27 +344,139 @@ def body_label_table(anatomy: PatientAnatomy, rng) -> list[str]:
     return lines
 
 
+def body_template(anatomy: PatientAnatomy, rng) -> list[str]:
+    """A checkbox form (one ticked grade box per branch) or a pipe table by SCCT segment."""
+    if rng.random() < 0.5:
+        lines = []
+        for branch in ordered(anatomy):
+            ticked = grade_of_percent(branch.stenosis_pct)
+            boxes = "  ".join(
+                f"[{'x' if grade == ticked else ' '}] {text}" for grade, text in TEMPLATE_BOXES
+            )
+            short = SHORT_NAMES[branch.name][0]
+            lines.append(f"{short + ':':<8}{boxes}")
+            lines += [f"{short}: {extra}." for extra in branch_findings(branch, rng)]
+        return lines
+    lines, notes = ["| Segment | Vessel | Stenosis |", "|---|---|---|"], []
+    for branch in ordered(anatomy):
+        short = SHORT_NAMES[branch.name][0]
+        value = label_value(branch.stenosis_pct, rng)
+        value = "0%" if value == "-" else value
+        segments = SEGMENTS_OF_BRANCH.get(branch.name) or ("-",)
+        lesion_segment = segments[
+            min(
+                len(segments) - 1,
+                int((branch.lesion.position if branch.lesion else 0) * len(segments)),
+            )
+        ]
+        for number in segments:
+            cell = value if number == lesion_segment else "0%"
+            lines.append(f"| {number} | {short} | {cell} |")
+        notes += [f"{short}: {extra}." for extra in branch_findings(branch, rng)]
+    return lines + notes
+
+
+def dictated(text: str) -> str:
+    """A phrase as dictation software writes it: lower case, no punctuation, "percent"."""
+    text = text.lower().replace("%", " percent").replace("(", "").replace(")", "")
+    return " ".join(re.sub(r"[,;:.](?!\d)", " ", text).split())
+
+
+def body_dictation(anatomy: PatientAnatomy, rng) -> list[str]:
+    lines = []
+    for branch in ordered(anatomy):
+        name = str(rng.choice(SHORT_NAMES[branch.name])).lower()
+        if branch.lesion:
+            where = position_word(branch.lesion.position)
+            phrase = f"{where} {stenosis_phrase(branch.lesion.stenosis_pct, rng)}"
+        else:
+            phrase = str(rng.choice(["normal", "no stenosis", "unremarkable"]))
+        extras = " ".join(branch_findings(branch, rng))
+        lines.append(dictated(f"{name} {phrase} {extras}"))
+    return lines
+
+
 BODIES = {
     "structured": body_structured,
     "narrative": body_narrative,
     "scct": body_scct,
     "label_table": body_label_table,
+    "template": body_template,
+    "dictation": body_dictation,
 }
+
+
+def first_reading(
+    anatomy: PatientAnatomy, rng, unread: tuple[str, ...]
+) -> tuple[PatientAnatomy, str | None]:
+    """The anatomy as a first, wrong reading grades it (one lesion a grade off, none of the
+    `unread` branches) and the branch it got wrong; or the anatomy itself and None."""
+    lesions = [
+        b
+        for b in ordered(anatomy)
+        if b.lesion and 1 <= b.stenosis_pct < 100 and b.name not in unread
+    ]
+    if not lesions or rng.random() >= ADDENDUM_RATE:
+        return anatomy, None
+    branch = lesions[int(rng.integers(len(lesions)))]
+    floors = (1, 25, 50, 70)
+    grade = max(i for i, floor in enumerate(floors) if branch.stenosis_pct >= floor)
+    step = -1 if grade == 3 or (grade > 0 and rng.random() < 0.5) else 1
+    lesion = replace(branch.lesion, stenosis_pct=float(floors[grade + step] + 5))
+    branches = {**anatomy.branches, branch.name: replace(branch, lesion=lesion)}
+    return replace(anatomy, branches=branches), branch.name
+
+
+def non_assessable(anatomy: PatientAnatomy, rng) -> tuple[str, ...]:
+    """A branch the study could not assess: one without an exported series and below 50%,
+    in a patient with a significant lesion elsewhere; or none."""
+    if max(b.stenosis_pct for b in anatomy.branches.values()) < 50:
+        return ()
+    candidates = [b.name for b in ordered(anatomy) if not b.exported and b.stenosis_pct < 50]
+    if not candidates or rng.random() >= NON_DIAGNOSTIC_RATE:
+        return ()
+    return (candidates[int(rng.integers(len(candidates)))],)
 
 
 def write_report(
     anatomy: PatientAnatomy, identity: Identity, style: str, rng: np.random.Generator
-) -> str:
-    """The whole report: identifying header, technique, findings, impression."""
-    parts = [
-        header(identity, rng),
-        "Indication: chest pain, intermediate pre-test probability.",
-        "Technique: prospectively ECG-triggered coronary CTA, 100 kV, iodinated contrast.",
-    ]
+) -> WrittenReport:
+    """The whole report: identifying header, history, technique, findings, impression, and
+    an addendum where the first reading got a grade wrong."""
+    parts = [header(identity, rng), str(rng.choice(HISTORIES)), str(rng.choice(TECHNIQUES))]
     if anatomy.agatston > 0 or rng.random() < 0.5:
         parts.append(f"Coronary artery calcium score (Agatston): {anatomy.agatston:.0f}.")
     parts.append(f"Coronary dominance: {anatomy.dominance}.")
+    missing = non_assessable(anatomy, rng)
+    read, corrected = first_reading(anatomy, rng, missing)
+    shown = replace(read, branches={n: b for n, b in read.branches.items() if n not in missing})
     parts.append("\nFINDINGS:")
-    parts += BODIES[style](anatomy, rng)
-    parts.append("\nIMPRESSION:\n" + impression(anatomy))
-    return "\n".join(parts) + "\n"
+    parts += BODIES[style](shown, rng)
+    for name in missing:
+        line = f"{SHORT_NAMES[name][0]}: not assessable owing to severe motion artefact."
+        parts.append(dictated(line) if style == "dictation" else line)
+    suffix = "/N" if missing else ""
+    summary = impression(read).replace(". ", suffix + ". ", 1)
+    if style == "dictation":  # the category alone: "most severe moderate stenosis" is no label
+        summary = dictated(summary.split(". ")[0])
+    parts.append(("\nimpression " if style == "dictation" else "\nIMPRESSION:\n") + summary)
+    if corrected:
+        branch = anatomy.branches[corrected]
+        where = position_word(branch.lesion.position)
+        phrase = stenosis_phrase(branch.stenosis_pct, rng)
+        parts.append(
+            "\nADDENDUM: on review of the systolic reconstructions the "
+            f"{where} {LONG_NAMES[corrected]} lesion is {phrase}.\n"
+            "Revised impression: " + impression(anatomy).replace(". ", suffix + ". ", 1)
+        )
+    return WrittenReport("\n".join(parts) + "\n", missing)
+
+
+def report_truth(anatomy: PatientAnatomy, report: WrittenReport) -> tuple[dict, str]:
+    """The branch classes a correct reading of `report` gives (None for the branches it calls
+    non-diagnostic) and its CAD-RADS category (the non-assessable branch never changes it)."""
+    classes = {
+        name: None if name in report.non_diagnostic else branch.stenosis_class
+        for name, branch in anatomy.branches.items()
+    }
+    return classes, cad_rads_category({n: b.stenosis_pct for n, b in anatomy.branches.items()})
