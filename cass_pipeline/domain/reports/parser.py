@@ -390,8 +390,9 @@ def non_finding_ranges(text: str) -> list[tuple[int, int]]:
 
 def read_report(doc: Doc) -> ReportReading:
     """Mentions with their branches, negation and uncertainty, plus report-level facts."""
-    reading = ReportReading()
-    skipped = non_finding_ranges(doc.text)
+    reading = ReportReading(text=doc.text)  # Doc.text joins every token: read it once
+    text = reading.text
+    skipped = non_finding_ranges(text)
 
     def is_skipped(position: int) -> bool:
         return any(a <= position < b for a, b in skipped)
@@ -399,11 +400,10 @@ def read_report(doc: Doc) -> ReportReading:
     concepts = [
         c for c in doc.spans["concepts"] if c.label_ in FACTS or not is_skipped(c.start_char)
     ]
-    revision = lx.REVISION_HEADING.search(doc.text)
+    revision = lx.REVISION_HEADING.search(text)
     reading.revision_start = revision.start() if revision else None
-    impression = lx.IMPRESSION_HEADING.search(doc.text)
+    impression = lx.IMPRESSION_HEADING.search(text)
     reading.impression_start = impression.start() if impression else None
-    reading.text = doc.text
     reading.sentences = [(s.start_char, s.end_char) for s in doc.sents]
     for span in concepts:
         if span.label_ == "DOMINANCE":
@@ -425,22 +425,22 @@ def read_report(doc: Doc) -> ReportReading:
             ]
     last_vessels: list[str] = []
     reading.globally_normal = any(
-        not is_skipped(m.start()) for m in lx.GLOBAL_NORMAL_REGEX.finditer(doc.text)
+        not is_skipped(m.start()) for m in lx.GLOBAL_NORMAL_REGEX.finditer(text)
     )
-    read_stated_modifiers(doc.text, is_skipped, reading)
+    read_stated_modifiers(text, is_skipped, reading)
     line_header: list[str] = []
     for s_index, sentence in enumerate(doc.sents):
         if is_skipped(sentence.start_char):
             continue
         inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
         header = label_vessels(doc, sentence, inside, reading.dominance)
-        if starts_a_line(doc.text, sentence.start_char):
+        if starts_a_line(text, sentence.start_char):
             line_header = header
         elif not header and not any(c.label_ in VESSEL_LABELS for c in inside):
             header = line_header  # "RCA: Dominant. Mild plaque.": the line's label goes on
         context = header  # a clause naming no vessel speaks of the last one named before it
         for clause in clauses_of(sentence, inside):
-            mentions = Clause(doc, clause, reading.dominance, context, last_vessels).mentions(
+            mentions = Clause(doc, text, clause, reading.dominance, context, last_vessels).mentions(
                 s_index
             )
             reading.mentions += mentions
@@ -507,12 +507,14 @@ class Clause:
     def __init__(
         self,
         doc: Doc,
+        text: str,
         concepts: list[Span],
         dominance: str,
         header: list[str],
         last_vessels: list[str],
     ):
         self.doc, self.concepts, self.dominance = doc, concepts, dominance
+        self.text = text
         self.header, self.last_vessels = header, last_vessels
         self.vessels = [c for c in concepts if c.label_ in VESSEL_LABELS]
         self.findings = [c for c in concepts if c.label_ in FINDING_LABELS]
@@ -699,7 +701,7 @@ class Clause:
             s_index,
             start,
             end,
-            self.doc.text[start:end],
+            self.text[start:end],
             label,
             *self.targets(span),
             grade=grade,
