@@ -311,7 +311,9 @@ GLOBAL_NORMAL_REGEX = re.compile(
     r"(?:coronary\s+)?(?:plaque|stenosis)(?:\s+or\s+(?:plaque|stenosis))?\b(?!\s+(?:in|of|at)\b)))",
     re.I,
 )
-PRONOUN_REGEX = re.compile(r"\b(?:it|its|this\s+(?:vessel|artery|branch)|the\s+vessel)\b", re.I)
+PRONOUN_REGEX = re.compile(
+    r"\b(?:it|its|this\s+(?:vessel|artery|branch)|the\s+(?:vessel|stent|lesion))\b", re.I
+)
 CLAUSE_BREAK_REGEX = re.compile(
     r";|\b(?:but|however|although|whereas|except|apart\s+from|impression|conclusion|summary)\b",
     re.I,

@@ -47,6 +47,7 @@ except), with these rules:
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -536,9 +537,21 @@ class Clause:
         """The cue that negates `span` (a cue before it, or "excluded" after it), if any."""
         for cue in self.cues:
             between = [f for f in self.findings if cue.end <= f.start < span.start]
-            if cue.end <= span.start and span.start - cue.end <= 4 and not between:
+            if cue.end <= span.start and span.start - cue.end <= 4 and self.listed(between, span):
                 return cue
         return next((p for p in self.post_cues if p.start >= span.end), None)
+
+    def listed(self, between: list[Span], span: Span) -> bool:
+        """Whether the findings between a cue and `span` are nouns listed with it, so that
+        the cue negates them all ("no stenosis or plaque")."""
+        chain = [*between, span]
+        return not between or (
+            all(f.label_ == "NOUN" for f in chain)
+            and all(
+                set(gap_words(self.doc, a, b)) <= {"or", "and", "nor", ","}
+                for a, b in itertools.pairwise(chain)
+            )
+        )
 
     def uncertain(self, span: Span) -> bool:
         """A hedge at most 4 tokens before the finding ("possible"), or "?" after it."""
