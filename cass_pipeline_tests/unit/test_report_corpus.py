@@ -7,7 +7,10 @@ import yaml
 
 from cass_pipeline.domain.reports.pipeline import parse_report_text
 
-CORPUS = yaml.safe_load((Path(__file__).parents[1] / "data" / "report_corpus.yaml").read_text())
+DATA = Path(__file__).parents[1] / "data"
+CORPUS = yaml.safe_load((DATA / "report_corpus.yaml").read_text())
+#: Written once the rules were done and scored before any rule changed for them.
+HELD_OUT = yaml.safe_load((DATA / "report_heldout.yaml").read_text())
 
 
 def test_corpus_is_large_enough_and_covers_every_rule():
@@ -99,3 +102,16 @@ def test_bare_fifty_can_be_read_as_non_significant():
     assert labels.cad_rads == "2"
     _, ranged = parse_report_text("50-69% stenosis of D1.", bare_50_significant=False)
     assert ranged.branches["D-1"].stenosis_class == "significant"
+
+
+def test_held_out_reports_are_read_at_97_percent_of_branches():
+    right = total = categories = 0
+    for entry in HELD_OUT:
+        _, labels = parse_report_text(entry["text"])
+        got = {name: lab.stenosis_class for name, lab in labels.branches.items()}
+        total += len(set(got) | set(entry["branches"]))
+        right += sum(got.get(name, "absent") == cls for name, cls in entry["branches"].items())
+        categories += labels.cad_rads == entry["cad_rads"]
+    assert len(HELD_OUT) >= 20
+    assert right / total >= 0.97, f"{right}/{total}"
+    assert categories / len(HELD_OUT) >= 0.95
