@@ -1,5 +1,6 @@
-"""What tests share beyond fixtures: the tiny training data, the tiny model's settings, and
-an old-style registered version. Fixtures live in conftest.py and call these."""
+"""What tests share beyond fixtures: the tiny training data, the tiny model's settings, the
+report stage run on a folder, and an old-style registered version. Fixtures live in
+conftest.py and call these."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -105,3 +106,29 @@ def register_without_bundle(tracking, size: int) -> int:
             registered_model_name="cass-stenosis",
         )
     return int(info.registered_model_version)
+
+
+def materialise_reports(root: Path, secret: str, run_config=None):
+    """The report group (with its checks) on `root/raw` into `root/processed`."""
+    import dagster as dg
+
+    from cass_pipeline.defs.assets import reports as report_assets
+    from cass_pipeline.defs.assets.cohort import raw_cohort
+    from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
+
+    resources = {
+        "paths": CassPaths(raw_dir=str(root / "raw"), processed_dir=str(root / "processed")),
+        "pseudonyms": PseudonymKey(key_file=str(root / "key"), key=secret),
+        "raw_format": RawFormat(),
+    }
+    checks = [
+        getattr(report_assets, name)
+        for name in dir(report_assets)
+        if isinstance(getattr(report_assets, name), dg.AssetChecksDefinition)
+    ]
+    return dg.materialize(
+        [raw_cohort, report_assets.report_labels, *checks],
+        resources=resources,
+        selection=dg.AssetSelection.groups("reports"),
+        run_config=run_config,
+    )

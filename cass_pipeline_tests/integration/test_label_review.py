@@ -10,14 +10,12 @@ import pyarrow as pa
 import pytest
 
 from cass_pipeline.defs.assets import reports as report_assets
-from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.report_sources import text_report
 from cass_pipeline.domain.model.splits import SplitSettings
 from cass_pipeline.domain.privacy import pseudonymise
 from cass_pipeline.domain.storage import write_parquet_atomic
 from cass_pipeline.runs.training import write_splits
-from cass_pipeline_tests.helpers import layout_of
+from cass_pipeline_tests.helpers import layout_of, materialise_reports
 
 SECRET = "review-secret"
 PLANTED = "CASE-0002"
@@ -32,25 +30,8 @@ def plant_disagreement(report) -> None:
 
 
 def materialise(root, hold_flagged=True):
-    resources = {
-        "paths": CassPaths(raw_dir=str(root / "raw"), processed_dir=str(root / "processed")),
-        "pseudonyms": PseudonymKey(key_file=str(root / "key"), key=SECRET),
-        "raw_format": RawFormat(),
-    }
-    result = dg.materialize(
-        [
-            raw_cohort,
-            report_assets.report_labels,
-            report_assets.review_queue_share,
-            report_assets.branch_labels_traceable,
-            report_assets.no_identifiers_in_report_outputs,
-        ],
-        resources=resources,
-        selection=dg.AssetSelection.groups("reports"),
-        run_config=dg.RunConfig(
-            ops={"report_labels": report_assets.ReportConfig(hold_flagged=hold_flagged)}
-        ),
-    )
+    config = report_assets.ReportConfig(hold_flagged=hold_flagged)
+    result = materialise_reports(root, SECRET, dg.RunConfig(ops={"report_labels": config}))
     assert result.success
     return {c.check_name: c for c in result.get_asset_check_evaluations()}
 

@@ -12,12 +12,11 @@ from click.testing import CliRunner
 
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import reports as report_assets
-from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
+from cass_pipeline.defs.resources import CassPaths, RawFormat
 from cass_pipeline.domain.cohort.report_sources import text_report
 from cass_pipeline.domain.privacy import pseudonymise
 from cass_pipeline.layout import ground_truth_table
-from cass_pipeline_tests.helpers import layout_of
+from cass_pipeline_tests.helpers import layout_of, materialise_reports
 
 SECRET = "test-secret"
 
@@ -34,22 +33,7 @@ def materialised(tmp_path_factory, tiny_cohort):
     (reports / "EMPTY.txt").write_text("   \n")
     shutil.copy(reports / "CASE-0001.txt", reports / "COPY.txt")
     (reports / "NOFINDINGS.txt").write_text("Patient: DOE, Jane\nExam aborted: contrast leak.\n")
-    resources = {
-        "paths": CassPaths(raw_dir=str(raw), processed_dir=str(root / "processed")),
-        "pseudonyms": PseudonymKey(key_file=str(root / "key"), key=SECRET),
-        "raw_format": RawFormat(),
-    }
-    result = dg.materialize(
-        [
-            raw_cohort,
-            report_assets.report_labels,
-            report_assets.branch_label_coverage,
-            report_assets.branch_labels_traceable,
-            report_assets.no_identifiers_in_report_outputs,
-        ],
-        resources=resources,
-        selection=dg.AssetSelection.groups("reports"),
-    )
+    result = materialise_reports(root, SECRET)
     return root, result
 
 
