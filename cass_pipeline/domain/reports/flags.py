@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.labels import ReportLabels, finding_class
 from cass_pipeline.domain.reports.parser import Mention
 
@@ -40,7 +41,9 @@ class Flag:
         return self.kind in HOLDING
 
 
-def report_flags(labels: ReportLabels, bare_50_significant: bool = True) -> list[Flag]:
+def report_flags(
+    labels: ReportLabels, bare_50_significant: bool = ReportSettings.bare_50_significant
+) -> list[Flag]:
     """Every flag of one report's labels, in the order of the text."""
     reading = labels.reading
 

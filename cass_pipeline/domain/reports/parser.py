@@ -7,14 +7,17 @@ that do not just wrap a sentence) +
 except), with these rules:
 
 - A finding is negated by a negation cue at most 4 tokens before it with no other finding in
-  between ("no significant stenosis"), or by "excluded"/"ruled out" after it in the clause.
+  between but nouns listed with it ("no significant stenosis", "no stenosis or plaque"), or
+  by "excluded"/"ruled out" after it in the clause.
   Negation never crosses a clause ("no significant stenosis; mild plaque in the LCx").
 - A finding attaches to the vessel(s) after it when a preposition links them ("mild stenosis
   of the LAD and D1") or the vessel follows at once ("normal D1"); otherwise to the vessel(s)
   just before it ("LAD, LCx and RCA are normal", "LAD: 70-90%"); otherwise to the line's label
   vessel ("LAD: no stenosis; mild plaque distally"), or to the vessels of the sentence's
-  previous clause ("no stenosis in the LAD but mild plaque distally"); "it"/"its" refer to
-  the last vessel named.
+  previous clause ("no stenosis in the LAD but mild plaque distally"); "it", "its", "the
+  stent", "the lesion" refer to the last vessel named. A line's label goes on over the
+  sentences of its line ("RCA: Dominant. Mild plaque."); the vessel a branch arises from is
+  not the one its finding speaks of ("the PDA arises from the circumflex and is normal").
 - Modifiers (stent, graft, bridge, high-risk plaque, non-diagnostic) attach the same way.
 - Percent stenosis expressions inside a clause that describes a myocardial bridge with
   systolic compression belong to the bridge and are dropped.
@@ -22,7 +25,8 @@ except), with these rules:
   indication (a relative's stenosis, a past intervention), technique (phases in percent),
   calcium scoring, a template's key; each runs from its heading to a blank line or the next
   labelled line. The calcium score and the dominance are still read from them. A template's
-  line whose box is not ticked ("[ ] RCA: 25-49%") states nothing.
+  option whose box is not ticked ("[ ] RCA: 25-49%", "LAD: [x] normal [ ] 50-69%")
+  states nothing.
 - A grade word that labels a line ("Most severe: ...") or speaks of calcium ("severe
   calcification", not "severe calcified stenosis") grades no stenosis; the CAD-RADS version
   ("CAD-RADS 2.0 category 4A") is not the category.
@@ -32,12 +36,15 @@ except), with these rules:
   not today's, unless the report says it is unchanged.
 - Mentions after an addendum or corrected-impression heading revise (`ReportReading.revises`):
   the labels take their grades in place of the earlier ones for the branches they name.
-- Dictation: a line that starts with a vessel's name starts a sentence; a preposition links
+- Dictation: a line that starts with a vessel's name starts a sentence, and so do
+  "impression", "findings", "conclusion"; a finding right before a vessel that has its own
+  grade ("lad less than 25 percent diagonal normal") is not that vessel's; a preposition links
   a finding to the vessel after it only when nothing but "the" or a position word stands
   between ("stenosis in the mid segment the circumflex is normal" does not link).
 - Tables: where a table's header names segments ("| Segment |", "Seg<TAB>", "| # |"), the
-  number in a row's first cell is the SCCT segment; a row without a finding ("absent",
-  "n/a") gives its branch no label.
+  number in a row's first cell is the SCCT segment; a bare number in a column headed
+  "stenosis" or "%" is a percent; a row without a finding ("absent", "n/a") gives its branch
+  no label.
 - A finding in a sentence about a bypass graft ("SVG to OM1: 70%") is the graft's
   (`Mention.on_graft`), not the native branch's, unless the sentence says "native".
 - Report-level facts: an anomalous origin (modifier E), ischaemia from a CT-FFR value or in
