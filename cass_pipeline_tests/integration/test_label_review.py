@@ -33,7 +33,7 @@ def materialise(root, hold_flagged=True):
     config = report_assets.ReportConfig(hold_flagged=hold_flagged)
     result = materialise_reports(root, SECRET, dg.RunConfig(ops={"report_labels": config}))
     assert result.success
-    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+    return result, {c.check_name: c for c in result.get_asset_check_evaluations()}
 
 
 def trained_patients(root) -> set[str]:
@@ -60,7 +60,14 @@ def cohort(tmp_path, tiny_cohort):
 def test_a_disagreeing_report_waits_for_review_and_the_review_releases_it(cohort):
     root, planted = cohort
     layout = layout_of(root / "processed")
-    checks = materialise(root)
+    result, checks = materialise(root)
+    shown = next(
+        m.metadata
+        for m in result.asset_materializations_for_node("report_labels")
+        if m.asset_key == dg.AssetKey("label_review")
+    )
+    assert shown["reports_to_review"].value == 1
+    assert [r.data["patient_id"] for r in shown["queue"].value.records] == [planted]
     review = pd.read_parquet(layout.label_review)
     queue = review[review.status == "to review"]
     assert list(queue.patient_id) == [planted]
@@ -82,7 +89,7 @@ def test_a_disagreeing_report_waits_for_review_and_the_review_releases_it(cohort
         f"{planted},XYZ,significant,\n"
         "PNOSUCHPATIENT,RCA,none,\n"
     )
-    checks = materialise(root)
+    _, checks = materialise(root)
     labels = pd.read_parquet(layout.patient_labels).set_index("patient_id")
     assert not labels.held_for_review.any() and labels.reviewed[planted]
     branches = pd.read_parquet(layout.branch_labels)

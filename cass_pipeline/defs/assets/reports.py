@@ -149,8 +149,12 @@ def review_metadata(review: pd.DataFrame) -> dict:
     return {
         "reports_to_review": int(queue.patient_id.nunique()),
         "flags": dg.MetadataValue.md(counts.to_markdown() if counts is not None else "none"),
-        "queue": dg.MetadataValue.md(
-            queue[columns].head(50).to_markdown(index=False) if len(queue) else "empty"
+        "queue": dg.MetadataValue.table(
+            records=[
+                dg.TableRecord({c: str(row[c]) for c in columns})
+                for row in queue[columns].head(50).to_dict("records")
+            ],
+            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
         ),
     }
 
