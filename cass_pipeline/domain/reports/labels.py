@@ -227,7 +227,7 @@ def labels_json(labels: ReportLabels) -> dict:
 
 def labels_lines(result: dict) -> list[str]:
     """`labels_json`'s object as `cass parse-report` prints it: a line per branch, then the
-    patient."""
+    patient, then each flag that holds the report for review."""
     lines = []
     for name, branch in result["branches"].items():
         pct = branch["max_stenosis_pct"]
@@ -238,4 +238,5 @@ def labels_lines(result: dict) -> list[str]:
         )
     cad = result["cad_rads"]
     category = "/".join([cad["category"] or "?", *cad["modifiers"]])
-    return [*lines, f"patient: {result['patient_class']}; CAD-RADS {category}"]
+    held = [f"held for review: {f['kind']}: {f['detail']}" for f in result["flags"] if f["holds"]]
+    return [*lines, f"patient: {result['patient_class']}; CAD-RADS {category}", *held]
