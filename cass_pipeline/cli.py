@@ -325,11 +325,12 @@ def clean_mpr(source, target, frame, **cleanup) -> None:
 
     path, target = Path(source), picture_target(target)
     try:
-        image = frame_of(read_image(path.read_bytes(), path.suffix), frame)
+        read = read_image(path.read_bytes(), path.suffix)
+        image = frame_of(read, frame)
     except ImageReadError as error:
         raise click.ClickException(f"{source}: {error}") from error
     config = CleanupConfig(**cleanup)
-    cleaned, stats = clean_image(image, config)
+    cleaned, stats = clean_image(image, config, read.overlay(frame))
     write_picture(target, cleaned)
     top, bottom, left, right = stats.crop
     click.echo(

@@ -208,10 +208,11 @@ def explain(image: str, model: str, out_path: str | None, steps: int) -> None:
     path = Path(image)
     target = picture_target(out_path or f"{path.stem}_ig.png")
     try:
-        frame = frame_of(read_image(path.read_bytes(), path.suffix), 0)
+        read = read_image(path.read_bytes(), path.suffix)
+        frame = frame_of(read, 0)
     except ImageReadError as error:
         raise click.ClickException(f"{image}: {error}") from error
-    explained = explain_image(load_registered(model).predictor, frame, steps)
+    explained = explain_image(load_registered(model).predictor, frame, steps, read.overlay(0))
     write_picture(target, explained.picture)
     click.echo("\n".join(explained.lines()) + f"; heat map {target}")
 

@@ -158,7 +158,7 @@ def text_across_a_vessel(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     image[:, size // 2 - 8 : size // 2 + 8] = 210  # the lumen, full height
     text = np.zeros((size, size), bool)
     for x in range(20, size - 20, 9):  # glyph-like strokes across the vessel
-        text[100:112, x : x + 5] = True
+        text[100:112, x : x + 2] = True
         text[105:107, x : x + 9] = True
     image[text] = 255
     return image, text
@@ -214,3 +214,67 @@ def test_no_filled_text_pixel_is_brighter_than_its_surroundings(tiny_cohort):
         assert (filled[~masked] == frame[~masked]).all()  # only the text area changes
         checked += int(masked.sum())
     assert checked > 1000
+
+
+def coloured(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """The grey image as an RGB secondary capture draws it: anatomy grey, overlay in colour."""
+    rgb = np.repeat(image[..., None], 3, axis=2)
+    rgb[image == 255] = colour
+    return rgb
+
+
+def rgb_dicom(rgb: np.ndarray) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    buffer = DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 0), (0, 255, 255), (255, 64, 64)])
+def test_coloured_overlay_is_found_by_its_colour_and_cleaned_as_white_text(colour):
+    image = synthetic_mpr(np.random.default_rng(1))
+    config = CleanupConfig(size=256, border_level=0)
+    plain, plain_stats = clean_image(image, config)
+    rgb = coloured(image, colour)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    for read in (
+        read_image(rgb_dicom(rgb), ".dcm"),
+        read_image(cv2.imencode(".png", bgr)[1].tobytes(), ".png"),
+    ):
+        frame, overlay = read.frames[0], read.overlay(0)
+        assert (frame[image == 255] < 254).all()  # in grey, below the text level
+        assert np.array_equal(overlay, image == 255)  # every overlay pixel, nothing else
+        cleaned, stats = clean_image(frame, config, overlay)
+        assert stats.text_pixels == plain_stats.text_pixels
+        assert np.array_equal(cleaned, plain)  # as if the overlay had been white
+
+
+def test_saturated_calcium_and_contrast_are_kept_and_the_text_removed():
+    image = synthetic_mpr(np.random.default_rng(2))
+    cv2.circle(image, (128, 128), 6, 255, -1)  # calcified plaque windowed to white
+    image[170:200, 122:134] = 255  # a contrast-filled stretch of lumen at the top level
+    config = CleanupConfig(size=256, border_level=0)
+    cleaned, stats = clean_image(image, config)
+    assert cleaned[124:133, 124:133].min() == 255  # the calcium stays, not inpainted
+    assert cleaned[172:198, 124:132].min() == 255
+    text = np.zeros_like(image, bool)
+    text[:30], text[230:] = True, True
+    assert cleaned[text & (image == 255)].max() < VESSEL  # the text is gone
+    assert stats.text_pixels == int((image[text] == 255).sum())

@@ -23,7 +23,7 @@ from cass_pipeline.defs.presentation import (
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, overlay_mask
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.ingest import discover, ingest_cohort
 from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image
@@ -57,11 +57,14 @@ MprConfig = config_class(
 )
 
 
-def example_panel(raw: np.ndarray, config: CleanupConfig) -> np.ndarray:
-    """Source with detected text painted over (identifiers unreadable), and the cleaned view."""
-    cleaned, _ = clean_image(raw, config)
+def example_panel(
+    raw: np.ndarray, config: CleanupConfig, overlay: np.ndarray | None = None
+) -> np.ndarray:
+    """Source with the detected overlay painted over (identifiers unreadable), and the
+    cleaned view."""
+    cleaned, _ = clean_image(raw, config, overlay)
     masked = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
-    masked[raw >= config.text_level] = (0, 0, 255)
+    masked[overlay_mask(raw, config, overlay)] = (0, 0, 255)
     masked = cv2.resize(masked, (cleaned.shape[1], cleaned.shape[0]), interpolation=cv2.INTER_AREA)
     return np.concatenate(
         [
@@ -91,8 +94,9 @@ def write_examples(
         if source is None or source.mpr_dir is None:
             continue
         path = source.mpr_dir / row.source_path
-        frame = read_image(path.read_bytes(), path.suffix).frames[row.frame]
-        _, png = cv2.imencode(".png", example_panel(frame, config))
+        image = read_image(path.read_bytes(), path.suffix)
+        panel = example_panel(image.frames[row.frame], config, image.overlay(row.frame))
+        _, png = cv2.imencode(".png", panel)
         name = f"{row.patient_id}_{row.branch}.png"
         write_bytes_atomic(out / name, png.tobytes())
         examples.append((name, png.tobytes()))

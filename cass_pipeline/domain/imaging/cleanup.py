@@ -1,6 +1,10 @@
 """The one image cleanup used by training, evaluation and serving alike.
 
-Steps: burned-in text and markers (pixels at or above `text_level`) are dilated and
+Steps: the overlay is found by what it is: in a colour image every pixel with chroma (a CT
+image is grey; `colour_overlay`, found by the reader before the conversion to grey), and the
+bright components (pixels at or above `text_level`) that are drawn in thin strokes, as glyphs,
+scale bars and markers are (`text_shaped`); a bright blob or tube at the same level (calcium,
+a stent, contrast windowed to white) is anatomy and stays. The overlay is dilated and
 inpainted at half resolution, each text component in its own neighbourhood, and no filled
 pixel is left brighter than the unmasked pixels around it (so a line of text crossing a
 bright vessel does not smear the vessel along the line); empty borders (rows / columns darker
@@ -21,7 +25,17 @@ from cass_pipeline.domain.storage import settings_hash
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
 #: Changes whenever the cleanup gives other pixels for the same settings.
-CLEANUP_VERSION = 4
+CLEANUP_VERSION = 5
+#: A colour pixel whose channels differ by more than this is overlay, not CT grey.
+CHROMA_LEVEL = 24
+#: Image side at which `stroke_px` holds; strokes of larger images scale with them.
+STROKE_SIDE = 512
+#: A bright component this thin (half-width, px at 512) is a line of overlay wherever it is.
+THIN_STROKE = 1.5
+#: Share of the side along each edge where workstations write their text.
+EDGE_BAND = 0.15
+#: Area over squared half-width from which a component is a stroke, not a blob (a disc: pi).
+ELONGATION = 8.0
 #: The text is inpainted at this fraction of the resolution (`inpaint_coarse`).
 INPAINT_SCALE = 2
 
@@ -35,6 +49,12 @@ class CleanupConfig:
     dilate_px: int = option(3, "pixels the text mask grows by before inpainting", min=0)
     inpaint_radius: int = option(3, "inpainting neighbourhood in pixels", min=1)
     border_level: int = option(8, "edge rows and columns darker than this are cut")
+    stroke_px: float = option(
+        3.5,
+        "a bright component no thicker than twice this (at 512 px), at the edges or "
+        "elongated, is text; thicker ones and compact blobs inside (calcium, contrast) stay",
+        min=0.5,
+    )
 
     def fingerprint(self) -> str:
         return settings_hash({**asdict(self), "version": CLEANUP_VERSION})
@@ -133,13 +153,82 @@ def remove_text(image: np.ndarray, mask: np.ndarray, config: CleanupConfig) -> n
     return out
 
 
+def colour_overlay(frame: np.ndarray) -> np.ndarray | None:
+    """The pixels of a colour frame that have chroma (overlay: text, markers, graphics), or
+    None for a frame without colour."""
+    if frame.ndim != 3 or frame.shape[2] < 3:
+        return None
+    rgb = frame[..., :3].astype(np.int16)
+    chroma = rgb.max(axis=2) - rgb.min(axis=2) > CHROMA_LEVEL
+    return chroma if chroma.any() else None
+
+
+def text_shaped(image: np.ndarray, config: CleanupConfig) -> np.ndarray:
+    """The components at or above `text_level` drawn in strokes, as glyphs, scale bars and
+    markers are: the widest point of each (by the distance transform, scaled to the image's
+    side) at most `stroke_px` from its edge, and either very thin, in the band along the
+    image's edges where workstations write, or elongated; not calcium or contrast, which are
+    thicker, or compact blobs inside the image. Worked out per run of rows that hold bright
+    pixels (no component crosses an empty row), so text along the edges costs little."""
+    on = image >= config.text_level
+    shaped = np.zeros_like(on)
+    rows = np.flatnonzero(on.any(axis=1))
+    if len(rows) == 0:
+        return shaped
+    height, width = image.shape
+    scale = max(1.0, min(image.shape) / STROKE_SIDE)
+    band_x, band_y = EDGE_BAND * width, EDGE_BAND * height
+    breaks = np.flatnonzero(np.diff(rows) > 1)
+    for first, last in zip(
+        rows[np.r_[0, breaks + 1]], rows[np.r_[breaks, len(rows) - 1]], strict=True
+    ):
+        top, bottom = max(first - 1, 0), min(last + 2, height)  # with the empty rows around
+        run = on[top:bottom]
+        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+            run.astype(np.uint8), 8, cv2.CV_32S, cv2.CCL_GRANA
+        )
+        depth = cv2.distanceTransform(run.astype(np.uint8), cv2.DIST_L2, 3)
+        labels_on = labels[run]
+        widest = np.zeros(count, np.float32)
+        np.maximum.at(widest, labels_on, depth[run])
+        x, y, w, h, area = (stats[:, i] for i in range(5))
+        y = y + top
+        at_edge = (
+            (y + h <= band_y) | (y >= height - band_y) | (x + w <= band_x) | (x >= width - band_x)
+        )
+        elongated = area >= ELONGATION * np.maximum(widest, 1.0) ** 2
+        strokes = widest <= config.stroke_px * scale
+        text = (widest <= THIN_STROKE * scale) | (strokes & (at_edge | elongated))
+        text[0] = False
+        band = shaped[top:bottom]
+        band[run] = text[labels_on]
+    return shaped
+
+
+def overlay_mask(
+    image: np.ndarray, config: CleanupConfig, overlay: np.ndarray | None = None
+) -> np.ndarray:
+    """What the cleanup removes, before dilation: text-shaped bright components and the
+    pixels known to be overlay."""
+    text = text_shaped(image, config)
+    return text | overlay if overlay is not None else text
+
+
 def clean_image(
-    image: np.ndarray, config: CleanupConfig = CleanupConfig()
+    image: np.ndarray, config: CleanupConfig = CleanupConfig(), overlay: np.ndarray | None = None
 ) -> tuple[np.ndarray, CleanupStats]:
-    """Text removed, borders cut, resized: the model-ready 8-bit image and its statistics."""
+    """Overlay removed, borders cut, resized: the model-ready 8-bit image and its statistics;
+    `overlay` marks pixels known to be overlay (a colour frame's chroma)."""
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"expected a 2D uint8 image, got {image.dtype} {image.shape}")
-    text = image >= config.text_level
+    return clean_masked(image, overlay_mask(image, config, overlay), config)
+
+
+def clean_masked(
+    image: np.ndarray, text: np.ndarray, config: CleanupConfig
+) -> tuple[np.ndarray, CleanupStats]:
+    """`clean_image` once the overlay `text` is found: dilate and inpaint it, cut the
+    borders, resize."""
     text_pixels = int(text.sum())
     mask = text.astype(np.uint8)
     if text_pixels:

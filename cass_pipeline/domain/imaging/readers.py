@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from cass_pipeline.domain.cohort.headers import IMAGE_SUFFIXES, image_suffix, with_preamble
 from cass_pipeline.domain.cohort.index import NO_PATIENT
 from cass_pipeline.domain.cohort.report_sources import IndexReject
+from cass_pipeline.domain.imaging.cleanup import colour_overlay
 
 MIN_SIDE = 32
 
@@ -33,6 +35,11 @@ class SourceImage:
     series_uid: str | None = None
     instance_number: int | None = None
     content_time: str = ""
+    #: Per frame, the pixels a colour frame marks as overlay (`colour_overlay`), or None.
+    overlays: list[np.ndarray | None] = field(default_factory=list)
+
+    def overlay(self, index: int) -> np.ndarray | None:
+        return self.overlays[index] if index < len(self.overlays) else None
 
 
 def to_uint8(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -151,13 +158,18 @@ def read_dicom(data: bytes) -> SourceImage:
     window = None
     if "WindowCenter" in ds and "WindowWidth" in ds:
         window = (first_value(ds.WindowCenter), first_value(ds.WindowWidth))
-    out = []
+    palette = ds.get("PhotometricInterpretation", "") == "PALETTE COLOR"
+    out, overlays = [], []
     for frame in frames:
-        if samples > 1:
+        if palette:
+            rgb = apply_color_lut(frame, ds)
+            frame = (rgb // 257 if rgb.max() > 255 else rgb).astype(np.uint8)
+        overlays.append(colour_overlay(frame))
+        if samples > 1 or palette:
             frame = grey(frame.astype(np.uint8) if frame.dtype != np.uint8 else frame)
         elif (slope, intercept) != (1.0, 0.0):
             frame = frame.astype(np.float32) * slope + intercept
-        frame = to_uint8(frame, window if samples == 1 else None)
+        frame = to_uint8(frame, window if samples == 1 and not palette else None)
         if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
             frame = 255 - frame
         out.append(frame)
@@ -169,6 +181,7 @@ def read_dicom(data: bytes) -> SourceImage:
         str(ds.get("SeriesInstanceUID", "")) or None,
         int(instance) if instance not in (None, "") else None,
         f"{ds.get('ContentDate', '') or ''}{ds.get('ContentTime', '') or ''}",
+        overlays,
     )
 
 
@@ -176,7 +189,8 @@ def read_bitmap(data: bytes, suffix: str) -> SourceImage:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(f"not a decodable {suffix.lstrip('.').upper()} image")
-    return SourceImage([to_uint8(grey(image))], "jpeg" if suffix in {".jpg", ".jpeg"} else "png")
+    kind = "jpeg" if suffix in {".jpg", ".jpeg"} else "png"
+    return SourceImage([to_uint8(grey(image))], kind, overlays=[colour_overlay(image)])
 
 
 def read_image(data: bytes, suffix: str = "") -> SourceImage:

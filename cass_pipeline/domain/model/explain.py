@@ -126,9 +126,11 @@ class ImageExplanation:
         ]
 
 
-def explain_image(predictor, frame: np.ndarray, steps: int) -> ImageExplanation:
+def explain_image(
+    predictor, frame: np.ndarray, steps: int, overlay: np.ndarray | None = None
+) -> ImageExplanation:
     """Clean `frame` as the model's bundle says, classify it, and explain the class."""
-    cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup)
+    cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup, overlay)
     probabilities = predictor.probabilities(cleaned[None])[0]
     predicted = int(probabilities.argmax())
     picture, share = explained(predictor.network(), cleaned, predicted, steps)
