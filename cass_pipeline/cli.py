@@ -22,6 +22,7 @@ from cass_pipeline.domain.synthetic.config import (
     PRESETS,
     Confounders,
     Difficulty,
+    ExportStyle,
     ImageFormat,
     SynthConfig,
 )
@@ -117,6 +118,12 @@ def info() -> None:
 @click.option("--difficulty", type=click.Choice(get_args(Difficulty)))
 @click.option("--format", "image_format", type=click.Choice(get_args(ImageFormat)))
 @click.option(
+    "--export-style",
+    type=click.Choice(get_args(ExportStyle)),
+    help="grey with white text (default), RGB with the overlay in colour, or a window that "
+    "saturates calcium and contrast.",
+)
+@click.option(
     "--with-volumes",
     is_flag=True,
     default=None,
@@ -147,6 +154,7 @@ def synth(
     size,
     difficulty,
     image_format,
+    export_style,
     with_volumes,
     disabled,
     workers,
@@ -169,6 +177,7 @@ def synth(
         image_size=size,
         difficulty=difficulty,
         image_format=image_format,
+        export_style=export_style,
         write_volumes=with_volumes,
     )
     if disabled:

@@ -15,6 +15,7 @@ from cass_pipeline.domain.synthetic.config import (
     DEFAULT_PRESET,
     PRESETS,
     Difficulty,
+    ExportStyle,
     ImageFormat,
     SynthConfig,
     preset,
@@ -36,6 +37,7 @@ class CohortConfig(dg.Config):
     n_patients: int | None = Field(default=None, description="default: the preset's")
     difficulty: str | None = Field(default=None, description=preset_choice(Difficulty))
     image_format: str | None = Field(default=None, description=preset_choice(ImageFormat))
+    export_style: str | None = Field(default=None, description=preset_choice(ExportStyle))
     workers: int | None = Field(default=None, description="processes; default all cores")
 
 
@@ -107,6 +109,7 @@ def raw_cohort(
         n_patients=config.n_patients,
         difficulty=config.difficulty,
         image_format=config.image_format,
+        export_style=config.export_style,
     )
 
     def progress(done: int, total: int) -> None:

@@ -168,8 +168,10 @@ def text_shaped(image: np.ndarray, config: CleanupConfig) -> np.ndarray:
     markers are: the widest point of each (by the distance transform, scaled to the image's
     side) at most `stroke_px` from its edge, and either very thin, in the band along the
     image's edges where workstations write, or elongated; not calcium or contrast, which are
-    thicker, or compact blobs inside the image. Worked out per run of rows that hold bright
-    pixels (no component crosses an empty row), so text along the edges costs little."""
+    thicker, or compact blobs inside the image. Of a thick component, the strokes that do not
+    hold a disc of that radius are text too (a line of text that touches a saturated vessel).
+    Worked out per run of rows that hold bright pixels (no component crosses an empty row), so
+    text along the edges costs little."""
     on = image >= config.text_level
     shaped = np.zeros_like(on)
     rows = np.flatnonzero(on.any(axis=1))
@@ -202,6 +204,14 @@ def text_shaped(image: np.ndarray, config: CleanupConfig) -> np.ndarray:
         text[0] = False
         band = shaped[top:bottom]
         band[run] = text[labels_on]
+        thick = run & ~band
+        if thick.any():  # text touching saturated anatomy: its strokes do not hold a disc
+            radius = int(np.ceil(config.stroke_px * scale))
+            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+            body = cv2.morphologyEx(thick.astype(np.uint8), cv2.MORPH_OPEN, disc).astype(bool)
+            band |= thick & ~cv2.dilate(body.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(
+                bool
+            )
     return shaped
 
 

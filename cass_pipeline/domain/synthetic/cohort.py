@@ -43,11 +43,13 @@ from cass_pipeline.domain.synthetic.coronary_tree import (
 )
 from cass_pipeline.domain.synthetic.export import (
     SERIES_SUFFIXES,
+    TEXT_LEVEL,
     Identity,
-    burn_in_text,
     contact_sheet,
+    in_colour,
     series_description,
     series_folder,
+    text_overlay,
     window_to_uint8,
     write_dicom,
     write_png,
@@ -110,6 +112,7 @@ VIEW_SCHEMA = pa.schema(
         ("apparent_stenosis_pct", pa.float64()),
         ("cut_through_lesion", pa.bool_()),
         ("file", pa.string()),
+        ("overlay_pixels", pa.int32()),
     ]
 )
 GENERATOR = "cass synth"
@@ -235,14 +238,19 @@ def export_branch(
     mm_per_col = config.view_width_mm / config.image_size
     mm_per_row = branch.length_mm / config.image_size
     folder = RawLayout(staging).mpr_folder(export.case) / series_folder(export.description)
-    clean_views = window_to_uint8(cpr.images)
+    clean_views = window_to_uint8(cpr.images, saturating=config.export_style == "saturated")
     rows = []
     for k, (pixels, angle) in enumerate(zip(clean_views, cpr.angles_deg, strict=True)):
-        annotated = burn_in_text(
-            pixels,
+        overlay = text_overlay(
+            pixels.shape,
             [identity.mrn, export.description.replace(" *", ""), f"{angle:.0f} deg"],
             identity.exam_date,
             mm_per_col,
+        )
+        annotated = (
+            in_colour(pixels, overlay)
+            if config.export_style == "colour_overlay"
+            else np.where(overlay, np.uint8(TEXT_LEVEL), pixels)
         )
         target = folder / f"{k:03d}.{'dcm' if config.image_format == 'dicom' else 'png'}"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +279,7 @@ def export_branch(
                     lesion is not None and apparent[k] >= 0.5 * lesion.stenosis_pct
                 ),
                 "file": target.relative_to(staging).as_posix(),
+                "overlay_pixels": int(overlay.sum()),
             }
         )
     return clean_views, rows

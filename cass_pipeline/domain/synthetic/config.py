@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from cass_pipeline.domain.storage import settings_hash
 
 #: Bumped whenever generator code changes what a patient's files contain.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 Difficulty = Literal["easy", "standard", "hard"]
 ImageFormat = Literal["dicom", "png"]
+#: How the workstation writes its views: grey with white text (the paper's), an RGB secondary
+#: capture with the overlay in colour, or grey in a window that saturates calcium and contrast.
+ExportStyle = Literal["grey", "colour_overlay", "saturated"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class SynthConfig:
     cpr_pixel_mm: float = 0.25
     difficulty: Difficulty = "standard"
     image_format: ImageFormat = "dicom"
+    export_style: ExportStyle = "grey"
     confounders: Confounders = field(default_factory=Confounders)
     write_volumes: bool = False
     seed: int = 7
@@ -113,6 +117,10 @@ def preset(name: str, **overrides) -> SynthConfig:
         )
     if config.image_format not in ("dicom", "png"):
         raise ValueError(f"unknown image format {config.image_format!r}; choose dicom or png")
+    if config.export_style not in get_args(ExportStyle):
+        raise ValueError(
+            f"unknown export style {config.export_style!r}; choose from {get_args(ExportStyle)}"
+        )
     if config.n_patients < 1 or config.n_views < 1 or config.image_size < 16:
         raise ValueError("need at least one patient, one view and 16 px images")
     return config

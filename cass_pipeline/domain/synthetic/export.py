@@ -1,4 +1,5 @@
-"""Workstation-style export of CPR views: CT window to 8 bits, burned-in text, DICOM or PNG."""
+"""Workstation-style export of CPR views: CT window to 8 bits, burned-in text, DICOM or PNG;
+grey with white text, or RGB with the overlay in colour."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from cass_pipeline.domain.storage import atomic_path, write_bytes_atomic
 #: Image content tops out below the text level, as on the workstations the paper used.
 CONTENT_MAX = 250
 TEXT_LEVEL = 255
+#: The overlay colour of an RGB export (yellow, 226 in grey: below the text level).
+OVERLAY_RGB = (255, 255, 0)
+#: A narrow window that saturates contrast and calcium at 255, as some workstations export.
+SATURATING_WINDOW_HU = (-100.0, 320.0)  # contrast (350-480 HU) and calcium reach 255
 UID_ROOT = "1.2.826.0.1.3680043.10.1137."
 
 SERIES_NAMES = {
@@ -63,17 +68,27 @@ def series_folder(description: str) -> str:
     return "_".join(description.replace("*", " ").split())
 
 
-def window_to_uint8(hu: np.ndarray) -> np.ndarray:
-    """CT window to 0..CONTENT_MAX, below the level of the burned-in text."""
+def window_to_uint8(hu: np.ndarray, saturating: bool = False) -> np.ndarray:
+    """CT window to 0..CONTENT_MAX, below the level of the burned-in text; or the saturating
+    window to 0..255."""
+    if saturating:
+        return ct_window_to_uint8(hu, SATURATING_WINDOW_HU, 255)
     return ct_window_to_uint8(hu, DEFAULT_WINDOW_HU, CONTENT_MAX)
 
 
-def burn_in_text(
-    image: np.ndarray, lines_top: list[str], line_bottom: str, mm_per_col: float
+def in_colour(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An RGB secondary capture of the grey view with the overlay `mask` in colour."""
+    rgb = np.repeat(image[..., None], 3, axis=2)
+    rgb[mask] = OVERLAY_RGB
+    return rgb
+
+
+def text_overlay(
+    shape: tuple[int, int], lines_top: list[str], line_bottom: str, mm_per_col: float
 ) -> np.ndarray:
-    """Text and a 10 mm scale bar drawn at the brightest level, as workstations do."""
-    mask = np.zeros_like(image)
-    size = image.shape[0]
+    """Where the workstation draws its text and 10 mm scale bar (a boolean mask)."""
+    mask = np.zeros(shape, np.uint8)
+    size, width = shape
     scale = max(0.25, size / 700)
     thickness = max(1, size // 256)
     step = max(9, int(26 * scale))
@@ -82,7 +97,7 @@ def burn_in_text(
         cv2.putText(mask, text, (3, step * (i + 1)), font, scale, 255, thickness, cv2.LINE_8)
     cv2.putText(mask, line_bottom, (3, size - 4), font, scale, 255, thickness, cv2.LINE_8)
     bar = max(4, round(10.0 / mm_per_col))
-    right, y = image.shape[1] - 4, size - max(6, size // 24)
+    right, y = width - 4, size - max(6, size // 24)
     cv2.line(mask, (right - bar, y), (right, y), 255, thickness)
     for x in (right - bar, right):
         cv2.line(mask, (x, y - max(2, size // 64)), (x, y), 255, thickness)
@@ -97,7 +112,7 @@ def burn_in_text(
         cv2.LINE_8,
     )
     # Some OpenCV builds anti-alias every glyph; workstation overlays are one level.
-    return np.where(mask >= 128, np.uint8(TEXT_LEVEL), image)
+    return mask >= 128
 
 
 def deterministic_uid(*parts: object) -> str:
@@ -143,9 +158,11 @@ def write_dicom(
     ds.InstanceNumber = view_index
     ds.ImageComments = f"curved MPR, rotation {angle_deg:.1f} deg"
     ds.PixelSpacing = [f"{pixel_spacing_mm[0]:.4f}", f"{pixel_spacing_mm[1]:.4f}"]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
+    ds.PhotometricInterpretation = "RGB" if pixels.ndim == 3 else "MONOCHROME2"
+    if pixels.ndim == 3:
+        ds.PlanarConfiguration = 0
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
@@ -155,7 +172,10 @@ def write_dicom(
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(".png", pixels)
+    """Grey, or RGB (written as PNG's RGB)."""
+    ok, encoded = cv2.imencode(
+        ".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels
+    )
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
     write_bytes_atomic(path, encoded.tobytes())
