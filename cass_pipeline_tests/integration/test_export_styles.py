@@ -4,6 +4,7 @@ patients (the session's tiny cohort: same seed, same anatomy)."""
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, overlay_mask
@@ -26,8 +27,12 @@ MEAN_DIFFERENCE, MAX_DIFFERENCE = 0.05, 4
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny RGB export (64 px), and one patient at 512 px saturated and grey."""
-    folders = {style: tmp_path_factory.mktemp(style) for style in ("colour", "saturated", "grey")}
+    styles = ("colour", "monochrome1", "saturated", "grey")
+    folders = {style: tmp_path_factory.mktemp(style) for style in styles}
     generate_cohort(preset("tiny", n_patients=2, export_style="colour_overlay"), folders["colour"])
+    generate_cohort(
+        preset("tiny", n_patients=2, export_style="monochrome1"), folders["monochrome1"]
+    )
     for style in ("saturated", "grey"):
         config = preset("paper", n_patients=1, n_views=4, export_style=style)
         generate_cohort(config, folders[style], workers=2)
@@ -74,6 +79,21 @@ def test_ingestion_of_the_rgb_export_stores_the_grey_exports_pixels(
     assert coloured and set(coloured) <= set(grey)
     for patient, views in coloured.items():
         assert close(views, grey[patient])
+
+
+def test_a_monochrome1_export_is_read_inverted_back_and_stored_as_the_grey_one(
+    exported, tiny_cohort, tmp_path
+):
+    first = next((exported["monochrome1"] / "mpr").rglob("*.dcm"))
+    stored = pydicom.dcmread(first)
+    twin = pydicom.dcmread(tiny_cohort / first.relative_to(exported["monochrome1"]))
+    assert stored.PhotometricInterpretation == "MONOCHROME1"
+    assert np.array_equal(stored.pixel_array, 255 - twin.pixel_array)  # stored inverted
+    for styled, grey, _ in view_pairs(exported["monochrome1"], tiny_cohort):
+        assert np.array_equal(styled.frames[0], grey.frames[0])
+    inverted = stores(exported["monochrome1"], tmp_path / "inverted")
+    grey = stores(tiny_cohort, tmp_path / "grey")
+    assert inverted and all(np.array_equal(v, grey[p]) for p, v in inverted.items())
 
 
 def test_saturated_anatomy_is_kept_and_the_text_removed(exported):

@@ -265,6 +265,7 @@ def export_branch(
                 float(angle),
                 (mm_per_row, mm_per_col),
                 study_key=f"{config.seed}/{export.case}",
+                monochrome1=config.export_style == "monochrome1",
             )
         else:
             write_png(target, annotated)

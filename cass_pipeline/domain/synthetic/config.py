@@ -12,8 +12,9 @@ GENERATOR_VERSION = 3
 Difficulty = Literal["easy", "standard", "hard"]
 ImageFormat = Literal["dicom", "png"]
 #: How the workstation writes its views: grey with white text (the paper's), an RGB secondary
-#: capture with the overlay in colour, or grey in a window that saturates calcium and contrast.
-ExportStyle = Literal["grey", "colour_overlay", "saturated"]
+#: capture with the overlay in colour, grey in a window that saturates calcium and contrast,
+#: or grey stored inverted (MONOCHROME1, DICOM only).
+ExportStyle = Literal["grey", "colour_overlay", "saturated", "monochrome1"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ def preset(name: str, **overrides) -> SynthConfig:
         raise ValueError(
             f"unknown export style {config.export_style!r}; choose from {get_args(ExportStyle)}"
         )
+    if config.export_style == "monochrome1" and config.image_format != "dicom":
+        raise ValueError("export style monochrome1 is a DICOM photometric interpretation")
     if config.n_patients < 1 or config.n_views < 1 or config.image_size < 16:
         raise ValueError("need at least one patient, one view and 16 px images")
     return config

@@ -129,8 +129,10 @@ def write_dicom(
     angle_deg: float,
     pixel_spacing_mm: tuple[float, float],
     study_key: str,
+    monochrome1: bool = False,
 ) -> None:
-    """One view as an 8-bit Secondary Capture instance; UIDs derive from the content keys."""
+    """One view as an 8-bit Secondary Capture instance (grey, inverted as MONOCHROME1, or
+    RGB); UIDs derive from the content keys."""
     sop_uid = deterministic_uid(study_key, description, view_index)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -160,7 +162,11 @@ def write_dicom(
     ds.PixelSpacing = [f"{pixel_spacing_mm[0]:.4f}", f"{pixel_spacing_mm[1]:.4f}"]
     ds.Rows, ds.Columns = pixels.shape[:2]
     ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
-    ds.PhotometricInterpretation = "RGB" if pixels.ndim == 3 else "MONOCHROME2"
+    ds.PhotometricInterpretation = (
+        "RGB" if pixels.ndim == 3 else "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    )
+    if monochrome1:
+        pixels = 255 - pixels  # MONOCHROME1: the lowest value is white
     if pixels.ndim == 3:
         ds.PlanarConfiguration = 0
     ds.BitsAllocated = ds.BitsStored = 8
