@@ -186,10 +186,11 @@ def text_shaped(image: np.ndarray, config: CleanupConfig) -> np.ndarray:
     ):
         top, bottom = max(first - 1, 0), min(last + 2, height)  # with the empty rows around
         run = on[top:bottom]
+        run_u8 = run.astype(np.uint8)
         count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-            run.astype(np.uint8), 8, cv2.CV_32S, cv2.CCL_GRANA
+            run_u8, 8, cv2.CV_32S, cv2.CCL_GRANA
         )
-        depth = cv2.distanceTransform(run.astype(np.uint8), cv2.DIST_L2, 3)
+        depth = cv2.distanceTransform(run_u8, cv2.DIST_L2, 3)
         labels_on = labels[run]
         widest = np.zeros(count, np.float32)
         np.maximum.at(widest, labels_on, depth[run])

@@ -448,9 +448,9 @@ def read_report(doc: Doc) -> ReportReading:
             header = line_header  # "RCA: Dominant. Mild plaque.": the line's label goes on
         context = header  # a clause naming no vessel speaks of the last one named before it
         for clause in clauses_of(sentence, inside):
-            mentions = Clause(doc, text, clause, reading.dominance, context, last_vessels).mentions(
-                s_index
-            )
+            mentions = Clause(
+                doc, text, sentence.text, clause, reading.dominance, context, last_vessels
+            ).mentions(s_index)
             reading.mentions += mentions
             named = [
                 b
@@ -492,7 +492,11 @@ def read_stated_modifiers(text: str, is_skipped, reading: ReportReading) -> None
 
 
 def starts_a_line(text: str, position: int) -> bool:
-    return text[:position].rstrip(" \t").endswith("\n") or not text[:position].strip()
+    """Only spaces or tabs stand between the line's start (or the text's) and `position`."""
+    line_start = text.rfind("\n", 0, position) + 1
+    return not text[line_start:position].strip(" \t") and (
+        line_start > 0 or not text[:position].strip()
+    )
 
 
 def label_vessels(doc: Doc, sentence: Span, inside: list[Span], dominance: str) -> list[str]:
@@ -516,6 +520,7 @@ class Clause:
         self,
         doc: Doc,
         text: str,
+        sentence: str,
         concepts: list[Span],
         dominance: str,
         header: list[str],
@@ -533,11 +538,11 @@ class Clause:
         self.prior_cues = [c for c in concepts if c.label_ in {"PRIOR_BEFORE", "PRIOR_AFTER"}]
         self.graded = [f for f in self.findings if f.label_ != "NOUN"]
         self.describes_bridge = any(c.label_ == "BRIDGE" for c in concepts) and re.search(
-            r"compress|systol", concepts[0].sent.text, re.I
+            r"compress|systol", sentence, re.I
         )
         self.has_pronoun = any(c.label_ == "PRONOUN" for c in concepts)
         self.on_graft = any(c.label_ == "GRAFT" for c in concepts) and not lx.NATIVE_REGEX.search(
-            concepts[0].sent.text
+            sentence
         )
 
     def negation(self, span: Span) -> Span | None:

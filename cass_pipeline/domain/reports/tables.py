@@ -199,6 +199,7 @@ def report_tables(
                 "reviewed": labels.reviewed,
             }
         )
+        grades = branch_grades(labels) if labels.flags else ""
         for flag in labels.flags:
             review.append(
                 {
@@ -210,7 +211,7 @@ def report_tables(
                     "evidence": flag.evidence,
                     "evidence_start": flag.start_char,
                     "evidence_end": flag.end_char,
-                    "branch_grades": branch_grades(labels),
+                    "branch_grades": grades,
                     "stated_cad_rads": stated,
                     "cad_rads": labels.cad_rads,
                 }
