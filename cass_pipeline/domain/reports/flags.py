@@ -49,7 +49,7 @@ def report_flags(
 
     def at(mention: Mention, kind: str, detail: str, branch: str | None = None) -> Flag:
         start, end = reading.sentences[mention.sentence_index]
-        return Flag(kind, detail, reading.text[start:end].strip(), start, end, branch)
+        return Flag(kind, detail, reading.sentence_of(mention), start, end, branch)
 
     def severity(mention: Mention) -> int:
         return STENOSIS_CLASSES.index(finding_class(mention, bare_50_significant))
