@@ -36,7 +36,14 @@ instance:
 		|| [ "$$(cat "$$target")" = "$$(printf 'telemetry:\n  enabled: false')" ]; then \
 		cp "$(INSTANCE_YAML)" "$$target"; fi
 
-env: $(STAMP) .env instance
+## Tesseract's English model for the OCR check on the pixels CASS writes (the engine itself
+## is the tesserocr wheel): Debian's package, installed as root (or through sudo) when absent.
+OCR_MODEL := /usr/share/tesseract-ocr/5/tessdata/eng.traineddata
+$(OCR_MODEL):
+	@$$( [ "$$(id -u)" = 0 ] || echo sudo ) sh -c 'apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr-eng >/dev/null'
+
+env: $(STAMP) .env instance $(OCR_MODEL)
 
 ## Materialise the whole asset graph headless on the default (synthetic) data, with the CPU
 ## kernels pinned so that the figures repeat on every x86 machine (README, "The demo").

@@ -288,12 +288,12 @@ def parse_report(path: str, as_json: bool, explain: bool, bare_50_non_significan
     """Label one free-text CCTA report (de-identified before parsing)."""
     import json
 
+    from cass_pipeline.domain.cohort.report_sources import decode_report
     from cass_pipeline.domain.reports.explain import explain_lines
     from cass_pipeline.domain.reports.labels import labels_json, labels_lines
     from cass_pipeline.domain.reports.pipeline import (
         EMPTY_REPORT,
         NO_FINDINGS,
-        decode_report,
         has_findings,
         parse_report_text,
     )

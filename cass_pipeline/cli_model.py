@@ -152,7 +152,11 @@ def predict(patient_dir, model, engine, out_dir, explain, steps, outputs, as_jso
     from cass_pipeline.domain.imaging.views import PatientSource
     from cass_pipeline.domain.prediction.document import terminal_lines
     from cass_pipeline.domain.prediction.folder import predict_folder
-    from cass_pipeline.domain.prediction.outputs import output_writers, write_outputs
+    from cass_pipeline.domain.prediction.outputs import (
+        PixelTextError,
+        output_writers,
+        write_outputs,
+    )
     from cass_pipeline.domain.synthetic.provenance import folder_pseudonyms
 
     folder = Path(patient_dir).resolve()
@@ -182,7 +186,10 @@ def predict(patient_dir, model, engine, out_dir, explain, steps, outputs, as_jso
             + (f" ({'; '.join(reasons[:3])})" if reasons else "")
         )
     out = Path(out_dir) if out_dir else Path(f"prediction-{patient}")
-    written = write_outputs(predicted, out, output_writers(outputs))
+    try:
+        written = write_outputs(predicted, out, output_writers(outputs))
+    except PixelTextError as error:
+        raise click.ClickException(f"{patient}: {error}") from error
     if as_json:
         click.echo(json.dumps(document))
         return

@@ -126,6 +126,11 @@ class DataLayout:
         return self.images / "examples"
 
     @property
+    def pixel_text(self) -> Path:
+        """Per patient, what OCR read on the stored views (no text read is kept)."""
+        return self.images / f"pixel_text{PARQUET}"
+
+    @property
     def ingest_settings(self) -> Path:
         """Ingestion settings saved beside the store (training bundles them with the model)."""
         return self.images / "ingest.json"

@@ -237,6 +237,27 @@ def test_explain_adds_the_decisive_views_attributions(registry, tiny_cohort, tmp
     assert same[0] == same[1]
 
 
+def test_a_name_the_cleanup_leaves_in_the_pixels_stops_report_png(registry, tiny_cohort, tmp_path):
+    folder = tmp_path / "patient"
+    shutil.copytree(tiny_cohort / "mpr" / PATIENT, folder)
+    path = sorted((folder / "LAD").glob("*.dcm"))[1]
+    dataset = pydicom.dcmread(path)
+    family = str(dataset.PatientName).split("^")[0]
+    pixels = dataset.pixel_array.copy()  # the name in grey, below the cleanup's text level
+    cv2.putText(pixels, family, (2, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 190, 1)
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(path)
+    result = predict(registry, folder, tmp_path / "out")
+    assert result.exit_code == 1
+    assert "report.png not written" in result.stderr and "LAD/1" in result.stderr
+    assert family not in result.output
+    assert not (tmp_path / "out" / "report.png").exists()
+    document = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert document["pixel_check"]["identifier_views"] == ["LAD/1"]
+    clean = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "clean", "--json")
+    assert json.loads(clean.stdout)["pixel_check"]["identifier_views"] == []
+
+
 def test_a_version_without_a_bundle_is_refused_with_a_reason(registry, tiny_cohort, tmp_path):
     version = str(register_without_bundle(registry.tracking, 64))
     result = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "out", "--model", version)

@@ -1,7 +1,8 @@
 """De-identification removes every identifier a report header or body carries."""
 
+from cass_pipeline.domain.cohort.report_sources import header_identifiers
 from cass_pipeline.domain.privacy import load_secret, pseudonymise
-from cass_pipeline.domain.reports.deid import deidentify, header_identifiers
+from cass_pipeline.domain.reports.deid import deidentify
 
 REPORT = """Patient name: SMITH, John    DOB: 12.03.1957    MRN: 48213975
 Accession No: A2024031400123    Exam date: 14/03/2024

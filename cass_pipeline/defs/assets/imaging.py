@@ -26,8 +26,13 @@ from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outsid
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, overlay_mask
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.ingest import discover, ingest_cohort
+from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels, engine_version
 from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image
-from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
+from cass_pipeline.domain.imaging.tables import (
+    IMAGE_REJECT_SCHEMA,
+    MANIFEST_SCHEMA,
+    PIXEL_TEXT_SCHEMA,
+)
 from cass_pipeline.domain.imaging.views import PatientSource
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
 from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
@@ -82,13 +87,14 @@ def write_examples(
     pseudonyms: Pseudonyms,
     manifest: pd.DataFrame,
     config: CleanupConfig,
-) -> list[tuple[str, bytes]]:
-    """Before/after panels for a few views of different branches."""
+) -> tuple[list[tuple[str, bytes]], PixelText]:
+    """Before/after panels for a few views of different branches, each written only when OCR
+    reads none of its patient's identifiers on it; what OCR read on them."""
     if manifest.empty:
-        return []
+        return [], PixelText()
     picks = manifest[manifest.view_index == 0].drop_duplicates("branch").head(N_EXAMPLES)
     by_pid = {pseudonyms(s.key): s for s in sources}
-    examples = []
+    examples, read = [], PixelText()
     for row in picks.itertuples():
         source = by_pid.get(row.patient_id)
         if source is None or source.mpr_dir is None:
@@ -96,11 +102,15 @@ def write_examples(
         path = source.mpr_dir / row.source_path
         image = read_image(path.read_bytes(), path.suffix)
         panel = example_panel(image.frames[row.frame], config, image.overlay(row.frame))
-        _, png = cv2.imencode(".png", panel)
         name = f"{row.patient_id}_{row.branch}.png"
+        checked = check_pixels({name: panel}, source.identifiers | image.identifiers)
+        read = read.merge(checked)
+        if not checked.passed:
+            continue
+        _, png = cv2.imencode(".png", panel)
         write_bytes_atomic(out / name, png.tobytes())
         examples.append((name, png.tobytes()))
-    return examples
+    return examples, read
 
 
 @dg.multi_asset(
@@ -182,11 +192,12 @@ def ingest_images(
         asset_key="mpr_manifest", metadata=manifest_metadata(layout, frame, settings) | counts
     )
     yield dg.MaterializeResult(asset_key="mpr_rejects", metadata=rejects_metadata(layout))
-    examples = write_examples(layout.image_examples, sources, keys, frame, settings.cleanup)
+    examples, read = write_examples(layout.image_examples, sources, keys, frame, settings.cleanup)
     yield dg.MaterializeResult(
         asset_key="mpr_cleanup_examples",
         metadata={
             "examples": len(examples),
+            "ocr": dg.MetadataValue.json(read.to_json()),
             "path": dg.MetadataValue.path(str(layout.image_examples)),
             **{f"example_{i}": png_markdown(png, name) for i, (name, png) in enumerate(examples)},
         },
@@ -202,12 +213,16 @@ def write_image_tables(
     with (
         parquet_stream(layout.manifest, MANIFEST_SCHEMA) as manifest,
         parquet_stream(layout.image_rejects, IMAGE_REJECT_SCHEMA) as rejects,
+        parquet_stream(layout.pixel_text, PIXEL_TEXT_SCHEMA) as pixel_text,
     ):
         for result in ingest_cohort(
             raw, layout.image_store, keys, settings, workers, index=index, pool=pool
         ):
             manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
             rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))
+            if result.pixel_text is not None:
+                row = {"patient_id": result.patient_id, **result.pixel_text}
+                pixel_text.write_table(pa.Table.from_pylist([row], PIXEL_TEXT_SCHEMA))
             skipped += result.skipped
             processed += not result.skipped
     return processed, skipped
@@ -352,5 +367,66 @@ def no_identifiers_in_image_outputs(paths: CassPaths, raw_format: RawFormat) -> 
         metadata={
             "identifiers_checked": len(identifiers),
             "outputs_with_identifiers": dg.MetadataValue.json(hits),
+        },
+    )
+
+
+def pixel_text_summary(paths: CassPaths) -> tuple[pd.DataFrame, dict]:
+    """The OCR table of the stored views and what it says it read, for the two checks."""
+    table = pd.read_parquet(paths.layout.pixel_text)
+    errors = table.error.dropna()
+    return table, {
+        "engine": f"Tesseract {engine_version()} (tesserocr), English model",
+        "read": "the first, middle and last stored view of every branch, at the stored size",
+        "patients": len(table),
+        "views_read": int(table.views_read.sum()),
+        "ocr_seconds": round(float(table.seconds.sum()), 1),
+        "patients_not_read": len(errors),
+        "why_not_read": errors.iloc[0] if len(errors) else "",
+    }
+
+
+def flagged_views(table: pd.DataFrame, column: str) -> list[str]:
+    """`<pseudonym>/<branch>/<view index>` of the views with findings in `column`."""
+    return [
+        f"{row.patient_id}/{view}" for row in table.itertuples() for view in getattr(row, column)
+    ]
+
+
+@dg.asset_check(
+    asset="mpr_manifest",
+    blocking=True,
+    description="OCR reads no token of the patient's identifiers (DICOM and report headers, "
+    "folder name) in the stored views, and every patient's views could be read.",
+)
+def no_identifier_in_stored_pixels(paths: CassPaths) -> dg.AssetCheckResult:
+    table, read = pixel_text_summary(paths)
+    views = flagged_views(table, "identifier_views")
+    return dg.AssetCheckResult(
+        passed=not views and not read["patients_not_read"],
+        metadata={
+            **read,
+            "views_with_identifiers": len(views),
+            "views": dg.MetadataValue.json(views[:20]),
+            "what_to_do": "open the view with `cass inspect <pseudonym>`, add the overlay's "
+            "style to the cleanup (docs/imaging.md) and rerun",
+        },
+    )
+
+
+@dg.asset_check(
+    asset="mpr_manifest",
+    description="OCR reads no other confident text in the stored views.",
+)
+def no_text_in_stored_pixels(paths: CassPaths) -> dg.AssetCheckResult:
+    table, read = pixel_text_summary(paths)
+    views = flagged_views(table, "text_views")
+    return dg.AssetCheckResult(
+        passed=not views,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            **read,
+            "views_with_text": len(views),
+            "views": dg.MetadataValue.json(views[:20]),
         },
     )

@@ -17,6 +17,7 @@ from cass_pipeline.domain.prediction.inbox import folder_of, scan_inbox
 from cass_pipeline.domain.prediction.outputs import (
     OUTPUT_FORMATS,
     WRITERS,
+    PixelTextError,
     output_writers,
     write_outputs,
 )
@@ -75,7 +76,10 @@ def patient_prediction(
         loaded.predictor, folder, patient, loaded.description(), settings.explain_steps
     )
     out = paths.layout.prediction(patient)
-    written = write_outputs(predicted, out, writers)
+    try:
+        written = write_outputs(predicted, out, writers)
+    except PixelTextError as error:
+        raise dg.Failure(f"{patient}: {error}") from error
     document = predicted.document
     context.log.info(
         f"{patient}: {document['patient_class'] or 'no prediction'} with {loaded.name} "

@@ -16,10 +16,10 @@ from cass_pipeline.defs.presentation import (
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_REPORTS, files_outside
-from cass_pipeline.domain.cohort.report_sources import report_sources
+from cass_pipeline.domain.cohort.report_sources import report_identifiers, report_sources
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
 from cass_pipeline.domain.reports.config import ReportSettings
-from cass_pipeline.domain.reports.pipeline import parse_cohort_reports, report_identifiers
+from cass_pipeline.domain.reports.pipeline import parse_cohort_reports
 from cass_pipeline.domain.reports.tables import (
     BRANCH_LABEL_SCHEMA,
     LABEL_REVIEW_SCHEMA,

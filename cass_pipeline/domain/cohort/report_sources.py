@@ -3,6 +3,7 @@ exam date, or the rows of RIS exports with configurable column names."""
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,15 @@ ACCESSION_FIELD = re.compile(
     r"(?i)\b(?:accession(?:\s+(?:number|no\.?))?|acc\.?\s*(?:no\.?|#))"
     r"\s*[:#]?\s*(?P<value>[A-Z0-9][A-Z0-9-]{3,})"
 )
+FIELD_END = r"(?=\s{2,}|\t|\s+(?:DOB|D\.O\.B|MRN|Sex|Age|Accession|Exam|Date)\b|$)"
+NAME_FIELD = re.compile(
+    rf"(?im)\b(?:patient(?:'s)?\s+name|patient|name)\s*:\s*(?P<value>[^\n:]+?){FIELD_END}"
+)
+DOB_FIELD = re.compile(
+    r"(?i)\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|born)\s*[:#]?\s*"
+    rf"(?P<value>{DATE_NUMERIC}|{DATE_WORDS})"
+)
+ADDRESS_FIELD = re.compile(r"(?im)\b(?:address|addr\.?)\s*:\s*(?P<value>[^\n]+)$")
 
 
 TEXT_SUFFIXES = {".txt", ".text", ".rpt"}
@@ -170,3 +180,33 @@ def report_sources(
             reports += found
             rejects += failed
     return reports, rejects
+
+
+def header_identifiers(raw: str) -> list[str]:
+    """Identifier values stated in the report's fields (names split into their parts)."""
+    found: list[str] = []
+    for match in NAME_FIELD.finditer(raw):
+        value = match.group("value").strip()
+        if value.startswith("["):
+            continue
+        found.append(value)
+        found += [part for part in re.split(r"[\s,^]+", value) if len(part) >= 2]
+    for pattern in (DOB_FIELD, MRN_FIELD, ACCESSION_FIELD, ADDRESS_FIELD):
+        found += [m.group("value").strip() for m in pattern.finditer(raw)]
+    return sorted({v for v in found if v}, key=len, reverse=True)
+
+
+def decode_report(data: bytes) -> str:
+    """Text of a report file: UTF-8 (BOM allowed) or BOM-marked UTF-16; else UnicodeError."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
+
+
+def report_identifiers(report: ReportSource) -> set[str]:
+    """The identifiers a report states (header fields, the RIS row's MRN and accession)."""
+    found = {v for v in (report.mrn, report.accession) if v}
+    try:
+        return found | set(header_identifiers(decode_report(report.data())))
+    except (UnicodeError, OSError):
+        return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +24,11 @@ import numpy as np
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
 from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.pixel_text import (
+    PIXEL_TEXT_VERSION,
+    check_pixels,
+    first_middle_last,
+)
 from cass_pipeline.domain.imaging.readers import set_aside_reason
 from cass_pipeline.domain.imaging.views import (
     PatientSource,
@@ -53,6 +58,8 @@ class PatientResult:
     rows: list[dict]
     rejects: list[dict]
     skipped: bool = False
+    #: What OCR read on the patient's stored views (`PixelText.to_json`), or why it could not.
+    pixel_text: dict | None = None
 
 
 def ingest_patient(
@@ -62,28 +69,46 @@ def ingest_patient(
     cv2.setNumThreads(1)
     pid = pseudonyms(source.key)
     state_path = store_dir / STATE_DIR / f"{pid}.json"
-    fingerprint = f"{source.fingerprint()}-{config.fingerprint()}"
+    # The identifiers looked for enter keyed, so that the state names none of them.
+    looked_for = pseudonyms("\x1f".join(sorted(source.identifiers)))
+    fingerprint = (
+        f"{source.fingerprint()}-{config.fingerprint()}-{looked_for}-v{PIXEL_TEXT_VERSION}"
+    )
     if state_path.is_file():
         state = json.loads(state_path.read_text())
         store = store_dir / store_name(pid)
         if state["fingerprint"] == fingerprint and (store.is_file() or not state["rows"]):
-            return PatientResult(pid, state["rows"], state["rejects"], skipped=True)
+            return PatientResult(
+                pid, state["rows"], state["rejects"], True, state.get("pixel_text")
+            )
 
     views, rejects = patient_views(source, pid, config)
     by_branch, more = assign_branches(views, pid, config)
     rejects += more
 
     rows, images = manifest_rows(by_branch, pid, config)
+    identifiers = source.identifiers.union(*(v.identifiers for v in views))
+    pixel_text = stored_pixel_text(by_branch, identifiers)
     store = store_dir / store_name(pid)
     if images:
         with atomic_path(store, suffix=".npy") as tmp:
             np.save(tmp, np.stack(images))
     else:
         store.unlink(missing_ok=True)
-    write_text_atomic(
-        state_path, json.dumps({"fingerprint": fingerprint, "rows": rows, "rejects": rejects})
-    )
-    return PatientResult(pid, rows, rejects)
+    state = {"fingerprint": fingerprint, "rows": rows, "rejects": rejects}
+    write_text_atomic(state_path, json.dumps(state | {"pixel_text": pixel_text}))
+    return PatientResult(pid, rows, rejects, pixel_text=pixel_text)
+
+
+def stored_pixel_text(by_branch: dict[str, list[View]], identifiers: Iterable[str]) -> dict:
+    """OCR of the first, middle and last stored view of each branch (`check_pixels`), keyed
+    `<branch>/<view index>`."""
+    sample = {
+        f"{branch}/{k}": by_branch[branch][k].image
+        for branch in sorted(by_branch)
+        for k in first_middle_last(len(by_branch[branch]))
+    }
+    return check_pixels(sample, identifiers).to_json()
 
 
 def manifest_rows(

@@ -37,6 +37,8 @@ class SourceImage:
     content_time: str = ""
     #: Per frame, the pixels a colour frame marks as overlay (`colour_overlay`), or None.
     overlays: list[np.ndarray | None] = field(default_factory=list)
+    #: The patient identifiers its header states (`dataset_identifiers`), held in memory only.
+    identifiers: frozenset[str] = frozenset()
 
     def overlay(self, index: int) -> np.ndarray | None:
         return self.overlays[index] if index < len(self.overlays) else None
@@ -182,6 +184,7 @@ def read_dicom(data: bytes) -> SourceImage:
         int(instance) if instance not in (None, "") else None,
         f"{ds.get('ContentDate', '') or ''}{ds.get('ContentTime', '') or ''}",
         overlays,
+        frozenset(dataset_identifiers(ds)),
     )
 
 
@@ -242,12 +245,18 @@ def frame_of(image: SourceImage, index: int) -> np.ndarray:
 
 
 def dicom_identifiers(path) -> set[str]:
-    """Patient identifiers in a DICOM header (name parts, id, birth date, accession), read
-    without pixel data, for checking that none reaches an output."""
+    """Patient identifiers in a DICOM header, read without pixel data, for checking that none
+    reaches an output."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception:
         return set()
+    return dataset_identifiers(ds)
+
+
+def dataset_identifiers(ds: pydicom.Dataset) -> set[str]:
+    """Patient identifiers in a dataset: name parts, id, other ids, birth date (as written
+    in three styles), accession."""
     values = {
         str(ds.get(tag, "") or "")
         for tag in ("PatientID", "AccessionNumber", "PatientBirthDate", "OtherPatientIDs")

@@ -34,3 +34,16 @@ IMAGE_REJECT_SCHEMA = pa.schema(
         ("reason", pa.string()),
     ]
 )
+#: Per patient, what the OCR check read on its stored views (`ingest.stored_pixel_text`): the
+#: views read, the seconds, the views (`<branch>/<view index>`) where an identifier or other
+#: confident text was readable, and why it could not read (`error`). Never the text itself.
+PIXEL_TEXT_SCHEMA = pa.schema(
+    [
+        ("patient_id", pa.string()),
+        ("views_read", pa.int32()),
+        ("seconds", pa.float32()),
+        ("identifier_views", pa.list_(pa.string())),
+        ("text_views", pa.list_(pa.string())),
+        ("error", pa.string()),
+    ]
+)

@@ -13,6 +13,7 @@ import numpy as np
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
 from cass_pipeline.domain.cohort.index import IndexedPatient
+from cass_pipeline.domain.cohort.report_sources import report_identifiers
 from cass_pipeline.domain.imaging.cleanup import clean_image, ct_window_to_uint8
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.cpr import curved_mpr_views
@@ -47,6 +48,9 @@ class PatientSource:
     volume: Path | None = None
     centrelines: Path | None = None
     listed: tuple[Path, ...] | None = None
+    #: The key, its folder's name and the report header's identifiers (`known_identifiers`),
+    #: which the pixel check looks for beside those of the DICOM headers; in memory only.
+    identifiers: frozenset[str] = frozenset()
 
     def files(self) -> list[Path]:
         """The listed files, else every file under `mpr_dir`, else the volume's two files."""
@@ -75,9 +79,23 @@ class PatientSource:
 
     @classmethod
     def of(cls, patient: IndexedPatient) -> PatientSource:
+        known = known_identifiers(patient)
         if patient.files:
-            return cls(patient.key, mpr_dir=patient.root, listed=tuple(patient.files))
-        return cls(patient.key, volume=patient.volume, centrelines=patient.centrelines)
+            return cls(patient.key, patient.root, listed=tuple(patient.files), identifiers=known)
+        return cls(
+            patient.key, volume=patient.volume, centrelines=patient.centrelines, identifiers=known
+        )
+
+
+def known_identifiers(patient: IndexedPatient) -> frozenset[str]:
+    """What identifies a patient besides the DICOM headers: the key, the name of the folder
+    holding the images, the identifiers the report's header states."""
+    found = {patient.key}
+    if patient.root is not None:
+        found.add(patient.root.name)
+    if patient.report is not None:
+        found |= report_identifiers(patient.report)
+    return frozenset(found)
 
 
 @dataclass
@@ -98,6 +116,7 @@ class View:
     text_pixels: int
     masked_pixels: int
     branch: str | None = None
+    identifiers: frozenset[str] = frozenset()
 
 
 def reject(
@@ -177,6 +196,7 @@ def read_file_views(file: SourceFile, pid: str, config: IngestConfig) -> tuple[l
                 text_pixels=stats.text_pixels,
                 masked_pixels=stats.masked_pixels,
                 branch=file.branch,
+                identifiers=image.identifiers,
             )
         )
     return views, rejects

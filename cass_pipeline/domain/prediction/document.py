@@ -37,8 +37,9 @@ def triage(row: dict) -> dict:
     }
 
 
-def prediction_document(table: pd.DataFrame, model: dict) -> dict:
-    """The `prediction.json` of one patient's prediction table (schema in the README)."""
+def prediction_document(table: pd.DataFrame, model: dict, pixel_check: dict | None = None) -> dict:
+    """The `prediction.json` of one patient's prediction table (docs/prediction.md), with
+    what OCR read on the views the outputs show (`PixelText.to_json`) where known."""
     level = {name: rows for name, rows in table.groupby("level", sort=False)}
     empty = table.iloc[0:0]
     top = level["patient"].iloc[0].to_dict()
@@ -94,6 +95,7 @@ def prediction_document(table: pd.DataFrame, model: dict) -> dict:
             {"source": r["source"], "branch": text(r["branch"]), "reason": r["reason"]}
             for r in rejected.to_dict("records")
         ],
+        "pixel_check": pixel_check,
     }
 
 

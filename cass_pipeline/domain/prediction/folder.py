@@ -23,12 +23,16 @@ def predict_folder(
 ) -> PredictedPatient:
     """One patient's export folder (series in sub-folders, or DICOM files that name their
     series) predicted, with its document; `explain_steps` > 0 adds the Integrated Gradients
-    overlays of the decisive views."""
+    overlays of the decisive views. The folder's name is an identifier the pixel check looks
+    for besides the DICOM headers'."""
     source = PatientSource(patient, mpr_dir=folder)
-    prediction = predictor.predict_files(source.source_files(), patient, on_file=on_file)
+    prediction = predictor.predict_files(
+        source.source_files(), patient, on_file=on_file, identifiers={folder.name}
+    )
     overlays = (
         explain_decisive_views(predictor.network(), prediction, explain_steps)
         if explain_steps and prediction.images
         else None
     )
-    return PredictedPatient(prediction, prediction_document(prediction.table, model), overlays)
+    document = prediction_document(prediction.table, model, prediction.pixel_text.to_json())
+    return PredictedPatient(prediction, document, overlays)

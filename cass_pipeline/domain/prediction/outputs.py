@@ -59,10 +59,25 @@ def prediction_json(patient: PredictedPatient) -> bytes:
     return json.dumps(patient.document, indent=2).encode("utf-8")
 
 
+class PixelTextError(ValueError):
+    """A picture that is not written: OCR reads an identifier in it, or could not read it."""
+
+
 def report_png(patient: PredictedPatient) -> bytes:
+    """The page, drawn only when OCR read no identifier on the views it shows (read by the
+    predictor) nor on the Integrated Gradients pictures."""
+    from cass_pipeline.domain.imaging.pixel_text import check_pixels
     from cass_pipeline.domain.prediction.picture import render_report
 
-    return render_report(patient.prediction, patient.document, patient.overlays)
+    prediction = patient.prediction
+    checked = prediction.pixel_text
+    if patient.overlays:
+        pictures = {f"{branch}/IG": image for branch, image in patient.overlays.items()}
+        read = check_pixels(pictures, prediction.identifiers)
+        checked = checked.merge(read)
+    if checked.problem() is not None:
+        raise PixelTextError(f"report.png not written: {checked.problem()}")
+    return render_report(prediction, patient.document, patient.overlays)
 
 
 WRITERS: dict[str, OutputWriter] = {

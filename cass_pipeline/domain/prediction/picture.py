@@ -11,12 +11,9 @@ from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.model.explain import integrated_gradients, overlay
 from cass_pipeline.domain.plots import figure_png, pyplot
 from cass_pipeline.domain.prediction.document import summary_lines
-from cass_pipeline.domain.prediction.predictor import PatientPrediction
+from cass_pipeline.domain.prediction.predictor import PatientPrediction, strip_views
 
 CLASS_COLOURS = {"no_stenosis": "#2e7d32", "non_significant": "#f9a825", "significant": "#c62828"}
-
-
-STRIP_VIEWS = 12
 
 
 def decisive_views(prediction: PatientPrediction) -> dict[str, int]:
@@ -108,14 +105,13 @@ def rgb(stenosis_class: str) -> np.ndarray:
 
 
 def view_strip(images: np.ndarray, info: dict) -> np.ndarray:
-    """RGB: up to `STRIP_VIEWS` evenly spaced views side by side, each over a bar in the
+    """RGB: the evenly spaced views of `strip_views` side by side, each over a bar in the
     colour of its vote; under them one cell per view of the branch, in its vote's colour."""
     n, size = len(images), images.shape[1]
     bar = max(3, size // 12)
     classes = [v["class"] for v in info["views"]]
-    picks = np.unique(np.linspace(0, n - 1, min(n, STRIP_VIEWS)).round().astype(int))
     tiles = []
-    for k in picks:
+    for k in strip_views(n):
         view = np.repeat(images[k][..., None], 3, axis=2)
         tiles += [
             np.concatenate([view, np.broadcast_to(rgb(classes[k]), (bar, size, 3))]),

@@ -7,7 +7,7 @@ evaluation, `cass predict`, the REST service and the Dagster asset call it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels, first_middle_last
 from cass_pipeline.domain.imaging.views import SourceFile, assign_branches, read_views
 from cass_pipeline.domain.model.aggregation import decide_branches
 from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS
@@ -48,13 +49,27 @@ VIEW_PREDICTION_SCHEMA = pa.schema(
 INPUT_COLUMNS = ("image", "patient", "branch", "series_name", "view_index", "source")
 
 
+#: Views of a branch that `report.png` shows, evenly spaced (`strip_views`).
+STRIP_VIEWS = 12
+
+
+def strip_views(count: int) -> list[int]:
+    """The positions of the views `report.png` shows of a branch with `count` views."""
+    return np.unique(
+        np.linspace(0, count - 1, min(count, STRIP_VIEWS)).round().astype(int)
+    ).tolist()
+
+
 @dataclass
 class PatientPrediction:
-    """The prediction table of one patient and the cleaned views it was made from."""
+    """The prediction table of one patient, the cleaned views it was made from, what OCR read
+    on the views an output shows, and the identifiers it looked for (in memory only)."""
 
     patient: str
     table: pd.DataFrame
     images: dict[str, np.ndarray]
+    pixel_text: PixelText = field(default_factory=PixelText)
+    identifiers: frozenset[str] = frozenset()
 
     def rows(self, level: str) -> pd.DataFrame:
         return self.table[self.table.level == level].reset_index(drop=True)
@@ -108,12 +123,21 @@ class Predictor:
         patient: str,
         threads: int = 2,
         on_file: Callable[[], None] | None = None,
+        identifiers: Iterable[str] = (),
     ) -> PatientPrediction:
-        """Read, clean, assign to branches, score and roll up one patient's files."""
+        """Read, clean, assign to branches, score and roll up one patient's files; OCR reads
+        the views `report.png` would show for the headers' `identifiers` and those given."""
         views, rejects = read_views(files, patient, self.bundle.ingest, threads, on_file)
         by_branch, more = assign_branches(views, patient, self.bundle.ingest)
         rejects += more
         images = {b: np.stack([v.image for v in by_branch[b]]) for b in sorted(by_branch)}
+        known = frozenset(identifiers).union(*(v.identifiers for v in views))
+        shown = {
+            f"{branch}/{k}": stack[k]
+            for branch, stack in images.items()
+            for k in sorted({*strip_views(len(stack)), *first_middle_last(len(stack))})
+        }
+        pixel_text = check_pixels(shown, known)
         view_rows, decided = [], None
         if images:
             stacked = np.concatenate(list(images.values()))
@@ -138,7 +162,7 @@ class Predictor:
             classes = decide_branches(scored, embeddings, self.bundle.attention)
             decided = {branch: int(c) for branch, c in zip(branches, classes, strict=True)}
         table = roll_up(patient, pd.DataFrame(view_rows), rejects, self.bundle, decided)
-        return PatientPrediction(patient, table, images)
+        return PatientPrediction(patient, table, images, pixel_text, known)
 
     def predict_frame(self, frame: pd.DataFrame, threads: int = 2) -> pd.DataFrame:
         """The prediction table for a request: one row per view with `image` (DICOM, PNG or

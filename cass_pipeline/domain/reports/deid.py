@@ -14,21 +14,14 @@ from dataclasses import dataclass, field
 
 from cass_pipeline.domain.cohort.report_sources import (
     ACCESSION_FIELD,
+    ADDRESS_FIELD,
     DATE,
-    DATE_NUMERIC,
-    DATE_WORDS,
+    DOB_FIELD,
     MRN_FIELD,
+    NAME_FIELD,
+    header_identifiers,
 )
 
-FIELD_END = r"(?=\s{2,}|\t|\s+(?:DOB|D\.O\.B|MRN|Sex|Age|Accession|Exam|Date)\b|$)"
-NAME_FIELD = re.compile(
-    rf"(?im)\b(?:patient(?:'s)?\s+name|patient|name)\s*:\s*(?P<value>[^\n:]+?){FIELD_END}"
-)
-DOB_FIELD = re.compile(
-    r"(?i)\b(?:DOB|D\.O\.B\.?|date\s+of\s+birth|born)\s*[:#]?\s*"
-    rf"(?P<value>{DATE_NUMERIC}|{DATE_WORDS})"
-)
-ADDRESS_FIELD = re.compile(r"(?im)\b(?:address|addr\.?)\s*:\s*(?P<value>[^\n]+)$")
 STREET = re.compile(
     r"\b\d{1,5}[ \t]+(?:[A-Z][a-z]+[ \t]+){1,3}(?:Street|St|Road|Rd|Avenue|Ave|"
     r"Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl)\b\.?"
@@ -54,20 +47,6 @@ class Deidentified:
     text: str
     counts: dict[str, int] = field(default_factory=dict)
     identifiers: list[str] = field(default_factory=list)
-
-
-def header_identifiers(raw: str) -> list[str]:
-    """Identifier values stated in the report's fields (names split into their parts)."""
-    found: list[str] = []
-    for match in NAME_FIELD.finditer(raw):
-        value = match.group("value").strip()
-        if value.startswith("["):
-            continue
-        found.append(value)
-        found += [part for part in re.split(r"[\s,^]+", value) if len(part) >= 2]
-    for pattern in (DOB_FIELD, MRN_FIELD, ACCESSION_FIELD, ADDRESS_FIELD):
-        found += [m.group("value").strip() for m in pattern.finditer(raw)]
-    return sorted({v for v in found if v}, key=len, reverse=True)
 
 
 def deidentify(raw: str) -> Deidentified:

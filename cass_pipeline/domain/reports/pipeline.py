@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import multiprocessing
 import os
@@ -13,9 +12,9 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 from cass_pipeline.domain.cohort.index import CohortIndex
-from cass_pipeline.domain.cohort.report_sources import ReportSource
+from cass_pipeline.domain.cohort.report_sources import decode_report
 from cass_pipeline.domain.reports.config import ReportSettings
-from cass_pipeline.domain.reports.deid import deidentify, header_identifiers
+from cass_pipeline.domain.reports.deid import deidentify
 from cass_pipeline.domain.reports.flags import report_flags
 from cass_pipeline.domain.reports.labels import ReportLabels, label_report
 from cass_pipeline.domain.reports.parser import build_nlp, read_report
@@ -50,13 +49,6 @@ class Reject:
 class ParsedCohort:
     reports: list[ParsedReport] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-
-
-def decode_report(data: bytes) -> str:
-    """Text of a report file: UTF-8 (BOM allowed) or BOM-marked UTF-16; else UnicodeError."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16")
-    return data.decode("utf-8-sig")
 
 
 @lru_cache(maxsize=1)
@@ -119,15 +111,6 @@ def has_findings(labels: ReportLabels) -> bool:
     return labels.patient_class is not None or any(
         lab.stenosis_class is not None or lab.non_diagnostic for lab in labels.branches.values()
     )
-
-
-def report_identifiers(report: ReportSource) -> set[str]:
-    """The identifiers a report states (header fields, the RIS row's MRN and accession)."""
-    found = {v for v in (report.mrn, report.accession) if v}
-    try:
-        return found | set(header_identifiers(decode_report(report.data())))
-    except (UnicodeError, OSError):
-        return found
 
 
 def parse_cohort_reports(
