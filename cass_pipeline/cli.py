@@ -339,7 +339,7 @@ def clean_mpr(source, target, frame, **cleanup) -> None:
     except ImageReadError as error:
         raise click.ClickException(f"{source}: {error}") from error
     config = CleanupConfig(**cleanup)
-    cleaned, stats = clean_image(image, config, read.overlay(frame))
+    cleaned, stats = clean_image(image, config, read.hints(frame))
     write_picture(target, cleaned)
     top, bottom, left, right = stats.crop
     click.echo(

@@ -219,7 +219,7 @@ def explain(image: str, model: str, out_path: str | None, steps: int) -> None:
         frame = frame_of(read, 0)
     except ImageReadError as error:
         raise click.ClickException(f"{image}: {error}") from error
-    explained = explain_image(load_registered(model).predictor, frame, steps, read.overlay(0))
+    explained = explain_image(load_registered(model).predictor, frame, steps, read.hints(0))
     write_picture(target, explained.picture)
     click.echo("\n".join(explained.lines()) + f"; heat map {target}")
 

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PARQUET = ".parquet"
-#: Synthetic cohorts' ground truth, one table each, under raw/ground_truth.
+#: Synthetic cohorts' ground truth, one table each (and the overlay masks), under
+#: raw/ground_truth.
+GROUND_TRUTH = "ground_truth"
 GROUND_TRUTH_TABLES = ("patients", "branches", "views")
+#: Each synthetic patient's overlay masks, `<case>.png` (`cohort.overlay_masks_path`).
+OVERLAYS = f"{GROUND_TRUTH}/overlays"
 MPR, REPORTS, VOLUMES, CENTRELINES = "mpr", "reports", "volumes", "centrelines"
 REVIEWS = "reviews"
 #: The folders of a raw export that CASS reads; files elsewhere are a wrong layout.
@@ -21,7 +25,7 @@ IMAGES, STORE = "images", "store"
 
 def ground_truth_table(raw: Path, name: str) -> Path:
     """A ground-truth table of a synthetic cohort written to `raw`."""
-    return Path(raw) / "ground_truth" / f"{name}{PARQUET}"
+    return Path(raw) / GROUND_TRUTH / f"{name}{PARQUET}"
 
 
 def store_name(patient: str) -> str:

@@ -258,10 +258,10 @@ def test_coloured_overlay_is_found_by_its_colour_and_cleaned_as_white_text(colou
         read_image(rgb_dicom(rgb), ".dcm"),
         read_image(cv2.imencode(".png", bgr)[1].tobytes(), ".png"),
     ):
-        frame, overlay = read.frames[0], read.overlay(0)
+        frame, hints = read.frames[0], read.hints(0)
         assert (frame[image == 255] < 254).all()  # in grey, below the text level
-        assert np.array_equal(overlay, image == 255)  # every overlay pixel, nothing else
-        cleaned, stats = clean_image(frame, config, overlay)
+        assert np.array_equal(hints.colour, image == 255)  # every overlay pixel, nothing else
+        cleaned, stats = clean_image(frame, config, hints)
         assert stats.text_pixels == plain_stats.text_pixels
         assert np.array_equal(cleaned, plain)  # as if the overlay had been white
 
@@ -278,3 +278,20 @@ def test_saturated_calcium_and_contrast_are_kept_and_the_text_removed():
     text[:30], text[230:] = True, True
     assert cleaned[text & (image == 255)].max() < VESSEL  # the text is gone
     assert stats.text_pixels == int((image[text] == 255).sum())
+
+
+def test_text_of_a_jpeg_export_is_removed_with_its_ringing():
+    image = synthetic_mpr(np.random.default_rng(3))
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    read = read_image(jpeg, ".jpg")
+    assert read.lossy and read.hints(0).lossy
+    text = np.zeros_like(image, bool)
+    text[:30], text[230:] = True, True
+    glyphs = text & (image == 255)
+    assert (read.frames[0][glyphs] < 254).mean() > 0.3  # the glyphs fell below the level
+    config = CleanupConfig(size=256, border_level=0)
+    by_level = clean_image(read.frames[0], config)[0]
+    cleaned, _ = clean_image(read.frames[0], config, read.hints(0))
+    assert by_level[glyphs].max() > VESSEL  # the level rule leaves bits of glyphs behind
+    assert cleaned[glyphs].max() < VESSEL  # the lossy hint takes them, halo and all
+    assert np.abs(cleaned[:, 120:136].astype(int) - VESSEL).mean() < 6  # the vessel stays

@@ -23,7 +23,13 @@ from cass_pipeline.defs.presentation import (
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, overlay_mask
+from cass_pipeline.domain.imaging.cleanup import (
+    NO_HINTS,
+    CleanupConfig,
+    OverlayHints,
+    clean_image,
+    overlay_mask,
+)
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.ingest import discover, ingest_cohort
 from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels, engine_version
@@ -63,13 +69,13 @@ MprConfig = config_class(
 
 
 def example_panel(
-    raw: np.ndarray, config: CleanupConfig, overlay: np.ndarray | None = None
+    raw: np.ndarray, config: CleanupConfig, hints: OverlayHints = NO_HINTS
 ) -> np.ndarray:
     """Source with the detected overlay painted over (identifiers unreadable), and the
     cleaned view."""
-    cleaned, _ = clean_image(raw, config, overlay)
+    cleaned, _ = clean_image(raw, config, hints)
     masked = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
-    masked[overlay_mask(raw, config, overlay)] = (0, 0, 255)
+    masked[overlay_mask(raw, config, hints)] = (0, 0, 255)
     masked = cv2.resize(masked, (cleaned.shape[1], cleaned.shape[0]), interpolation=cv2.INTER_AREA)
     return np.concatenate(
         [
@@ -101,7 +107,7 @@ def write_examples(
             continue
         path = source.mpr_dir / row.source_path
         image = read_image(path.read_bytes(), path.suffix)
-        panel = example_panel(image.frames[row.frame], config, image.overlay(row.frame))
+        panel = example_panel(image.frames[row.frame], config, image.hints(row.frame))
         name = f"{row.patient_id}_{row.branch}.png"
         checked = check_pixels({name: panel}, source.identifiers | image.identifiers)
         read = read.merge(checked)

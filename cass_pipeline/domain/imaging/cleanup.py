@@ -25,7 +25,7 @@ from cass_pipeline.domain.storage import settings_hash
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
 #: Changes whenever the cleanup gives other pixels for the same settings.
-CLEANUP_VERSION = 5
+CLEANUP_VERSION = 6
 #: A colour pixel whose channels differ by more than this is overlay, not CT grey.
 CHROMA_LEVEL = 24
 #: Image side at which `stroke_px` holds; strokes of larger images scale with them.
@@ -38,6 +38,11 @@ EDGE_BAND = 0.15
 ELONGATION = 8.0
 #: The text is inpainted at this fraction of the resolution (`inpaint_coarse`).
 INPAINT_SCALE = 2
+#: In a lossily compressed image (JPEG, JPEG 2000, near-lossless JPEG-LS) the glyphs' pixels
+#: fall up to this far below `text_level`: the bright components are taken from that level
+#: down (their ringing halo is within the mask's `dilate_px`; growing it by one more pixel
+#: inpainted more anatomy and left no less text).
+LOSSY_MARGIN = 48
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,20 @@ def colour_overlay(frame: np.ndarray) -> np.ndarray | None:
     return chroma if chroma.any() else None
 
 
-def text_shaped(image: np.ndarray, config: CleanupConfig) -> np.ndarray:
+@dataclass(frozen=True)
+class OverlayHints:
+    """What the reader knows of a frame's overlay: the pixels its colour marks
+    (`colour_overlay`), and whether the file was compressed lossily."""
+
+    colour: np.ndarray | None = None
+    lossy: bool = False
+
+
+#: A grey frame without compression loss (or nothing known of it).
+NO_HINTS = OverlayHints()
+
+
+def text_shaped(image: np.ndarray, config: CleanupConfig, level: int | None = None) -> np.ndarray:
     """The components at or above `text_level` drawn in strokes, as glyphs, scale bars and
     markers are: the widest point of each (by the distance transform, scaled to the image's
     side) at most `stroke_px` from its edge, and either very thin, in the band along the
@@ -171,8 +189,8 @@ def text_shaped(image: np.ndarray, config: CleanupConfig) -> np.ndarray:
     thicker, or compact blobs inside the image. Of a thick component, the strokes that do not
     hold a disc of that radius are text too (a line of text that touches a saturated vessel).
     Worked out per run of rows that hold bright pixels (no component crosses an empty row), so
-    text along the edges costs little."""
-    on = image >= config.text_level
+    text along the edges costs little. `level` replaces `text_level` (a lossy image's)."""
+    on = image >= (config.text_level if level is None else level)
     shaped = np.zeros_like(on)
     rows = np.flatnonzero(on.any(axis=1))
     if len(rows) == 0:
@@ -217,22 +235,23 @@ def text_shaped(image: np.ndarray, config: CleanupConfig) -> np.ndarray:
 
 
 def overlay_mask(
-    image: np.ndarray, config: CleanupConfig, overlay: np.ndarray | None = None
+    image: np.ndarray, config: CleanupConfig, hints: OverlayHints = NO_HINTS
 ) -> np.ndarray:
-    """What the cleanup removes, before dilation: text-shaped bright components and the
-    pixels known to be overlay."""
-    text = text_shaped(image, config)
-    return text | overlay if overlay is not None else text
+    """What the cleanup removes, before dilation: text-shaped bright components (from a lower
+    level in a lossy image) and the pixels the colour marks as overlay."""
+    level = config.text_level - LOSSY_MARGIN if hints.lossy else None
+    text = text_shaped(image, config, level)
+    return text | hints.colour if hints.colour is not None else text
 
 
 def clean_image(
-    image: np.ndarray, config: CleanupConfig = CleanupConfig(), overlay: np.ndarray | None = None
+    image: np.ndarray, config: CleanupConfig = CleanupConfig(), hints: OverlayHints = NO_HINTS
 ) -> tuple[np.ndarray, CleanupStats]:
     """Overlay removed, borders cut, resized: the model-ready 8-bit image and its statistics;
-    `overlay` marks pixels known to be overlay (a colour frame's chroma)."""
+    `hints` say what the reader knows of the overlay (colour, lossy compression)."""
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"expected a 2D uint8 image, got {image.dtype} {image.shape}")
-    return clean_masked(image, overlay_mask(image, config, overlay), config)
+    return clean_masked(image, overlay_mask(image, config, hints), config)
 
 
 def clean_masked(

@@ -16,7 +16,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from cass_pipeline.domain.cohort.headers import IMAGE_SUFFIXES, image_suffix, with_preamble
 from cass_pipeline.domain.cohort.index import NO_PATIENT
 from cass_pipeline.domain.cohort.report_sources import IndexReject
-from cass_pipeline.domain.imaging.cleanup import colour_overlay
+from cass_pipeline.domain.imaging.cleanup import OverlayHints, colour_overlay
 
 MIN_SIDE = 32
 
@@ -39,9 +39,13 @@ class SourceImage:
     overlays: list[np.ndarray | None] = field(default_factory=list)
     #: The patient identifiers its header states (`dataset_identifiers`), held in memory only.
     identifiers: frozenset[str] = frozenset()
+    #: Whether the pixels were compressed lossily (JPEG, lossy JPEG 2000 or JPEG-LS).
+    lossy: bool = False
 
-    def overlay(self, index: int) -> np.ndarray | None:
-        return self.overlays[index] if index < len(self.overlays) else None
+    def hints(self, index: int) -> OverlayHints:
+        """What the cleanup of frame `index` is told of its overlay."""
+        colour = self.overlays[index] if index < len(self.overlays) else None
+        return OverlayHints(colour, self.lossy)
 
 
 def to_uint8(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -129,6 +133,23 @@ def expected_pixel_bytes(ds: pydicom.Dataset) -> int | None:
         return None
 
 
+LOSSY_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG extended
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossy allowed)
+    "1.2.840.10008.1.2.4.203",  # HTJ2K (lossy allowed)
+}
+
+
+def is_lossy(ds: pydicom.Dataset) -> bool:
+    """Whether the pixel data were compressed lossily: by the transfer syntax, or as the
+    dataset states (Lossy Image Compression "01", also after a later decompression)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return syntax in LOSSY_SYNTAXES or str(ds.get("LossyImageCompression", "")) == "01"
+
+
 def read_dicom(data: bytes) -> SourceImage:
     ds = parse_dicom(data)
     if "PixelData" not in ds:
@@ -185,6 +206,7 @@ def read_dicom(data: bytes) -> SourceImage:
         f"{ds.get('ContentDate', '') or ''}{ds.get('ContentTime', '') or ''}",
         overlays,
         frozenset(dataset_identifiers(ds)),
+        is_lossy(ds),
     )
 
 
@@ -193,7 +215,9 @@ def read_bitmap(data: bytes, suffix: str) -> SourceImage:
     if image is None:
         raise ImageReadError(f"not a decodable {suffix.lstrip('.').upper()} image")
     kind = "jpeg" if suffix in {".jpg", ".jpeg"} else "png"
-    return SourceImage([to_uint8(grey(image))], kind, overlays=[colour_overlay(image)])
+    return SourceImage(
+        [to_uint8(grey(image))], kind, overlays=[colour_overlay(image)], lossy=kind == "jpeg"
+    )
 
 
 def read_image(data: bytes, suffix: str = "") -> SourceImage:

@@ -173,7 +173,7 @@ def read_file_views(file: SourceFile, pid: str, config: IngestConfig) -> tuple[l
         except ImageReadError as error:
             rejects.append(reject(pid, file.path, name, file.branch, str(error)))
             continue
-        cleaned, stats = clean_image(frame, config.cleanup, image.overlay(frame_index))
+        cleaned, stats = clean_image(frame, config.cleanup, image.hints(frame_index))
         first = file.view_index if file.view_index is not None else image.instance_number
         views.append(
             View(

@@ -11,7 +11,7 @@ from captum.attr import IntegratedGradients
 from torch import nn
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
-from cass_pipeline.domain.imaging.cleanup import clean_image
+from cass_pipeline.domain.imaging.cleanup import NO_HINTS, OverlayHints, clean_image
 from cass_pipeline.domain.model.config import ExplainSettings
 from cass_pipeline.domain.model.network import to_model_input
 
@@ -127,10 +127,10 @@ class ImageExplanation:
 
 
 def explain_image(
-    predictor, frame: np.ndarray, steps: int, overlay: np.ndarray | None = None
+    predictor, frame: np.ndarray, steps: int, hints: OverlayHints = NO_HINTS
 ) -> ImageExplanation:
     """Clean `frame` as the model's bundle says, classify it, and explain the class."""
-    cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup, overlay)
+    cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup, hints)
     probabilities = predictor.probabilities(cleaned[None])[0]
     predicted = int(probabilities.argmax())
     picture, share = explained(predictor.network(), cleaned, predicted, steps)

@@ -6,6 +6,7 @@ Layout under the output folder:
     reports/<case>.txt                    free-text report with an identifying header
     volumes/<case>.nii.gz, centrelines/<case>.json   (optional) the source CT and centrelines
     ground_truth/{patients,branches,views}.parquet   keyed by case id, no identifiers
+    ground_truth/overlays/<case>.png   every view's overlay mask (`overlay_masks_path`)
     contact_sheet.png, cohort.json        one branch's views; settings and summary figures
 """
 
@@ -46,6 +47,7 @@ from cass_pipeline.domain.synthetic.export import (
     TEXT_LEVEL,
     Identity,
     contact_sheet,
+    ct_stored,
     in_colour,
     series_description,
     series_folder,
@@ -67,7 +69,7 @@ from cass_pipeline.domain.synthetic.provenance import (
     read_marker,
 )
 from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
-from cass_pipeline.layout import MPR, RawLayout, ground_truth_table
+from cass_pipeline.layout import MPR, OVERLAYS, RawLayout, ground_truth_table
 
 PATIENT_SCHEMA = pa.schema(
     [
@@ -112,7 +114,10 @@ VIEW_SCHEMA = pa.schema(
         ("apparent_stenosis_pct", pa.float64()),
         ("cut_through_lesion", pa.bool_()),
         ("file", pa.string()),
+        ("frame", pa.int32()),
         ("overlay_pixels", pa.int32()),
+        ("overlay_mask", pa.string()),
+        ("overlay_index", pa.int32()),
     ]
 )
 GENERATOR = "cass synth"
@@ -148,7 +153,7 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
     shutil.rmtree(staging, ignore_errors=True)
     suffix = str(text_rng.choice(SERIES_SUFFIXES))
     lowercase = bool(text_rng.random() < 0.15)
-    branch_rows, view_rows, sheets = [], [], {}
+    branch_rows, view_rows, sheets, overlays = [], [], {}, []
     series_number = 0
     for name, branch in anatomy.branches.items():
         description = series_description(name, suffix, lowercase) if branch.exported else None
@@ -156,9 +161,14 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
         if branch.exported:
             series_number += 1
             export = BranchExport(case, name, description, series_number)
-            sheets[name], rows = export_branch(config, volume, branch, identity, export, staging)
-            view_rows += rows
+            sheets[name], rows, masks = export_branch(
+                config, volume, branch, identity, export, staging
+            )
+            view_rows += [row | {"overlay_index": len(overlays) + k} for k, row in enumerate(rows)]
+            overlays += masks
 
+    if overlays:
+        write_png(staging / overlay_masks_path(case), np.concatenate(overlays) * np.uint8(255))
     style = REPORT_STYLES[index % len(REPORT_STYLES)]
     written_raw = RawLayout(staging)
     report = write_report(anatomy, identity, style, text_rng)
@@ -221,10 +231,10 @@ def export_branch(
     identity: Identity,
     export: BranchExport,
     staging: Path,
-) -> tuple[np.ndarray, list[dict]]:
+) -> tuple[np.ndarray, list[dict], list[np.ndarray]]:
     """One branch's curved MPR views, annotated as a workstation burns them in, written
-    under `staging` as DICOM or PNG; the clean views (for the contact sheet) and the
-    ground truth of every view."""
+    under `staging` as DICOM or PNG; the clean views (for the contact sheet), the ground
+    truth of every view and its overlay mask."""
     lesion = branch.lesion
     cpr = curved_mpr_views(
         volume,
@@ -238,8 +248,11 @@ def export_branch(
     mm_per_col = config.view_width_mm / config.image_size
     mm_per_row = branch.length_mm / config.image_size
     folder = RawLayout(staging).mpr_folder(export.case) / series_folder(export.description)
-    clean_views = window_to_uint8(cpr.images, saturating=config.export_style == "saturated")
-    rows = []
+    folder.mkdir(parents=True, exist_ok=True)
+    style = config.export_style
+    clean_views = window_to_uint8(cpr.images, saturating=style == "saturated")
+    suffix = "dcm" if config.image_format == "dicom" else "png"
+    written, overlays, rows = [], [], []
     for k, (pixels, angle) in enumerate(zip(clean_views, cpr.angles_deg, strict=True)):
         overlay = text_overlay(
             pixels.shape,
@@ -247,17 +260,21 @@ def export_branch(
             identity.exam_date,
             mm_per_col,
         )
-        annotated = (
-            in_colour(pixels, overlay)
-            if config.export_style == "colour_overlay"
-            else np.where(overlay, np.uint8(TEXT_LEVEL), pixels)
-        )
-        target = folder / f"{k:03d}.{'dcm' if config.image_format == 'dicom' else 'png'}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if config.image_format == "dicom":
+        overlays.append(overlay)
+        if style == "ct_16bit":
+            annotated = ct_stored(cpr.images[k], overlay)
+        elif style == "colour_overlay":
+            annotated = in_colour(pixels, overlay)
+        else:
+            annotated = np.where(overlay, np.uint8(TEXT_LEVEL), pixels)
+        written.append(annotated)
+        target = folder / ("views.dcm" if style == "multiframe" else f"{k:03d}.{suffix}")
+        if config.image_format == "png":
+            write_png(target, annotated)
+        elif style != "multiframe":
             write_dicom(
                 target,
-                annotated,
+                annotated[None],
                 identity,
                 export.description,
                 export.series_number,
@@ -265,10 +282,8 @@ def export_branch(
                 float(angle),
                 (mm_per_row, mm_per_col),
                 study_key=f"{config.seed}/{export.case}",
-                monochrome1=config.export_style == "monochrome1",
+                style=style,
             )
-        else:
-            write_png(target, annotated)
         rows.append(
             {
                 "case_id": export.case,
@@ -280,10 +295,31 @@ def export_branch(
                     lesion is not None and apparent[k] >= 0.5 * lesion.stenosis_pct
                 ),
                 "file": target.relative_to(staging).as_posix(),
+                "frame": k if style == "multiframe" else 0,
                 "overlay_pixels": int(overlay.sum()),
+                "overlay_mask": overlay_masks_path(export.case),
             }
         )
-    return clean_views, rows
+    if style == "multiframe":
+        write_dicom(
+            folder / "views.dcm",
+            np.stack(written),
+            identity,
+            export.description,
+            export.series_number,
+            1,
+            0.0,
+            (mm_per_row, mm_per_col),
+            study_key=f"{config.seed}/{export.case}",
+            style=style,
+        )
+    return clean_views, rows, overlays
+
+
+def overlay_masks_path(case: str) -> str:
+    """Where a patient's overlay masks lie: one PNG, every exported view's mask stacked top to
+    bottom (a view's square is its `overlay_index`), 255 where the overlay is."""
+    return f"{OVERLAYS}/{case}.png"
 
 
 def patient_truth_row(

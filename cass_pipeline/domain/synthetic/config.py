@@ -8,13 +8,26 @@ from typing import Literal, get_args
 from cass_pipeline.domain.storage import settings_hash
 
 #: Bumped whenever generator code changes what a patient's files contain.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 Difficulty = Literal["easy", "standard", "hard"]
 ImageFormat = Literal["dicom", "png"]
 #: How the workstation writes its views: grey with white text (the paper's), an RGB secondary
 #: capture with the overlay in colour, grey in a window that saturates calcium and contrast,
 #: or grey stored inverted (MONOCHROME1, DICOM only).
-ExportStyle = Literal["grey", "colour_overlay", "saturated", "monochrome1"]
+ExportStyle = Literal[
+    "grey",
+    "colour_overlay",
+    "saturated",
+    "monochrome1",
+    "ct_16bit",
+    "multiframe",
+    "jpeg",
+    "jpeg2000",
+    "jpegls",
+]
+#: The styles that only DICOM can carry (a photometric interpretation, CT values, frames, a
+#: transfer syntax).
+DICOM_STYLES = ("monochrome1", "ct_16bit", "multiframe", "jpeg", "jpeg2000", "jpegls")
 
 
 @dataclass(frozen=True)
@@ -122,8 +135,8 @@ def preset(name: str, **overrides) -> SynthConfig:
         raise ValueError(
             f"unknown export style {config.export_style!r}; choose from {get_args(ExportStyle)}"
         )
-    if config.export_style == "monochrome1" and config.image_format != "dicom":
-        raise ValueError("export style monochrome1 is a DICOM photometric interpretation")
+    if config.export_style in DICOM_STYLES and config.image_format != "dicom":
+        raise ValueError(f"export style {config.export_style} is written as DICOM only")
     if config.n_patients < 1 or config.n_views < 1 or config.image_size < 16:
         raise ValueError("need at least one patient, one view and 16 px images")
     return config

@@ -1,5 +1,7 @@
 """Workstation-style export of CPR views: CT window to 8 bits, burned-in text, DICOM or PNG;
-grey with white text, or RGB with the overlay in colour."""
+grey with white text, RGB with the overlay in colour, or as other workstations and PACS
+write them (`EXPORT STYLES` in docs/synthetic.md): CT values with a rescale and a window,
+MONOCHROME1, one multi-frame file per series, JPEG, JPEG 2000 and JPEG-LS."""
 
 from __future__ import annotations
 
@@ -9,8 +11,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (
+    JPEG2000,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLSNearLossless,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 from cass_pipeline.domain.imaging.cleanup import DEFAULT_WINDOW_HU, ct_window_to_uint8
 from cass_pipeline.domain.storage import atomic_path, write_bytes_atomic
@@ -23,6 +35,18 @@ OVERLAY_RGB = (255, 255, 0)
 #: A narrow window that saturates contrast and calcium at 255, as some workstations export.
 SATURATING_WINDOW_HU = (-100.0, 320.0)  # contrast (350-480 HU) and calcium reach 255
 UID_ROOT = "1.2.826.0.1.3680043.10.1137."
+#: A CT export: 12-bit stored values, HU = stored - 1024, the text at the top of the range,
+#: and a stored window that the reader maps to the grey export's levels (700 HU -> 250).
+CT_INTERCEPT = -1024.0
+CT_MAX_STORED = 4095
+CT_WINDOW_LOW, CT_WINDOW_HIGH = (
+    DEFAULT_WINDOW_HU[0],
+    DEFAULT_WINDOW_HU[0] + (DEFAULT_WINDOW_HU[1] - DEFAULT_WINDOW_HU[0]) * 255 / CONTENT_MAX,
+)
+#: Lossy settings as PACS use them: JPEG quality, JPEG 2000 compression ratio, JPEG-LS error.
+JPEG_QUALITY = 90
+J2K_RATIO = 10
+JPEGLS_ERROR = 2
 
 SERIES_NAMES = {
     "LM": "LM",
@@ -76,6 +100,13 @@ def window_to_uint8(hu: np.ndarray, saturating: bool = False) -> np.ndarray:
     return ct_window_to_uint8(hu, DEFAULT_WINDOW_HU, CONTENT_MAX)
 
 
+def ct_stored(hu: np.ndarray, overlay: np.ndarray) -> np.ndarray:
+    """12-bit stored CT values of a view in HU, the overlay at the top of the range."""
+    stored = np.clip(np.round(hu - CT_INTERCEPT), 0, CT_MAX_STORED).astype(np.uint16)
+    stored[overlay] = CT_MAX_STORED
+    return stored
+
+
 def in_colour(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """An RGB secondary capture of the grey view with the overlay `mask` in colour."""
     rgb = np.repeat(image[..., None], 3, axis=2)
@@ -121,7 +152,7 @@ def deterministic_uid(*parts: object) -> str:
 
 def write_dicom(
     path: Path,
-    pixels: np.ndarray,
+    frames: np.ndarray,
     identity: Identity,
     description: str,
     series_number: int,
@@ -129,18 +160,28 @@ def write_dicom(
     angle_deg: float,
     pixel_spacing_mm: tuple[float, float],
     study_key: str,
-    monochrome1: bool = False,
+    style: str = "grey",
 ) -> None:
-    """One view as an 8-bit Secondary Capture instance (grey, inverted as MONOCHROME1, or
-    RGB); UIDs derive from the content keys."""
+    """One instance of a series: 8-bit Secondary Capture (grey, RGB, MONOCHROME1, or
+    compressed by the style's transfer syntax), a multi-frame one of a whole series (`frames`
+    stacked), or CT Image Storage of stored values (`ct_stored`); UIDs derive from the
+    content keys."""
+    multiframe = style == "multiframe"
+    sop_class = (
+        CTImageStorage
+        if style == "ct_16bit"
+        else MultiFrameGrayscaleByteSecondaryCaptureImageStorage
+        if multiframe
+        else SecondaryCaptureImageStorage
+    )
     sop_uid = deterministic_uid(study_key, description, view_index)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = deterministic_uid(study_key)
     ds.SeriesInstanceUID = deterministic_uid(study_key, description)
@@ -151,30 +192,65 @@ def write_dicom(
     ds.AccessionNumber = identity.accession
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = identity.exam_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
-    ds.Modality = "OT"
+    ds.Modality = "CT" if style == "ct_16bit" else "OT"
     ds.ConversionType = "WSD"
     ds.Manufacturer = "CASS synthetic workstation"
     ds.BurnedInAnnotation = "YES"
     ds.SeriesDescription = description
     ds.SeriesNumber = series_number
     ds.InstanceNumber = view_index
-    ds.ImageComments = f"curved MPR, rotation {angle_deg:.1f} deg"
-    ds.PixelSpacing = [f"{pixel_spacing_mm[0]:.4f}", f"{pixel_spacing_mm[1]:.4f}"]
-    ds.Rows, ds.Columns = pixels.shape[:2]
-    ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
-    ds.PhotometricInterpretation = (
-        "RGB" if pixels.ndim == 3 else "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.ImageComments = (
+        f"curved MPR, {len(frames)} rotations"
+        if multiframe
+        else f"curved MPR, rotation {angle_deg:.1f} deg"
     )
-    if monochrome1:
-        pixels = 255 - pixels  # MONOCHROME1: the lowest value is white
-    if pixels.ndim == 3:
+    ds.PixelSpacing = [f"{pixel_spacing_mm[0]:.4f}", f"{pixel_spacing_mm[1]:.4f}"]
+    pixel_module(ds, frames if multiframe else frames[0], style)
+    with atomic_path(path) as tmp:
+        dcmwrite(tmp, ds, enforce_file_format=True)
+
+
+def pixel_module(ds: Dataset, pixels: np.ndarray, style: str) -> None:
+    """The image pixel attributes and data of `pixels` (a view, RGB view or stack of views)
+    as the style stores them."""
+    rgb = pixels.ndim == 3 and pixels.shape[-1] == 3
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if rgb else pixels.shape[-2:]
+    ds.SamplesPerPixel = 3 if rgb else 1
+    ds.PhotometricInterpretation = (
+        "RGB" if rgb else "MONOCHROME1" if style == "monochrome1" else "MONOCHROME2"
+    )
+    if rgb:
         ds.PlanarConfiguration = 0
+    if style == "multiframe":
+        ds.NumberOfFrames = len(pixels)
+    if style == "ct_16bit":
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = CT_INTERCEPT, 1.0, "HU"
+        ds.WindowCenter = f"{(CT_WINDOW_LOW + CT_WINDOW_HIGH) / 2:.1f}"
+        ds.WindowWidth = f"{CT_WINDOW_HIGH - CT_WINDOW_LOW:.1f}"
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+        return
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
-    with atomic_path(path) as tmp:
-        dcmwrite(tmp, ds, enforce_file_format=True)
+    if style == "monochrome1":
+        pixels = 255 - pixels  # MONOCHROME1: the lowest value is white
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    ds.PixelData = pixels.tobytes()
+    if style == "jpeg":
+        ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise OSError("JPEG encoding failed")
+        ds.PixelData = encapsulate([encoded.tobytes()])
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.LossyImageCompression = "01"
+    elif style == "jpeg2000":
+        ds.compress(JPEG2000, pixels, j2k_cr=[J2K_RATIO])
+        ds.LossyImageCompression = "01"
+    elif style == "jpegls":
+        ds.compress(JPEGLSNearLossless, pixels, jls_error=JPEGLS_ERROR)
+        ds.LossyImageCompression = "01"
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
-from cass_pipeline.layout import CENTRELINES, MPR, REPORTS, VOLUMES, RawLayout
+from cass_pipeline.layout import CENTRELINES, MPR, OVERLAYS, REPORTS, VOLUMES, RawLayout
 
 MARKER_DIR = ".synth"
 #: Folders beside `mpr/` that hold one file per patient, named `<case>.<suffix>`.
-PER_PATIENT_FOLDERS = (REPORTS, VOLUMES, CENTRELINES)
+PER_PATIENT_FOLDERS = (REPORTS, VOLUMES, CENTRELINES, OVERLAYS)
 
 
 class Provenance(enum.Enum):
