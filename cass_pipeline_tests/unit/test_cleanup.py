@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image
+from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, persistent_overlay
 from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
 from cass_pipeline.domain.imaging.series_names import alias_table, branch_of_series
 
@@ -295,3 +295,40 @@ def test_text_of_a_jpeg_export_is_removed_with_its_ringing():
     assert by_level[glyphs].max() > VESSEL  # the level rule leaves bits of glyphs behind
     assert cleaned[glyphs].max() < VESSEL  # the lossy hint takes them, halo and all
     assert np.abs(cleaned[:, 120:136].astype(int) - VESSEL).mean() < 6  # the vessel stays
+
+
+def rotating_series(views: int = 6, size: int = 128) -> list[np.ndarray]:
+    """Views of a rotating vessel: noise and a lumen that moves, the centreline the same in
+    every view (varying along its length), and a grey annotation drawn in the same place."""
+    rng = np.random.default_rng(4)
+    centreline = np.linspace(150, 230, size).astype(np.uint8)
+    frames = []
+    for k in range(views):
+        frame = rng.normal(60, 10, (size, size)).clip(0, 250).astype(np.uint8)
+        half = 4 + k
+        frame[:, size // 2 - half : size // 2 + half] = 170 + 5 * k
+        frame[:, size // 2] = centreline
+        cv2.putText(frame, "DOE JOHN", (4, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 180, 2)
+        frames.append(frame)
+    return frames
+
+
+def test_an_annotation_the_whole_series_shows_in_one_place_is_removed():
+    frames = rotating_series()
+    cv2.putText(frames[2], "12345678", (60, 90), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 180, 1)
+    steady = persistent_overlay(frames)
+    found = steady > 0
+    annotation = np.zeros_like(frames[0], bool)
+    cv2.putText(annotation.view(np.uint8), "DOE JOHN", (4, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1, 2)
+    core = annotation & (frames[0] == 180)  # not the anti-aliased edge, which the mask grows over
+    assert found[core].mean() > 0.8  # the grey annotation, below the text level
+    assert not found[:, 64].any()  # the centreline every rotation shows is anatomy
+    assert not found[70:95, 55:125].any()  # text in one view only is not the series'
+    config = CleanupConfig(size=128, border_level=0)
+    read = read_image(cv2.imencode(".png", frames[0])[1].tobytes(), ".png")
+    cleaned, _ = clean_image(frames[0], config, read.hints(0, steady))
+    off_vessel = annotation.copy()
+    off_vessel[:, 50:80] = False  # where it crosses the lumen, it is as bright as the lumen
+    assert cleaned[off_vessel].max() < 120
+    assert np.array_equal(cleaned[40:, 64], frames[0][40:, 64])  # below the annotation
+    assert persistent_overlay(frames[:3]) is None  # too few views to tell

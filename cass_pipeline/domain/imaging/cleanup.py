@@ -15,6 +15,7 @@ is 8-bit. The parameters and the algorithm's version are recorded with every out
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -25,7 +26,7 @@ from cass_pipeline.domain.storage import settings_hash
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
 #: Changes whenever the cleanup gives other pixels for the same settings.
-CLEANUP_VERSION = 6
+CLEANUP_VERSION = 7
 #: A colour pixel whose channels differ by more than this is overlay, not CT grey.
 CHROMA_LEVEL = 24
 #: Image side at which `stroke_px` holds; strokes of larger images scale with them.
@@ -43,6 +44,13 @@ INPAINT_SCALE = 2
 #: down (their ringing halo is within the mask's `dilate_px`; growing it by one more pixel
 #: inpainted more anatomy and left no less text).
 LOSSY_MARGIN = 48
+#: A series' overlay (`persistent_overlay`): pixels within this many levels of their median
+#: in this share of at least this many views, this much brighter than their surroundings.
+STEADY_TOLERANCE = 2
+STEADY_SHARE = 0.8
+STEADY_VIEWS = 4
+STEADY_CONTRAST = 24
+STEADY_UNIFORM = 0.5
 
 
 @dataclass(frozen=True)
@@ -171,14 +179,51 @@ def colour_overlay(frame: np.ndarray) -> np.ndarray | None:
 @dataclass(frozen=True)
 class OverlayHints:
     """What the reader knows of a frame's overlay: the pixels its colour marks
-    (`colour_overlay`), and whether the file was compressed lossily."""
+    (`colour_overlay`), whether the file was compressed lossily, and what the views of its
+    series show in the same place (`persistent_overlay`)."""
 
     colour: np.ndarray | None = None
     lossy: bool = False
+    #: The value of its series' steady overlay where there is one, else 0.
+    persistent: np.ndarray | None = None
 
 
 #: A grey frame without compression loss (or nothing known of it).
 NO_HINTS = OverlayHints()
+
+
+def persistent_overlay(frames: Sequence[np.ndarray]) -> np.ndarray | None:
+    """What the views of a series show in the same place: the annotations a workstation draws
+    over a rotating anatomy. Pixels within `STEADY_TOLERANCE` of their median in at least
+    `STEADY_SHARE` of the views, `STEADY_CONTRAST` brighter than around them, in components
+    drawn in one value (at least `STEADY_UNIFORM` of their pixels near their brightest; the
+    centreline, which every rotation shows too, varies along the vessel): their value there,
+    0 elsewhere; None for fewer than `STEADY_VIEWS` views of one size, or when nothing is
+    steady."""
+    if len(frames) < STEADY_VIEWS or len({f.shape for f in frames}) > 1 or frames[0].ndim != 2:
+        return None
+    stack = np.stack(frames)
+    reference = np.median(stack[:: max(1, len(frames) // 16)], axis=0).astype(np.uint8)
+    close = np.abs(stack.astype(np.int16) - reference) <= STEADY_TOLERANCE
+    steady = close.mean(axis=0) >= STEADY_SHARE
+    side = max(5, (min(reference.shape) // 16) | 1)
+    around = cv2.blur(reference, (side, side)).astype(np.int16)
+    steady &= reference.astype(np.int16) - around >= STEADY_CONTRAST
+    if not steady.any():
+        return None
+    count, labels = cv2.connectedComponents(steady.astype(np.uint8), connectivity=8)
+    values = reference[steady].astype(np.int16)
+    owners = labels[steady]
+    size = np.bincount(owners, minlength=count)
+    high = np.zeros(count, np.int16)
+    np.maximum.at(high, owners, values)
+    at_top = np.bincount(
+        owners, weights=values >= high[owners] - 2 * STEADY_TOLERANCE, minlength=count
+    )
+    drawn = (at_top >= STEADY_UNIFORM * size) & (size >= 3)
+    drawn[0] = False
+    mask = drawn[labels]
+    return np.where(mask, reference, 0).astype(np.uint8) if mask.any() else None
 
 
 def text_shaped(image: np.ndarray, config: CleanupConfig, level: int | None = None) -> np.ndarray:
@@ -190,13 +235,17 @@ def text_shaped(image: np.ndarray, config: CleanupConfig, level: int | None = No
     hold a disc of that radius are text too (a line of text that touches a saturated vessel).
     Worked out per run of rows that hold bright pixels (no component crosses an empty row), so
     text along the edges costs little. `level` replaces `text_level` (a lossy image's)."""
-    on = image >= (config.text_level if level is None else level)
+    return stroke_components(image >= (config.text_level if level is None else level), config)
+
+
+def stroke_components(on: np.ndarray, config: CleanupConfig) -> np.ndarray:
+    """The components of `on` that `text_shaped` takes for text."""
     shaped = np.zeros_like(on)
     rows = np.flatnonzero(on.any(axis=1))
     if len(rows) == 0:
         return shaped
-    height, width = image.shape
-    scale = max(1.0, min(image.shape) / STROKE_SIDE)
+    height, width = on.shape
+    scale = max(1.0, min(on.shape) / STROKE_SIDE)
     band_x, band_y = EDGE_BAND * width, EDGE_BAND * height
     breaks = np.flatnonzero(np.diff(rows) > 1)
     for first, last in zip(
@@ -241,7 +290,26 @@ def overlay_mask(
     level in a lossy image) and the pixels the colour marks as overlay."""
     level = config.text_level - LOSSY_MARGIN if hints.lossy else None
     text = text_shaped(image, config, level)
-    return text | hints.colour if hints.colour is not None else text
+    if hints.colour is not None:
+        text = text | hints.colour
+    if hints.persistent is not None:
+        text = text | series_overlay(image, hints.persistent, config)
+    return text
+
+
+def series_overlay(image: np.ndarray, steady: np.ndarray, config: CleanupConfig) -> np.ndarray:
+    """Where this view shows its series' steady overlay (`persistent_overlay`), and the glyphs
+    drawn in the overlay's own value that change from view to view (an angle): text-shaped
+    components at that value, brighter than around them."""
+    pixels = image.astype(np.int16)
+    shown = (steady > 0) & (np.abs(pixels - steady) <= STEADY_TOLERANCE)
+    values, counts = np.unique(steady[steady > 0], return_counts=True)
+    drawn = np.zeros_like(shown)
+    for value in values[counts >= STEADY_UNIFORM * counts.max()]:
+        drawn |= np.abs(pixels - int(value)) <= STEADY_TOLERANCE
+    side = max(5, (min(image.shape) // 16) | 1)
+    drawn &= pixels - cv2.blur(image, (side, side)).astype(np.int16) >= STEADY_CONTRAST
+    return shown | stroke_components(drawn, config)
 
 
 def clean_image(

@@ -42,10 +42,13 @@ class SourceImage:
     #: Whether the pixels were compressed lossily (JPEG, lossy JPEG 2000 or JPEG-LS).
     lossy: bool = False
 
-    def hints(self, index: int) -> OverlayHints:
-        """What the cleanup of frame `index` is told of its overlay."""
+    def hints(self, index: int, persistent: np.ndarray | None = None) -> OverlayHints:
+        """What the cleanup of frame `index` is told of its overlay (with what its series
+        shows in the same place, where known)."""
         colour = self.overlays[index] if index < len(self.overlays) else None
-        return OverlayHints(colour, self.lossy)
+        if persistent is not None and persistent.shape != self.frames[index].shape:
+            persistent = None
+        return OverlayHints(colour, self.lossy, persistent)
 
 
 def to_uint8(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:

@@ -14,11 +14,16 @@ import numpy as np
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
 from cass_pipeline.domain.cohort.index import IndexedPatient
 from cass_pipeline.domain.cohort.report_sources import report_identifiers
-from cass_pipeline.domain.imaging.cleanup import clean_image, ct_window_to_uint8
+from cass_pipeline.domain.imaging.cleanup import (
+    clean_image,
+    ct_window_to_uint8,
+    persistent_overlay,
+)
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.cpr import curved_mpr_views
 from cass_pipeline.domain.imaging.readers import (
     ImageReadError,
+    SourceImage,
     check_frame,
     read_image,
 )
@@ -138,33 +143,52 @@ def read_views(
     threads: int = 1,
     on_file: Callable[[], None] | None = None,
 ) -> tuple[list[View], list[dict]]:
-    """Every decodable, non-constant frame of the files, cleaned (on `threads` threads);
-    `on_file` is called as each file is done."""
+    """Every decodable, non-constant frame of the files, cleaned (on `threads` threads) with
+    what the frames of its series show in the same place (`persistent_overlay`); `on_file` is
+    called as each file is read."""
 
-    def work(file: SourceFile) -> tuple[list[View], list[dict]]:
-        result = read_file_views(file, pid, config)
+    def decode(file: SourceFile) -> tuple[SourceFile, SourceImage | None, list[dict]]:
+        try:
+            image = read_image(file.data, Path(file.path).suffix)
+        except ImageReadError as error:
+            image, rejects = None, [reject(pid, file.path, file.series, file.branch, str(error))]
+        else:
+            rejects = []
         if on_file is not None:
             on_file()
-        return result
+        return file, image, rejects
 
-    if threads > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            results = list(pool.map(work, files))
-    else:
-        results = map(work, files)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        decoded = list(pool.map(decode, files))
+        series: dict[str, list[np.ndarray]] = {}
+        for file, image, _ in decoded:
+            if image is not None:
+                series.setdefault(image.series_uid or file.series, []).extend(image.frames)
+        steady = {key: persistent_overlay(frames) for key, frames in series.items()}
+
+        def clean(item) -> tuple[list[View], list[dict]]:
+            file, image, rejects = item
+            if image is None:
+                return [], rejects
+            return file_views(file, image, pid, config, steady[image.series_uid or file.series])
+
+        results = list(pool.map(clean, decoded))
     views, rejects = [], []
-    for file_views, file_rejects in results:
-        views += file_views
+    for file_views_, file_rejects in results:
+        views += file_views_
         rejects += file_rejects
     return views, rejects
 
 
-def read_file_views(file: SourceFile, pid: str, config: IngestConfig) -> tuple[list[View], list]:
-    """The cleaned views of one file, or its reject rows."""
-    try:
-        image = read_image(file.data, Path(file.path).suffix)
-    except ImageReadError as error:
-        return [], [reject(pid, file.path, file.series, file.branch, str(error))]
+def file_views(
+    file: SourceFile,
+    image: SourceImage,
+    pid: str,
+    config: IngestConfig,
+    persistent: np.ndarray | None = None,
+) -> tuple[list[View], list]:
+    """The cleaned views of one decoded file (the overlay its series shows in `persistent`
+    removed too), or its reject rows."""
     name = image.series_description or file.series
     views, rejects = [], []
     for frame_index, frame in enumerate(image.frames):
@@ -173,7 +197,8 @@ def read_file_views(file: SourceFile, pid: str, config: IngestConfig) -> tuple[l
         except ImageReadError as error:
             rejects.append(reject(pid, file.path, name, file.branch, str(error)))
             continue
-        cleaned, stats = clean_image(frame, config.cleanup, image.hints(frame_index))
+        hints = image.hints(frame_index, persistent)
+        cleaned, stats = clean_image(frame, config.cleanup, hints)
         first = file.view_index if file.view_index is not None else image.instance_number
         views.append(
             View(

@@ -43,6 +43,7 @@ from cass_pipeline.domain.synthetic.coronary_tree import (
     build_anatomy,
 )
 from cass_pipeline.domain.synthetic.export import (
+    GREY_OVERLAY_LEVEL,
     SERIES_SUFFIXES,
     TEXT_LEVEL,
     Identity,
@@ -265,6 +266,8 @@ def export_branch(
             annotated = ct_stored(cpr.images[k], overlay)
         elif style == "colour_overlay":
             annotated = in_colour(pixels, overlay)
+        elif style == "grey_overlay":
+            annotated = np.where(overlay, np.uint8(GREY_OVERLAY_LEVEL), pixels)
         else:
             annotated = np.where(overlay, np.uint8(TEXT_LEVEL), pixels)
         written.append(annotated)

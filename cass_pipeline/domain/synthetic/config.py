@@ -16,6 +16,7 @@ ImageFormat = Literal["dicom", "png"]
 #: or grey stored inverted (MONOCHROME1, DICOM only).
 ExportStyle = Literal[
     "grey",
+    "grey_overlay",
     "colour_overlay",
     "saturated",
     "monochrome1",

@@ -32,6 +32,8 @@ CONTENT_MAX = 250
 TEXT_LEVEL = 255
 #: The overlay colour of an RGB export (yellow, 226 in grey: below the text level).
 OVERLAY_RGB = (255, 255, 0)
+#: The level of a grey export's overlay drawn in grey (`grey_overlay`), below the text level.
+GREY_OVERLAY_LEVEL = 200
 #: A narrow window that saturates contrast and calcium at 255, as some workstations export.
 SATURATING_WINDOW_HU = (-100.0, 320.0)  # contrast (350-480 HU) and calcium reach 255
 UID_ROOT = "1.2.826.0.1.3680043.10.1137."
