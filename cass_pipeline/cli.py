@@ -120,8 +120,9 @@ def info() -> None:
 @click.option(
     "--export-style",
     type=click.Choice(get_args(ExportStyle)),
-    help="grey with white text (default), RGB with the overlay in colour, or a window that "
-    "saturates calcium and contrast.",
+    help="How a workstation or PACS writes the views: grey with white text (default), the "
+    "overlay in grey or colour, a saturating window, MONOCHROME1, CT values, one multi-frame "
+    "file per series, JPEG, JPEG 2000, JPEG-LS (docs/synthetic.md).",
 )
 @click.option(
     "--with-volumes",

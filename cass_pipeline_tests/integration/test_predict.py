@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import cv2
 import dagster as dg
@@ -37,6 +38,8 @@ from cass_pipeline.domain.model.network import build_model, to_model_input
 from cass_pipeline.domain.prediction.bundle import ModelBundle
 from cass_pipeline.domain.prediction.document import prediction_document
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, load_secret, pseudonymise
+from cass_pipeline.domain.synthetic.cohort import generate_cohort
+from cass_pipeline.domain.synthetic.config import ExportStyle, preset
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.runs.tracking import Tracking
 from cass_pipeline_tests.helpers import layout_of, register_without_bundle
@@ -256,6 +259,29 @@ def test_a_name_the_cleanup_leaves_in_the_pixels_stops_report_png(registry, tiny
     assert document["pixel_check"]["identifier_views"] == ["LAD/1"]
     clean = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "clean", "--json")
     assert json.loads(clean.stdout)["pixel_check"]["identifier_views"] == []
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    """The first tiny patient at 128 px in every export style."""
+    folders = {}
+    for style in get_args(ExportStyle):
+        folders[style] = tmp_path_factory.mktemp(f"export-{style}")
+        config = preset("tiny", n_patients=1, image_size=128, export_style=style)
+        generate_cohort(config, folders[style], workers=1)
+    return folders
+
+
+def test_every_export_style_gets_the_classes_of_the_plain_export(registry, exports, tmp_path):
+    classes = {}
+    for style, root in exports.items():
+        result = predict(registry, root / "mpr" / PATIENT, tmp_path / style, "--json")
+        assert result.exit_code == 0, (style, result.output)
+        document = json.loads(result.stdout)
+        assert document["pixel_check"]["identifier_views"] == [], style
+        classes[style] = {b: info["class"] for b, info in document["branches"].items()}
+    plain = classes.pop("grey")
+    assert plain and all(found == plain for found in classes.values()), classes
 
 
 def test_a_version_without_a_bundle_is_refused_with_a_reason(registry, tiny_cohort, tmp_path):

@@ -51,6 +51,7 @@ STEADY_SHARE = 0.8
 STEADY_VIEWS = 4
 STEADY_CONTRAST = 24
 STEADY_UNIFORM = 0.5
+STEADY_SAMPLE = 16
 
 
 @dataclass(frozen=True)
@@ -194,18 +195,20 @@ NO_HINTS = OverlayHints()
 
 def persistent_overlay(frames: Sequence[np.ndarray]) -> np.ndarray | None:
     """What the views of a series show in the same place: the annotations a workstation draws
-    over a rotating anatomy. Pixels within `STEADY_TOLERANCE` of their median in at least
-    `STEADY_SHARE` of the views, `STEADY_CONTRAST` brighter than around them, in components
-    drawn in one value (at least `STEADY_UNIFORM` of their pixels near their brightest; the
-    centreline, which every rotation shows too, varies along the vessel): their value there,
-    0 elsewhere; None for fewer than `STEADY_VIEWS` views of one size, or when nothing is
-    steady."""
+    over a rotating anatomy. Pixels within `STEADY_TOLERANCE` of the middle view's in at
+    least `STEADY_SHARE` of the views (up to `STEADY_SAMPLE` of them, evenly spaced),
+    `STEADY_CONTRAST` brighter than around them, in components drawn in one value (at least
+    `STEADY_UNIFORM` of their pixels near their brightest; the centreline, which every
+    rotation shows too, varies along the vessel): their value there, 0 elsewhere; None for
+    fewer than `STEADY_VIEWS` views of one size, or when nothing is steady."""
     if len(frames) < STEADY_VIEWS or len({f.shape for f in frames}) > 1 or frames[0].ndim != 2:
         return None
-    stack = np.stack(frames)
-    reference = np.median(stack[:: max(1, len(frames) // 16)], axis=0).astype(np.uint8)
-    close = np.abs(stack.astype(np.int16) - reference) <= STEADY_TOLERANCE
-    steady = close.mean(axis=0) >= STEADY_SHARE
+    sample = frames[:: max(1, len(frames) // STEADY_SAMPLE)]
+    reference = sample[len(sample) // 2]
+    close = np.zeros(reference.shape, np.uint8)
+    for frame in sample:
+        close += cv2.absdiff(frame, reference) <= STEADY_TOLERANCE
+    steady = close >= STEADY_SHARE * len(sample)
     side = max(5, (min(reference.shape) // 16) | 1)
     around = cv2.blur(reference, (side, side)).astype(np.int16)
     steady &= reference.astype(np.int16) - around >= STEADY_CONTRAST
@@ -301,14 +304,19 @@ def series_overlay(image: np.ndarray, steady: np.ndarray, config: CleanupConfig)
     """Where this view shows its series' steady overlay (`persistent_overlay`), and the glyphs
     drawn in the overlay's own value that change from view to view (an angle): text-shaped
     components at that value, brighter than around them."""
-    pixels = image.astype(np.int16)
-    shown = (steady > 0) & (np.abs(pixels - steady) <= STEADY_TOLERANCE)
-    values, counts = np.unique(steady[steady > 0], return_counts=True)
+    overlay = steady > 0
+    shown = overlay & (cv2.absdiff(image, steady) <= STEADY_TOLERANCE)
+    counts = np.bincount(steady[overlay], minlength=256)
+    values = np.flatnonzero((counts >= STEADY_UNIFORM * counts.max()) & (counts > 0))
+    values = values[values < config.text_level]
+    if not len(values):  # drawn at the text level: `text_shaped` finds the changing glyphs
+        return shown
     drawn = np.zeros_like(shown)
-    for value in values[counts >= STEADY_UNIFORM * counts.max()]:
-        drawn |= np.abs(pixels - int(value)) <= STEADY_TOLERANCE
+    for value in values:
+        drawn |= cv2.absdiff(image, np.full_like(image, value)) <= STEADY_TOLERANCE
     side = max(5, (min(image.shape) // 16) | 1)
-    drawn &= pixels - cv2.blur(image, (side, side)).astype(np.int16) >= STEADY_CONTRAST
+    around = cv2.blur(image, (side, side)).astype(np.int16)
+    drawn &= image.astype(np.int16) - around >= STEADY_CONTRAST
     return shown | stroke_components(drawn, config)
 
 
