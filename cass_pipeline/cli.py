@@ -341,7 +341,7 @@ def clean_mpr(source, target, frame, **cleanup) -> None:
         raise click.ClickException(f"{source}: {error}") from error
     config = CleanupConfig(**cleanup)
     cleaned, stats = clean_image(image, config, read.hints(frame))
-    write_picture(target, cleaned)
+    write_picture(target, cleaned, read.identifiers)
     top, bottom, left, right = stats.crop
     click.echo(
         f"{target}: {config.size}x{config.size}, {stats.text_pixels} text pixels "

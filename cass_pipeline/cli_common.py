@@ -4,6 +4,7 @@ never restates a default) and checked picture targets."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -60,8 +61,14 @@ def picture_target(path: str) -> Path:
     return target
 
 
-def write_picture(target: Path, picture) -> None:
+def write_picture(target: Path, picture, identifiers: Iterable[str]) -> None:
+    """The picture written, unless OCR reads one of the patient's `identifiers` on it."""
     import cv2
 
+    from cass_pipeline.domain.imaging.pixel_text import check_pixels
+
+    problem = check_pixels({target.name: picture}, identifiers).problem()
+    if problem is not None:
+        raise click.ClickException(f"{target} not written: {problem}")
     if not cv2.imwrite(str(target), picture):
         raise click.ClickException(f"cannot write {target}")

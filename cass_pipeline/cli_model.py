@@ -220,7 +220,7 @@ def explain(image: str, model: str, out_path: str | None, steps: int) -> None:
     except ImageReadError as error:
         raise click.ClickException(f"{image}: {error}") from error
     explained = explain_image(load_registered(model).predictor, frame, steps, read.hints(0))
-    write_picture(target, explained.picture)
+    write_picture(target, explained.picture, read.identifiers)
     click.echo("\n".join(explained.lines()) + f"; heat map {target}")
 
 

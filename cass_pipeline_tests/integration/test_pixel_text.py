@@ -7,7 +7,9 @@ import cv2
 import dagster as dg
 import numpy as np
 import pydicom
+from click.testing import CliRunner
 
+from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import imaging
 from cass_pipeline.defs.assets.cohort import raw_cohort
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
@@ -114,3 +116,18 @@ def test_clean_stores_pass_with_what_was_read_in_the_metadata(tiny_cohort, tmp_p
     assert metadata["patients"].value == 4 and metadata["patients_not_read"].value == 0
     assert metadata["engine"].value.startswith("Tesseract ")
     assert metadata["ocr_seconds"].value > 0
+
+
+def test_clean_mpr_does_not_write_a_view_with_a_readable_identifier(tiny_cohort, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_cohort / "mpr" / "CASE-0001", raw / "mpr" / "CASE-0001")
+    plant_identifier(raw)
+    source = sorted((raw / "mpr" / "CASE-0001" / "LAD").glob("*.dcm"))[0]
+    runner = CliRunner()
+    planted = runner.invoke(main, ["clean-mpr", str(source), str(tmp_path / "a.png")])
+    assert planted.exit_code == 1 and "not written" in planted.output
+    assert pydicom.dcmread(source).PatientID not in planted.output
+    assert not (tmp_path / "a.png").exists()
+    clean = sorted((raw / "mpr" / "CASE-0001" / "LAD").glob("*.dcm"))[1]
+    written = runner.invoke(main, ["clean-mpr", str(clean), str(tmp_path / "b.png")])
+    assert written.exit_code == 0 and (tmp_path / "b.png").is_file()

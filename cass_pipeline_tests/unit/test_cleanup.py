@@ -321,7 +321,8 @@ def test_an_annotation_the_whole_series_shows_in_one_place_is_removed():
     annotation = np.zeros_like(frames[0], bool)
     cv2.putText(annotation.view(np.uint8), "DOE JOHN", (4, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1, 2)
     core = annotation & (frames[0] == 180)  # not the anti-aliased edge, which the mask grows over
-    assert found[core].mean() > 0.8  # the grey annotation, below the text level
+    core[:, 50:80] = False  # a glyph joined to the steady centreline is taken for anatomy
+    assert found[core].mean() > 0.9  # the grey annotation, below the text level
     assert not found[:, 64].any()  # the centreline every rotation shows is anatomy
     assert not found[70:95, 55:125].any()  # text in one view only is not the series'
     config = CleanupConfig(size=128, border_level=0)

@@ -52,6 +52,8 @@ STEADY_VIEWS = 4
 STEADY_CONTRAST = 24
 STEADY_UNIFORM = 0.5
 STEADY_SAMPLE = 16
+#: A column steady (and varying along it) in this share of its rows lies on the rotation axis.
+AXIS_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -198,9 +200,10 @@ def persistent_overlay(frames: Sequence[np.ndarray]) -> np.ndarray | None:
     over a rotating anatomy. Pixels within `STEADY_TOLERANCE` of the middle view's in at
     least `STEADY_SHARE` of the views (up to `STEADY_SAMPLE` of them, evenly spaced),
     `STEADY_CONTRAST` brighter than around them, in components drawn in one value (at least
-    `STEADY_UNIFORM` of their pixels near their brightest; the centreline, which every
-    rotation shows too, varies along the vessel): their value there, 0 elsewhere; None for
-    fewer than `STEADY_VIEWS` views of one size, or when nothing is steady."""
+    `STEADY_UNIFORM` of their pixels near their brightest), apart from the rotation axis
+    (the centreline, which every rotation shows too, varies along the vessel; a stent or
+    calcium around the lumen is steady and joined to it): their value there, 0 elsewhere;
+    None for fewer than `STEADY_VIEWS` views of one size, or when nothing is steady."""
     if len(frames) < STEADY_VIEWS or len({f.shape for f in frames}) > 1 or frames[0].ndim != 2:
         return None
     sample = frames[:: max(1, len(frames) // STEADY_SAMPLE)]
@@ -209,14 +212,23 @@ def persistent_overlay(frames: Sequence[np.ndarray]) -> np.ndarray | None:
     for frame in sample:
         close += cv2.absdiff(frame, reference) <= STEADY_TOLERANCE
     steady = close >= STEADY_SHARE * len(sample)
+    # The rotation axis: columns steady in most rows and varying along them (the centreline
+    # and its neighbours, which every rotation shows alike; text is flat along its strokes).
+    # What is steady and joined to it (a stent, calcium around the lumen) is anatomy.
+    varying = np.abs(np.diff(reference.astype(np.int16), axis=0, prepend=0)) >= 1
+    on_axis = (steady & varying).mean(axis=0) >= AXIS_SHARE
+    count, labels = cv2.connectedComponents(steady.astype(np.uint8), connectivity=8)
+    anatomy = np.zeros(count, bool)
+    anatomy[np.unique(labels[:, on_axis])] = True
+    anatomy[0] = False
     side = max(5, (min(reference.shape) // 16) | 1)
     around = cv2.blur(reference, (side, side)).astype(np.int16)
-    steady &= reference.astype(np.int16) - around >= STEADY_CONTRAST
-    if not steady.any():
+    bright = steady & ~anatomy[labels] & (reference.astype(np.int16) - around >= STEADY_CONTRAST)
+    if not bright.any():
         return None
-    count, labels = cv2.connectedComponents(steady.astype(np.uint8), connectivity=8)
-    values = reference[steady].astype(np.int16)
-    owners = labels[steady]
+    count, labels = cv2.connectedComponents(bright.astype(np.uint8), connectivity=8)
+    values = reference[bright].astype(np.int16)
+    owners = labels[bright]
     size = np.bincount(owners, minlength=count)
     high = np.zeros(count, np.int16)
     np.maximum.at(high, owners, values)

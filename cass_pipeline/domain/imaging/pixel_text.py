@@ -29,8 +29,9 @@ OCR_SIDE = 384
 #: A pixel this much brighter than the mean of its `BLOCK` x `BLOCK` neighbourhood is ink.
 INK_CONTRAST = 15
 BLOCK = 41
-#: Ink that holds a disc of this radius (px of the view before upscaling) is not a stroke.
-THICK = 2
+#: Ink that holds a disc of this share of the view's side in radius is not a stroke (2 px of
+#: a 128-px view: text drawn for a view of its size has thinner strokes).
+THICK = 1 / 64
 SHEET_COLUMNS = 4
 GAP = 16
 #: A word read with at least this confidence (0-100) is confident text.
@@ -183,7 +184,8 @@ def ink(view: np.ndarray, scale: int) -> np.ndarray:
     light = cv2.adaptiveThreshold(
         big, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, BLOCK, -INK_CONTRAST
     )
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * THICK * scale + 1,) * 2)
+    radius = max(1, round(THICK * min(big.shape)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
     thick = cv2.dilate(cv2.morphologyEx(light, cv2.MORPH_OPEN, disc), np.ones((3, 3), np.uint8))
     return 255 - (light & ~thick)
 
