@@ -403,7 +403,7 @@ def flagged_views(table: pd.DataFrame, column: str) -> list[str]:
     asset="mpr_manifest",
     blocking=True,
     description="OCR reads no token of the patient's identifiers (DICOM and report headers, "
-    "folder name) in the stored views, and every patient's views could be read.",
+    "patient key) in the stored views, and every patient's views could be read.",
 )
 def no_identifier_in_stored_pixels(paths: CassPaths) -> dg.AssetCheckResult:
     table, read = pixel_text_summary(paths)

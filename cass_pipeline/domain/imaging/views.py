@@ -53,8 +53,8 @@ class PatientSource:
     volume: Path | None = None
     centrelines: Path | None = None
     listed: tuple[Path, ...] | None = None
-    #: The key, its folder's name and the report header's identifiers (`known_identifiers`),
-    #: which the pixel check looks for beside those of the DICOM headers; in memory only.
+    #: The key and the report header's identifiers (`known_identifiers`), which the pixel
+    #: check looks for beside those of the DICOM headers; in memory only.
     identifiers: frozenset[str] = frozenset()
 
     def files(self) -> list[Path]:
@@ -93,11 +93,9 @@ class PatientSource:
 
 
 def known_identifiers(patient: IndexedPatient) -> frozenset[str]:
-    """What identifies a patient besides the DICOM headers: the key, the name of the folder
-    holding the images, the identifiers the report's header states."""
+    """What identifies a patient besides the DICOM headers: the key (the PatientID, else the
+    report's MRN, else the folder's name) and the identifiers the report's header states."""
     found = {patient.key}
-    if patient.root is not None:
-        found.add(patient.root.name)
     if patient.report is not None:
         found |= report_identifiers(patient.report)
     return frozenset(found)
