@@ -26,7 +26,7 @@ from cass_pipeline.domain.storage import settings_hash
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
 #: Changes whenever the cleanup gives other pixels for the same settings.
-CLEANUP_VERSION = 7
+CLEANUP_VERSION = 8
 #: A colour pixel whose channels differ by more than this is overlay, not CT grey.
 CHROMA_LEVEL = 24
 #: Image side at which `stroke_px` holds; strokes of larger images scale with them.
