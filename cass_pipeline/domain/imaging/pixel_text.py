@@ -22,7 +22,7 @@ import numpy as np
 from cass_pipeline.domain.privacy import identifiers_found, tokens
 
 #: Changes whenever the check reads other words from the same pixels.
-PIXEL_TEXT_VERSION = 1
+PIXEL_TEXT_VERSION = 2
 #: Each view is upscaled to about this side before it is read (glyphs of a 128-px view
 #: grow to a size Tesseract reads): of 60 identifiers planted in demo views, 256 found 37,
 #: 384 found 59 (docs/imaging.md).
@@ -30,8 +30,10 @@ OCR_SIDE = 384
 #: A pixel this much brighter than the mean of its `BLOCK` x `BLOCK` neighbourhood is ink.
 INK_CONTRAST = 15
 BLOCK = 41
-#: Ink that holds a disc of this share of the view's side in radius is not a stroke (2 px of
-#: a 128-px view: text drawn for a view of its size has thinner strokes).
+#: Ink that holds a disc of `THICK_PX` pixels of the view in radius, or of `THICK` of its
+#: side in a large view, is not a stroke (burned-in strokes are 1-2 px in small views, wider
+#: where a view was upscaled).
+THICK_PX = 2
 THICK = 1 / 64
 SHEET_COLUMNS = 4
 GAP = 16
@@ -107,10 +109,12 @@ class PixelText:
             self.error or other.error,
         )
 
-    def to_json(self) -> dict:
+    def to_json(self, timed: bool = True) -> dict:
+        """The findings, with the seconds the reading took unless not `timed` (a document
+        that must repeat for the same input)."""
         return {
             "views_read": self.views_read,
-            "seconds": round(self.seconds, 3),
+            **({"seconds": round(self.seconds, 3)} if timed else {}),
             "identifier_views": self.identifier_views,
             "text_views": self.text_views,
             "error": self.error,
@@ -186,7 +190,7 @@ def ink(view: np.ndarray, scale: int) -> np.ndarray:
     light = cv2.adaptiveThreshold(
         big, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, BLOCK, -INK_CONTRAST
     )
-    radius = max(1, round(THICK * min(big.shape)))
+    radius = round(max(THICK_PX, THICK * min(grey.shape)) * scale)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
     thick = cv2.dilate(cv2.morphologyEx(light, cv2.MORPH_OPEN, disc), np.ones((3, 3), np.uint8))
     return 255 - (light & ~thick)

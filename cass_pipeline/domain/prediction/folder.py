@@ -34,5 +34,6 @@ def predict_folder(
         if explain_steps and prediction.images
         else None
     )
-    document = prediction_document(prediction.table, model, prediction.pixel_text.to_json())
+    pixel_check = prediction.pixel_text.to_json(timed=False)
+    document = prediction_document(prediction.table, model, pixel_check)
     return PredictedPatient(prediction, document, overlays)
