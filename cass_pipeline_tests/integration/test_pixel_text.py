@@ -115,7 +115,7 @@ def test_clean_stores_pass_with_what_was_read_in_the_metadata(tiny_cohort, tmp_p
     metadata = checks["no_identifier_in_stored_pixels"].metadata
     assert metadata["patients"].value == 4 and metadata["patients_not_read"].value == 0
     assert metadata["engine"].value.startswith("Tesseract ")
-    assert metadata["ocr_seconds"].value > 0
+    assert metadata["views_read"].value >= 12 and metadata["ocr_seconds"].value >= 0
 
 
 def test_clean_mpr_does_not_write_a_view_with_a_readable_identifier(tiny_cohort, tmp_path):

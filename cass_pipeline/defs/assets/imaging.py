@@ -386,7 +386,7 @@ def pixel_text_summary(paths: CassPaths) -> tuple[pd.DataFrame, dict]:
         "read": "the first, middle and last stored view of every branch, at the stored size",
         "patients": len(table),
         "views_read": int(table.views_read.sum()),
-        "ocr_seconds": round(float(table.seconds.sum()), 1),
+        "ocr_seconds": round(float(table.seconds.sum()), 3),
         "patients_not_read": len(errors),
         "why_not_read": errors.iloc[0] if len(errors) else "",
     }

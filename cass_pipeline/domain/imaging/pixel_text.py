@@ -2,9 +2,10 @@
 readable there fails the run, any other confident text is a warning.
 
 The engine is Tesseract (the `tesserocr` wheel, with Debian's `tesseract-ocr-eng` model:
-nothing is downloaded). The views are read as one sheet: each upscaled to `OCR_SIDE`, its
-pixels brighter than their neighbourhood (burned-in text is drawn light) made black on white,
-tiled with a white gap; each word read is given to the view under its centre.
+nothing is downloaded). A view is read where its light ink (burned-in text is drawn light)
+lines up as text does; those views are read as one sheet, each upscaled to `OCR_SIDE`, that
+ink black on white, tiled with a white gap; each word read is given to the view under its
+centre.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from cass_pipeline.domain.privacy import identifiers_found, tokens
 
 #: Changes whenever the check reads other words from the same pixels.
-PIXEL_TEXT_VERSION = 2
+PIXEL_TEXT_VERSION = 3
 #: Each view is upscaled to about this side before it is read (glyphs of a 128-px view
 #: grow to a size Tesseract reads): of 60 identifiers planted in demo views, 256 found 37,
 #: 384 found 59 (docs/imaging.md).
@@ -35,6 +36,16 @@ BLOCK = 41
 #: where a view was upscaled).
 THICK_PX = 2
 THICK = 1 / 64
+#: Text is read where glyph-high ink (from `GLYPH_PX` px of the view to `GLYPH_MAX_PX` px or
+#: `GLYPH_SHARE` of its side) lines up: `LINE_GLYPHS` components side by side, or one
+#: `RUN_TOGETHER` times as wide as it is high that fills at most `RUN_FILL` of its box
+#: (glyphs run together; a streak of a crossing vessel is solid).
+GLYPH_PX = 4
+GLYPH_MAX_PX = 16
+GLYPH_SHARE = 0.12
+LINE_GLYPHS = 3
+RUN_TOGETHER = 2.5
+RUN_FILL = 0.55
 SHEET_COLUMNS = 4
 GAP = 16
 #: A word read with at least this confidence (0-100) is confident text.
@@ -183,40 +194,83 @@ def engine_version() -> str:
 
 def ink(view: np.ndarray, scale: int) -> np.ndarray:
     """Black on white: the pixels of the upscaled view brighter than their neighbourhood,
-    less the regions too thick for a stroke of text (a vessel, which Tesseract would take for
-    a picture and read nothing near)."""
+    where the view at its own size has ink that lines up as text (`in_lines`) once the
+    regions too thick for a stroke (a vessel, which Tesseract would take for a picture and
+    read nothing near) are taken out; white where it has none."""
     grey = view if view.ndim == 2 else cv2.cvtColor(view, cv2.COLOR_BGR2GRAY)
-    big = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    block = max(3, (BLOCK // scale) | 1)
+    light = cv2.adaptiveThreshold(
+        grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, block, -INK_CONTRAST
+    )
+    radius = round(max(THICK_PX, THICK * min(grey.shape)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    thick = cv2.dilate(cv2.morphologyEx(light, cv2.MORPH_OPEN, disc), np.ones((3, 3), np.uint8))
+    text = in_lines(light & ~thick)
+    size = (grey.shape[1] * scale, grey.shape[0] * scale)
+    if not text.any():
+        return np.full(size[::-1], 255, np.uint8)
+    big = cv2.resize(grey, size, interpolation=cv2.INTER_CUBIC)
     light = cv2.adaptiveThreshold(
         big, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, BLOCK, -INK_CONTRAST
     )
-    radius = round(max(THICK_PX, THICK * min(grey.shape)) * scale)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-    thick = cv2.dilate(cv2.morphologyEx(light, cv2.MORPH_OPEN, disc), np.ones((3, 3), np.uint8))
-    return 255 - (light & ~thick)
+    near_text = cv2.dilate(text, np.ones((3, 3), np.uint8))
+    return 255 - (light & cv2.resize(near_text, size, interpolation=cv2.INTER_NEAREST))
+
+
+def in_lines(strokes: np.ndarray) -> np.ndarray:
+    """The ink components that line up as text does: glyph-high components, `LINE_GLYPHS` or
+    more side by side at one height, or one as wide as a run-together word; the rest of the
+    ink (vessel edges, noise) is dropped, so Tesseract has little or nothing to read."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(strokes, connectivity=8)
+    x, y, w, h, area = (stats[1:, i].astype(np.float32) for i in range(5))
+    glyph = (h >= GLYPH_PX) & (h <= max(GLYPH_MAX_PX, min(strokes.shape) * GLYPH_SHARE))
+    ids = np.flatnonzero(glyph)
+    keep = np.zeros(count, bool)
+    if len(ids):
+        gx, gy, gw, gh = x[ids], y[ids], w[ids], h[ids]
+        height = np.maximum(gh[:, None], gh[None, :])
+        centre = gy + gh / 2
+        gap = np.maximum(gx[None, :] - (gx + gw)[:, None], gx[:, None] - (gx + gw)[None, :])
+        near = (np.abs(centre[:, None] - centre[None, :]) <= height / 2) & (gap <= height)
+        near &= np.minimum(gh[:, None], gh[None, :]) >= height / 2  # glyphs of one size
+        line = np.arange(len(ids))
+        for _ in range(len(ids)):  # label the lines: the smallest index reached
+            joined = np.where(near, line[None, :], len(ids)).min(axis=1)
+            merged = np.minimum(line, joined)
+            if np.array_equal(merged, line):
+                break
+            line = merged[merged]
+        size = np.bincount(line, minlength=len(ids))[line]
+        word = (gw >= RUN_TOGETHER * gh) & (area[ids] <= RUN_FILL * gw * gh)
+        keep[ids[(size >= LINE_GLYPHS) | word] + 1] = True
+    return np.where(keep[labels], strokes, 0).astype(np.uint8)
 
 
 def read_words(views: Sequence[np.ndarray]) -> list[Word]:
-    """Every word OCR reads on the views, read together as one sheet."""
+    """Every word OCR reads on the views, the views with ink that lines up as text read
+    together as one sheet (none read when no view has any)."""
     if not views:
         return []
     scale = max(1, round(OCR_SIDE / max(views[0].shape[:2])))
-    inked = [ink(v, scale) for v in views]
-    cell_h = max(v.shape[0] for v in inked) + GAP
-    cell_w = max(v.shape[1] for v in inked) + GAP
+    inked = [(k, page) for k, v in enumerate(views) if ((page := ink(v, scale)) < 255).any()]
+    if not inked:
+        return []
+    cell_h = max(page.shape[0] for _, page in inked) + GAP
+    cell_w = max(page.shape[1] for _, page in inked) + GAP
     rows = -(-len(inked) // SHEET_COLUMNS)
-    sheet = np.full((rows * cell_h + GAP, SHEET_COLUMNS * cell_w + GAP), 255, np.uint8)
-    for k, view in enumerate(inked):
-        row, column = divmod(k, SHEET_COLUMNS)
+    columns = min(SHEET_COLUMNS, len(inked))
+    sheet = np.full((rows * cell_h + GAP, columns * cell_w + GAP), 255, np.uint8)
+    for cell, (_, page) in enumerate(inked):
+        row, column = divmod(cell, SHEET_COLUMNS)
         top, left = GAP + row * cell_h, GAP + column * cell_w
-        sheet[top : top + view.shape[0], left : left + view.shape[1]] = view
+        sheet[top : top + page.shape[0], left : left + page.shape[1]] = page
     words = []
     for text, confidence, (x0, y0, x1, y1) in OcrEngine.words(sheet):
         row = min(rows - 1, max(0, ((y0 + y1) // 2 - GAP) // cell_h))
-        column = min(SHEET_COLUMNS - 1, max(0, ((x0 + x1) // 2 - GAP) // cell_w))
-        view = row * SHEET_COLUMNS + column
-        if view < len(views):
-            words.append(Word(view, text, float(confidence)))
+        column = min(columns - 1, max(0, ((x0 + x1) // 2 - GAP) // cell_w))
+        cell = row * SHEET_COLUMNS + column
+        if cell < len(inked):
+            words.append(Word(inked[cell][0], text, float(confidence)))
     return words
 
 
