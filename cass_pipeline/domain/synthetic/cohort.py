@@ -266,6 +266,8 @@ def export_branch(
             annotated = ct_stored(cpr.images[k], overlay)
         elif style == "colour_overlay":
             annotated = in_colour(pixels, overlay)
+        elif style == "no_overlay":  # the clean view itself: what a cleanup should give
+            annotated = pixels
         elif style == "grey_overlay":
             annotated = np.where(overlay, np.uint8(GREY_OVERLAY_LEVEL), pixels)
         else:

@@ -16,6 +16,7 @@ ImageFormat = Literal["dicom", "png"]
 #: or grey stored inverted (MONOCHROME1, DICOM only).
 ExportStyle = Literal[
     "grey",
+    "no_overlay",
     "grey_overlay",
     "colour_overlay",
     "saturated",
