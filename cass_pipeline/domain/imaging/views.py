@@ -143,18 +143,13 @@ def read_views(
 ) -> tuple[list[View], list[dict]]:
     """Every decodable, non-constant frame of the files, cleaned (on `threads` threads) with
     what the frames of its series show in the same place (`persistent_overlay`); `on_file` is
-    called as each file is read."""
+    called as each file is done."""
 
     def decode(file: SourceFile) -> tuple[SourceFile, SourceImage | None, list[dict]]:
         try:
-            image = read_image(file.data, Path(file.path).suffix)
+            return file, read_image(file.data, Path(file.path).suffix), []
         except ImageReadError as error:
-            image, rejects = None, [reject(pid, file.path, file.series, file.branch, str(error))]
-        else:
-            rejects = []
-        if on_file is not None:
-            on_file()
-        return file, image, rejects
+            return file, None, [reject(pid, file.path, file.series, file.branch, str(error))]
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         decoded = list(pool.map(decode, files))
@@ -166,14 +161,19 @@ def read_views(
 
         def clean(item) -> tuple[list[View], list[dict]]:
             file, image, rejects = item
-            if image is None:
-                return [], rejects
-            return file_views(file, image, pid, config, steady[image.series_uid or file.series])
+            if image is not None:
+                series_overlay = steady[image.series_uid or file.series]
+                views, rejects = file_views(file, image, pid, config, series_overlay)
+            else:
+                views = []
+            if on_file is not None:
+                on_file()
+            return views, rejects
 
         results = list(pool.map(clean, decoded))
     views, rejects = [], []
-    for file_views_, file_rejects in results:
-        views += file_views_
+    for found, file_rejects in results:
+        views += found
         rejects += file_rejects
     return views, rejects
 
