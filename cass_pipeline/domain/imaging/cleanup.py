@@ -44,8 +44,9 @@ INPAINT_SCALE = 2
 #: down (their ringing halo is within the mask's `dilate_px`; growing it by one more pixel
 #: inpainted more anatomy and left no less text).
 LOSSY_MARGIN = 48
-#: A series' overlay (`persistent_overlay`): pixels within this many levels of their median
-#: in this share of at least this many views, this much brighter than their surroundings.
+#: A series' overlay (`persistent_overlay`): pixels within this many levels of the middle
+#: view's in this share of at least this many views, this much brighter than their
+#: surroundings (`brighter_than_around`).
 STEADY_TOLERANCE = 2
 STEADY_SHARE = 0.8
 STEADY_VIEWS = 4
@@ -221,9 +222,7 @@ def persistent_overlay(frames: Sequence[np.ndarray]) -> np.ndarray | None:
     anatomy = np.zeros(count, bool)
     anatomy[np.unique(labels[:, on_axis])] = True
     anatomy[0] = False
-    side = max(5, (min(reference.shape) // 16) | 1)
-    around = cv2.blur(reference, (side, side)).astype(np.int16)
-    bright = steady & ~anatomy[labels] & (reference.astype(np.int16) - around >= STEADY_CONTRAST)
+    bright = steady & ~anatomy[labels] & brighter_than_around(reference)
     if not bright.any():
         return None
     count, labels = cv2.connectedComponents(bright.astype(np.uint8), connectivity=8)
@@ -302,7 +301,8 @@ def overlay_mask(
     image: np.ndarray, config: CleanupConfig, hints: OverlayHints = NO_HINTS
 ) -> np.ndarray:
     """What the cleanup removes, before dilation: text-shaped bright components (from a lower
-    level in a lossy image) and the pixels the colour marks as overlay."""
+    level in a lossy image), the pixels the colour marks as overlay, and what the view shows
+    of its series' steady overlay (`series_overlay`)."""
     level = config.text_level - LOSSY_MARGIN if hints.lossy else None
     text = text_shaped(image, config, level)
     if hints.colour is not None:
@@ -326,17 +326,24 @@ def series_overlay(image: np.ndarray, steady: np.ndarray, config: CleanupConfig)
     drawn = np.zeros_like(shown)
     for value in values:
         drawn |= cv2.absdiff(image, np.full_like(image, value)) <= STEADY_TOLERANCE
+    drawn &= brighter_than_around(image)
+    return shown | stroke_components(drawn, config)
+
+
+def brighter_than_around(image: np.ndarray) -> np.ndarray:
+    """The pixels `STEADY_CONTRAST` brighter than the mean of their neighbourhood (1/16 of
+    the side): drawn annotations stand out, flat regions do not."""
     side = max(5, (min(image.shape) // 16) | 1)
     around = cv2.blur(image, (side, side)).astype(np.int16)
-    drawn &= image.astype(np.int16) - around >= STEADY_CONTRAST
-    return shown | stroke_components(drawn, config)
+    return image.astype(np.int16) - around >= STEADY_CONTRAST
 
 
 def clean_image(
     image: np.ndarray, config: CleanupConfig = CleanupConfig(), hints: OverlayHints = NO_HINTS
 ) -> tuple[np.ndarray, CleanupStats]:
     """Overlay removed, borders cut, resized: the model-ready 8-bit image and its statistics;
-    `hints` say what the reader knows of the overlay (colour, lossy compression)."""
+    `hints` say what the reader knows of the overlay (colour, lossy compression, the series'
+    steady overlay)."""
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"expected a 2D uint8 image, got {image.dtype} {image.shape}")
     return clean_masked(image, overlay_mask(image, config, hints), config)

@@ -97,7 +97,7 @@ class PixelText:
 
     @property
     def passed(self) -> bool:
-        return not self.identifier_views and self.error is None
+        return self.problem() is None
 
     def problem(self) -> str | None:
         """Why pixels with these views may not be written, or None."""

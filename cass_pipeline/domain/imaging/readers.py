@@ -11,7 +11,16 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+)
 
 from cass_pipeline.domain.cohort.headers import IMAGE_SUFFIXES, image_suffix, with_preamble
 from cass_pipeline.domain.cohort.index import NO_PATIENT
@@ -136,13 +145,8 @@ def expected_pixel_bytes(ds: pydicom.Dataset) -> int | None:
         return None
 
 
-LOSSY_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50",  # JPEG baseline
-    "1.2.840.10008.1.2.4.51",  # JPEG extended
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossy allowed)
-    "1.2.840.10008.1.2.4.203",  # HTJ2K (lossy allowed)
-}
+#: Transfer syntaxes whose pixel data may have been compressed lossily.
+LOSSY_SYNTAXES = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000, HTJ2K}
 
 
 def is_lossy(ds: pydicom.Dataset) -> bool:

@@ -274,21 +274,6 @@ def export_branch(
             annotated = np.where(overlay, np.uint8(TEXT_LEVEL), pixels)
         written.append(annotated)
         target = folder / ("views.dcm" if style == "multiframe" else f"{k:03d}.{suffix}")
-        if config.image_format == "png":
-            write_png(target, annotated)
-        elif style != "multiframe":
-            write_dicom(
-                target,
-                annotated[None],
-                identity,
-                export.description,
-                export.series_number,
-                k,
-                float(angle),
-                (mm_per_row, mm_per_col),
-                study_key=f"{config.seed}/{export.case}",
-                style=style,
-            )
         rows.append(
             {
                 "case_id": export.case,
@@ -305,15 +290,28 @@ def export_branch(
                 "overlay_mask": overlay_masks_path(export.case),
             }
         )
-    if style == "multiframe":
+    if config.image_format == "png":
+        for row, image in zip(rows, written, strict=True):
+            write_png(staging / row["file"], image)
+        return clean_views, rows, overlays
+    # (file, frames, instance number, angle): one instance per view, or one of them all
+    instances = (
+        [(folder / "views.dcm", np.stack(written), 1, 0.0)]
+        if style == "multiframe"
+        else [
+            (staging / row["file"], image[None], k, float(angle))
+            for k, (row, image, angle) in enumerate(zip(rows, written, cpr.angles_deg, strict=True))
+        ]
+    )
+    for path, frames, instance, angle in instances:
         write_dicom(
-            folder / "views.dcm",
-            np.stack(written),
+            path,
+            frames,
             identity,
             export.description,
             export.series_number,
-            1,
-            0.0,
+            instance,
+            angle,
             (mm_per_row, mm_per_col),
             study_key=f"{config.seed}/{export.case}",
             style=style,
