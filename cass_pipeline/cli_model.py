@@ -4,11 +4,14 @@ arguments, call the domain or the runs package, print)."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from cass_pipeline.cli_common import options_of, picture_target, write_picture
+from cass_pipeline.domain.generations import GenerationMissingError, held_layout
 from cass_pipeline.domain.model.config import EvaluateSettings, ExplainSettings, TrainConfig
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.prediction.outputs import OUTPUT_FORMATS, WRITERS
@@ -19,16 +22,18 @@ from cass_pipeline.settings import CassSettings
 LR_FIND_OPTIONS = ("arch", "weights", "batch_size", "view_step", "seed")
 
 
-def training_layout() -> DataLayout:
-    """The processed tables training reads, with default splits written when missing."""
+@contextmanager
+def training_layout() -> Iterator[DataLayout]:
+    """The processed tables training reads, at the published image generation (held while
+    the command runs), with default splits written when missing."""
     from cass_pipeline.runs.training import MissingInputsError, ensure_splits
 
-    layout = CassSettings.from_env().layout
     try:
-        ensure_splits(layout)
-    except MissingInputsError as error:
+        with held_layout(CassSettings.from_env().layout) as layout:
+            ensure_splits(layout)
+            yield layout
+    except (MissingInputsError, GenerationMissingError) as error:
         raise click.ClickException(str(error)) from None
-    return layout
 
 
 @click.command()
@@ -42,16 +47,16 @@ def train(fresh, **options) -> None:
     from cass_pipeline.runs.tracking import Tracking
     from cass_pipeline.runs.training import run_training
 
-    layout = training_layout()
-    if fresh:
-        shutil.rmtree(layout.checkpoints, ignore_errors=True)
-    summary = run_training(
-        layout,
-        TrainConfig(**options),
-        Tracking.from_settings(CassSettings.from_env()),
-        {"launched_by": "cass train"},
-        progress=click.echo,
-    )
+    with training_layout() as layout:
+        if fresh:
+            shutil.rmtree(layout.checkpoints, ignore_errors=True)
+        summary = run_training(
+            layout,
+            TrainConfig(**options),
+            Tracking.from_settings(CassSettings.from_env()),
+            {"launched_by": "cass train"},
+            progress=click.echo,
+        )
     if summary is not None:
         click.echo(
             f"run {summary.run_id}: best epoch {summary.best_epoch}, validation branch "
@@ -71,10 +76,10 @@ def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
     from cass_pipeline.domain.model.lr_find import lr_curve_png, lr_range_test
     from cass_pipeline.runs.training import load_views
 
-    layout = training_layout()
-    views = load_views(layout, view_step)
     config = TrainConfig(arch=arch, weights=weights, batch_size=batch_size, seed=seed)
-    result = lr_range_test(views, layout.processed, config, steps=steps)
+    with training_layout() as layout:
+        views = load_views(layout, view_step)
+        result = lr_range_test(views, layout.images, config, steps=steps)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.curve.to_csv(out / "lr_find.csv", index=False)
@@ -224,4 +229,25 @@ def explain(image: str, model: str, out_path: str | None, steps: int) -> None:
     click.echo("\n".join(explained.lines()) + f"; heat map {target}")
 
 
-COMMANDS = (train, lr_find, evaluate, predict, explain)
+@click.command()
+@options_of(PredictSettings, ("model", "engine"))
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=5001, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--max-request-mb", default=1024, show_default=True, type=click.IntRange(1), help="largest body"
+)
+def serve(model, engine, host, port, max_request_mb) -> None:
+    """Serve a registered model over REST (POST /invocations, as `mlflow models serve`), with
+    answers that never echo a request and the contract of `cass predict` (docs/prediction.md)."""
+    import logging
+
+    import uvicorn
+
+    from cass_pipeline.runs.rest import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(load_registered(model, engine), max_request_mb << 20)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+COMMANDS = (train, lr_find, evaluate, predict, explain, serve)

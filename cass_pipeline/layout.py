@@ -6,7 +6,7 @@ and tests all find a table here, and it travels as JSON to torchrun workers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PARQUET = ".parquet"
@@ -21,6 +21,8 @@ REVIEWS = "reviews"
 #: The folders of a raw export that CASS reads; files elsewhere are a wrong layout.
 RAW_FOLDERS = (MPR, VOLUMES, CENTRELINES, REPORTS, REVIEWS)
 IMAGES, STORE = "images", "store"
+#: Under `images/`: the generations, and the link to the published one (`generations.py`).
+GENERATIONS, CURRENT = "generations", "current"
 
 
 def ground_truth_table(raw: Path, name: str) -> Path:
@@ -34,8 +36,9 @@ def store_name(patient: str) -> str:
 
 
 def store_entry(patient: str) -> str:
-    """A patient's image store relative to `processed/`, as the manifest names it."""
-    return f"{IMAGES}/{STORE}/{store_name(patient)}"
+    """A patient's image store relative to its generation (`DataLayout.images`), as the
+    manifest names it."""
+    return f"{STORE}/{store_name(patient)}"
 
 
 @dataclass(frozen=True)
@@ -88,17 +91,27 @@ class DataLayout:
 
     raw: Path
     processed: Path
+    #: The image generation read or written (`domain/generations.py`); None: the published.
+    generation: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "raw", Path(self.raw))
         object.__setattr__(self, "processed", Path(self.processed))
 
-    def as_json(self) -> dict[str, str]:
-        return {"raw": str(self.raw), "processed": str(self.processed)}
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "raw": str(self.raw),
+            "processed": str(self.processed),
+            "generation": self.generation,
+        }
 
     @classmethod
-    def from_json(cls, data: dict[str, str]) -> DataLayout:
-        return cls(Path(data["raw"]), Path(data["processed"]))
+    def from_json(cls, data: dict[str, str | None]) -> DataLayout:
+        return cls(Path(data["raw"]), Path(data["processed"]), data.get("generation"))
+
+    def at_generation(self, generation: str | None) -> DataLayout:
+        """This layout reading (or writing) the image generation `generation`."""
+        return replace(self, generation=generation)
 
     def ground_truth(self, name: str) -> Path:
         return ground_truth_table(self.raw, name)
@@ -108,10 +121,18 @@ class DataLayout:
         """The folders of the raw export (`mpr/`, `reports/`, `volumes/`, `centrelines/`)."""
         return RawLayout(self.raw)
 
-    # Images: cleaned views in a per-patient store, their manifest and rejects.
+    # Images: generations of cleaned views in a per-patient store, their manifest and rejects.
+    @property
+    def image_generations(self) -> Path:
+        """The folder of the image generations and of the link to the published one."""
+        return self.processed / IMAGES
+
     @property
     def images(self) -> Path:
-        return self.processed / IMAGES
+        """The image generation this layout reads: its own, else the published one."""
+        if self.generation is None:
+            return self.image_generations / CURRENT
+        return self.image_generations / GENERATIONS / self.generation
 
     @property
     def image_store(self) -> Path:

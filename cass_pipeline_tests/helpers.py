@@ -2,6 +2,8 @@
 report stage run on a folder, and an old-style registered version. Fixtures live in
 conftest.py and call these."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +31,18 @@ def tiny_config(**changes) -> TrainConfig:
     return replace(TrainConfig(**TINY_MODEL, patience=10, channels_last=False), **changes)
 
 
+@contextmanager
+def published_images(processed: Path) -> Iterator[DataLayout]:
+    """A layout at a new image generation under `processed`, published when the block ends
+    (as ingestion does)."""
+    from cass_pipeline.domain.generations import Generations
+
+    generations = Generations(layout_of(processed).image_generations)
+    generation = generations.building()
+    yield layout_of(processed).at_generation(generation)
+    generations.publish(generation)
+
+
 def write_training_data(root: Path, patients: int = 12, views: int = 4, size: int = 32) -> Path:
     """A tiny processed folder: image store, manifest, branch labels and splits.
 
@@ -38,11 +52,15 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
     import numpy as np
     import pandas as pd
 
+    from cass_pipeline.domain.generations import Generations
     from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 
     rng = np.random.default_rng(0)
     manifest, labels, splits = [], [], []
-    store = layout_of(root).image_store
+    generations = Generations(layout_of(root).image_generations)
+    generation = generations.building()
+    layout = layout_of(root).at_generation(generation)
+    store = layout.image_store
     store.mkdir(parents=True, exist_ok=True)
     for p in range(patients):
         pid = f"P{p:03d}"
@@ -63,7 +81,7 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
                         "artery": branch,
                         "branch": branch,
                         "view_index": v,
-                        "store_path": f"images/store/{pid}.npy",
+                        "store_path": f"store/{pid}.npy",
                         "store_index": len(images),
                         "size": size,
                         "source_sha256": f"{pid}-{branch}-{v}",
@@ -73,12 +91,12 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
                 images.append(image)
         np.save(store / f"{pid}.npy", np.stack(images))
         splits.append({"patient_id": pid, "patient_class": str(worst), "split": split})
-    layout = layout_of(root)
     for table in (layout.manifest, layout.branch_labels, layout.splits):
         table.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(manifest).to_parquet(layout.manifest)
     pd.DataFrame(labels).to_parquet(layout.branch_labels)
     pd.DataFrame(splits).to_parquet(layout.splits)
+    generations.publish(generation)
     return root
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,13 +14,17 @@ from pydantic import Field
 from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.cohort.report_sources import ReportColumns
+from cass_pipeline.domain.generations import GenerationMissingError, Generations
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
-from cass_pipeline.domain.storage import exclusive_writer
+from cass_pipeline.domain.storage import exclusive_writer, shared_reader
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.layout import DataLayout
 from cass_pipeline.runs.tracking import LoadedModel, RegistryError, Tracking
 from cass_pipeline.settings import CassSettings
+
+#: The run id of an asset or check called directly (a test), outside any run.
+DIRECT_INVOCATION = "EPHEMERAL"
 
 
 class CassPaths(dg.ConfigurableResource):
@@ -50,6 +55,41 @@ class CassPaths(dg.ConfigurableResource):
         """One writer of `folder` at a time (`storage.exclusive_writer`), waiting at most
         `writer_wait_seconds` for the current one."""
         return exclusive_writer(folder, self.writer_wait_seconds, notify)
+
+    def raw_reader(self, notify: Callable[[str], None]):
+        """Read `raw/` while no generator writes it (`storage.shared_reader`)."""
+        return shared_reader(self.raw, self.writer_wait_seconds, notify)
+
+    @property
+    def generations(self) -> Generations:
+        return Generations(self.layout.image_generations)
+
+    @contextmanager
+    def images_of_run(self, context) -> Iterator[DataLayout]:
+        """The layout at the image generation this run wrote or first read (else the
+        published one, marked as the run's), held for the step: every step of a run reads
+        one generation."""
+        run_id = context.op_execution_context.run_id
+        in_a_run = run_id != DIRECT_INVOCATION
+        generations = self.generations
+        try:
+            with generations.reading(generations.used_by(run_id) if in_a_run else None) as name:
+                if in_a_run:
+                    with suppress(PermissionError):  # a reader that may not write: its lock holds
+                        generations.mark_user(name, run_id)
+                yield self.layout.at_generation(name)
+        except GenerationMissingError as error:
+            raise dg.Failure(str(error)) from error
+
+
+def run_in_progress(instance: dg.DagsterInstance) -> Callable[[str], bool]:
+    """Whether a run (by id) has not finished: a generation it uses is kept meanwhile."""
+
+    def in_progress(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and not run.is_finished
+
+    return in_progress
 
 
 class MlflowTrackingResource(dg.ConfigurableResource):

@@ -18,8 +18,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-#: The lock file of a folder's writer (`exclusive_writer`); it names the holder.
+#: The lock file of a folder's readers and writer (`folder_lock`); beside it, one file per
+#: holder names it.
 WRITER_LOCK = ".writer.lock"
+#: A file mode stricter than the umask gives, for every file CASS writes (`output_mode`).
+FILE_MODE_VARIABLE = "CASS_FILE_MODE"
 
 
 class WriterBusyError(RuntimeError):
@@ -30,39 +33,105 @@ class WriterBusyError(RuntimeError):
 def exclusive_writer(
     folder: Path, wait_seconds: float = 600.0, notify: Callable[[str], None] | None = None
 ) -> Iterator[None]:
-    """Be the only writer of `folder` (an flock, released by the kernel if the holder dies):
-    wait up to `wait_seconds` for the current one, telling `notify` once, then give up."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Be the only writer of `folder`, and no reader of it (`folder_lock`)."""
+    with folder_lock(folder, shared=False, wait_seconds=wait_seconds, notify=notify):
+        yield
+
+
+@contextmanager
+def shared_reader(
+    folder: Path, wait_seconds: float = 600.0, notify: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Read `folder` beside other readers while no writer holds it (`folder_lock`)."""
+    with folder_lock(folder, shared=True, wait_seconds=wait_seconds, notify=notify):
+        yield
+
+
+def holder_notes(lock: Path) -> dict[int, Path]:
+    """The files the holders of `lock` leave beside it, by process id."""
+    notes = {}
+    for note in lock.parent.glob(f"{glob.escape(lock.name)}.*"):
+        pid = note.name.rsplit(".", 1)[-1]
+        if pid.isdigit():
+            notes[int(pid)] = note
+    return notes
+
+
+def lock_holders(lock: Path) -> str:
+    """Who holds `lock` ("process 12 on host since ..., reading"), from the notes of holders
+    still alive."""
+    names = []
+    for pid, note in sorted(holder_notes(lock).items()):
+        try:
+            if process_alive(pid):
+                names.append(note.read_text().strip())
+        except OSError:
+            continue
+    return "; ".join(names) or "another process"
+
+
+@contextmanager
+def folder_lock(
+    folder: Path,
+    shared: bool,
+    wait_seconds: float = 600.0,
+    notify: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold `folder`'s lock (an flock on `WRITER_LOCK`, released by the kernel if the holder
+    dies), shared by readers or exclusive for one writer: wait up to `wait_seconds` for the
+    holders, telling `notify` once who they are, then give up. A reader of a folder it may not
+    write (a read-only export) uses the lock file when there is one and reads unlocked else."""
     lock = folder / WRITER_LOCK
-    with open(lock, "a+") as handle:
+    if not shared:
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        if not shared or not lock.exists():
+            if shared:
+                yield
+                return
+            raise
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:  # a reader of a folder not there yet
+        yield
+        return
+    mode, doing = (fcntl.LOCK_SH, "reading") if shared else (fcntl.LOCK_EX, "writing")
+    note = lock.with_name(f"{lock.name}.{os.getpid()}")
+    with os.fdopen(fd, "rb"):
         deadline = time.monotonic() + wait_seconds
         told = False
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                holder = lock.read_text().strip() or "another process"
+                holder = lock_holders(lock)
                 if time.monotonic() >= deadline:
                     raise WriterBusyError(
-                        f"{folder} is being written by {holder}; gave up after waiting "
+                        f"{folder} is held by {holder}; gave up after waiting "
                         f"{wait_seconds:.0f} s. Let that run finish (or stop it), then run again."
                     ) from None
                 if notify and not told:
-                    notify(f"waiting up to {wait_seconds:.0f} s for {holder}, writing {folder}")
+                    notify(f"waiting up to {wait_seconds:.0f} s for {holder}, {doing} {folder}")
                     told = True
                 time.sleep(0.2)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()} since {since}")
-        handle.flush()
+        try:
+            for pid, dead in holder_notes(lock).items():
+                if not process_alive(pid):
+                    dead.unlink(missing_ok=True)
+            write_text_atomic(
+                note, f"process {os.getpid()} on {socket.gethostname()} since {since}, {doing}"
+            )
+        except OSError:  # a folder we may only read
+            note = None
         try:
             yield
         finally:
-            handle.truncate(0)
-            handle.flush()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if note is not None:
+                note.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def process_alive(pid: int) -> bool:
@@ -85,6 +154,28 @@ def remove_orphaned_temporaries(path: Path, suffix: str) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (Linux), else by setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def output_mode() -> int:
+    """The mode of every file CASS writes: 0666 less the umask (0644 under 022), or the
+    stricter `CASS_FILE_MODE` (octal, e.g. 0640) where a site sets one."""
+    mode = 0o666
+    if os.environ.get(FILE_MODE_VARIABLE):
+        mode = int(os.environ[FILE_MODE_VARIABLE], 8) & 0o666
+    return mode & ~umask()
+
+
 @contextmanager
 def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside `path`, renamed over it when the block succeeds; temporaries
@@ -94,6 +185,7 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=suffix
     )
+    os.fchmod(fd, output_mode())
     os.close(fd)
     try:
         yield Path(tmp)

@@ -5,7 +5,9 @@ Wiring layer (imports mlflow); the Dagster resource `MlflowTracking` builds one 
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,6 +92,15 @@ class LoadedModel:
             "referral_threshold": self.predictor.bundle.calibration.referral_threshold,
             "target_sensitivity": self.predictor.bundle.calibration.target_sensitivity,
         }
+
+
+def private_copy() -> str:
+    """A folder of this process for the copy of a model it loads, removed at exit: MLflow
+    writes into the folder it loads from, and a local registry must stay as registered (and
+    may be another account's, readable only)."""
+    folder = tempfile.mkdtemp(prefix="cass-model-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 @dataclass(frozen=True)
@@ -206,7 +217,9 @@ class Tracking:
                 f"{uri} is not a CASS serving model (flavours: {', '.join(flavours)}; "
                 "registered before models carried their bundle?): retrain to register one"
             )
-        pyfunc = mlflow.pyfunc.load_model(uri, model_config={"engine": engine, "device": device})
+        pyfunc = mlflow.pyfunc.load_model(
+            uri, dst_path=private_copy(), model_config={"engine": engine, "device": device}
+        )
         predictor = pyfunc.unwrap_python_model().predictor
         if not predictor.bundle.cleans_as_trained():
             raise NotServableError(

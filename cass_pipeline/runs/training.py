@@ -205,7 +205,7 @@ def model_bundle(
 def check_images(layout: DataLayout, views: pd.DataFrame, count: int = 64) -> np.ndarray:
     """Validation views (else training views) to check the ONNX export against the network."""
     ordered = pd.concat([views[views.split == "validation"], views[views.split != "validation"]])
-    dataset = ViewDataset(ordered.head(count), layout.processed)
+    dataset = ViewDataset(ordered.head(count), layout.images)
     return np.stack([dataset.image(i) for i in range(len(dataset))])
 
 
@@ -221,7 +221,7 @@ class ValidationOutputs:
     @classmethod
     def of(cls, layout: DataLayout, model, views: pd.DataFrame) -> ValidationOutputs:
         validation = views[views.split == "validation"].reset_index(drop=True)
-        outputs = view_outputs(TorchEngine(model), validation, layout.processed)
+        outputs = view_outputs(TorchEngine(model), validation, layout.images)
         return cls(validation, *outputs)
 
 
@@ -262,7 +262,7 @@ def fit_branch_head(
     if config.aggregation != "attention":
         return None
     train = views[views.split == "train"].reset_index(drop=True)
-    embeddings = view_outputs(TorchEngine(model), train, layout.processed)[1]
+    embeddings = view_outputs(TorchEngine(model), train, layout.images)[1]
     head, f1 = fit_attention(
         Bags.of(train, embeddings),
         Bags.of(validation.views, validation.embeddings),
@@ -327,7 +327,7 @@ def run_training(
     manifest, labels, splits = read_tables(layout)
     views, hashes = training_views((manifest, labels, splits), config.view_step)
     if rank != 0:
-        train(config, views, layout.processed, layout.checkpoints)
+        train(config, views, layout.images, layout.checkpoints)
         return None
     with tracking.start_run(run_name, tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         log_parameters(config, hashes, views)
@@ -347,7 +347,7 @@ def run_training(
             if progress is not None:
                 progress(progress_line(record, history, config.epochs))
 
-        result = train(config, views, layout.processed, layout.checkpoints, on_epoch)
+        result = train(config, views, layout.images, layout.checkpoints, on_epoch)
         mlflow.log_param("weights_used", result.weights_used)
         mlflow.log_metrics(
             {"best_val_branch_f1": result.best_val_branch_f1, "best_epoch": result.best_epoch}

@@ -182,10 +182,10 @@ def test_a_champion_that_cannot_be_served_loses_its_place(two_rounds):
     tracking.set_alias(CHAMPION, legacy)
     try:
         paths = CassPaths(raw_dir=str(root.parent), processed_dir=str(root))
-        decision = evaluation.against_champion(tracking, paths, 0.1, legacy)
+        decision = evaluation.against_champion(tracking, paths.layout, 0.1, legacy)
         assert decision["promote"] and "is not a CASS serving model" in decision["reason"]
         tracking.set_alias(CHAMPION, serving)
-        kept = evaluation.against_champion(tracking, paths, -1.0, serving)
+        kept = evaluation.against_champion(tracking, paths.layout, -1.0, serving)
         assert not kept["promote"] and kept["champion_patient_f1"] >= 0
     finally:
         tracking.set_alias(CHAMPION, serving)
@@ -213,11 +213,11 @@ def test_a_champion_is_compared_only_on_test_patients_it_never_learnt_from(two_r
     try:  # the splits changed since the champion was trained: 5 of its patients are now test
         splits.loc[splits.patient_id.isin([f"P{p:03d}" for p in range(5)]), "split"] = "test"
         splits.to_parquet(splits_path)
-        unfair = evaluation.against_champion(tracking, paths, -1.0, version)
+        unfair = evaluation.against_champion(tracking, paths.layout, -1.0, version)
         assert unfair["promote"]
         assert "learnt from 5 of the test patients" in unfair["reason"]
         monkeypatch.setattr(promotion, "MIN_FAIR_TEST_PATIENTS", 2)
-        fair = evaluation.against_champion(tracking, paths, -1.0, version)
+        fair = evaluation.against_champion(tracking, paths.layout, -1.0, version)
         assert "on the 2 test patients neither model learnt from" in fair["reason"]
         assert fair["challenger_patient_f1"] >= 0  # recomputed on the same 2 patients
     finally:
@@ -245,7 +245,7 @@ def test_a_change_of_pseudonyms_does_not_hide_what_the_champion_learnt_from(two_
                 moved = table.patient_id.isin([f"Q{p:03d}" for p in range(5)])
                 table.loc[moved, "split"] = "test"
             table.to_parquet(path)
-        decision = evaluation.against_champion(tracking, paths, -1.0, 1)
+        decision = evaluation.against_champion(tracking, paths.layout, -1.0, 1)
         assert "learnt from 5 of the test patients" in decision["reason"]
     finally:
         for path, data in saved.items():
@@ -272,7 +272,7 @@ def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
         pd.read_parquet(manifest_path).assign(cleanup_fingerprint="0123456789abcdef").to_parquet(
             manifest_path
         )
-        decision = evaluation.against_champion(tracking, paths, -1.0, 1)
+        decision = evaluation.against_champion(tracking, paths.layout, -1.0, 1)
         assert decision["promote"]
         assert "cannot be re-evaluated on this image store" in decision["reason"]
     finally:
@@ -313,9 +313,10 @@ def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_p
     head = loaded.predictor.bundle.attention
     assert head is not None and loaded.predictor.bundle.aggregation == "attention"
     # the served (ONNX) decisions are the head's over the PyTorch network's embeddings
-    paths = CassPaths(raw_dir=str(tmp_path), processed_dir=str(root))
-    views = evaluation.test_views(paths)
-    _, embeddings = view_outputs(TorchEngine(loaded.predictor.network()), views, root)
+    views = evaluation.test_views(layout_of(root))
+    _, embeddings = view_outputs(
+        TorchEngine(loaded.predictor.network()), views, layout_of(root).images
+    )
     expected = branch_predictions(head, Bags.of(views, embeddings))
     decided = served.groupby(["patient_id", "branch"], sort=True).branch_pred
     assert (decided.nunique() == 1).all()

@@ -23,11 +23,12 @@ def resources(root, tmp_path):
 
 def test_split_check_catches_a_planted_leak(training_data, tmp_path):
     paths = CassPaths(raw_dir=str(tmp_path), processed_dir=str(training_data))
-    assert model.no_patient_in_two_splits(paths).passed
+    context = dg.build_asset_check_context()
+    assert model.no_patient_in_two_splits(context, paths).passed
     splits = pd.read_parquet(paths.layout.splits)
     leaked = pd.concat([splits, splits.iloc[[0]].assign(split="test")])
     leaked.to_parquet(paths.layout.splits)
-    check = model.no_patient_in_two_splits(paths)
+    check = model.no_patient_in_two_splits(context, paths)
     assert not check.passed
     assert check.metadata["patients_in_two_splits"].value == 1
 

@@ -18,7 +18,7 @@ from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
-from cass_pipeline_tests.helpers import layout_of
+from cass_pipeline_tests.helpers import layout_of, published_images
 
 SECRET = b"ingest-test"
 KEYS = Pseudonyms(SECRET)
@@ -155,19 +155,22 @@ def test_identifier_check_catches_a_series_named_after_the_patient(tiny_cohort, 
     from cass_pipeline.domain.imaging.tables import IMAGE_REJECT_SCHEMA, MANIFEST_SCHEMA
     from cass_pipeline.domain.storage import write_parquet_atomic
 
-    layout = paths.layout
-    results = list(ingest_cohort(raw, layout.image_store, KEYS, config, 1))
-    write_parquet_atomic(
-        pd.DataFrame([r for x in results for r in x.rows]),
-        layout.manifest,
-        MANIFEST_SCHEMA,
-    )
-    write_parquet_atomic(
-        pd.DataFrame([r for x in results for r in x.rejects], columns=IMAGE_REJECT_SCHEMA.names),
-        layout.image_rejects,
-        IMAGE_REJECT_SCHEMA,
-    )
-    check = imaging.no_identifiers_in_image_outputs(paths, RawFormat())
+    with published_images(paths.processed) as layout:
+        results = list(ingest_cohort(raw, layout.image_store, KEYS, config, 1))
+        write_parquet_atomic(
+            pd.DataFrame([r for x in results for r in x.rows]),
+            layout.manifest,
+            MANIFEST_SCHEMA,
+        )
+        write_parquet_atomic(
+            pd.DataFrame(
+                [r for x in results for r in x.rejects], columns=IMAGE_REJECT_SCHEMA.names
+            ),
+            layout.image_rejects,
+            IMAGE_REJECT_SCHEMA,
+        )
+    context = dg.build_asset_check_context()
+    check = imaging.no_identifiers_in_image_outputs(context, paths, RawFormat())
     assert not check.passed
     assert sum(check.metadata["outputs_with_identifiers"].value.values()) >= 1
 
@@ -178,7 +181,7 @@ def test_a_second_ingestion_waits_for_the_writer_of_the_store(tiny_cohort, tmp_p
     raw = tmp_path / "raw"
     shutil.copytree(tiny_cohort, raw)
     paths = CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out"), writer_wait_seconds=1)
-    with exclusive_writer(paths.layout.images):  # another run is writing the store
+    with exclusive_writer(paths.layout.image_generations):  # another run is writing the store
         result = dg.materialize(
             [imaging.mpr_images],
             resources={
@@ -192,7 +195,8 @@ def test_a_second_ingestion_waits_for_the_writer_of_the_store(tiny_cohort, tmp_p
     assert not result.success
     error = result.failure_data_for_node("mpr_images").error
     message = error.cause.message if error.cause else error.message
-    assert f"being written by process {os.getpid()}" in message and "gave up" in message
+    assert f"held by process {os.getpid()}" in message and "writing" in message
+    assert "gave up" in message
     assert not paths.layout.manifest.exists()
 
 

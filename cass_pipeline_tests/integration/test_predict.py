@@ -74,7 +74,7 @@ class Registry:
         torch.manual_seed(seed)
         model = build_model("shufflenet_v2_x0_5", "none").model
         images = np.concatenate(
-            [np.load(p) for p in (self.processed / "images/store").glob("*.npy")]
+            [np.load(p) for p in layout_of(self.processed).image_store.glob("*.npy")]
         )
         for layer in model.modules():
             if isinstance(layer, torch.nn.BatchNorm2d):
@@ -126,7 +126,7 @@ def test_cli_gives_what_evaluation_gives_on_the_raw_export(registry, tiny_cohort
     # the evaluation path: the stored, already cleaned views of the same patient
     loaded = registry.tracking.load(CHAMPION)
     views = registry.manifest[registry.manifest.patient_id == pid].assign(label=0)
-    scored = loaded.predictor.score_views(views, registry.processed)
+    scored = loaded.predictor.score_views(views, layout_of(registry.processed).images)
     branches = branch_level(scored).set_index("branch").pred
     classes = ("no_stenosis", "non_significant", "significant")
     assert {b: classes[p] for b, p in branches.items()} == {
@@ -155,8 +155,12 @@ def test_the_patient_is_triaged_at_the_models_operating_point(registry, tiny_coh
     # served probabilities are the network's, temperature-scaled
     pid = document["patient"]
     views = registry.manifest[registry.manifest.patient_id == pid].assign(label=0)
-    raw = view_probabilities(TorchEngine(loaded.predictor.network()), views, registry.processed)
-    served = view_probabilities(loaded.predictor.engine, views, registry.processed)
+    raw = view_probabilities(
+        TorchEngine(loaded.predictor.network()), views, layout_of(registry.processed).images
+    )
+    served = view_probabilities(
+        loaded.predictor.engine, views, layout_of(registry.processed).images
+    )
     np.testing.assert_allclose(served, calibrate(raw, 1.5), atol=1e-4)
     text = predict(registry, tiny_cohort / "mpr" / PATIENT, tmp_path / "text")
     triage = [line for line in text.stdout.splitlines() if line.startswith("Triage: ")]
@@ -292,32 +296,28 @@ def test_a_version_without_a_bundle_is_refused_with_a_reason(registry, tiny_coho
     assert "flavours: " in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.fixture
-def rest_server(registry):
-    """`mlflow models serve` of the champion on a free port of 127.0.0.1."""
+@dataclass
+class Served:
+    url: str
+    log: Path
+
+    def post(self, body: bytes | dict) -> requests.Response:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        return requests.post(f"{self.url}/invocations", data=data, headers=headers, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def rest_server(registry) -> Served:
+    """`cass serve` of the champion on a free port of 127.0.0.1."""
     port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_TRACKING_URI": registry.tracking.tracking_uri,
-    }
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, **{k: v for k, v in registry.env().items() if v is not None}}
+    env.pop("CASS_PSEUDONYM_KEY", None)
     log = registry.root / f"serve-{port}.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [
-                str(Path(bin_dir) / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                "models:/cass-stenosis@champion",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
+            [str(bin_dir / "cass"), "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -325,46 +325,44 @@ def rest_server(registry):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        for _ in range(240):
             if server.poll() is not None:
-                pytest.fail(f"mlflow models serve exited: {log.read_text()[-2000:]}")
+                pytest.fail(f"cass serve exited: {log.read_text()[-2000:]}")
             try:
                 if requests.get(f"{url}/ping", timeout=1).ok:
                     break
             except requests.ConnectionError:
                 time.sleep(0.5)
         else:
-            pytest.fail(f"mlflow models serve did not answer: {log.read_text()[-2000:]}")
-        yield url
+            pytest.fail(f"cass serve did not answer: {log.read_text()[-2000:]}")
+        yield Served(url, log)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def request_rows(folder: Path, patient: str, series=lambda path: path.parent.name) -> list:
+    """A patient's files as `dataframe_split` rows: image, series_name, source, patient."""
+    return [
+        [
+            base64.b64encode(p.read_bytes()).decode(),
+            series(p),
+            p.relative_to(folder).as_posix(),
+            patient,
+        ]
+        for p in sorted(p for p in folder.rglob("*") if p.is_file())
+    ]
+
+
+COLUMNS = ["image", "series_name", "source", "patient"]
 
 
 def test_rest_service_answers_what_the_cli_writes(registry, rest_server, tiny_cohort, tmp_path):
     folder = tiny_cohort / "mpr" / PATIENT
     cli = predict(registry, folder, tmp_path / "out", "--json")
     expected = json.loads(cli.stdout)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    rows = [
-        [
-            base64.b64encode(p.read_bytes()).decode(),
-            p.parent.name,
-            p.relative_to(folder).as_posix(),
-            expected["patient"],
-        ]
-        for p in files
-    ]
-    response = requests.post(
-        f"{rest_server}/invocations",
-        json={
-            "dataframe_split": {
-                "columns": ["image", "series_name", "source", "patient"],
-                "data": rows,
-            }
-        },
-        timeout=60,
-    )
+    rows = request_rows(folder, expected["patient"])
+    response = rest_server.post({"dataframe_split": {"columns": COLUMNS, "data": rows}})
     assert response.status_code == 200, response.text[:2000]
     assert "NaN" not in response.text  # strict JSON
     table = pd.DataFrame(response.json()["predictions"])
@@ -378,6 +376,74 @@ def test_rest_service_answers_what_the_cli_writes(registry, rest_server, tiny_co
         expected["patient_class"],
         expected["cad_rads"],
     )
+
+
+def test_a_malformed_body_is_refused_without_a_word_of_it(rest_server, tiny_cohort, tmp_path):
+    dicom = next((tiny_cohort / "mpr" / PATIENT).rglob("*.dcm"))
+    dataset = pydicom.dcmread(dicom)
+    dataset.PatientName, dataset.PatientID = "PLANTEDNAME^ZELDA", "MRN-99887766"
+    dataset.save_as(tmp_path / "named.dcm")
+    encoded = base64.b64encode((tmp_path / "named.dcm").read_bytes()).decode()
+    body = (
+        '{"dataframe_split": {"columns": ["image", "patient"], '
+        f'"data": [["{encoded}", "PLANTEDNAME ZELDA"]'  # the closing brackets are missing
+    ).encode()
+    response = rest_server.post(body)
+    assert response.status_code == 400 and len(response.content) < 500
+    assert response.json()["error_code"] == "BAD_REQUEST"
+    assert "line 1 column" in response.json()["message"]
+    for secret in ("PLANTEDNAME", "ZELDA", "99887766", encoded[:40]):
+        assert secret not in response.text
+        assert secret not in rest_server.log.read_text()
+    assert rest_server.post(b"\xff\xfe").status_code == 400
+    assert requests.get(f"{rest_server.url}/ping", timeout=5).ok  # still serving
+
+
+def test_an_empty_or_wholly_rejected_request_is_a_4xx_with_the_reasons(rest_server):
+    empty = rest_server.post({"dataframe_split": {"columns": ["image"], "data": []}})
+    assert empty.status_code == 422 and empty.json()["error_code"] == "NO_VIEWS"
+    junk = base64.b64encode(b"not an image at all").decode()
+    rows = [[junk, "LAD", "LAD/0.dcm"], [junk, "LAD", "LAD/1.dcm"]]
+    refused = rest_server.post(
+        {"dataframe_split": {"columns": ["image", "series_name", "source"], "data": rows}}
+    )
+    assert refused.status_code == 422, refused.text[:500]
+    answer = refused.json()
+    assert answer["error_code"] == "NO_USABLE_VIEWS" and "2 of 2 rows" in answer["message"]
+    assert [r["row"] for r in answer["rejected"]] == [0, 1]
+    assert all(r["reason"] for r in answer["rejected"])
+    assert "LAD/0.dcm" not in refused.text  # the request's own values are not echoed
+
+
+def test_unknown_columns_are_refused_by_name(rest_server):
+    junk = base64.b64encode(b"x").decode()
+    columns = ["image", "Branch", "view_idx"]
+    response = rest_server.post(
+        {"dataframe_split": {"columns": columns, "data": [[junk, "LAD", 0]]}}
+    )
+    assert response.status_code == 400 and response.json()["error_code"] == "UNKNOWN_COLUMNS"
+    assert "'Branch'" in response.json()["message"] and "'view_idx'" in response.json()["message"]
+
+
+def test_a_series_name_the_file_contradicts_is_a_reject_stated_in_the_answer(
+    rest_server, tiny_cohort
+):
+    folder = tiny_cohort / "mpr" / PATIENT
+    lied = folder / "LCX"
+
+    def series(path: Path) -> str:
+        return "LAD" if path.parent == lied else path.parent.name
+
+    rows = request_rows(folder, "P", series)
+    response = rest_server.post({"dataframe_split": {"columns": COLUMNS, "data": rows}})
+    assert response.status_code == 200, response.text[:2000]
+    table = pd.DataFrame(response.json()["predictions"])
+    rejected = table[table.level == "rejected"]
+    contradicted = rejected[rejected.source.str.startswith(f"{lied.name}/")]
+    assert len(contradicted) == len(list(lied.iterdir()))
+    assert contradicted.reason.str.contains("series_name says LAD").all()
+    assert contradicted.reason.str.contains("SeriesDescription says LCX").all()
+    assert "LCX" not in set(table.loc[table.level == "branch", "branch"])
 
 
 def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
@@ -454,3 +520,96 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
         again = predict_partition().asset_materializations_for_node("patient_prediction")[0]
         assert again.metadata["model_version"].value == new_champion > 1
         assert get_stale_status_resolver(instance, assets).get_status(key, pid).value == "FRESH"
+
+
+def python_for(uid: int, gid: int) -> list[str] | None:
+    """A command line that runs this environment's Python as `uid`: the venv's interpreter,
+    else the system's of the same version with the venv's packages (a pyenv under a private
+    home is out of another user's reach); None when neither runs."""
+    site = next(p for p in sys.path if p.endswith("site-packages") and str(sys.prefix) in p)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    prelude = f"import site; site.addsitedir({site!r}); "
+    for interpreter in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        try:
+            probe = subprocess.run(
+                [interpreter, "-c", prelude + "import cass_pipeline"],
+                user=uid,
+                group=gid,
+                extra_groups=[],
+                capture_output=True,
+                cwd="/",
+            )
+        except PermissionError:  # the interpreter itself is out of reach
+            continue
+        if probe.returncode == 0:
+            return [
+                interpreter,
+                "-c",
+                prelude + "import sys; from cass_pipeline.cli import main; "
+                "sys.argv[0] = 'cass'; main()",
+            ]
+    return None
+
+
+def test_another_user_reads_the_registered_model_and_gets_rejects_for_what_it_cannot_read(
+    registry, tiny_cohort
+):
+    import pwd
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("switching to an unprivileged user needs root")
+    nobody = pwd.getpwnam("nobody")
+    uid, gid = nobody.pw_uid, nobody.pw_gid
+    command = python_for(uid, gid)
+    if command is None:
+        pytest.skip(
+            f"no Python {sys.version_info.major}.{sys.version_info.minor} that uid {uid} can run"
+        )
+    previous = os.umask(0o022)
+    base = Path(tempfile.mkdtemp(prefix="cass-second-user-"))
+    try:
+        base.chmod(0o755)
+        tracking = Tracking(f"sqlite:///{base}/mlflow.db", "shared", (base / "artifacts").as_uri())
+        shared = Registry(base, registry.processed, tracking, registry.manifest)
+        tracking.set_alias(CHAMPION, shared.register(seed=0))
+        unreadable = [
+            p
+            for p in (base / "artifacts").rglob("*")
+            if p.is_file() and not p.stat().st_mode & 0o004
+        ]
+        assert unreadable == []  # every file of the registered model, others may read
+        patient = base / "export" / PATIENT
+        shutil.copytree(tiny_cohort / "mpr" / PATIENT, patient)
+        (patient / "LAD" / "000.dcm").chmod(0o600)  # root's alone: unreadable for nobody
+        (patient / "LAD-D1").chmod(0o700)
+        home = base / "home"
+        home.mkdir()
+        os.chown(home, uid, gid)
+        env = {
+            "HOME": str(home),
+            "PATH": "/usr/bin:/bin",
+            "CASS_DATA_DIR": str(home / "data"),
+            "MLFLOW_TRACKING_URI": tracking.tracking_uri,
+        }
+        result = subprocess.run(
+            [*command, "predict", str(patient), "--out", str(home / "out"), "--json"],
+            user=uid,
+            group=gid,
+            extra_groups=[],
+            env=env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        document = json.loads(result.stdout)
+        reasons = {r["source"]: r["reason"] for r in document["rejected"]}
+        assert "cannot be read by this account" in reasons["LAD/000.dcm"]
+        assert "mode 0600" in reasons["LAD/000.dcm"]
+        assert "folder cannot be listed" in reasons["LAD-D1"]
+        assert "LCX" in document["branches"] and "D-1" not in document["branches"]
+    finally:
+        os.umask(previous)
+        shutil.rmtree(base, ignore_errors=True)

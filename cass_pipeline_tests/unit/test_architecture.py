@@ -57,7 +57,16 @@ STAGE_RANK = {
     "prediction": 4,
 }
 #: Cross-cutting facts and primitives, the only modules at the root of `domain/`.
-SHARED = {"anatomy", "device", "options", "plots", "privacy", "storage"}
+SHARED = {
+    "anatomy",
+    "device",
+    "generations",
+    "options",
+    "plots",
+    "privacy",
+    "storage",
+    "workers",
+}
 
 
 def domain_imports(source: str) -> set[str]:

@@ -92,7 +92,10 @@ def test_the_raw_side_and_the_store_of_a_patient(tmp_path):
         tmp_path / "raw" / name for name in ("mpr", "reports", "volumes", "centrelines")
     ]
     assert raw.centreline_file("CASE-0001") == raw.centrelines / "CASE-0001.json"
-    assert (layout.processed / store_entry("P1")).parent == layout.image_store
+    assert (layout.images / store_entry("P1")).parent == layout.image_store
+    pinned = layout.at_generation("000003")
+    assert pinned.manifest == tmp_path / "processed/images/generations/000003/manifest.parquet"
+    assert layout.manifest == tmp_path / "processed/images/current/manifest.parquet"
 
 
 def test_no_parquet_literal_outside_the_layout():

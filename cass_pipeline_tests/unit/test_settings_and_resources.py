@@ -40,7 +40,7 @@ def test_paths_resource_builds_from_default_and_overridden_settings(tmp_path):
     default = CassPaths.from_settings(CassSettings.from_env({}))
     assert default.raw == project_root() / "data" / "raw"
     custom = CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "out"))
-    assert custom.layout.manifest == tmp_path / "out" / "images" / "manifest.parquet"
+    assert custom.layout.manifest == tmp_path / "out" / "images" / "current" / "manifest.parquet"
     assert (
         custom.layout.ground_truth("views") == tmp_path / "raw" / "ground_truth" / "views.parquet"
     )

@@ -1,15 +1,24 @@
 """Atomic writes: a writer killed mid-write leaves a temporary that the next write removes;
-one writer per folder at a time."""
+one writer per folder at a time, readers beside each other; files others can read."""
 
 import os
 import subprocess
 import sys
 import time
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
-from cass_pipeline.domain.storage import WriterBusyError, exclusive_writer, write_parquet_atomic
+from cass_pipeline.domain.storage import (
+    FILE_MODE_VARIABLE,
+    WRITER_LOCK,
+    WriterBusyError,
+    exclusive_writer,
+    shared_reader,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 
 SCHEMA = pa.schema([("patient_id", pa.string())])
 KILLED_WRITER = """
@@ -82,3 +91,46 @@ def test_a_killed_writer_releases_its_folder(tmp_path):
     holder.wait()
     with exclusive_writer(tmp_path, wait_seconds=2):
         pass
+
+
+def test_readers_share_a_folder_and_a_writer_waits_for_them_naming_them(tmp_path):
+    heard = []
+    with shared_reader(tmp_path), shared_reader(tmp_path, wait_seconds=0.3):
+        busy = pytest.raises(WriterBusyError, match=rf"process {os.getpid()} on .*reading")
+        with busy, exclusive_writer(tmp_path, wait_seconds=0.3, notify=heard.append):
+            pass
+    assert "reading" in heard[0]
+    with exclusive_writer(tmp_path):
+        busy = pytest.raises(WriterBusyError, match=r"writing.*gave up")
+        with busy, shared_reader(tmp_path, wait_seconds=0.3):
+            pass
+    with exclusive_writer(tmp_path, wait_seconds=0.3):  # every holder is gone
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WRITER_LOCK]
+
+
+def test_a_reader_of_a_folder_not_there_yet_creates_nothing(tmp_path):
+    missing = tmp_path / "not-yet"
+    with shared_reader(missing):
+        assert not missing.exists()  # a reader creates nothing
+
+
+@pytest.mark.parametrize(
+    ("mask", "setting", "expected"),
+    [(0o022, None, 0o644), (0o027, None, 0o640), (0o022, "0600", 0o600)],
+)
+def test_written_files_follow_the_umask_or_the_stricter_setting(
+    tmp_path, monkeypatch, mask, setting, expected
+):
+    if setting:
+        monkeypatch.setenv(FILE_MODE_VARIABLE, setting)
+    previous = os.umask(mask)
+    try:
+        write_text_atomic(tmp_path / "a.json", "{}")
+        write_parquet_atomic(
+            pd.DataFrame({"x": [1]}), tmp_path / "t.parquet", pa.schema([("x", pa.int64())])
+        )
+    finally:
+        os.umask(previous)
+    for name in ("a.json", "t.parquet"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected

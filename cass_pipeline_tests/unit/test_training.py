@@ -8,7 +8,7 @@ import torch
 
 from cass_pipeline.domain.model.network import build_model, imagenet_cache_file, to_model_input
 from cass_pipeline.domain.model.train import train
-from cass_pipeline_tests.helpers import tiny_config, training_views
+from cass_pipeline_tests.helpers import layout_of, tiny_config, training_views
 
 TINY = tiny_config(epochs=3)
 
@@ -56,7 +56,7 @@ def test_model_input_is_grey_replicated_and_normalised():
 
 def test_resume_equals_uninterrupted(training_data, tmp_path):
     views = views_of(training_data).query("split != 'test'")
-    straight = train(TINY, views, training_data, tmp_path / "straight")
+    straight = train(TINY, views, layout_of(training_data).images, tmp_path / "straight")
 
     class KilledError(Exception):
         pass
@@ -66,8 +66,14 @@ def test_resume_equals_uninterrupted(training_data, tmp_path):
             raise KilledError
 
     with pytest.raises(KilledError):
-        train(TINY, views, training_data, tmp_path / "resumed", on_epoch=kill_after_epoch_one)
-    resumed = train(TINY, views, training_data, tmp_path / "resumed")
+        train(
+            TINY,
+            views,
+            layout_of(training_data).images,
+            tmp_path / "resumed",
+            on_epoch=kill_after_epoch_one,
+        )
+    resumed = train(TINY, views, layout_of(training_data).images, tmp_path / "resumed")
     assert resumed.resumed_from_epoch == 1
     assert [h.train_loss for h in resumed.history] == [h.train_loss for h in straight.history]
     for (name, a), b in zip(
@@ -82,20 +88,22 @@ def test_a_checkpoint_of_other_settings_is_refused_and_not_resumed(training_data
     from cass_pipeline.domain.model.train import Checkpoint, CheckpointMismatchError
 
     views = views_of(training_data).query("split != 'test'")
-    first = train(replace(TINY, epochs=1), views, training_data, tmp_path / "ckpt")
+    first = train(
+        replace(TINY, epochs=1), views, layout_of(training_data).images, tmp_path / "ckpt"
+    )
     last = tmp_path / "ckpt" / "last.pt"
     longer = replace(TINY, epochs=2)
     with pytest.raises(CheckpointMismatchError, match="written under settings"):
         Checkpoint.load(last, longer.fingerprint())
     saved = Checkpoint.load(last, replace(TINY, epochs=1).fingerprint())
     assert saved.finished and saved.epoch == 0 and saved.history == first.history
-    again = train(longer, views, training_data, tmp_path / "ckpt")
+    again = train(longer, views, layout_of(training_data).images, tmp_path / "ckpt")
     assert again.resumed_from_epoch is None and [h.epoch for h in again.history] == [0, 1]
 
 
 def test_test_split_never_reaches_training(training_data, tmp_path):
     with pytest.raises(ValueError, match="test split"):
-        train(TINY, views_of(training_data), training_data, tmp_path / "ckpt")
+        train(TINY, views_of(training_data), layout_of(training_data).images, tmp_path / "ckpt")
 
 
 def test_lr_find_writes_a_curve_and_a_plot(training_data, tmp_path):

@@ -36,6 +36,7 @@ from cass_pipeline.domain.model.inference import (
 from cass_pipeline.domain.prediction.bundle import ONNX_TOLERANCE
 from cass_pipeline.domain.prediction.predictor import VIEW_PREDICTION_SCHEMA
 from cass_pipeline.domain.storage import write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from cass_pipeline.layout import DataLayout
 from cass_pipeline.runs.tracking import (
     LoadedModel,
     NotServableError,
@@ -47,36 +48,38 @@ from cass_pipeline.settings import REGISTERED_MODEL_NAME
 RANKING_PREVIEW = 10
 
 
-def test_views(paths: CassPaths) -> pd.DataFrame:
+def test_views(layout: DataLayout) -> pd.DataFrame:
     """Labelled views of the test split (the only place the test split is read)."""
-    views = load_views(paths.layout)
+    views = load_views(layout)
     return views[views.split == "test"].reset_index(drop=True)
 
 
-def predictions_with(loaded: LoadedModel, views: pd.DataFrame, paths: CassPaths) -> pd.DataFrame:
+def predictions_with(loaded: LoadedModel, views: pd.DataFrame, layout: DataLayout) -> pd.DataFrame:
     """The registered model's view predictions, through its own predictor (as served)."""
     try:
         loaded.predictor.bundle.check_store(views.cleanup_fingerprint)
     except ValueError as error:
         raise dg.Failure(f"model version {loaded.version}: {error}") from error
-    scored = loaded.predictor.score_views(views, paths.processed)
+    scored = loaded.predictor.score_views(views, layout.images)
     return scored.assign(model_version=loaded.version)[VIEW_PREDICTION_SCHEMA.names]
 
 
 @dg.asset(group_name="evaluation", deps=[stenosis_model, patient_splits], kinds={"parquet"})
-def test_predictions(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+def test_predictions(
+    context: dg.AssetExecutionContext, paths: CassPaths, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
     """The challenger's per-view probabilities and class on the test split, through the
     registered model (ONNX Runtime); its PyTorch network is scored too, to check the export."""
     mlflow_tracking.registry()
     loaded = mlflow_tracking.load(CHALLENGER)
-    views = test_views(paths)
     path = paths.layout.test_predictions
-    scored = predictions_with(loaded, views, paths)
-    write_parquet_atomic(scored, path, VIEW_PREDICTION_SCHEMA)
     network = loaded.predictor.bundle.calibration.scaled(TorchEngine(loaded.predictor.network()))
-    difference, changed = largest_difference(
-        scored[PROBABILITY_COLUMNS].to_numpy(), view_probabilities(network, views, paths.processed)
-    )
+    with paths.images_of_run(context) as layout:
+        views = test_views(layout)
+        scored = predictions_with(loaded, views, layout)
+        write_parquet_atomic(scored, path, VIEW_PREDICTION_SCHEMA)
+        by_torch = view_probabilities(network, views, layout.images)
+    difference, changed = largest_difference(scored[PROBABILITY_COLUMNS].to_numpy(), by_torch)
     parity = {
         "model_version": loaded.version,
         "views": len(views),
@@ -183,7 +186,7 @@ UNCALIBRATED = Calibration()
 
 def against_champion(
     tracking: Tracking,
-    paths: CassPaths,
+    layout: DataLayout,
     challenger_f1: float,
     version: int,
     calibration: Calibration = UNCALIBRATED,
@@ -195,7 +198,7 @@ def against_champion(
         champion = tracking.load(CHAMPION)
     except NotServableError as error:
         return {"champion_version": version, "promote": True, "reason": str(error)}
-    views = test_views(paths)
+    views = test_views(layout)
     try:
         champion.predictor.bundle.check_store(views.cleanup_fingerprint)
     except ValueError as error:  # the cleanup changed since: no like-for-like comparison
@@ -207,7 +210,7 @@ def against_champion(
         return {"champion_version": version, "promote": True, "reason": reason}
     entry = {"champion_version": version}
     if learnt:
-        predictions = pd.read_parquet(paths.layout.test_predictions)
+        predictions = pd.read_parquet(layout.test_predictions)
         restricted = predictions[predictions.patient_id.isin(set(fair.patient_id))]
         challenger_f1 = promotion.patient_f1(restricted)
         entry |= {
@@ -216,7 +219,7 @@ def against_champion(
                 restricted, calibration
             ),
         }
-    scored = predictions_with(champion, fair, paths)
+    scored = predictions_with(champion, fair, layout)
     where = (
         f"on the {patients} test patients neither model learnt from"
         if learnt
@@ -231,22 +234,25 @@ def against_champion(
 
 
 @dg.asset(group_name="evaluation", deps=[evaluation_report], kinds={"mlflow"})
-def promotion_decision(paths: CassPaths, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+def promotion_decision(
+    context: dg.AssetExecutionContext, paths: CassPaths, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
     """Challenger vs champion on the same test split: promote when the challenger's
     patient-level weighted F1 is at least the champion's (the champion is re-evaluated)."""
     tracking = mlflow_tracking.registry()
     report = json.loads(paths.layout.evaluation_report.read_text())
     decision = promotion.challenger_entry(report)
     champion_version = tracking.alias_version(CHAMPION)
-    decision |= promotion.without_comparison(report["model_version"], champion_version) or (
-        against_champion(
-            tracking,
-            paths,
-            decision["challenger_patient_f1"],
-            champion_version,
-            Calibration.from_json(report["calibration"]),
+    with paths.images_of_run(context) as layout:
+        decision |= promotion.without_comparison(report["model_version"], champion_version) or (
+            against_champion(
+                tracking,
+                layout,
+                decision["challenger_patient_f1"],
+                champion_version,
+                Calibration.from_json(report["calibration"]),
+            )
         )
-    )
     write_text_atomic(paths.layout.promotion, json.dumps(decision, indent=2))
     client = tracking.client()
     run_id = report["run_id"]
@@ -309,23 +315,27 @@ ExplanationConfig = config_class(
 
 @dg.asset(group_name="evaluation", deps=[test_predictions], kinds={"pytorch"})
 def explanations(
-    config: ExplanationConfig, paths: CassPaths, mlflow_tracking: MlflowTracking
+    context: dg.AssetExecutionContext,
+    config: ExplanationConfig,
+    paths: CassPaths,
+    mlflow_tracking: MlflowTracking,
 ) -> dg.MaterializeResult:
     """Integrated Gradients heat maps for a sample of test views per class, and the share of
     the attribution that falls on the vessel band."""
     tracking = mlflow_tracking.registry()
     predictions = pd.read_parquet(paths.layout.test_predictions)
     loaded = mlflow_tracking.load(CHALLENGER)
-    views = test_views(paths)
     settings = settings_from(config, ExplainSettings)
-    picks = explanation_sample(views, predictions, settings.per_class)
-    explained = explain_views(
-        loaded.predictor.network(),
-        ViewDataset(views, paths.processed),
-        picks,
-        settings.steps,
-        settings.vessel_band,
-    )
+    with paths.images_of_run(context) as layout:
+        views = test_views(layout)
+        picks = explanation_sample(views, predictions, settings.per_class)
+        explained = explain_views(
+            loaded.predictor.network(),
+            ViewDataset(views, layout.images),
+            picks,
+            settings.steps,
+            settings.vessel_band,
+        )
     paths.layout.explanations.mkdir(parents=True, exist_ok=True)
     for view in explained:
         write_bytes_atomic(paths.layout.explanations / f"{view.name}.png", view.png)

@@ -20,7 +20,7 @@ from cass_pipeline.defs.presentation import (
     png_markdown,
     previous_patients,
 )
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat, run_in_progress
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
 from cass_pipeline.domain.imaging.cleanup import (
@@ -155,13 +155,15 @@ def mpr_images(
     raw_format: RawFormat,
 ):
     """Discover the cohort's patients, studies and series by their DICOM tags (or folders,
-    or volumes), clean every view, pack per patient; one writer of the store at a time."""
-    index = raw_format.index(paths.raw)
-    keys = pseudonyms.pseudonyms_for(paths.raw, index)
+    or volumes), clean every view, pack per patient into a new generation of the store and
+    publish it whole; one writer of the store at a time, no generator writing `raw/`."""
     with (
-        paths.exclusive_writer(paths.layout.images, context.log.warning),
+        paths.raw_reader(context.log.warning),
+        paths.exclusive_writer(paths.layout.image_generations, context.log.warning),
         cluster_pool() as (pool, engine),
     ):
+        index = raw_format.index(paths.raw)
+        keys = pseudonyms.pseudonyms_for(paths.raw, index)
         settings = config.ingest_config(raw_format.series_aliases)
         context.log.info(f"ingesting patients on {engine}")
         yield from ingest_images(
@@ -179,26 +181,45 @@ def ingest_images(
     pool: Executor | None,
     engine: str,
 ):
-    """Every patient's views into the store (on `pool`, else `workers` processes), then the
-    manifest, rejects and examples."""
-    layout, sources = paths.layout, discover(paths.raw, index)
-    previous = patients_in(layout.manifest)
-    processed, skipped = write_image_tables(paths.raw, layout, keys, settings, workers, index, pool)
+    """Every patient's views into a new generation of the store (on `pool`, else `workers`
+    processes), then its manifest, rejects and examples; published once all are written, and
+    the generations no reader or run uses any more removed."""
+    generations, sources = paths.generations, discover(paths.raw, index)
+    published = generations.current()
+    previous = paths.layout.at_generation(published)
+    previous_count = patients_in(previous.manifest) if published else 0
+    building = generations.building()
+    generations.mark_user(building, context.run.run_id)
+    layout = paths.layout.at_generation(building)
+    processed, skipped = write_image_tables(
+        paths.raw,
+        layout,
+        keys,
+        settings,
+        workers,
+        index,
+        pool,
+        previous.image_store if published else None,
+    )
     context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
     settings.write(layout.ingest_settings)
     frame = pd.read_parquet(layout.manifest)
+    examples, read = write_examples(layout.image_examples, sources, keys, frame, settings.cleanup)
+    generations.publish(building)
+    removed = generations.remove_unused(run_in_progress(context.instance))
     counts = {
-        "previous_patients": previous,
+        "previous_patients": previous_count,
         "patients_processed": processed,
         "patients_skipped_unchanged": skipped,
         "ingested_on": engine,
         "pseudonym_keys": dg.MetadataValue.json(keys.key_counts(s.key for s in sources)),
+        "generation": building,
+        "generations_removed": dg.MetadataValue.json(removed),
     }
     yield dg.MaterializeResult(
         asset_key="mpr_manifest", metadata=manifest_metadata(layout, frame, settings) | counts
     )
     yield dg.MaterializeResult(asset_key="mpr_rejects", metadata=rejects_metadata(layout))
-    examples, read = write_examples(layout.image_examples, sources, keys, frame, settings.cleanup)
     yield dg.MaterializeResult(
         asset_key="mpr_cleanup_examples",
         metadata={
@@ -211,10 +232,17 @@ def ingest_images(
 
 
 def write_image_tables(
-    raw: Path, layout: DataLayout, keys, settings: IngestConfig, workers, index, pool
+    raw: Path,
+    layout: DataLayout,
+    keys,
+    settings: IngestConfig,
+    workers,
+    index,
+    pool,
+    previous_store: Path | None = None,
 ) -> tuple[int, int]:
     """Stream each patient's manifest rows and rejects as the store is written; (patients
-    processed, patients unchanged and skipped)."""
+    processed, patients unchanged and skipped or linked from `previous_store`)."""
     processed = skipped = 0
     with (
         parquet_stream(layout.manifest, MANIFEST_SCHEMA) as manifest,
@@ -222,7 +250,14 @@ def write_image_tables(
         parquet_stream(layout.pixel_text, PIXEL_TEXT_SCHEMA) as pixel_text,
     ):
         for result in ingest_cohort(
-            raw, layout.image_store, keys, settings, workers, index=index, pool=pool
+            raw,
+            layout.image_store,
+            keys,
+            settings,
+            workers,
+            index=index,
+            pool=pool,
+            previous_store=previous_store,
         ):
             manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
             rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))
@@ -265,25 +300,28 @@ def rejects_metadata(layout: DataLayout) -> dict:
     blocking=True,
     description="Each patient's store holds exactly its manifest rows, in order.",
 )
-def mpr_store_matches_manifest(paths: CassPaths) -> dg.AssetCheckResult:
-    frame = pd.read_parquet(paths.layout.manifest)
-    broken = []
-    for pid, rows in frame.groupby("patient_id"):
-        store = np.load(paths.processed / rows.store_path.iloc[0], mmap_mode="r")
-        if (
-            store.shape[0] != len(rows)
-            or sorted(rows.store_index) != list(range(len(rows)))
-            or store.shape[1:] != (rows["size"].iloc[0],) * 2
-        ):
-            broken.append(pid)
-    return dg.AssetCheckResult(
-        passed=not broken,
-        metadata={
-            "patients": frame.patient_id.nunique(),
-            "mismatched": len(broken),
-            "examples": dg.MetadataValue.json(broken[:10]),
-        },
-    )
+def mpr_store_matches_manifest(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths
+) -> dg.AssetCheckResult:
+    with paths.images_of_run(context) as layout:
+        frame = pd.read_parquet(layout.manifest)
+        broken = []
+        for pid, rows in frame.groupby("patient_id"):
+            store = np.load(layout.images / rows.store_path.iloc[0], mmap_mode="r")
+            if (
+                store.shape[0] != len(rows)
+                or sorted(rows.store_index) != list(range(len(rows)))
+                or store.shape[1:] != (rows["size"].iloc[0],) * 2
+            ):
+                broken.append(pid)
+        return dg.AssetCheckResult(
+            passed=not broken,
+            metadata={
+                "patients": frame.patient_id.nunique(),
+                "mismatched": len(broken),
+                "examples": dg.MetadataValue.json(broken[:10]),
+            },
+        )
 
 
 @dg.asset_check(
@@ -295,51 +333,58 @@ def mpr_store_matches_manifest(paths: CassPaths) -> dg.AssetCheckResult:
 def mpr_manifest_has_patients(
     context: dg.AssetCheckExecutionContext, paths: CassPaths
 ) -> dg.AssetCheckResult:
-    found = patients_in(paths.layout.manifest)
-    mpr = paths.layout.raw_folders.mpr
-    folders = len([p for p in mpr.glob("*") if p.is_dir()])
-    rejected = len(pd.read_parquet(paths.layout.image_rejects, columns=["reason"]))
-    outside = files_outside(paths.raw)
-    seen = (
-        f"{folders} patient folders under {mpr}, {rejected} rejected files "
-        f"(see mpr_rejects) and {outside} files elsewhere under {paths.raw}"
-    )
-    return patient_count_check(
-        found, previous_patients(context, "mpr_manifest"), EXPECTED_IMAGES, seen
-    )
+    with paths.images_of_run(context) as layout:
+        found = patients_in(layout.manifest)
+        mpr = layout.raw_folders.mpr
+        folders = len([p for p in mpr.glob("*") if p.is_dir()])
+        rejected = len(pd.read_parquet(layout.image_rejects, columns=["reason"]))
+        outside = files_outside(paths.raw)
+        seen = (
+            f"{folders} patient folders under {mpr}, {rejected} rejected files "
+            f"(see mpr_rejects) and {outside} files elsewhere under {paths.raw}"
+        )
+        return patient_count_check(
+            found, previous_patients(context, "mpr_manifest"), EXPECTED_IMAGES, seen
+        )
 
 
 @dg.asset_check(asset="mpr_manifest", description="Branches with fewer views than is usual.")
-def mpr_missing_views(paths: CassPaths) -> dg.AssetCheckResult:
-    frame = pd.read_parquet(paths.layout.manifest)
-    counts = frame.groupby(["patient_id", "branch"]).size()
-    expected = int(counts.mode().iloc[0]) if len(counts) else 0
-    short = counts[counts < expected]
-    gaps = frame.groupby(["patient_id", "branch"]).view_index.agg(
-        lambda v: sorted(v) != list(range(len(v)))
-    )
-    return dg.AssetCheckResult(
-        passed=short.empty and not gaps.any(),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "expected_views_per_branch": expected,
-            "branches": len(counts),
-            "branches_with_missing_views": len(short),
-            "branches_with_index_gaps": int(gaps.sum()),
-        },
-    )
+def mpr_missing_views(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths
+) -> dg.AssetCheckResult:
+    with paths.images_of_run(context) as layout:
+        frame = pd.read_parquet(layout.manifest)
+        counts = frame.groupby(["patient_id", "branch"]).size()
+        expected = int(counts.mode().iloc[0]) if len(counts) else 0
+        short = counts[counts < expected]
+        gaps = frame.groupby(["patient_id", "branch"]).view_index.agg(
+            lambda v: sorted(v) != list(range(len(v)))
+        )
+        return dg.AssetCheckResult(
+            passed=short.empty and not gaps.any(),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "expected_views_per_branch": expected,
+                "branches": len(counts),
+                "branches_with_missing_views": len(short),
+                "branches_with_index_gaps": int(gaps.sum()),
+            },
+        )
 
 
 @dg.asset_check(asset="mpr_rejects", description="Rejected inputs stay under 5% of all views.")
-def mpr_rejects_ratio(paths: CassPaths) -> dg.AssetCheckResult:
-    views = len(pd.read_parquet(paths.layout.manifest, columns=["patient_id"]))
-    rejects = len(pd.read_parquet(paths.layout.image_rejects, columns=["reason"]))
-    ratio = rejects / max(1, views + rejects)
-    return dg.AssetCheckResult(
-        passed=ratio <= 0.05,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"views": views, "rejects": rejects, "ratio": round(ratio, 4)},
-    )
+def mpr_rejects_ratio(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths
+) -> dg.AssetCheckResult:
+    with paths.images_of_run(context) as layout:
+        views = len(pd.read_parquet(layout.manifest, columns=["patient_id"]))
+        rejects = len(pd.read_parquet(layout.image_rejects, columns=["reason"]))
+        ratio = rejects / max(1, views + rejects)
+        return dg.AssetCheckResult(
+            passed=ratio <= 0.05,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"views": views, "rejects": rejects, "ratio": round(ratio, 4)},
+        )
 
 
 @dg.asset_check(
@@ -348,38 +393,45 @@ def mpr_rejects_ratio(paths: CassPaths) -> dg.AssetCheckResult:
     description="No patient identifier from the DICOM headers or folder names "
     "appears in the manifest, the rejects or the example names.",
 )
-def no_identifiers_in_image_outputs(paths: CassPaths, raw_format: RawFormat) -> dg.AssetCheckResult:
-    identifiers = set()
-    mpr = paths.layout.raw_folders.mpr
-    for source in discover(paths.raw, raw_format.index(paths.raw)):
-        identifiers.add(source.key)
-        if source.mpr_dir is not None and source.mpr_dir.is_relative_to(mpr):
-            identifiers |= set(source.mpr_dir.relative_to(mpr).parts[:1])
-        if source.mpr_dir is not None:
-            first = next(
-                (f for f in source.files() if f.suffix.lower() not in {".png", ".jpg", ".jpeg"}),
-                None,
-            )
-            if first is not None:
-                identifiers |= dicom_identifiers(first)
-    layout = paths.layout
-    tables = {"manifest": layout.manifest, "rejects": layout.image_rejects}
-    values = {name: table_values(pd.read_parquet(path)) for name, path in tables.items()}
-    values["examples"] = [p.name for p in layout.image_examples.glob("*")]
-    hits = {name: len(identifiers_found(v, identifiers)) for name, v in values.items()}
-    hits = {k: v for k, v in hits.items() if v}
-    return dg.AssetCheckResult(
-        passed=not hits,
-        metadata={
-            "identifiers_checked": len(identifiers),
-            "outputs_with_identifiers": dg.MetadataValue.json(hits),
-        },
-    )
+def no_identifiers_in_image_outputs(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths, raw_format: RawFormat
+) -> dg.AssetCheckResult:
+    with paths.images_of_run(context) as layout:
+        identifiers = set()
+        mpr = layout.raw_folders.mpr
+        for source in discover(paths.raw, raw_format.index(paths.raw)):
+            identifiers.add(source.key)
+            if source.mpr_dir is not None and source.mpr_dir.is_relative_to(mpr):
+                identifiers |= set(source.mpr_dir.relative_to(mpr).parts[:1])
+            if source.mpr_dir is not None:
+                first = next(
+                    (
+                        f
+                        for f in source.files()
+                        if f.suffix.lower() not in {".png", ".jpg", ".jpeg"}
+                    ),
+                    None,
+                )
+                if first is not None:
+                    identifiers |= dicom_identifiers(first)
+        layout = paths.layout
+        tables = {"manifest": layout.manifest, "rejects": layout.image_rejects}
+        values = {name: table_values(pd.read_parquet(path)) for name, path in tables.items()}
+        values["examples"] = [p.name for p in layout.image_examples.glob("*")]
+        hits = {name: len(identifiers_found(v, identifiers)) for name, v in values.items()}
+        hits = {k: v for k, v in hits.items() if v}
+        return dg.AssetCheckResult(
+            passed=not hits,
+            metadata={
+                "identifiers_checked": len(identifiers),
+                "outputs_with_identifiers": dg.MetadataValue.json(hits),
+            },
+        )
 
 
-def pixel_text_summary(paths: CassPaths) -> tuple[pd.DataFrame, dict]:
+def pixel_text_summary(layout: DataLayout) -> tuple[pd.DataFrame, dict]:
     """The OCR table of the stored views and what it says it read, for the two checks."""
-    table = pd.read_parquet(paths.layout.pixel_text)
+    table = pd.read_parquet(layout.pixel_text)
     errors = table.error.dropna()
     return table, {
         "engine": f"Tesseract {engine_version()} (tesserocr), English model",
@@ -405,34 +457,40 @@ def flagged_views(table: pd.DataFrame, column: str) -> list[str]:
     description="OCR reads no token of the patient's identifiers (DICOM and report headers, "
     "patient key) in the stored views, and every patient's views could be read.",
 )
-def no_identifier_in_stored_pixels(paths: CassPaths) -> dg.AssetCheckResult:
-    table, read = pixel_text_summary(paths)
-    views = flagged_views(table, "identifier_views")
-    return dg.AssetCheckResult(
-        passed=not views and not read["patients_not_read"],
-        metadata={
-            **read,
-            "views_with_identifiers": len(views),
-            "views": dg.MetadataValue.json(views[:20]),
-            "what_to_do": "open the view with `cass inspect <pseudonym>`, add the overlay's "
-            "style to the cleanup (docs/imaging.md) and rerun",
-        },
-    )
+def no_identifier_in_stored_pixels(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths
+) -> dg.AssetCheckResult:
+    with paths.images_of_run(context) as layout:
+        table, read = pixel_text_summary(layout)
+        views = flagged_views(table, "identifier_views")
+        return dg.AssetCheckResult(
+            passed=not views and not read["patients_not_read"],
+            metadata={
+                **read,
+                "views_with_identifiers": len(views),
+                "views": dg.MetadataValue.json(views[:20]),
+                "what_to_do": "open the view with `cass inspect <pseudonym>`, add the overlay's "
+                "style to the cleanup (docs/imaging.md) and rerun",
+            },
+        )
 
 
 @dg.asset_check(
     asset="mpr_manifest",
     description="OCR reads no other confident text in the stored views.",
 )
-def no_text_in_stored_pixels(paths: CassPaths) -> dg.AssetCheckResult:
-    table, read = pixel_text_summary(paths)
-    views = flagged_views(table, "text_views")
-    return dg.AssetCheckResult(
-        passed=not views,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            **read,
-            "views_with_text": len(views),
-            "views": dg.MetadataValue.json(views[:20]),
-        },
-    )
+def no_text_in_stored_pixels(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths
+) -> dg.AssetCheckResult:
+    with paths.images_of_run(context) as layout:
+        table, read = pixel_text_summary(layout)
+        views = flagged_views(table, "text_views")
+        return dg.AssetCheckResult(
+            passed=not views,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                **read,
+                "views_with_text": len(views),
+                "views": dg.MetadataValue.json(views[:20]),
+            },
+        )

@@ -16,6 +16,7 @@ from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain.evaluation.config import CHALLENGER
 from cass_pipeline.domain.model import splits as split_rules
 from cass_pipeline.domain.model.config import TrainConfig
+from cass_pipeline.layout import DataLayout
 from cass_pipeline.runs.training import TrainingSpec, run_training, write_splits
 from cass_pipeline.settings import REGISTERED_MODEL_NAME
 
@@ -29,10 +30,14 @@ SplitConfig = config_class(
 
 
 @dg.asset(group_name="model", deps=["patient_labels", "mpr_manifest"], kinds={"parquet"})
-def patient_splits(config: SplitConfig, paths: CassPaths) -> dg.MaterializeResult:
+def patient_splits(
+    context: dg.AssetExecutionContext, config: SplitConfig, paths: CassPaths
+) -> dg.MaterializeResult:
     """Train / validation / test by patient, stratified by patient class, for patients with
     both a label and images."""
-    table, left_out = write_splits(paths.layout, settings_from(config, split_rules.SplitSettings))
+    settings = settings_from(config, split_rules.SplitSettings)
+    with paths.images_of_run(context) as layout:
+        table, left_out = write_splits(layout, settings)
     counts = table.groupby(["split", "patient_class"]).size().unstack(fill_value=0)
     return dg.MaterializeResult(
         metadata={
@@ -48,9 +53,12 @@ def patient_splits(config: SplitConfig, paths: CassPaths) -> dg.MaterializeResul
 @dg.asset_check(
     asset=patient_splits, blocking=True, description="No patient, and no image, in two splits."
 )
-def no_patient_in_two_splits(paths: CassPaths) -> dg.AssetCheckResult:
+def no_patient_in_two_splits(
+    context: dg.AssetCheckExecutionContext, paths: CassPaths
+) -> dg.AssetCheckResult:
     splits = pd.read_parquet(paths.layout.splits)
-    manifest = pd.read_parquet(paths.layout.manifest, columns=["patient_id", "source_sha256"])
+    with paths.images_of_run(context) as layout:
+        manifest = pd.read_parquet(layout.manifest, columns=["patient_id", "source_sha256"])
     leaks = split_rules.split_leaks(splits, manifest)
     return dg.AssetCheckResult(
         passed=not leaks["patients"] and not leaks["images"],
@@ -118,7 +126,18 @@ def stenosis_model(
 ) -> dg.MaterializeResult:
     """ShuffleNet V2 trained on the train split, selected on validation branch F1, logged to
     MLflow and registered as a new `cass-stenosis` version with alias `challenger`."""
-    layout = paths.layout
+    with paths.images_of_run(context) as layout:
+        return train_model(context, config, layout, mlflow_tracking, pipes_subprocess_client)
+
+
+def train_model(
+    context: dg.AssetExecutionContext,
+    config: TrainAssetConfig,
+    layout: DataLayout,
+    mlflow_tracking: MlflowTracking,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
+) -> dg.MaterializeResult:
+    """`stenosis_model` on the image generation of `layout`."""
     if not config.resume:
         shutil.rmtree(layout.checkpoints, ignore_errors=True)
     tags = {"dagster_run_id": context.run.run_id, "dagster_asset": "stenosis_model"}

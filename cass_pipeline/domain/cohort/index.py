@@ -18,10 +18,8 @@ Keys are identifiers: callers pass them only through `Pseudonyms`.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import partial
@@ -31,12 +29,14 @@ import pandas as pd
 import pydicom
 
 from cass_pipeline.domain.cohort.headers import DICOMDIR_CLASS, is_bitmap_file, read_header, tag
+from cass_pipeline.domain.cohort.listing import list_files
 from cass_pipeline.domain.cohort.report_sources import (
     IndexReject,
     ReportColumns,
     ReportSource,
     report_sources,
 )
+from cass_pipeline.domain.workers import worker_pool
 from cass_pipeline.layout import RawLayout
 
 #: Why the index sets aside an image file it cannot place (ingestion adds the reader's reason).
@@ -131,26 +131,34 @@ def image_file(path: Path, mpr: Path) -> ImageFile | None:
     )
 
 
-def image_files(mpr: Path, workers: int | None = None) -> tuple[list[ImageFile], int]:
+def folder_of(path: Path, mpr: Path) -> str | None:
+    """The patient folder under `mpr` that `path` is (or lies in); None for a loose file."""
+    parts = path.relative_to(mpr).parts
+    return parts[0] if len(parts) > 1 or path.is_dir() else None
+
+
+def image_files(
+    mpr: Path, workers: int | None = None
+) -> tuple[list[ImageFile], int, list[IndexReject]]:
     """Every image file under `mpr` (`image_file`), headers read on `workers` processes when
-    the tree holds over PARALLEL_FILES files; DICOMDIRs counted."""
+    the tree holds over PARALLEL_FILES files; DICOMDIRs counted; the files and folders this
+    account cannot read, as rejects."""
     if not mpr.is_dir():
-        return [], 0
-    paths = [
-        p
-        for p in sorted(mpr.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(mpr).parts)
+        return [], 0, []
+    listing = list_files(mpr)
+    paths = listing.files
+    unreadable = [
+        IndexReject(folder_of(path, mpr), path, reason) for path, reason in listing.unreadable
     ]
     workers = workers or os.cpu_count() or 1
     read = partial(image_file, mpr=mpr)
     if workers > 1 and len(paths) > PARALLEL_FILES:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with worker_pool(workers) as pool:
             found = list(pool.map(read, paths, chunksize=256))
     else:
         found = [read(path) for path in paths]
     files = [f for f in found if f is not None]
-    return files, len(found) - len(files)
+    return files, len(found) - len(files), unreadable
 
 
 def iso_date(value: str | None) -> date | None:
@@ -235,8 +243,9 @@ def index_cohort(raw: Path, columns: ReportColumns | None = None) -> CohortIndex
     """Patients, their one study's files, volumes and reports; everything unused, with why."""
     columns = columns or ReportColumns()
     export = RawLayout(raw)
-    files, dicomdirs = image_files(export.mpr)
+    files, dicomdirs, unreadable = image_files(export.mpr)
     rejects = [IndexReject(None, f.path, NO_PATIENT) for f in files if f.patient is None]
+    rejects += unreadable
     files = with_folder_study(files)
     by_patient = studies_of(files)
     folders = {f.folder_patient: f.patient for f in files if f.folder_patient and f.patient}
@@ -365,7 +374,7 @@ def folder_patient_key(folder: Path) -> str:
     """The key of one patient's export folder: the DICOM PatientID its files agree on, else
     the folder name (PNG and JPEG exports, or files of several patients)."""
     ids = set()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in list_files(folder).files:
         if not is_bitmap_file(path) and (ds := read_header(path)) is not None:
             ids.add(tag(ds, "PatientID"))
     ids.discard(None)

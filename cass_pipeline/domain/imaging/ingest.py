@@ -10,10 +10,11 @@ patient's images; a patient whose sources and settings are unchanged is skipped.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,7 @@ from cass_pipeline.domain.imaging.views import (
 )
 from cass_pipeline.domain.privacy import Pseudonyms
 from cass_pipeline.domain.storage import atomic_path, write_text_atomic
+from cass_pipeline.domain.workers import worker_pool
 from cass_pipeline.layout import RawLayout, store_entry, store_name
 
 STATE_DIR = ".ingest"
@@ -62,10 +64,39 @@ class PatientResult:
     pixel_text: dict | None = None
 
 
+def unchanged_state(store_dir: Path, pid: str, fingerprint: str) -> dict | None:
+    """The saved state of a patient in `store_dir` when it was made from the same sources and
+    settings and its store is there."""
+    state_path = store_dir / STATE_DIR / f"{pid}.json"
+    if not state_path.is_file():
+        return None
+    state = json.loads(state_path.read_text())
+    store = store_dir / store_name(pid)
+    if state["fingerprint"] == fingerprint and (store.is_file() or not state["rows"]):
+        return state
+    return None
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (stores are never rewritten in place), or a copy
+    where the file system cannot link; written atomically."""
+    with atomic_path(target, suffix=target.suffix) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 def ingest_patient(
-    source: PatientSource, store_dir: Path, pseudonyms: Pseudonyms, config: IngestConfig
+    source: PatientSource,
+    store_dir: Path,
+    pseudonyms: Pseudonyms,
+    config: IngestConfig,
+    previous_store: Path | None = None,
 ) -> PatientResult:
-    """Clean one patient's views into `<store>/<patient_id>.npy` (skipped when unchanged)."""
+    """Clean one patient's views into `<store>/<patient_id>.npy`; skipped when unchanged in
+    `store_dir`, linked from `previous_store` (the published generation) when unchanged there."""
     cv2.setNumThreads(1)
     pid = pseudonyms(source.key)
     state_path = store_dir / STATE_DIR / f"{pid}.json"
@@ -74,13 +105,15 @@ def ingest_patient(
     fingerprint = (
         f"{source.fingerprint()}-{config.fingerprint()}-{looked_for}-v{PIXEL_TEXT_VERSION}"
     )
-    if state_path.is_file():
-        state = json.loads(state_path.read_text())
-        store = store_dir / store_name(pid)
-        if state["fingerprint"] == fingerprint and (store.is_file() or not state["rows"]):
-            return PatientResult(
-                pid, state["rows"], state["rejects"], True, state.get("pixel_text")
-            )
+    state = unchanged_state(store_dir, pid, fingerprint)
+    if state is None and previous_store is not None:
+        state = unchanged_state(previous_store, pid, fingerprint)
+        if state is not None:
+            if state["rows"]:
+                link_or_copy(previous_store / store_name(pid), store_dir / store_name(pid))
+            link_or_copy(previous_store / STATE_DIR / f"{pid}.json", state_path)
+    if state is not None:
+        return PatientResult(pid, state["rows"], state["rejects"], True, state.get("pixel_text"))
 
     views, rejects = patient_views(source, pid, config)
     by_branch, more = assign_branches(views, pid, config)
@@ -153,10 +186,12 @@ def ingest_cohort(
     progress: Callable[[int, int], None] | None = None,
     index: CohortIndex | None = None,
     pool: Executor | None = None,
+    previous_store: Path | None = None,
 ) -> Iterator[PatientResult]:
     """Patient results in key order, then one result holding the files the index set aside
     (second studies, files without a patient); stores of patients gone are removed. Patients
-    run on `pool` when given (a cluster's executor), else on `workers` local processes."""
+    run on `pool` when given (a cluster's executor), else on `workers` local processes; a
+    patient unchanged in `previous_store` is linked from there."""
     index = index or index_cohort(raw_dir)
     sources = discover(raw_dir, index)
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -164,22 +199,22 @@ def ingest_cohort(
     for stale in [*store_dir.glob("*.npy"), *(store_dir / STATE_DIR).glob("*.json")]:
         if stale.stem not in keep:
             stale.unlink()
-    work = partial(ingest_patient, store_dir=store_dir, pseudonyms=pseudonyms, config=config)
+    work = partial(
+        ingest_patient,
+        store_dir=store_dir,
+        pseudonyms=pseudonyms,
+        config=config,
+        previous_store=previous_store,
+    )
     workers = min(workers or os.cpu_count() or 1, max(1, len(sources)))
-    own_pool = None
-    if pool is None and workers > 1:
-        pool = own_pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn")
-        )
-    results = pool.map(work, sources) if pool is not None else map(work, sources)
-    try:
+    with ExitStack() as stack:
+        if pool is None and workers > 1:
+            pool = stack.enter_context(worker_pool(workers))
+        results = pool.map(work, sources) if pool is not None else map(work, sources)
         for done, result in enumerate(results, start=1):
             if progress:
                 progress(done, len(sources))
             yield result
-    finally:
-        if own_pool is not None:
-            own_pool.shutdown()
     set_aside = [
         reject(
             pseudonyms(r.key) if r.key else None,
@@ -199,6 +234,6 @@ def outside_path(path: Path, mpr: Path, pseudonym: str | None) -> str:
     """A set-aside file's path under `mpr/`, its top folder (which may be named after the
     patient) replaced by the pseudonym; `cass inspect` maps it back."""
     parts = path.relative_to(mpr).parts
-    if len(parts) > 1:
+    if len(parts) > 1 or pseudonym is not None:  # a patient's folder, or a file in it
         parts = (pseudonym or "<unknown patient>", *parts[1:])
     return "/".join(parts)

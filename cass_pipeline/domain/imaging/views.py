@@ -13,6 +13,7 @@ import numpy as np
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH
 from cass_pipeline.domain.cohort.index import IndexedPatient
+from cass_pipeline.domain.cohort.listing import list_files, unreadable_reason
 from cass_pipeline.domain.cohort.report_sources import report_identifiers
 from cass_pipeline.domain.imaging.cleanup import (
     clean_image,
@@ -41,6 +42,11 @@ class SourceFile:
     data: bytes
     branch: str | None = None
     view_index: int | None = None
+    #: Why the file could not be read (its bytes are then empty): it becomes a reject.
+    problem: str | None = None
+    #: Whether `series` (and `branch`) were stated by a request rather than taken from a
+    #: folder: they are then checked against the file's own SeriesDescription.
+    stated: bool = False
 
 
 @dataclass
@@ -62,16 +68,28 @@ class PatientSource:
         if self.listed is not None:
             return list(self.listed)
         if self.mpr_dir is not None:
-            return sorted(
-                p for p in self.mpr_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
-            )
+            return list_files(self.mpr_dir).files
         return [p for p in (self.volume, self.centrelines) if p is not None]
 
     def source_files(self) -> Iterator[SourceFile]:
-        """The image files, read one at a time."""
-        for path in self.files():
+        """The image files, read one at a time; a file or folder this account cannot read
+        comes with its `problem`."""
+        if self.listed is None and self.mpr_dir is not None:
+            listing = list_files(self.mpr_dir)
+            paths, unreadable = listing.files, listing.unreadable
+        else:
+            paths, unreadable = self.files(), []
+        for path, reason in unreadable:
+            yield SourceFile(path.relative_to(self.mpr_dir).as_posix(), "", b"", problem=reason)
+        for path in paths:
+            name = path.relative_to(self.mpr_dir).as_posix()
             series = path.parent.relative_to(self.mpr_dir).as_posix()
-            yield SourceFile(path.relative_to(self.mpr_dir).as_posix(), series, path.read_bytes())
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                yield SourceFile(name, series, b"", problem=unreadable_reason(path, error))
+                continue
+            yield SourceFile(name, series, data)
 
     def fingerprint(self) -> str:
         """Changes when any source file is added, removed, resized or touched."""
@@ -146,6 +164,8 @@ def read_views(
     called as each file is done."""
 
     def decode(file: SourceFile) -> tuple[SourceFile, SourceImage | None, list[dict]]:
+        if file.problem is not None:
+            return file, None, [reject(pid, file.path, file.series, file.branch, file.problem)]
         try:
             return file, read_image(file.data, Path(file.path).suffix), []
         except ImageReadError as error:
@@ -187,7 +207,9 @@ def file_views(
 ) -> tuple[list[View], list]:
     """The cleaned views of one decoded file (the overlay its series shows in `persistent`
     removed too), or its reject rows."""
-    name = image.series_description or file.series
+    if file.stated and (contradiction := stated_contradiction(file, image, config)):
+        return [], [reject(pid, file.path, file.series, file.branch, contradiction)]
+    name = (file.series if file.stated else None) or image.series_description or file.series
     views, rejects = [], []
     for frame_index, frame in enumerate(image.frames):
         try:
@@ -223,6 +245,20 @@ def file_views(
             )
         )
     return views, rejects
+
+
+def stated_contradiction(file: SourceFile, image: SourceImage, config: IngestConfig) -> str | None:
+    """Why a request's branch or series name cannot be taken for the file: the file's own
+    SeriesDescription names another branch (None when they agree or either is unknown)."""
+    own = config.branch_of(image.series_description)
+    stated = file.branch or config.branch_of(file.series)
+    if own is None or stated is None or own == stated:
+        return None
+    said = "branch" if file.branch else "series_name"
+    return (
+        f"the request's {said} says {stated}, the file's SeriesDescription says {own}: send "
+        "the file's series (or no series_name, to use the file's own)"
+    )
 
 
 def render_volume_views(source: PatientSource, config: IngestConfig) -> list[View]:

@@ -202,4 +202,5 @@ def request_file(index: int, row: dict) -> SourceFile:
         data=bytes(data),
         branch=None if branch is None else str(branch),
         view_index=None if view_index is None else int(view_index),
+        stated=True,
     )

@@ -13,11 +13,9 @@ Layout under the output folder:
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -70,6 +68,7 @@ from cass_pipeline.domain.synthetic.provenance import (
     read_marker,
 )
 from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
+from cass_pipeline.domain.workers import worker_pool
 from cass_pipeline.layout import MPR, OVERLAYS, RawLayout, ground_truth_table
 
 PATIENT_SCHEMA = pa.schema(
@@ -425,8 +424,7 @@ def iter_patients(config: SynthConfig, out_dir: Path, workers: int) -> Iterator[
     if workers <= 1:
         yield from (generate_patient(config, out_dir, i) for i in indices)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with worker_pool(workers) as pool:
         yield from pool.map(partial(generate_patient, config, out_dir), indices)
 
 
