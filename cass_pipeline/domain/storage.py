@@ -113,7 +113,10 @@ def folder_lock(
                         f"{wait_seconds:.0f} s. Let that run finish (or stop it), then run again."
                     ) from None
                 if notify and not told:
-                    notify(f"waiting up to {wait_seconds:.0f} s for {holder}, {doing} {folder}")
+                    intent = "read" if shared else "write"
+                    notify(
+                        f"waiting up to {wait_seconds:.0f} s to {intent} {folder}, held by {holder}"
+                    )
                     told = True
                 time.sleep(0.2)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())

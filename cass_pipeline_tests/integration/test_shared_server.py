@@ -1,6 +1,7 @@
 """The pipeline on a shared server: readers never see half an image store, ingestion and the
 generator take turns with `raw/`, and a killed step leaves no worker behind."""
 
+import json
 import os
 import shutil
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -176,3 +178,22 @@ def test_the_workers_of_a_killed_ingestion_end_with_it(tiny_cohort, tmp_path, ho
         assert alive == [], f"orphans after {how.name}: {[p.pid for p in alive]}"
     finally:
         step.kill()
+
+
+@pytest.mark.slow
+def test_a_short_soak_finds_no_reader_disagreement_no_5xx_and_no_leak():
+    soak = Path(__file__).parents[2] / "benchmarks" / "soak.py"
+    done = subprocess.run(
+        [sys.executable, str(soak), "--seconds", "40", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, figures
+    assert figures["requests"] > 5 and figures["server_errors"] == 0
+    assert figures["statuses"].get("400", 0) >= 1  # the malformed bodies, refused
+    assert figures["ingestions"] >= 2 and figures["generations_seen_by_the_reader"] >= 2
+    assert figures["reader_samples"] > 10 and figures["reader_disagreements"] == 0
+    assert figures["synth_runs"] >= 1 and figures["processes_left"] == []
+    assert not figures["name_in_server_log"] and not figures["malformed_answers_echoing_the_name"]
