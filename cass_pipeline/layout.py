@@ -23,6 +23,14 @@ RAW_FOLDERS = (MPR, VOLUMES, CENTRELINES, REPORTS, REVIEWS)
 IMAGES, STORE = "images", "store"
 #: Under `images/`: the generations, and the link to the published one (`generations.py`).
 GENERATIONS, CURRENT = "generations", "current"
+#: What an image store of a CASS before generations left directly under `images/`, removed
+#: once a generation is published in its place.
+FLAT_IMAGE_STORE = (
+    STORE,
+    "examples",
+    *(f"{name}{PARQUET}" for name in ("manifest", "rejects", "pixel_text")),
+    "ingest.json",
+)
 
 
 def ground_truth_table(raw: Path, name: str) -> Path:

@@ -5,10 +5,10 @@ Wiring layer (imports mlflow); the Dagster resource `MlflowTracking` builds one 
 
 from __future__ import annotations
 
-import atexit
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,12 +95,10 @@ class LoadedModel:
 
 
 def private_copy() -> str:
-    """A folder of this process for the copy of a model it loads, removed at exit: MLflow
-    writes into the folder it loads from, and a local registry must stay as registered (and
-    may be another account's, readable only)."""
-    folder = tempfile.mkdtemp(prefix="cass-model-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
+    """A folder of this process for the copy of a model it loads: MLflow writes into the
+    folder it loads from, and a local registry must stay as registered (and may be another
+    account's, readable only)."""
+    return tempfile.mkdtemp(prefix="cass-model-")
 
 
 @dataclass(frozen=True)
@@ -217,10 +215,12 @@ class Tracking:
                 f"{uri} is not a CASS serving model (flavours: {', '.join(flavours)}; "
                 "registered before models carried their bundle?): retrain to register one"
             )
+        copy = private_copy()
         pyfunc = mlflow.pyfunc.load_model(
-            uri, dst_path=private_copy(), model_config={"engine": engine, "device": device}
+            uri, dst_path=copy, model_config={"engine": engine, "device": device}
         )
         predictor = pyfunc.unwrap_python_model().predictor
+        weakref.finalize(predictor, shutil.rmtree, copy, ignore_errors=True)  # or at exit
         if not predictor.bundle.cleans_as_trained():
             raise NotServableError(
                 f"{uri} was trained on images cleaned as {predictor.bundle.cleanup_fingerprint}; "

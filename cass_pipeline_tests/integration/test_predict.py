@@ -522,10 +522,10 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
         assert get_stale_status_resolver(instance, assets).get_status(key, pid).value == "FRESH"
 
 
-def python_for(uid: int, gid: int) -> list[str] | None:
-    """A command line that runs this environment's Python as `uid`: the venv's interpreter,
-    else the system's of the same version with the venv's packages (a pyenv under a private
-    home is out of another user's reach); None when neither runs."""
+def python_for(uid: int, gid: int) -> tuple[str, str] | None:
+    """An interpreter that runs this environment's code as `uid`, and the line that gives it
+    the venv's packages: the venv's interpreter, else the system's of the same version (a
+    pyenv under a private home is out of another user's reach); None when neither runs."""
     site = next(p for p in sys.path if p.endswith("site-packages") and str(sys.prefix) in p)
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     prelude = f"import site; site.addsitedir({site!r}); "
@@ -542,12 +542,7 @@ def python_for(uid: int, gid: int) -> list[str] | None:
         except PermissionError:  # the interpreter itself is out of reach
             continue
         if probe.returncode == 0:
-            return [
-                interpreter,
-                "-c",
-                prelude + "import sys; from cass_pipeline.cli import main; "
-                "sys.argv[0] = 'cass'; main()",
-            ]
+            return interpreter, prelude
     return None
 
 
@@ -561,8 +556,8 @@ def test_another_user_reads_the_registered_model_and_gets_rejects_for_what_it_ca
         pytest.skip("switching to an unprivileged user needs root")
     nobody = pwd.getpwnam("nobody")
     uid, gid = nobody.pw_uid, nobody.pw_gid
-    command = python_for(uid, gid)
-    if command is None:
+    python = python_for(uid, gid)
+    if python is None:
         pytest.skip(
             f"no Python {sys.version_info.major}.{sys.version_info.minor} that uid {uid} can run"
         )
@@ -592,17 +587,22 @@ def test_another_user_reads_the_registered_model_and_gets_rejects_for_what_it_ca
             "CASS_DATA_DIR": str(home / "data"),
             "MLFLOW_TRACKING_URI": tracking.tracking_uri,
         }
-        result = subprocess.run(
-            [*command, "predict", str(patient), "--out", str(home / "out"), "--json"],
-            user=uid,
-            group=gid,
-            extra_groups=[],
-            env=env,
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+
+        def as_nobody(code: str, *arguments: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [python[0], "-c", python[1] + code, *arguments],
+                user=uid,
+                group=gid,
+                extra_groups=[],
+                env=env,
+                cwd=home,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+
+        cli = "import sys; from cass_pipeline.cli import main; sys.argv[0] = 'cass'; main()"
+        result = as_nobody(cli, "predict", str(patient), "--out", str(home / "out"), "--json")
         assert result.returncode == 0, result.stderr[-3000:]
         document = json.loads(result.stdout)
         reasons = {r["source"]: r["reason"] for r in document["rejected"]}
@@ -610,6 +610,18 @@ def test_another_user_reads_the_registered_model_and_gets_rejects_for_what_it_ca
         assert "mode 0600" in reasons["LAD/000.dcm"]
         assert "folder cannot be listed" in reasons["LAD-D1"]
         assert "LCX" in document["branches"] and "D-1" not in document["branches"]
+        (base / "export" / "mpr").mkdir()  # the same, for ingestion: the raw index's rejects
+        patient.rename(base / "export" / "mpr" / PATIENT)
+        index = as_nobody(
+            "import sys; from pathlib import Path; "
+            "from cass_pipeline.domain.cohort.index import index_cohort; "
+            "print('\\n'.join(f'{r.path.name}: {r.reason}' for r in "
+            "index_cohort(Path(sys.argv[1])).rejects))",
+            str(base / "export"),
+        )
+        assert index.returncode == 0, index.stderr[-3000:]
+        assert "000.dcm: file cannot be read by this account" in index.stdout
+        assert "LAD-D1: folder cannot be listed by this account" in index.stdout
     finally:
         os.umask(previous)
         shutil.rmtree(base, ignore_errors=True)

@@ -50,7 +50,11 @@ def store_disagrees(layout) -> bool:
 
 def test_readers_see_one_whole_generation_while_ingestion_rewrites_the_store(tiny_cohort, tmp_path):
     paths = CassPaths(raw_dir=str(tiny_cohort), processed_dir=str(tmp_path / "out"))
+    flat = paths.layout.image_generations  # the store of a CASS before generations
+    (flat / "store").mkdir(parents=True)
+    (flat / "manifest.parquet").write_bytes(b"old")
     assert ingest(paths, tmp_path / "key", 32).success
+    assert not (flat / "store").exists() and not (flat / "manifest.parquet").exists()
     first = paths.generations.current()
     samples, disagreements, stop = [], [], threading.Event()
 

@@ -1,5 +1,6 @@
 """Image stage: cleaned MPR views in a per-patient store, their manifest, rejects, examples."""
 
+import shutil
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from cass_pipeline.domain.imaging.tables import (
 from cass_pipeline.domain.imaging.views import PatientSource
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
 from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
-from cass_pipeline.layout import DataLayout, store_entry
+from cass_pipeline.layout import FLAT_IMAGE_STORE, DataLayout, store_entry
 
 N_EXAMPLES = 4
 
@@ -207,6 +208,7 @@ def ingest_images(
     examples, read = write_examples(layout.image_examples, sources, keys, frame, settings.cleanup)
     generations.publish(building)
     removed = generations.remove_unused(run_in_progress(context.instance))
+    remove_flat_store(paths.layout)
     counts = {
         "previous_patients": previous_count,
         "patients_processed": processed,
@@ -229,6 +231,16 @@ def ingest_images(
             **{f"example_{i}": png_markdown(png, name) for i, (name, png) in enumerate(examples)},
         },
     )
+
+
+def remove_flat_store(layout: DataLayout) -> None:
+    """The store of a CASS before generations, once a generation is published in its place."""
+    for name in FLAT_IMAGE_STORE:
+        old = layout.image_generations / name
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def write_image_tables(
