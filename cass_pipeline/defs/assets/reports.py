@@ -85,10 +85,14 @@ def report_labels(
     raw_format: RawFormat,
 ):
     """Read every report under raw/reports (text files or RIS tables), link it to its
-    patient's study, de-identify, parse and label it; one writer of the tables at a time."""
-    index = raw_format.index(paths.raw)
-    keys = pseudonyms.pseudonyms_for(paths.raw, index)
-    with paths.exclusive_writer(paths.layout.reports, context.log.warning):
+    patient's study, de-identify, parse and label it; one writer of the tables at a time, no
+    generator writing `raw/` meanwhile."""
+    with (
+        paths.raw_reader(context.log.warning),
+        paths.exclusive_writer(paths.layout.reports, context.log.warning),
+    ):
+        index = raw_format.index(paths.raw)
+        keys = pseudonyms.pseudonyms_for(paths.raw, index)
         yield from label_reports(context, config, paths, index, keys)
 
 
