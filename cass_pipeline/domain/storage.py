@@ -10,6 +10,7 @@ import os
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,21 +48,22 @@ def shared_reader(
         yield
 
 
-def holder_notes(lock: Path) -> dict[int, Path]:
-    """The files the holders of `lock` leave beside it, by process id."""
-    notes = {}
+def holder_notes(lock: Path) -> list[tuple[int, Path]]:
+    """The files the holders of `lock` leave beside it (`<lock>.<pid>.<holder>`), with the
+    process id of each."""
+    notes = []
     for note in lock.parent.glob(f"{glob.escape(lock.name)}.*"):
-        pid = note.name.rsplit(".", 1)[-1]
+        pid = note.name[len(lock.name) + 1 :].split(".")[0]
         if pid.isdigit():
-            notes[int(pid)] = note
-    return notes
+            notes.append((int(pid), note))
+    return sorted(notes)
 
 
 def lock_holders(lock: Path) -> str:
     """Who holds `lock` ("process 12 on host since ..., reading"), from the notes of holders
     still alive."""
     names = []
-    for pid, note in sorted(holder_notes(lock).items()):
+    for pid, note in holder_notes(lock):
         try:
             if process_alive(pid):
                 names.append(note.read_text().strip())
@@ -87,17 +89,17 @@ def folder_lock(
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except PermissionError:
-        if not shared or not lock.exists():
-            if shared:
-                yield
-                return
+        if not shared:
             raise
+        if not lock.exists():  # a read-only export nobody locks: read it as it is
+            yield
+            return
         fd = os.open(lock, os.O_RDONLY)
     except FileNotFoundError:  # a reader of a folder not there yet
         yield
         return
     mode, doing = (fcntl.LOCK_SH, "reading") if shared else (fcntl.LOCK_EX, "writing")
-    note = lock.with_name(f"{lock.name}.{os.getpid()}")
+    note = lock.with_name(f"{lock.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     with os.fdopen(fd, "rb"):
         deadline = time.monotonic() + wait_seconds
         told = False
@@ -121,7 +123,7 @@ def folder_lock(
                 time.sleep(0.2)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
         try:
-            for pid, dead in holder_notes(lock).items():
+            for pid, dead in holder_notes(lock):
                 if not process_alive(pid):
                     dead.unlink(missing_ok=True)
             write_text_atomic(
