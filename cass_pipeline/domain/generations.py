@@ -69,6 +69,15 @@ class Generations:
         (self.path(name) / BUILDING).touch()
         return name
 
+    @contextmanager
+    def build(self, user: str) -> Iterator[str]:
+        """The generation to write (`building`), marked as `user`'s, published when the block
+        succeeds; left unpublished (and resumed by the next writer) when it fails."""
+        name = self.building()
+        self.mark_user(name, user)
+        yield name
+        self.publish(name)
+
     def publish(self, name: str) -> None:
         """Make `name` the published generation in one rename of the `current` link."""
         (self.path(name) / BUILDING).unlink(missing_ok=True)

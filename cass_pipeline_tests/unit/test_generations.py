@@ -8,12 +8,9 @@ import pytest
 from cass_pipeline.domain.generations import GenerationMissingError, Generations
 
 
-def build(generations: Generations, content: str, user: str | None = None) -> str:
-    name = generations.building()
-    (generations.path(name) / "manifest.txt").write_text(content)
-    if user:
-        generations.mark_user(name, user)
-    generations.publish(name)
+def build(generations: Generations, content: str, user: str = "a-run") -> str:
+    with generations.build(user) as name:
+        (generations.path(name) / "manifest.txt").write_text(content)
     return name
 
 

@@ -189,24 +189,24 @@ def ingest_images(
     published = generations.current()
     previous = paths.layout.at_generation(published)
     previous_count = patients_in(previous.manifest) if published else 0
-    building = generations.building()
-    generations.mark_user(building, context.run.run_id)
-    layout = paths.layout.at_generation(building)
-    processed, skipped = write_image_tables(
-        paths.raw,
-        layout,
-        keys,
-        settings,
-        workers,
-        index,
-        pool,
-        previous.image_store if published else None,
-    )
-    context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
-    settings.write(layout.ingest_settings)
-    frame = pd.read_parquet(layout.manifest)
-    examples, read = write_examples(layout.image_examples, sources, keys, frame, settings.cleanup)
-    generations.publish(building)
+    with generations.build(context.run.run_id) as building:
+        layout = paths.layout.at_generation(building)
+        processed, skipped = write_image_tables(
+            paths.raw,
+            layout,
+            keys,
+            settings,
+            workers,
+            index,
+            pool,
+            previous.image_store if published else None,
+        )
+        context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
+        settings.write(layout.ingest_settings)
+        frame = pd.read_parquet(layout.manifest)
+        examples, read = write_examples(
+            layout.image_examples, sources, keys, frame, settings.cleanup
+        )
     removed = generations.remove_unused(run_in_progress(context.instance))
     remove_flat_store(paths.layout)
     counts = {
