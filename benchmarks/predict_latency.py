@@ -66,8 +66,9 @@ def patient_folder(tmp: Path, views: int, whole: bool) -> Path:
     return folder
 
 
-def register(tmp: Path):
-    """A registry holding a 512-px ShuffleNet V2 x1.0 as champion."""
+def register(tmp: Path, arch: str = "shufflenet_v2_x1_0", size: int = 512, name: str = "latency"):
+    """A registry under `tmp` holding an untrained `arch` for `size`-px views as champion
+    (speed does not depend on the weights)."""
     from cass_pipeline.domain.evaluation.config import CHAMPION
     from cass_pipeline.domain.imaging.cleanup import CleanupConfig
     from cass_pipeline.domain.imaging.config import IngestConfig
@@ -75,11 +76,11 @@ def register(tmp: Path):
     from cass_pipeline.domain.prediction.bundle import ModelBundle
     from cass_pipeline.runs.tracking import Tracking
 
-    tracking = Tracking(f"sqlite:///{tmp}/mlflow.db", "latency", (tmp / "artifacts").as_uri())
-    bundle = ModelBundle("shufflenet_v2_x1_0", IngestConfig(CleanupConfig(size=512)))
-    check = np.random.default_rng(0).integers(0, 255, (4, 512, 512), dtype=np.uint8)
-    with tracking.start_run("latency"):
-        version = tracking.register(build_model("shufflenet_v2_x1_0", "none").model, bundle, check)
+    tracking = Tracking(f"sqlite:///{tmp}/mlflow.db", name, (tmp / "artifacts").as_uri())
+    bundle = ModelBundle(arch, IngestConfig(CleanupConfig(size=size)))
+    check = np.random.default_rng(0).integers(0, 255, (4, size, size), dtype=np.uint8)
+    with tracking.start_run(name):
+        version = tracking.register(build_model(arch, "none").model, bundle, check)
     tracking.set_alias(CHAMPION, version)
     return tracking
 

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from predict_latency import register  # the same untrained champion, at another size
 
 PLANTED = "SOAKPLANTED^NAME"
 INGEST_LOOP = """
@@ -69,24 +70,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def register(tmp: Path):
-    """A registry holding a 64-px ShuffleNet V2 x0.5 (random weights) as champion."""
-    from cass_pipeline.domain.evaluation.config import CHAMPION
-    from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-    from cass_pipeline.domain.imaging.config import IngestConfig
-    from cass_pipeline.domain.model.network import build_model
-    from cass_pipeline.domain.prediction.bundle import ModelBundle
-    from cass_pipeline.runs.tracking import Tracking
-
-    tracking = Tracking(f"sqlite:///{tmp}/mlflow.db", "soak", (tmp / "artifacts").as_uri())
-    bundle = ModelBundle("shufflenet_v2_x0_5", IngestConfig(CleanupConfig(size=64)))
-    check = np.random.default_rng(0).integers(0, 255, (4, 64, 64), dtype=np.uint8)
-    with tracking.start_run("soak"):
-        version = tracking.register(build_model("shufflenet_v2_x0_5", "none").model, bundle, check)
-    tracking.set_alias(CHAMPION, version)
-    return tracking
 
 
 def patient_request(folder: Path) -> dict:
@@ -201,7 +184,7 @@ def soak(seconds: float, tmp: Path) -> dict:
     generate_cohort(preset("tiny", n_patients=4), raw, workers=2)
     patient = sorted(RawLayout(raw).mpr.iterdir())[0]
     valid, malformed = patient_request(patient), malformed_request(patient)
-    tracking = register(tmp)
+    tracking = register(tmp, "shufflenet_v2_x0_5", 64, "soak")
     server, url, log = serve(tmp, tracking)
     started = time.time()
     deadline = started + seconds

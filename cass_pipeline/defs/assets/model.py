@@ -16,7 +16,6 @@ from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain.evaluation.config import CHALLENGER
 from cass_pipeline.domain.model import splits as split_rules
 from cass_pipeline.domain.model.config import TrainConfig
-from cass_pipeline.layout import DataLayout
 from cass_pipeline.runs.training import TrainingSpec, run_training, write_splits
 from cass_pipeline.settings import REGISTERED_MODEL_NAME
 
@@ -126,27 +125,16 @@ def stenosis_model(
 ) -> dg.MaterializeResult:
     """ShuffleNet V2 trained on the train split, selected on validation branch F1, logged to
     MLflow and registered as a new `cass-stenosis` version with alias `challenger`."""
-    with paths.images_of_run(context) as layout:
-        return train_model(context, config, layout, mlflow_tracking, pipes_subprocess_client)
-
-
-def train_model(
-    context: dg.AssetExecutionContext,
-    config: TrainAssetConfig,
-    layout: DataLayout,
-    mlflow_tracking: MlflowTracking,
-    pipes_subprocess_client: dg.PipesSubprocessClient,
-) -> dg.MaterializeResult:
-    """`stenosis_model` on the image generation of `layout`."""
-    if not config.resume:
-        shutil.rmtree(layout.checkpoints, ignore_errors=True)
     tags = {"dagster_run_id": context.run.run_id, "dagster_asset": "stenosis_model"}
     tracking = mlflow_tracking.tracking()
     train_config = config.train_config()
-    if config.nproc > 1:
-        spec = TrainingSpec(layout, train_config, tracking, tags, "train-ddp")
-        return train_with_torchrun(context, pipes_subprocess_client, spec, config.nproc)
-    summary = run_training(layout, train_config, tracking, tags, progress=context.log.info)
+    with paths.images_of_run(context) as layout:
+        if not config.resume:
+            shutil.rmtree(layout.checkpoints, ignore_errors=True)
+        if config.nproc > 1:
+            spec = TrainingSpec(layout, train_config, tracking, tags, "train-ddp")
+            return train_with_torchrun(context, pipes_subprocess_client, spec, config.nproc)
+        summary = run_training(layout, train_config, tracking, tags, progress=context.log.info)
     metadata = {k: v for k, v in asdict(summary).items() if v is not None}
     metadata["mlflow_run"] = dg.MetadataValue.text(
         f"{tracking.tracking_uri} experiment {tracking.experiment_name} run {summary.run_id}"
