@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cass_pipeline.domain.storage import open_lock
 from cass_pipeline.layout import CURRENT, GENERATIONS, DataLayout
 
 READERS_LOCK, USERS = ".readers.lock", ".users"
@@ -47,7 +48,7 @@ class Generations:
         """The published generation's name, None before the first publication."""
         try:
             target = os.readlink(self.root / CURRENT)
-        except (FileNotFoundError, OSError):
+        except OSError:  # not there yet
             return None
         return Path(target).name
 
@@ -60,9 +61,9 @@ class Generations:
     def building(self) -> str:
         """The generation a writer (holding the writer lock) builds: the one a killed writer
         left unpublished, resumed, else a new one numbered after the newest."""
-        names = self.names()
+        names, current = self.names(), self.current()
         for name in reversed(names):
-            if name != self.current() and (self.path(name) / BUILDING).exists():
+            if name != current and (self.path(name) / BUILDING).exists():
                 return name
         name = f"{int(names[-1]) + 1 if names else 1:06d}"
         self.path(name).mkdir(parents=True)
@@ -106,10 +107,10 @@ class Generations:
             users = [u.name for u in (folder / USERS).glob("*")]
             if name == current or any(in_use(user) for user in users):
                 continue
-            lock = open_lock(folder)
-            if lock is None:
+            fd = open_lock(folder / READERS_LOCK)
+            if fd is None:
                 continue
-            with lock:
+            with os.fdopen(fd, "rb") as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:  # a reader holds it
@@ -133,33 +134,19 @@ class Generations:
                     f"no processed data: no image generation is published under {self.root}; "
                     "run `make run` or materialise the images asset first"
                 )
-            lock = open_lock(self.path(wanted))
-            if lock is None:
+            fd = open_lock(self.path(wanted) / READERS_LOCK)
+            if fd is None:
                 if name is not None:
                     raise GenerationMissingError(f"generation {name} is not under {self.folder}")
                 time.sleep(0.01)  # removed since we looked: look again
                 continue
-            with lock:
+            with os.fdopen(fd, "rb") as lock:
                 fcntl.flock(lock, fcntl.LOCK_SH)
                 if not self.path(wanted).is_dir():  # removed while we waited for the lock
                     continue
                 yield wanted
                 return
         raise GenerationMissingError(f"no generation under {self.root} could be held")
-
-
-def open_lock(folder: Path):
-    """The readers' lock file of a generation, opened; None when the generation is gone."""
-    try:
-        fd = os.open(folder / READERS_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        try:
-            fd = os.open(folder / READERS_LOCK, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-    except FileNotFoundError:
-        return None
-    return os.fdopen(fd, "rb")
 
 
 @contextmanager

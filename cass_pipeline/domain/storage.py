@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pandas as pd
@@ -72,6 +72,20 @@ def lock_holders(lock: Path) -> str:
     return "; ".join(names) or "another process"
 
 
+def open_lock(path: Path) -> int | None:
+    """A descriptor on lock file `path`, created when missing, read-only where this account
+    may not write (an flock works on either); None when it cannot be opened (its folder is
+    gone, or lacks it and may not be written)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        with suppress(FileNotFoundError, PermissionError):
+            return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        pass
+    return None
+
+
 @contextmanager
 def folder_lock(
     folder: Path,
@@ -86,17 +100,11 @@ def folder_lock(
     lock = folder / WRITER_LOCK
     if not shared:
         folder.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
+    fd = open_lock(lock)
+    if fd is None:
         if not shared:
-            raise
-        if not lock.exists():  # a read-only export nobody locks: read it as it is
-            yield
-            return
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:  # a reader of a folder not there yet
-        yield
+            raise PermissionError(f"{folder}: this account may not write it")
+        yield  # a folder not there yet, or a read-only export nobody locks: read it as it is
         return
     mode, doing = (fcntl.LOCK_SH, "reading") if shared else (fcntl.LOCK_EX, "writing")
     note = lock.with_name(f"{lock.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")

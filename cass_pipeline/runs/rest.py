@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cass_pipeline.domain.prediction.predictor import INPUT_COLUMNS
+from cass_pipeline.domain.prediction.predictor import RequestColumnsError, check_request_columns
 from cass_pipeline.runs.serving import json_ready
 from cass_pipeline.runs.tracking import LoadedModel
 
@@ -103,16 +103,11 @@ def request_rows(document: dict) -> tuple[list[str], list[list]]:
 def request_frame(columns: list[str], rows: list[list]) -> pd.DataFrame:
     """The request as the predictor takes it: images decoded from base64, every value
     checked; unknown columns refused by name."""
-    unknown = [c for c in columns if c not in INPUT_COLUMNS]
-    if unknown:
-        names = [c[:40] for c in unknown[:10]]
-        raise RequestError(
-            400,
-            "UNKNOWN_COLUMNS",
-            f"unknown request columns {names}; expected some of {list(INPUT_COLUMNS)}",
-        )
-    if "image" not in columns:
-        raise RequestError(400, "BAD_REQUEST", "the request has no 'image' column")
+    try:
+        check_request_columns(columns)
+    except RequestColumnsError as error:
+        code = "UNKNOWN_COLUMNS" if error.unknown else "BAD_REQUEST"
+        raise RequestError(400, code, str(error)) from None
     if not rows:
         raise RequestError(422, "NO_VIEWS", "the request holds no views")
     frame = pd.DataFrame(rows, columns=columns, dtype=object)

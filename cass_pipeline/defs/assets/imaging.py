@@ -441,9 +441,10 @@ def no_identifiers_in_image_outputs(
         )
 
 
-def pixel_text_summary(layout: DataLayout) -> tuple[pd.DataFrame, dict]:
-    """The OCR table of the stored views and what it says it read, for the two checks."""
-    table = pd.read_parquet(layout.pixel_text)
+def pixel_text_summary(context, paths: CassPaths) -> tuple[pd.DataFrame, dict]:
+    """The OCR table of the run's stored views and what it says it read, for the two checks."""
+    with paths.images_of_run(context) as layout:
+        table = pd.read_parquet(layout.pixel_text)
     errors = table.error.dropna()
     return table, {
         "engine": f"Tesseract {engine_version()} (tesserocr), English model",
@@ -472,19 +473,18 @@ def flagged_views(table: pd.DataFrame, column: str) -> list[str]:
 def no_identifier_in_stored_pixels(
     context: dg.AssetCheckExecutionContext, paths: CassPaths
 ) -> dg.AssetCheckResult:
-    with paths.images_of_run(context) as layout:
-        table, read = pixel_text_summary(layout)
-        views = flagged_views(table, "identifier_views")
-        return dg.AssetCheckResult(
-            passed=not views and not read["patients_not_read"],
-            metadata={
-                **read,
-                "views_with_identifiers": len(views),
-                "views": dg.MetadataValue.json(views[:20]),
-                "what_to_do": "open the view with `cass inspect <pseudonym>`, add the overlay's "
-                "style to the cleanup (docs/imaging.md) and rerun",
-            },
-        )
+    table, read = pixel_text_summary(context, paths)
+    views = flagged_views(table, "identifier_views")
+    return dg.AssetCheckResult(
+        passed=not views and not read["patients_not_read"],
+        metadata={
+            **read,
+            "views_with_identifiers": len(views),
+            "views": dg.MetadataValue.json(views[:20]),
+            "what_to_do": "open the view with `cass inspect <pseudonym>`, add the overlay's "
+            "style to the cleanup (docs/imaging.md) and rerun",
+        },
+    )
 
 
 @dg.asset_check(
@@ -494,15 +494,14 @@ def no_identifier_in_stored_pixels(
 def no_text_in_stored_pixels(
     context: dg.AssetCheckExecutionContext, paths: CassPaths
 ) -> dg.AssetCheckResult:
-    with paths.images_of_run(context) as layout:
-        table, read = pixel_text_summary(layout)
-        views = flagged_views(table, "text_views")
-        return dg.AssetCheckResult(
-            passed=not views,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                **read,
-                "views_with_text": len(views),
-                "views": dg.MetadataValue.json(views[:20]),
-            },
-        )
+    table, read = pixel_text_summary(context, paths)
+    views = flagged_views(table, "text_views")
+    return dg.AssetCheckResult(
+        passed=not views,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            **read,
+            "views_with_text": len(views),
+            "views": dg.MetadataValue.json(views[:20]),
+        },
+    )

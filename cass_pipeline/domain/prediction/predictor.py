@@ -168,11 +168,7 @@ class Predictor:
         """The prediction table for a request: one row per view with `image` (DICOM, PNG or
         JPEG bytes) and optionally `patient`, `branch` or `series_name`, `view_index`,
         `source`."""
-        if "image" not in frame.columns:
-            raise ValueError("the request has no 'image' column")
-        unknown = set(frame.columns) - set(INPUT_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown request columns {sorted(unknown)}; expected {INPUT_COLUMNS}")
+        check_request_columns(list(frame.columns))
         frame = frame.reset_index(drop=True)
         patients = frame["patient"] if "patient" in frame else pd.Series("patient", frame.index)
         tables = []
@@ -181,6 +177,27 @@ class Predictor:
             files = [request_file(i, row) for i, row in records]
             tables.append(self.predict_files(files, patient, threads).table)
         return pd.concat(tables, ignore_index=True) if tables else empty_table()
+
+
+class RequestColumnsError(ValueError):
+    """A request's columns the predictor cannot take; `unknown` names those it does not know."""
+
+    def __init__(self, message: str, unknown: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.unknown = unknown
+
+
+def check_request_columns(columns: list[str]) -> None:
+    """Refuse a request with columns the predictor does not know (named, 40 characters of
+    each at most) or without `image`."""
+    unknown = tuple(c for c in columns if c not in INPUT_COLUMNS)
+    if unknown:
+        names = [c[:40] for c in unknown[:10]]
+        raise RequestColumnsError(
+            f"unknown request columns {names}; expected some of {list(INPUT_COLUMNS)}", unknown
+        )
+    if "image" not in columns:
+        raise RequestColumnsError("the request has no 'image' column")
 
 
 def present(row: dict, key: str):
