@@ -7,8 +7,13 @@ bootstrap intervals beside the paper's Table 2 and a majority-class baseline, an
 calibration and operating point of the model. 10.2 minutes on 2 CPU cores with the cohort
 already generated (generating 200 of its patients took 78 s).
 With `--aggregation attention` (the default) the same trained network is also scored with the
-paper's majority vote, so one run compares the two.
+paper's majority vote, so one run compares the two. A grade model (`--target grade`, the
+default) also prints its CAD-RADS figures (kappa, rule-out and hold-out AUC).
+`--curve 100,200,400` is a learning curve: one cohort (`--patients`, its test split fixed),
+trained on a nested draw of that many training patients per point, each point's figures and
+wall time printed and written to `curve.json`.
 Usage: python benchmarks/model_quality.py [--seed 7] [--epochs 16] [--aggregation vote]
+       [--target grade|soft_grade|class] [--curve 100,200,400 --patients 700]
 """
 
 from __future__ import annotations
@@ -34,16 +39,25 @@ ROOT = project_root()
 SPLIT = {"train": 0.6, "validation": 0.1, "test": 0.3}
 #: Everything up to the evaluation: the benchmark measures, it does not promote.
 MEASURED_ASSETS = "not group:prediction and not key:promotion_decision and not key:champion_model"
+#: A further learning-curve point on the same cohort and images: splits, model, evaluation.
+RETRAINED_ASSETS = "key:patient_splits or key:stenosis_model or key:test_predictions or " + (
+    "key:evaluation_report"
+)
 
 
-def run_config(args: argparse.Namespace) -> dict:
+def run_config(args: argparse.Namespace, train_patients: int = 0) -> dict:
     """The benchmark's run config: the demo's training recipe on the benchmark cohort."""
+    cohort = {"preset": "benchmark", "seed": args.cohort_seed, "n_patients": args.patients}
+    split = {**SPLIT, "validation": args.validation, "test": args.test}
+    split["train"] = round(1 - split["validation"] - split["test"], 6)
     return {
         "execution": {"config": {"in_process": {}}},
         "ops": {
-            "raw_cohort": {"config": {"preset": "benchmark", "seed": args.cohort_seed}},
+            "raw_cohort": {"config": cohort},
             "mpr_images": {"config": {"image_size": args.image_size}},
-            "patient_splits": {"config": {**SPLIT, "seed": args.cohort_seed}},
+            "patient_splits": {
+                "config": {**split, "seed": args.cohort_seed, "train_patients": train_patients}
+            },
             "stenosis_model": {
                 "config": {
                     "arch": "shufflenet_v2_x1_0",
@@ -51,6 +65,7 @@ def run_config(args: argparse.Namespace) -> dict:
                     "lr": args.lr,
                     "lr_schedule": args.lr_schedule,
                     "aggregation": args.aggregation,
+                    "target": args.target,
                     "epochs": args.epochs,
                     "patience": args.epochs,
                     "seed": args.seed,
@@ -61,8 +76,8 @@ def run_config(args: argparse.Namespace) -> dict:
     }
 
 
-def materialise(work: Path, config: dict) -> float:
-    """Run the pipeline into `work`; returns the wall time in seconds."""
+def materialise(work: Path, config: dict, select: str = MEASURED_ASSETS) -> float:
+    """Run the `select`ed assets into `work`; returns the wall time in seconds."""
     home = work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "config" / "dagster_instance.yaml", home / "dagster.yaml")
@@ -83,7 +98,7 @@ def materialise(work: Path, config: dict) -> float:
             "-m",
             "cass_pipeline.definitions",
             "--select",
-            MEASURED_ASSETS,
+            select,
             "-c",
             str(work / "run_config.yaml"),
         ],
@@ -162,6 +177,59 @@ def triage_lines(report: dict) -> list[str]:
     ]
 
 
+def grade_lines(report: dict) -> list[str]:
+    """The CAD-RADS figures of a grade model, with intervals."""
+    grades = report.get("cad_rads")
+    if grades is None:
+        return ["three-class model: no CAD-RADS grades"]
+    patient, branch, ci = grades["patient"], grades["branch"], grades["patient"]["ci95"]
+
+    def shown(key: str) -> str:
+        if patient[key] is None:
+            return "-"
+        low, high = ci.get(key, (float("nan"), float("nan")))
+        return f"{patient[key]:.3f} ({low:.2f}-{high:.2f})"
+
+    return [
+        f"CAD-RADS, {patient['n']} patients: category accuracy {shown('accuracy')}, weighted "
+        f"kappa {shown('kappa_linear')} (van Herten 0.75 / 0.71), rule-out AUC "
+        f"{shown('rule_out_auc')} (Denzinger 0.94), hold-out AUC {shown('hold_out_auc')} "
+        f"(Denzinger 0.95); branch grade accuracy {branch['grade_accuracy']:.3f}, mean "
+        f"absolute grade error {branch['mean_absolute_grade_error']:.3f}",
+    ]
+
+
+def point_figures(report: dict, wall: float, train_patients: int) -> dict:
+    """One learning-curve point: patient F1 (three classes) and CAD-RADS figures, with CIs."""
+    patient = report["metrics"]["patient"]
+    grades = (report.get("cad_rads") or {}).get("patient", {})
+    return {
+        "train_patients": train_patients,
+        "wall_s": round(wall, 1),
+        "patient_f1": patient["f1_weighted"],
+        "patient_f1_ci95": patient["ci95"].get("f1_weighted"),
+        "test_referral_sensitivity": report["calibration_test"]["sensitivity"],
+        **{k: grades.get(k) for k in ("kappa_linear", "rule_out_auc", "hold_out_auc")},
+        "grade_ci95": grades.get("ci95"),
+    }
+
+
+def curve(args: argparse.Namespace, work: Path, points: list[int]) -> None:
+    """Train and evaluate at each point on one cohort; print and write `curve.json`."""
+    results = []
+    for k, train_patients in enumerate(points):
+        select = MEASURED_ASSETS if k == 0 else RETRAINED_ASSETS
+        wall = materialise(work, run_config(args, train_patients), select)
+        layout = CassSettings.from_env({"CASS_DATA_DIR": str(work)}).layout
+        report = json.loads(layout.evaluation_report.read_text())
+        splits = pd.read_parquet(layout.splits).split.value_counts().to_dict()
+        results.append(point_figures(report, wall, splits.get("train", 0)) | {"splits": splits})
+        print(json.dumps(results[-1]), flush=True)
+        (work / "curve.json").write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "points": results})
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7, help="training seed")
@@ -170,25 +238,35 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.002)
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
     parser.add_argument("--aggregation", choices=["vote", "attention"], default="attention")
+    parser.add_argument("--target", choices=["grade", "soft_grade", "class"], default="grade")
+    parser.add_argument("--patients", type=int, default=210, help="cohort size")
+    parser.add_argument("--validation", type=float, default=SPLIT["validation"])
+    parser.add_argument("--test", type=float, default=SPLIT["test"])
+    parser.add_argument("--curve", help="training patients per point, e.g. 100,200,400")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "benchmarks" / "quality")
     args = parser.parse_args()
     work = args.work.resolve()
+    if args.curve:
+        curve(args, work, [int(n) for n in args.curve.split(",")])
+        return
     wall = materialise(work, run_config(args))
     layout = CassSettings.from_env({"CASS_DATA_DIR": str(work)}).layout
     report = json.loads(layout.evaluation_report.read_text())
     predictions = pd.read_parquet(layout.test_predictions)
     lines = [
         f"model quality, benchmark cohort (standard), seed {args.seed}, {args.epochs} epochs "
-        f"({args.lr_schedule} lr {args.lr}), {args.image_size} px, {args.aggregation}; "
+        f"({args.lr_schedule} lr {args.lr}), {args.image_size} px, {args.aggregation}, "
+        f"target {args.target}, {args.patients} patients; "
         f"model version {report['model_version']}; "
         f"pipeline {wall / 60:.1f} min",
         *tables(report, predictions, layout),
         *triage_lines(report),
+        *grade_lines(report),
     ]
     print("\n".join(lines))
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": wall, **report}
-    (work / f"quality-seed{args.seed}.json").write_text(json.dumps(result, indent=2))
+    (work / f"quality-{args.target}-seed{args.seed}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

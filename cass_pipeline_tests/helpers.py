@@ -7,8 +7,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.layout import DataLayout
+
+#: The report percent range of each planted class: none, "<50%" (minimal or mild: an
+#: interval label), severe.
+LABEL_PERCENTS = {0: (0, 0), 1: (1, 49), 2: (70, 99)}
 
 #: The small model every training test uses (fast on two cores, learns the planted notch),
 #: as Dagster run config; `tiny_config` gives it as a `TrainConfig` for direct calls.
@@ -70,7 +75,17 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
         for b, branch in enumerate(("LAD", "LCX")):
             label = (p + b) % 3
             worst = max(worst, label)
-            labels.append({"patient_id": pid, "branch": branch, "label": label})
+            low, high = LABEL_PERCENTS[label]
+            labels.append(
+                {
+                    "patient_id": pid,
+                    "branch": branch,
+                    "stenosis_class": STENOSIS_CLASSES[label],
+                    "label": label,
+                    "pct_low": low,
+                    "pct_high": high,
+                }
+            )
             for v in range(views):
                 image = rng.integers(20, 60, (size, size)).astype(np.uint8)
                 image[:, 12:20] = 200

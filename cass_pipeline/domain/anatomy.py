@@ -83,6 +83,12 @@ GRADE_RANGE: Final = {
     "severe": (70, 99),
     "occluded": (100, 100),
 }
+#: The six CAD-RADS 2.0 grades of a segment, least severe first.
+GRADES: Final = tuple(GRADE_RANGE)
+#: Class index of each grade index (none -> 0; minimal, mild -> 1; moderate and up -> 2).
+CLASS_OF_GRADE: Final = tuple(CLASS_INDEX[GRADE_CLASS[grade]] for grade in GRADES)
+#: CAD-RADS 2.0 patient categories, least severe first (the order of the weighted kappa).
+CATEGORIES: Final = ("0", "1", "2", "3", "4A", "4B", "5")
 
 
 def grade_of_percent(percent: float) -> str:
@@ -96,6 +102,28 @@ def grade_of_percent(percent: float) -> str:
 def class_of_percent(percent: float) -> str:
     """Three-class label of a percent diameter stenosis; 50% counts as significant."""
     return GRADE_CLASS[grade_of_percent(percent)]
+
+
+def grade_interval(
+    stenosis_class: str, pct_low: float | None, pct_high: float | None
+) -> tuple[int, int]:
+    """The grade indices a branch label allows: those its percent range spans, within its
+    class ("<50%" is minimal-mild, "25-50%" labelled mild is mild); without a range, every
+    grade of the class."""
+    of_class = [i for i, c in enumerate(CLASS_OF_GRADE) if c == CLASS_INDEX[stenosis_class]]
+    if pct_low is None or pct_high is None:
+        return of_class[0], of_class[-1]
+    low = GRADES.index(grade_of_percent(pct_low))
+    high = GRADES.index(grade_of_percent(pct_high))
+    spanned = [i for i in of_class if low <= i <= high]
+    return (spanned[0], spanned[-1]) if spanned else (of_class[0], of_class[-1])
+
+
+def category_of_grades(grade_by_branch: dict[str, int]) -> str:
+    """CAD-RADS 2.0 category of a patient's branch grades (indices into `GRADES`)."""
+    return cad_rads_category(
+        {branch: GRADE_RANGE[GRADES[grade]][0] for branch, grade in grade_by_branch.items()}
+    )
 
 
 def cad_rads_category(max_percent_by_branch: dict[str, float]) -> str:

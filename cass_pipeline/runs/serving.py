@@ -19,6 +19,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS
+from cass_pipeline.domain.model.targets import GRADE_PROBABILITY_COLUMNS
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.prediction.predictor import INPUT_COLUMNS, Predictor
 from cass_pipeline.domain.prediction.rollup import PREDICTION_COLUMNS
@@ -27,7 +28,7 @@ BUNDLE_ARTIFACT = "bundle"
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 DEFAULT_MODEL_CONFIG = {"engine": PredictSettings.engine, "device": "cpu"}
 INTEGER_COLUMNS = ("view_index", "views_used")
-DOUBLE_COLUMNS = (*PROBABILITY_COLUMNS, "significant_score")
+DOUBLE_COLUMNS = (*PROBABILITY_COLUMNS, *GRADE_PROBABILITY_COLUMNS, "significant_score")
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [

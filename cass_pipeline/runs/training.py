@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from cass_pipeline import CPU_KERNELS
-from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.model.aggregation import (
@@ -34,10 +33,12 @@ from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
 from cass_pipeline.domain.model.splits import (
     SPLIT_SCHEMA,
     SplitSettings,
+    limit_training,
     patient_splits,
     splittable_patients,
     table_hash,
 )
+from cass_pipeline.domain.model.targets import OutputSpace, output_map, output_space
 from cass_pipeline.domain.model.train import EpochRecord, distributed_context, train
 from cass_pipeline.domain.plots import figure_png, pyplot
 from cass_pipeline.domain.prediction.bundle import ModelBundle
@@ -137,6 +138,7 @@ def write_splits(
     labels = pd.read_parquet(layout.patient_labels)
     usable = splittable_patients(labels, pd.read_parquet(layout.manifest, columns=["patient_id"]))
     table = patient_splits(usable, settings.ratios, settings.seed, settings.floor_per_class)
+    table = limit_training(table, settings.train_patients, settings.seed)
     write_parquet_atomic(table, layout.splits, SPLIT_SCHEMA)
     left_out = {
         "all": len(labels) - len(usable),
@@ -197,6 +199,7 @@ def model_bundle(
         calibration=calibration,
         aggregation=config.aggregation,
         attention=attention,
+        target=config.target,
     )
     bundle.check_store(views.cleanup_fingerprint)
     return bundle
@@ -226,13 +229,14 @@ class ValidationOutputs:
 
 
 def calibrate_on_validation(
-    validation: ValidationOutputs, head: AttentionPooling | None
+    validation: ValidationOutputs, head: AttentionPooling | None, outputs: OutputSpace
 ) -> Calibration:
     """Temperature and referral threshold fitted on the validation views, their branches
     decided as the model will decide them (`head`, else the vote); logged to the run."""
     scored = validation.views.assign(pred=validation.probabilities.argmax(1))
-    decided = scored.assign(branch_pred=decide_branches(scored, validation.embeddings, head))
-    calibration = fit_calibration(decided.drop(columns="pred"), validation.probabilities)
+    branches = decide_branches(scored, validation.embeddings, head)
+    decided = validation.views.assign(branch_pred=outputs.classes_of(branches))
+    calibration = fit_calibration(decided, validation.probabilities, outputs)
     mlflow.log_params(
         {
             "calibration_temperature": round(calibration.temperature, 4),
@@ -263,9 +267,11 @@ def fit_branch_head(
         return None
     train = views[views.split == "train"].reset_index(drop=True)
     embeddings = view_outputs(TorchEngine(model), train, layout.images)[1]
+    outputs = output_space(config.target)
     head, f1 = fit_attention(
-        Bags.of(train, embeddings),
-        Bags.of(validation.views, validation.embeddings),
+        Bags.of(train, embeddings, outputs),
+        Bags.of(validation.views, validation.embeddings, outputs),
+        outputs,
         seed=config.seed,
     )
     mlflow.log_metric("val_branch_f1_attention", f1)
@@ -333,7 +339,8 @@ def run_training(
         log_parameters(config, hashes, views)
         tmp = Path(tmp)
         (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
-        (tmp / "class_map.json").write_text(json.dumps(dict(enumerate(STENOSIS_CLASSES))))
+        outputs = output_space(config.target)
+        (tmp / "class_map.json").write_text(json.dumps(output_map(outputs), indent=2))
         splits.to_csv(tmp / "splits.csv", index=False)
         learnt_images(manifest, splits).to_csv(tmp / LEARNT_IMAGES, index=False)
 
@@ -365,7 +372,7 @@ def run_training(
             mlflow.log_artifact(str(tmp / name))
         validation = ValidationOutputs.of(layout, result.model, views)
         head = fit_branch_head(layout, result.model, views, validation, config)
-        calibration = calibrate_on_validation(validation, head)
+        calibration = calibrate_on_validation(validation, head, outputs)
         version = tracking.register(
             result.model,
             model_bundle(layout, config, views, calibration, head),

@@ -289,7 +289,7 @@ def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
 
 def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_path):
     """Last in the module: it rewrites the evaluation folder (with its own registry)."""
-    from cass_pipeline.domain.model.aggregation import Bags, branch_predictions
+    from cass_pipeline.domain.model.aggregation import Bags, branch_outputs
     from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
     from cass_pipeline.domain.model.metrics import evaluate
     from cass_pipeline.runs.tracking import Tracking
@@ -317,7 +317,10 @@ def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_p
     _, embeddings = view_outputs(
         TorchEngine(loaded.predictor.network()), views, layout_of(root).images
     )
-    expected = branch_predictions(head, Bags.of(views, embeddings))
-    decided = served.groupby(["patient_id", "branch"], sort=True).branch_pred
-    assert (decided.nunique() == 1).all()
-    assert decided.first().tolist() == expected.tolist()
+    outputs = loaded.predictor.bundle.outputs
+    expected = branch_outputs(head, Bags.of(views, embeddings, outputs).embeddings)
+    assert outputs.grades and head.classify.out_features == 6
+    decided = served.groupby(["patient_id", "branch"], sort=True)
+    assert (decided.branch_grade.nunique() == 1).all()
+    assert decided.branch_grade.first().tolist() == expected.tolist()
+    assert decided.branch_pred.first().tolist() == outputs.classes_of(expected).tolist()

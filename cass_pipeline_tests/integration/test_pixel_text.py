@@ -55,6 +55,8 @@ def test_identifiers_are_found_as_ocr_misreads_them():
     assert identifier_readable("MRN 46417233", {"40417233"})  # one digit misread
     assert identifier_readable("DOEJOHN 2021", {"John"})  # words run together
     assert identifier_readable("born 1961 03 04", {"1961-03-04"})
+    assert identifier_readable("MRN 404172", {"40417233"})  # cut short
+    assert not identifier_readable("MRN 4041", {"40417233"})  # too little of it
     assert not identifier_readable("MRN 46411233", {"40417233"})  # two apart
     assert not identifier_readable("Johnson", {"Jon"})  # short tokens only whole
 

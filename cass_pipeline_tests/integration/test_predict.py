@@ -283,7 +283,12 @@ def test_every_export_style_gets_the_classes_of_the_plain_export(registry, expor
         assert result.exit_code == 0, (style, result.output)
         document = json.loads(result.stdout)
         assert document["pixel_check"]["identifier_views"] == [], style
-        classes[style] = {b: info["class"] for b, info in document["branches"].items()}
+        # the most likely class of the branch's mean probabilities: the one-epoch model's
+        # grade votes tie on a view or two, its probabilities are what a cleanup changes
+        classes[style] = {
+            b: max(info["probabilities"], key=info["probabilities"].get)
+            for b, info in document["branches"].items()
+        }
     plain = classes.pop("grey")
     assert plain and all(found == plain for found in classes.values()), classes
 

@@ -17,6 +17,9 @@ from cass_pipeline.domain.model.calibration import (
     referral_threshold,
 )
 from cass_pipeline.domain.model.inference import predict_probabilities
+from cass_pipeline.domain.model.targets import OUTPUT_SPACES
+
+CLASSES, GRADES = OUTPUT_SPACES["class"], OUTPUT_SPACES["grade"]
 
 
 def overconfident(n=3000, seed=0):
@@ -29,7 +32,7 @@ def overconfident(n=3000, seed=0):
 
 def test_temperature_scaling_recovers_the_sharpening_and_cuts_the_error():
     reported, labels = overconfident()
-    temperature = fit_temperature(reported, labels)
+    temperature = fit_temperature(reported, np.eye(3, dtype=bool)[labels])
     assert temperature == pytest.approx(3.0, rel=0.15)
     before = expected_calibration_error(reported, labels)
     after = expected_calibration_error(calibrate(reported, temperature), labels)
@@ -108,7 +111,7 @@ def test_a_patient_under_the_threshold_is_referred_by_score_not_by_class():
     assert at_threshold.refer.tolist() == [True, False, False]
     by_class = patient_referrals(views, Calibration())
     assert by_class.refer.tolist() == [False, False, False]
-    report = calibration_report(views, Calibration(referral_threshold=0.3))
+    report = calibration_report(views, Calibration(referral_threshold=0.3), CLASSES)
     assert (report["sensitivity"], report["specificity"]) == (1.0, 0.5)
     assert report["ece_before"] == pytest.approx(report["ece_after"])  # T = 1
 
@@ -136,7 +139,7 @@ def test_fitted_calibration_travels_as_json_and_refers_by_class_or_threshold():
             "label": labels,
         }
     )
-    fitted = fit_calibration(views, reported)
+    fitted = fit_calibration(views, reported, CLASSES)
     assert fitted.temperature > 1.5
     assert fitted.validation["sensitivity"] >= 0.95
     assert fitted.validation["ece_after"] < fitted.validation["ece_before"]
@@ -179,7 +182,17 @@ def test_a_bundle_without_calibration_changes_nothing_and_refers_by_class():
 def test_the_threshold_is_fitted_on_the_branch_decisions_the_model_will_make():
     views = scored_views([0.3, 0.2, 0.1], preds=[0, 0, 0], labels=[2, 0, 0])
     raw = views[["p_no_stenosis", "p_non_significant", "p_significant"]].to_numpy()
-    by_vote = fit_calibration(views.drop(columns="pred"), raw)
+    by_vote = fit_calibration(views.drop(columns="pred"), raw, CLASSES)
     assert by_vote.referral_threshold is not None  # the vote misses the significant patient
     head_says_significant = views.drop(columns="pred").assign(branch_pred=[2, 2, 0, 0, 0, 0])
-    assert fit_calibration(head_says_significant, raw).referral_threshold is None
+    assert fit_calibration(head_says_significant, raw, CLASSES).referral_threshold is None
+
+
+def test_a_grade_temperature_is_fitted_on_the_likelihood_of_the_allowed_grades():
+    rng = np.random.default_rng(0)
+    truth = rng.dirichlet([1.0] * 6, 3000)
+    grades = np.array([rng.choice(6, p=p) for p in truth])
+    low = np.where(grades == 2, 1, grades)  # every mild label reads "<50%": minimal-mild
+    intervals = pd.DataFrame({"grade_low": low, "grade_high": grades})
+    reported = calibrate(truth, 1 / 3)
+    assert fit_temperature(reported, GRADES.allowed(intervals)) == pytest.approx(3.0, rel=0.2)

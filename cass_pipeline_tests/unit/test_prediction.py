@@ -205,7 +205,7 @@ def test_document_counts_votes_and_names_the_decisive_view(predictor):
     lad = prediction_document(prediction.table, {"version": 1})["branches"]["LAD"]
     assert lad["votes"] == {"no_stenosis": 1, "non_significant": 0, "significant": 3}
     assert [v["view_index"] for v in lad["views"]] == [0, 1, 2, 3]
-    assert decisive_views(prediction) == {"LAD": 2}  # the surest vote for significant
+    assert decisive_views(prediction) == {"LAD": (2, 2)}  # the surest vote for significant
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from cass_pipeline.domain.evaluation.report import (
     EvaluationReport,
     evaluate_model,
 )
-from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS, Calibration
+from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.config import EvaluateSettings, ExplainSettings
 from cass_pipeline.domain.model.data import ViewDataset
 from cass_pipeline.domain.model.explain import explain_views, explanation_sample
@@ -79,7 +79,8 @@ def test_predictions(
         scored = predictions_with(loaded, views, layout)
         write_parquet_atomic(scored, path, VIEW_PREDICTION_SCHEMA)
         by_torch = view_probabilities(network, views, layout.images)
-    difference, changed = largest_difference(scored[PROBABILITY_COLUMNS].to_numpy(), by_torch)
+    columns = loaded.predictor.bundle.outputs.probability_columns
+    difference, changed = largest_difference(scored[columns].to_numpy(), by_torch)
     parity = {
         "model_version": loaded.version,
         "views": len(views),
@@ -139,6 +140,7 @@ def report_metadata(report: EvaluationReport) -> dict:
         "patient_f1_weighted": metrics["patient"]["f1_weighted"],
         "aggregation": report.aggregation,
         "aggregation_vs_vote": dg.MetadataValue.md(report.aggregation_markdown),
+        "cad_rads": dg.MetadataValue.md(report.grade_markdown),
         "calibration_and_operating_point": dg.MetadataValue.md(report.triage_markdown),
         "reliability_diagram": png_markdown(report.reliability_png, "reliability before and after"),
         "patient_ranking_top": dg.MetadataValue.md(
@@ -170,7 +172,9 @@ def evaluation_report(
     run_id = tracking.model_version(str(version)).run_id
     bundle = mlflow_tracking.load(str(version)).predictor.bundle
     bootstrap = settings_from(config, EvaluateSettings).bootstrap
-    report = evaluate_model(predictions, bundle.calibration, bundle.aggregation, bootstrap)
+    report = evaluate_model(
+        predictions, bundle.calibration, bundle.aggregation, bundle.outputs, bootstrap
+    )
     document = report.document(version, run_id)
     write_text_atomic(paths.layout.evaluation_report, json.dumps(document, indent=2))
     write_parquet_atomic(report.ranking, paths.layout.patient_ranking, RANKING_SCHEMA)

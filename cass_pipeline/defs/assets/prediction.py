@@ -12,6 +12,7 @@ from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.defs.presentation import png_markdown
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
 from cass_pipeline.domain.prediction.config import PredictSettings
+from cass_pipeline.domain.prediction.document import grade_text
 from cass_pipeline.domain.prediction.folder import predict_folder
 from cass_pipeline.domain.prediction.inbox import folder_of, scan_inbox
 from cass_pipeline.domain.prediction.outputs import (
@@ -110,10 +111,14 @@ def patient_prediction(
 
 
 def branch_table(document: dict) -> str:
-    lines = ["| branch | class | p no / non-sig / sig | views |", "|---|---|---|---|"]
+    lines = [
+        "| branch | class | CAD-RADS grade | p no / non-sig / sig | views |",
+        "|---|---|---|---|---|",
+    ]
     for name, branch in document["branches"].items():
         p = " / ".join(f"{v:.2f}" for v in branch["probabilities"].values())
-        lines.append(f"| {name} | {branch['class']} | {p} | {branch['views_used']} |")
+        grade = grade_text(branch["grade"]) or "-"
+        lines.append(f"| {name} | {branch['class']} | {grade} | {p} | {branch['views_used']} |")
     return "\n".join(lines)
 
 

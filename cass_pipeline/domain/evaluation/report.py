@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from cass_pipeline.domain.evaluation.grades import grade_markdown, grade_metrics
 from cass_pipeline.domain.model.calibration import Calibration, calibration_report, patient_ranking
 from cass_pipeline.domain.model.metrics import LEVELS, PAPER_TABLE2, evaluate
+from cass_pipeline.domain.model.targets import OutputSpace
 from cass_pipeline.domain.plots import figure_png, pyplot
 
 #: The test patients by significance score, as a triage worklist would order them.
@@ -23,6 +25,7 @@ RANKING_SCHEMA = pa.schema(
         ("patient_id", pa.string()),
         ("score", pa.float64()),
         ("refer", pa.bool_()),
+        ("cad_rads", pa.string()),
         ("significant", pa.bool_()),
     ]
 )
@@ -54,6 +57,7 @@ class EvaluationReport:
     calibration: Calibration
     aggregation: str
     ranking: pd.DataFrame
+    grades: dict | None = None
 
     def document(self, version: int, run_id: str) -> dict:
         """evaluation.json: what promotion and later readers need."""
@@ -65,6 +69,7 @@ class EvaluationReport:
             "vote_metrics": self.vote,
             "calibration": self.calibration.to_json(),
             "calibration_test": self.on_test,
+            "cad_rads": self.grades,
         }
 
     def logged_metrics(self) -> dict:
@@ -74,7 +79,21 @@ class EvaluationReport:
             {f"test_{level}_{key}": metrics[level][key] for level in LEVELS for key in METRIC_KEYS}
             | {f"test_{level}_f1_weighted_vote": vote[level]["f1_weighted"] for level in LEVELS}
             | {name: on_test[key] for key, name in TRIAGE_METRICS.items()}
+            | self.logged_grade_metrics()
         )
+
+    def logged_grade_metrics(self) -> dict:
+        if self.grades is None:
+            return {}
+        patient, branch = self.grades["patient"], self.grades["branch"]
+        return {
+            "test_cad_rads_kappa_linear": patient["kappa_linear"],
+            "test_cad_rads_accuracy": patient["accuracy"],
+            "test_rule_out_auc": patient["rule_out_auc"],
+            "test_hold_out_auc": patient["hold_out_auc"],
+            "test_branch_grade_accuracy": branch["grade_accuracy"],
+            "test_branch_grade_mae": branch["mean_absolute_grade_error"],
+        }
 
     def artifacts(self, document: dict) -> dict[str, bytes]:
         return {
@@ -82,12 +101,18 @@ class EvaluationReport:
             "confusion.png": self.confusion_png,
             "reliability.png": self.reliability_png,
             "patient_ranking.csv": self.ranking.to_csv(index=False).encode(),
-            "table.md": f"{self.metrics_markdown}\n\n{self.triage_markdown}\n".encode(),
+            "table.md": (
+                f"{self.metrics_markdown}\n\n{self.grade_markdown}\n\n{self.triage_markdown}\n"
+            ).encode(),
         }
 
     @cached_property
     def metrics_markdown(self) -> str:
         return metrics_markdown(self.metrics)
+
+    @cached_property
+    def grade_markdown(self) -> str:
+        return grade_markdown(self.grades)
 
     @cached_property
     def triage_markdown(self) -> str:
@@ -112,17 +137,23 @@ class EvaluationReport:
 
 
 def evaluate_model(
-    predictions: pd.DataFrame, calibration: Calibration, aggregation: str, bootstrap: int
+    predictions: pd.DataFrame,
+    calibration: Calibration,
+    aggregation: str,
+    outputs: OutputSpace,
+    bootstrap: int,
 ) -> EvaluationReport:
-    """Evaluate test predictions (with their `branch_pred`) of a model calibrated so."""
+    """Evaluate test predictions (with their `branch_pred`, and grades from a grade model) of
+    a model calibrated so, deciding branches by `aggregation` over `outputs`."""
     return EvaluationReport(
         metrics=evaluate(predictions, bootstrap),
         vote=evaluate(vote_views(predictions), bootstrap=0),
-        on_test=calibration_report(predictions, calibration),
+        on_test=calibration_report(predictions, calibration, outputs),
         all_healthy=evaluate(vote_views(predictions).assign(pred=0), bootstrap=0),
         calibration=calibration,
         aggregation=aggregation,
         ranking=patient_ranking(predictions, calibration)[RANKING_SCHEMA.names],
+        grades=grade_metrics(predictions, bootstrap),
     )
 
 

@@ -54,7 +54,8 @@ CONFIDENT = 85
 MIN_CHARACTERS = 4
 #: An identifier token needs this many characters to be looked for (two-letter name parts
 #: are read out of anatomy by chance); from `INSIDE` characters it is also found inside a
-#: longer word read ("DOEJOHN"), from `NEAR` with one character misread ("46417233").
+#: longer word read ("DOEJOHN"), from `NEAR` with one character misread ("46417233") or
+#: `NEAR` of its characters read alone, cut short ("404172": Tesseract on AVX2-only CPUs).
 #: Identifiers count at any confidence: OCR is often unsure of what is plainly legible.
 MIN_IDENTIFIER = 3
 INSIDE = 4
@@ -292,11 +293,13 @@ def one_edit_apart(a: str, b: str) -> bool:
 
 def misread(token: str, read: Iterable[str]) -> bool:
     """Whether a one-token identifier is among the words read as OCR gets it wrong: inside a
-    run-together word, or with one character misread."""
+    run-together word, with one character misread, or cut short."""
     for word in read:
         if len(token) >= INSIDE and token in word:
             return True
-        if len(token) >= NEAR and one_edit_apart(token, word):
+        if len(token) >= NEAR and (
+            one_edit_apart(token, word) or (len(word) >= NEAR and word in token)
+        ):
             return True
     return False
 

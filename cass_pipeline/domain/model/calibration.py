@@ -1,10 +1,11 @@
 """Calibration and the triage operating point, both fitted on the validation split.
 
-Temperature scaling divides the log-probabilities of every view by one fitted temperature
-(classes and votes stay as they are). A patient's significance score is the highest mean
-P(significant) of their branches. A patient is referred when their predicted class is
-significant, or their score reaches the referral threshold: the highest threshold with which
-at least the target share of significant validation patients is referred.
+Temperature scaling divides the log-probabilities of every view's outputs (classes or grades)
+by one fitted temperature (classes and votes stay as they are). A patient's significance
+score is the highest mean P(significant) of their branches. A patient is referred when
+their predicted class is significant, or their score reaches the referral threshold: the
+highest threshold with which at least the target share of significant validation patients
+is referred.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from sklearn.metrics import roc_auc_score
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.model.inference import Engine, TemperatureScaled
-from cass_pipeline.domain.model.metrics import artery_level, branch_level, patient_level
+from cass_pipeline.domain.model.metrics import (
+    artery_level,
+    branch_level,
+    patient_cad_rads,
+    patient_level,
+)
+from cass_pipeline.domain.model.targets import OutputSpace, interval_nll
 
 SIGNIFICANT = 2
 #: The probability columns of every prediction table, in class order.
@@ -40,13 +47,12 @@ def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return scaled / scaled.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising the negative log-likelihood of `labels`."""
-    labels = np.asarray(labels, int)
-    rows = np.arange(len(labels))
+def fit_temperature(probabilities: np.ndarray, allowed: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of the `allowed` outputs (N, K;
+    one per row for a class label, an interval of grades for a grade label)."""
 
     def nll(log_t: float) -> float:
-        return float(-np.log(calibrate(probabilities, math.exp(log_t))[rows, labels]).mean())
+        return float(interval_nll(calibrate(probabilities, math.exp(log_t)), allowed).mean())
 
     low, high = (math.log(t) for t in TEMPERATURE_RANGE)
     return float(math.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))
@@ -171,20 +177,25 @@ def patient_referrals(views: pd.DataFrame, calibration: Calibration) -> pd.DataF
 
 
 def patient_ranking(views: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
-    """`patient_referrals` as a worklist: highest significance score first, with its rank."""
-    ranked = patient_referrals(views, calibration).sort_values(
+    """`patient_referrals` as a worklist: highest significance score first, with its rank and
+    predicted CAD-RADS category."""
+    patients = patient_referrals(views, calibration)
+    patients["cad_rads"] = patients.patient_id.map(patient_cad_rads(views))
+    ranked = patients.sort_values(
         ["score", "patient_id"], ascending=[False, True], ignore_index=True
     )
     return ranked.assign(rank=range(1, len(ranked) + 1))
 
 
-def calibration_report(views: pd.DataFrame, calibration: Calibration) -> dict:
+def calibration_report(views: pd.DataFrame, calibration: Calibration, outputs: OutputSpace) -> dict:
     """How a model's calibration and operating point hold on labelled views scored with its
-    calibrated probabilities: calibration error before and after (with the reliability
-    tables) and the referral rates and ROC AUC over patients."""
-    calibrated = views[PROBABILITY_COLUMNS].to_numpy(np.float64)
+    calibrated probabilities (of `outputs`, and of the classes): class calibration error
+    before and after (with the reliability tables) and the referral rates and ROC AUC over
+    patients."""
+    scaled = views[outputs.probability_columns].to_numpy(np.float64)
+    calibrated = outputs.class_probabilities(scaled)
     labels = views.label.to_numpy(int)
-    raw = calibration.uncalibrated(calibrated)
+    raw = outputs.class_probabilities(calibration.uncalibrated(scaled))
     return {
         "ece_before": expected_calibration_error(raw, labels),
         "ece_after": expected_calibration_error(calibrated, labels),
@@ -194,22 +205,23 @@ def calibration_report(views: pd.DataFrame, calibration: Calibration) -> dict:
     }
 
 
-def fit_calibration(views: pd.DataFrame, probabilities: np.ndarray) -> Calibration:
-    """Temperature and referral threshold from validation views (patient_id, branch, label;
-    `branch_pred` when the model decides branches otherwise than by vote) and their
-    uncalibrated probabilities; with the validation figures before and after."""
-    labels = views.label.to_numpy(int)
-    temperature = fit_temperature(probabilities, labels)
-    calibrated = views.assign(
-        pred=probabilities.argmax(1),
-        **dict(zip(PROBABILITY_COLUMNS, calibrate(probabilities, temperature).T, strict=True)),
-    )
+def fit_calibration(
+    views: pd.DataFrame, probabilities: np.ndarray, outputs: OutputSpace
+) -> Calibration:
+    """Temperature and referral threshold from validation views (patient_id, branch, label,
+    grades; `branch_pred`, the class of their branch as the model decides it) and their
+    uncalibrated probabilities of `outputs`; with the validation figures before and after."""
+    temperature = fit_temperature(probabilities, outputs.allowed(views))
+    scaled = calibrate(probabilities, temperature)
+    columns = dict(zip(outputs.probability_columns, scaled.T, strict=True))
+    columns |= dict(zip(PROBABILITY_COLUMNS, outputs.class_probabilities(scaled).T, strict=True))
+    calibrated = views.assign(pred=outputs.classes_of(probabilities.argmax(1)), **columns)
     patients = patient_referrals(calibrated, Calibration())  # refer = by class
     threshold = referral_threshold(
         patients.score.to_numpy(), patients.significant.to_numpy(), patients.refer.to_numpy()
     )
     unchecked = Calibration(temperature, threshold)
-    report = calibration_report(calibrated, unchecked)
+    report = calibration_report(calibrated, unchecked, outputs)
     return replace(
         unchecked,
         fitted_on=f"validation split: {len(views)} views, {len(patients)} patients",

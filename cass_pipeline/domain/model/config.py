@@ -15,6 +15,9 @@ Architecture = Literal[
 ]
 #: How views decide a branch: the paper's majority vote, or attention pooling (MIL).
 Aggregation = Literal["vote", "attention"]
+#: What the network predicts: CAD-RADS grades from the report's interval (its likelihood, or
+#: soft ordinal targets), or the paper's three classes.
+Target = Literal["grade", "soft_grade", "class"]
 LrSchedule = Literal["constant", "cosine"]
 ImbalanceStrategy = Literal["sampler", "class_weights", "none"]
 
@@ -34,6 +37,9 @@ class TrainConfig:
     patience: int = option(5, "epochs without a better validation F1 before stopping", min=1)
     view_step: int = option(1, "keep every n-th view of each branch", min=1)
     imbalance: ImbalanceStrategy = option("sampler", "class-balanced sampler, weights or none")
+    target: Target = option(
+        "grade", "outputs: the six CAD-RADS grades (interval likelihood), soft_grade, or class"
+    )
     aggregation: Aggregation = option(
         "vote", "branch decision: majority vote of views, or attention pooling (MIL)"
     )

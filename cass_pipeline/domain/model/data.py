@@ -10,19 +10,32 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
+from cass_pipeline.domain.anatomy import grade_interval
 from cass_pipeline.domain.model.network import to_model_input
+
+
+def optional(value):
+    return None if pd.isna(value) else value
 
 
 def labelled_views(
     manifest: pd.DataFrame, branch_labels: pd.DataFrame, splits: pd.DataFrame, view_step: int = 1
 ) -> pd.DataFrame:
-    """Manifest rows with their branch label and split; unlabelled branches are left out.
-    `view_step` keeps every n-th view of each branch."""
-    labels = branch_labels.dropna(subset=["label"])[["patient_id", "branch", "label"]]
+    """Manifest rows with their branch label, the grades it allows (`grade_low`,
+    `grade_high`) and split; unlabelled branches are left out. `view_step` keeps every n-th
+    view of each branch."""
+    labels = branch_labels.dropna(subset=["label"])
+    intervals = [
+        grade_interval(c, optional(low), optional(high))
+        for c, low, high in zip(labels.stenosis_class, labels.pct_low, labels.pct_high, strict=True)
+    ]
+    labels = labels[["patient_id", "branch", "label"]].assign(
+        grade_low=[low for low, _ in intervals], grade_high=[high for _, high in intervals]
+    )
     views = manifest.merge(labels, on=["patient_id", "branch"], how="inner")
     views = views.merge(splits[["patient_id", "split"]], on="patient_id", how="inner")
     views = views[views.view_index % view_step == 0]
-    views = views.astype({"label": "int64"})
+    views = views.astype({"label": "int64", "grade_low": "int64", "grade_high": "int64"})
     return views.sort_values(["patient_id", "branch", "view_index"]).reset_index(drop=True)
 
 
@@ -41,9 +54,17 @@ def augmentation(image_size: int) -> v2.Compose:
 
 
 class ViewDataset(Dataset):
-    """(normalised 3xHxW tensor, label) per manifest row; stores opened lazily per worker."""
+    """(normalised 3xHxW tensor, label) per manifest row, with its training target row when
+    `targets` (N, K) are given; stores opened lazily per worker."""
 
-    def __init__(self, views: pd.DataFrame, store_root: Path, augment: bool = False):
+    def __init__(
+        self,
+        views: pd.DataFrame,
+        store_root: Path,
+        augment: bool = False,
+        targets: np.ndarray | None = None,
+    ):
+        self.targets = None if targets is None else torch.as_tensor(targets)
         self.paths = views.store_path.to_numpy()
         self.indices = views.store_index.to_numpy()
         self.labels = torch.as_tensor(views.label.to_numpy().copy(), dtype=torch.long)
@@ -61,11 +82,13 @@ class ViewDataset(Dataset):
             self._stores[path] = np.load(self.root / path, mmap_mode="r")
         return np.array(self._stores[path][self.indices[i]])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         tensor = torch.from_numpy(self.image(i)).float().div_(255.0).unsqueeze(0)
         if self.transform is not None:
             tensor = self.transform(tensor).clamp_(0, 1)
-        return to_model_input(tensor)[0], self.labels[i]
+        if self.targets is None:
+            return to_model_input(tensor)[0], self.labels[i]
+        return to_model_input(tensor)[0], self.labels[i], self.targets[i]
 
 
 class BalancedSampler(Sampler[int]):

@@ -10,7 +10,7 @@ import pandas as pd
 from captum.attr import IntegratedGradients
 from torch import nn
 
-from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.anatomy import GRADES, STENOSIS_CLASSES
 from cass_pipeline.domain.imaging.cleanup import NO_HINTS, OverlayHints, clean_image
 from cass_pipeline.domain.model.config import ExplainSettings
 from cass_pipeline.domain.model.network import to_model_input
@@ -19,8 +19,8 @@ from cass_pipeline.domain.model.network import to_model_input
 def integrated_gradients(
     model: nn.Module, image: np.ndarray, target: int, steps: int = ExplainSettings.steps
 ) -> np.ndarray:
-    """Attribution per pixel (H, W), summed over the three replicated channels, for class
-    `target`, from a black baseline."""
+    """Attribution per pixel (H, W), summed over the three replicated channels, for output
+    `target` (a class or a grade), from a black baseline."""
     model = model.eval()
     inputs = to_model_input(image[None]).requires_grad_(True)
     baseline = to_model_input(np.zeros_like(image)[None])
@@ -90,11 +90,16 @@ def explained(
 def explain_views(
     model: nn.Module, dataset, picks: pd.DataFrame, steps: int, band: float
 ) -> list[Explanation]:
-    """Integrated Gradients of each picked view's predicted class, as heat-map overlays."""
+    """Integrated Gradients of each picked view's predicted output (its grade from a grade
+    model, else its class), as heat-map overlays."""
     explanations = []
     for row in picks.itertuples():
-        picture, fraction = explained(model, dataset.image(row.index), int(row.pred), steps, band)
+        graded = not pd.isna(row.grade_pred)
+        output = int(row.grade_pred if graded else row.pred)
+        picture, fraction = explained(model, dataset.image(row.index), output, steps, band)
         truth, predicted = STENOSIS_CLASSES[row.label], STENOSIS_CLASSES[row.pred]
+        if graded:
+            predicted += f" ({GRADES[output]})"
         _, png = cv2.imencode(".png", picture)
         explanations.append(
             Explanation(
@@ -109,19 +114,19 @@ def explain_views(
 
 @dataclass(frozen=True)
 class ImageExplanation:
-    """One image classified and explained: class probabilities, the predicted class, the
-    heat-map overlay and the attribution share on the central vessel band."""
+    """One image classified and explained: the probabilities of the model's outputs (grades
+    or classes) by name, the predicted one, the heat-map overlay and the attribution share
+    on the central vessel band."""
 
-    probabilities: np.ndarray
-    predicted: int
+    probabilities: dict[str, float]
+    predicted: str
     picture: np.ndarray
     vessel_fraction: float
 
     def lines(self) -> list[str]:
-        named = zip(STENOSIS_CLASSES, self.probabilities, strict=True)
         return [
-            " ".join(f"{c}={p:.3f}" for c, p in named),
-            f"predicted {STENOSIS_CLASSES[self.predicted]}; {self.vessel_fraction:.0%} of the "
+            " ".join(f"{name}={p:.3f}" for name, p in self.probabilities.items()),
+            f"predicted {self.predicted}; {self.vessel_fraction:.0%} of the "
             "attribution on the central vessel band",
         ]
 
@@ -129,9 +134,11 @@ class ImageExplanation:
 def explain_image(
     predictor, frame: np.ndarray, steps: int, hints: OverlayHints = NO_HINTS
 ) -> ImageExplanation:
-    """Clean `frame` as the model's bundle says, classify it, and explain the class."""
+    """Clean `frame` as the model's bundle says, classify (or grade) it, and explain it."""
     cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup, hints)
     probabilities = predictor.probabilities(cleaned[None])[0]
     predicted = int(probabilities.argmax())
     picture, share = explained(predictor.network(), cleaned, predicted, steps)
-    return ImageExplanation(probabilities, predicted, picture, share)
+    names = predictor.bundle.outputs.names
+    named = dict(zip(names, map(float, probabilities), strict=True))
+    return ImageExplanation(named, names[predicted], picture, share)

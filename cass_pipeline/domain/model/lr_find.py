@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import BalancedSampler, ViewDataset
 from cass_pipeline.domain.model.network import build_model
+from cass_pipeline.domain.model.targets import output_space
 from cass_pipeline.domain.plots import figure_png, pyplot
 
 
@@ -36,20 +36,22 @@ def lr_range_test(
     smoothed loss exceeds `diverge` times its best. Suggests the rate of steepest descent."""
     torch.manual_seed(config.seed)
     train_views = views[views.split == "train"].reset_index(drop=True)
-    dataset = ViewDataset(train_views, store_root, augment=True)
+    outputs = output_space(config.target)
+    dataset = ViewDataset(train_views, store_root, True, outputs.targets(train_views))
     labels = torch.as_tensor(train_views.label.to_numpy().copy())
     sampler = BalancedSampler(labels, config.seed)
-    model = build_model(config.arch, config.weights).model.train()
+    model = build_model(config.arch, config.weights, outputs.size).model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=start_lr)
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
-    loss_fn = nn.CrossEntropyLoss()
     rows, smoothed, best, step = [], 0.0, np.inf, 0
     while step < steps:
-        for images, targets in DataLoader(dataset, batch_size=config.batch_size, sampler=sampler):
+        for images, _, targets in DataLoader(
+            dataset, batch_size=config.batch_size, sampler=sampler
+        ):
             lr = start_lr * factor**step
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = loss_fn(model(images), targets)
+            loss = outputs.loss(model(images), targets).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

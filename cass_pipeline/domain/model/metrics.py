@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, N_CLASSES
+from cass_pipeline.domain.anatomy import (
+    ARTERY_OF_BRANCH,
+    CAD_RADS_OF_CLASS,
+    N_CLASSES,
+    STENOSIS_CLASSES,
+    category_of_grades,
+)
 from cass_pipeline.domain.model.config import EvaluateSettings
 
 
@@ -44,6 +50,18 @@ def artery_level(branches: pd.DataFrame) -> pd.DataFrame:
 def patient_level(arteries: pd.DataFrame) -> pd.DataFrame:
     """Most severe artery label and prediction per patient."""
     return arteries.groupby("patient_id", sort=True)[["label", "pred"]].max().reset_index()
+
+
+def patient_cad_rads(views: pd.DataFrame) -> pd.Series:
+    """Each patient's predicted CAD-RADS category, by patient_id: from the branch grades
+    (`branch_grade`) of a grade model, else the range of the patient's class."""
+    if "branch_grade" in views and views.branch_grade.notna().all():
+        first = views.groupby(["patient_id", "branch"], sort=True).branch_grade.first()
+        return first.groupby(level="patient_id").agg(
+            lambda own: category_of_grades({branch: int(g) for (_, branch), g in own.items()})
+        )
+    classes = patient_level(artery_level(branch_level(views))).set_index("patient_id").pred
+    return classes.map(lambda c: CAD_RADS_OF_CLASS[STENOSIS_CLASSES[int(c)]])
 
 
 def weighted_f1(labels, predictions) -> float:

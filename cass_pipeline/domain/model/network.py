@@ -1,4 +1,4 @@
-"""ShuffleNet V2 with a 3-class head on grey MPR views, and the one input transform.
+"""ShuffleNet V2 with a class or grade head on grey MPR views, and the one input transform.
 
 Grey views are replicated to three channels and normalised with the ImageNet statistics,
 everywhere: training, evaluation and serving call `to_model_input`. Each architecture family
@@ -105,14 +105,15 @@ def load_backbone_weights(model: nn.Module, state: dict) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def build_model(arch: str, weights: str) -> BuiltModel:
-    """`weights`: auto (ImageNet when cached, else none), imagenet (must be obtainable),
-    none, or a path to a state dict; `weights_used` records which."""
+def build_model(arch: str, weights: str, outputs: int = N_CLASSES) -> BuiltModel:
+    """`arch` with a head of `outputs` (3 classes, 6 grades); `weights`: auto (ImageNet when
+    cached, else none), imagenet (must be obtainable), none, or a path to a state dict;
+    `weights_used` records which."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
     model = getattr(torchvision.models, arch)(weights=None)
     head = backbone_of(model).head
-    setattr(model, head, nn.Linear(getattr(model, head).in_features, N_CLASSES))
+    setattr(model, head, nn.Linear(getattr(model, head).in_features, outputs))
     if weights == "none":
         return BuiltModel(model, "none")
     if weights in {"auto", "imagenet"}:

@@ -12,6 +12,8 @@ import pyarrow as pa
 from cass_pipeline.domain.options import option
 
 SPLITS = ("train", "validation", "test")
+#: Training-share patients a learning-curve point leaves out (`SplitSettings.train_patients`).
+UNUSED = "unused"
 SPLIT_SCHEMA = pa.schema(
     [("patient_id", pa.string()), ("patient_class", pa.string()), ("split", pa.string())]
 )
@@ -29,6 +31,12 @@ class SplitSettings:
     seed: int = option(7, "seed of the draw")
     floor_per_class: int = option(
         2, "minimum patients of each class in validation and test, where possible", min=0
+    )
+    train_patients: int = option(
+        0,
+        "train on at most this many of the training share (a seeded draw; the others are "
+        "'unused'), validation and test unchanged: a learning curve. 0: all",
+        min=0,
     )
 
     @property
@@ -81,6 +89,19 @@ def patient_splits(
             ]
             start += count
     return pd.DataFrame(rows).sort_values("patient_id").reset_index(drop=True)
+
+
+def limit_training(splits: pd.DataFrame, train_patients: int, seed: int) -> pd.DataFrame:
+    """`splits` with all but `train_patients` training patients (a seeded draw, so a smaller
+    point's patients are among a larger one's) marked `UNUSED`; 0 keeps them all."""
+    train = splits.index[splits.split == "train"]
+    if train_patients <= 0 or train_patients >= len(train):
+        return splits
+    digest = hashlib.sha256(f"{seed}/train_patients".encode()).digest()
+    order = np.random.default_rng(int.from_bytes(digest[:8], "little")).permutation(len(train))
+    return splits.assign(
+        split=splits.split.mask(splits.index.isin(train[order[train_patients:]]), UNUSED)
+    )
 
 
 def split_leaks(splits: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, list[str]]:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -24,12 +23,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cass_pipeline.domain.anatomy import N_CLASSES
-from cass_pipeline.domain.model.aggregation import AGGREGATIONS
+from cass_pipeline.domain.model.aggregation import AGGREGATIONS, decide_branches
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
 from cass_pipeline.domain.model.metrics import branch_level, weighted_f1
 from cass_pipeline.domain.model.network import build_model
+from cass_pipeline.domain.model.targets import OutputSpace, interval_nll, output_space
 from cass_pipeline.domain.storage import atomic_path
 
 
@@ -130,13 +130,31 @@ def unfinished_checkpoint(path: Path, fingerprint: str) -> Checkpoint | None:
     return None if checkpoint.finished else checkpoint
 
 
-def build_loss(config: TrainConfig, train_labels: torch.Tensor, device) -> nn.Module:
-    """Cross-entropy, weighted by inverse class frequency under `class_weights`."""
+@dataclass(frozen=True)
+class TargetLoss:
+    """The output space's loss, averaged over the batch; under `class_weights` each view
+    weighs by the inverse frequency of its class."""
+
+    outputs: OutputSpace
+    class_weight: torch.Tensor | None
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        losses = self.outputs.loss(logits, targets)
+        if self.class_weight is None:
+            return losses.mean()
+        weight = self.class_weight[labels]
+        return (losses * weight).sum() / weight.sum()
+
+
+def build_loss(config: TrainConfig, train_labels: torch.Tensor, device) -> TargetLoss:
+    """The loss of `config.target`, weighted by inverse class frequency under `class_weights`."""
     weight = None
     if config.imbalance == "class_weights":
         counts = torch.bincount(train_labels, minlength=N_CLASSES).clamp(min=1).float()
         weight = (counts.sum() / (N_CLASSES * counts)).to(device)
-    return nn.CrossEntropyLoss(weight=weight)
+    return TargetLoss(output_space(config.target), weight)
 
 
 def build_sampler(config: TrainConfig, train_labels: torch.Tensor, rank: int, world: int):
@@ -155,7 +173,7 @@ class Trainer:
     core: nn.Module  # the bare network (what is saved and evaluated)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    loss_fn: nn.Module
+    loss_fn: TargetLoss
     device: torch.device
     use_amp: bool
 
@@ -167,12 +185,14 @@ class Trainer:
         self.model.train()
         total, seen = 0.0, 0
         optimizer.zero_grad(set_to_none=True)
-        for step, (images, targets) in enumerate(loader):
-            images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
+        for step, (images, labels, targets) in enumerate(loader):
+            images = images.to(self.device, non_blocking=True)
+            labels, targets = labels.to(self.device), targets.to(self.device)
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, enabled=self.use_amp):
-                loss = self.loss_fn(self.model(images), targets)
+                logits = self.model(images)
+            loss = self.loss_fn(logits, labels, targets)
             self.scaler.scale(loss / config.accumulation_steps).backward()
             if (step + 1) % config.accumulation_steps == 0 or step + 1 == len(loader):
                 self.scaler.step(optimizer)
@@ -206,7 +226,7 @@ def build_trainer(
     """The seeded network on `device` (DDP when `world` > 1), Adam, the loss; and which
     weights it started from."""
     torch.manual_seed(config.seed)
-    built = build_model(config.arch, config.weights)
+    built = build_model(config.arch, config.weights, output_space(config.target).size)
     core = built.model.to(device)
     if config.channels_last:
         core = core.to(memory_format=torch.channels_last)
@@ -230,15 +250,22 @@ def build_trainer(
 
 
 def validate(
-    core: nn.Module, val_views: pd.DataFrame, store_root: Path, device, batch_size: int
+    core: nn.Module,
+    val_views: pd.DataFrame,
+    store_root: Path,
+    device,
+    batch_size: int,
+    outputs: OutputSpace,
 ) -> tuple[float, float, float]:
-    """(loss, view accuracy, branch-level weighted F1 of the vote) on the validation views."""
+    """(loss: -log P(the label's outputs), view class accuracy, branch-level weighted F1 of
+    the vote) on the validation views."""
     probabilities = view_probabilities(TorchEngine(core, device), val_views, store_root, batch_size)
-    labels = val_views.label.to_numpy()
-    picked = probabilities[np.arange(len(labels)), labels]
-    loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
-    branches = branch_level(val_views.assign(pred=probabilities.argmax(1)))
-    accuracy = float((probabilities.argmax(1) == labels).mean())
+    loss = float(interval_nll(probabilities, outputs.allowed(val_views)).mean())
+    voted = val_views.assign(pred=probabilities.argmax(1))
+    classes = outputs.classes_of(voted.pred)
+    decided = outputs.classes_of(decide_branches(voted, None, None))
+    branches = branch_level(voted.assign(pred=classes, branch_pred=decided))
+    accuracy = float((classes == val_views.label.to_numpy()).mean())
     return loss, accuracy, weighted_f1(branches.label, branches.pred)
 
 
@@ -288,7 +315,8 @@ def train(
     train_labels = torch.as_tensor(train_views.label.to_numpy().copy())
     trainer, weights_used = build_trainer(config, train_labels, device, world)
     sampler = build_sampler(config, train_labels, rank, world)
-    train_set = ViewDataset(train_views, store_root, augment=True)
+    outputs = output_space(config.target)
+    train_set = ViewDataset(train_views, store_root, True, outputs.targets(train_views))
 
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     history: list[EpochRecord] = []
@@ -307,7 +335,7 @@ def train(
         total, seen = trainer.train_one_epoch(loader, epoch_lr(config, epoch))
         train_seconds = time.monotonic() - tick
         val_loss, val_accuracy, val_f1 = validate(
-            trainer.core, val_views, store_root, device, config.batch_size
+            trainer.core, val_views, store_root, device, config.batch_size, outputs
         )
         record = EpochRecord(
             epoch=epoch,

@@ -28,6 +28,7 @@ from cass_pipeline.domain.model.inference import (
     predict_probabilities,
 )
 from cass_pipeline.domain.model.network import build_model
+from cass_pipeline.domain.model.targets import OutputSpace, output_map, output_space
 from cass_pipeline.domain.storage import write_text_atomic
 
 BUNDLE_FILE, ALIASES_FILE, ONNX_FILE, WEIGHTS_FILE, ATTENTION_FILE = (
@@ -40,8 +41,9 @@ BUNDLE_FILE, ALIASES_FILE, ONNX_FILE, WEIGHTS_FILE, ATTENTION_FILE = (
 
 
 BRANCH_RULES = {
-    "vote": "majority vote of its views, a tie going to the most severe tied class",
-    "attention": "the attention head's class over its views' embeddings (attention.pt)",
+    "vote": "majority vote of its views' outputs (grades or classes), a tie going to the most "
+    "severe; its class is the class of that grade",
+    "attention": "the attention head's output over its views' embeddings (attention.pt)",
 }
 
 
@@ -50,6 +52,9 @@ ROLLUP_RULES = {
     "artery": "most severe of its branches (LM folds into LAD, RI into LCX); "
     "probabilities of that branch",
     "patient": "most severe of its arteries; probabilities of that artery",
+    "cad_rads": "grade models: the CAD-RADS 2.0 category of the branch grades (4A for 70-99% "
+    "in one or two vessels, 4B for left main >= 50% or 70-99% in all three, 5 for an "
+    "occlusion); three-class models: the range of categories of the patient's class",
     "significant_score": "branch: its P(significant); artery and patient: the highest of "
     "their branches'",
     "refer": "a significant class, or significant_score at or above the model's referral "
@@ -73,6 +78,12 @@ class ModelBundle:
     calibration: Calibration = field(default_factory=Calibration)
     aggregation: str = "vote"
     attention: AttentionPooling | None = field(default=None, compare=False, repr=False)
+    #: What the network outputs (`targets.OUTPUT_SPACES`); models before grades: class.
+    target: str = "class"
+
+    @property
+    def outputs(self) -> OutputSpace:
+        return output_space(self.target)
 
     @property
     def image_size(self) -> int:
@@ -98,6 +109,8 @@ class ModelBundle:
             "ingest": ingest,
             "cleanup_fingerprint": self.cleanup_fingerprint,
             "classes": list(self.classes),
+            "target": self.target,
+            "output_map": output_map(self.outputs),
             "artery_of_branch": self.artery_of_branch,
             "rollup": ROLLUP_RULES,
             "aggregation": self.aggregation,
@@ -120,6 +133,7 @@ class ModelBundle:
             calibration=Calibration.from_json(data.get("calibration")),
             aggregation=data.get("aggregation", "vote"),
             attention=read_attention(folder) if data.get("aggregation") == "attention" else None,
+            target=data.get("target", "class"),
         )
 
     def check_store(self, fingerprints: Iterable[str]) -> None:
@@ -134,7 +148,7 @@ class ModelBundle:
 
 def read_attention(folder: Path) -> AttentionPooling:
     state = torch.load(folder / ATTENTION_FILE, map_location="cpu", weights_only=True)
-    head = AttentionPooling(state["classify.weight"].shape[1])
+    head = AttentionPooling(state["classify.weight"].shape[1], state["classify.weight"].shape[0])
     head.load_state_dict(state)
     return head.eval()
 
@@ -169,8 +183,8 @@ def write_bundle(
     return difference
 
 
-def torch_network(folder: Path, arch: str) -> nn.Module:
+def torch_network(folder: Path, bundle: ModelBundle) -> nn.Module:
     """The bundle's PyTorch network (for gradients, GPUs and the ONNX check)."""
-    model = build_model(arch, "none").model
+    model = build_model(bundle.arch, "none", bundle.outputs.size).model
     model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval()

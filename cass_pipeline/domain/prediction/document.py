@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.anatomy import GRADE_RANGE, GRADES, STENOSIS_CLASSES
 
-SCHEMA = "cass-prediction/1"
+#: Version 2: `cad_rads` is the CAD-RADS 2.0 category of a grade model (a range, as in version
+#: 1, for a three-class model) and every level carries its `grade`.
+SCHEMA = "cass-prediction/2"
 
 
-def probabilities(row: dict) -> dict[str, float] | None:
-    values = {c: row.get(f"p_{c}") for c in STENOSIS_CLASSES}
+def probabilities(row: dict, names: tuple[str, ...] = STENOSIS_CLASSES) -> dict[str, float] | None:
+    """The row's probabilities of `names` (classes, or grades), None where absent."""
+    values = {c: row.get(f"p_{c}") for c in names}
     if any(v is None or pd.isna(v) for v in values.values()):
         return None
     return {c: round(float(v), 6) for c, v in values.items()}
+
+
+def graded(row: dict) -> dict:
+    """The row's CAD-RADS grade and grade probabilities (None from a three-class model)."""
+    return {"grade": text(row.get("grade")), "grade_probabilities": probabilities(row, GRADES)}
 
 
 def number(value) -> int | None:
@@ -51,15 +59,22 @@ def prediction_document(table: pd.DataFrame, model: dict, pixel_check: dict | No
             "artery": row["artery"],
             "class": row["stenosis_class"],
             "probabilities": probabilities(row),
+            **graded(row),
             **triage(row),
             "views_used": number(row["views_used"]),
             "votes": {c: int((own.stenosis_class == c).sum()) for c in STENOSIS_CLASSES},
+            "grade_votes": (
+                {g: int((own.grade == g).sum()) for g in GRADES}
+                if own.grade.notna().any()
+                else None
+            ),
             "views": [
                 {
                     "view_index": number(view["view_index"]),
                     "source": view["source"],
                     "class": view["stenosis_class"],
                     "probabilities": probabilities(view),
+                    **graded(view),
                 }
                 for view in own.to_dict("records")
             ],
@@ -72,6 +87,7 @@ def prediction_document(table: pd.DataFrame, model: dict, pixel_check: dict | No
         row["artery"]: {
             "class": row["stenosis_class"],
             "probabilities": probabilities(row),
+            **graded(row),
             **triage(row),
             "decided_by": row["decided_by"],
             "views_used": number(row["views_used"]),
@@ -84,7 +100,9 @@ def prediction_document(table: pd.DataFrame, model: dict, pixel_check: dict | No
         "model": model,
         "patient_class": text(top["stenosis_class"]),
         "cad_rads": text(top["cad_rads"]),
+        "cad_rads_from": "branch grades" if text(top.get("grade")) else "patient class (a range)",
         "probabilities": probabilities(top),
+        **graded(top),
         **triage(top),
         "decided_by": text(top["decided_by"]),
         "views_used": number(top["views_used"]),
@@ -115,6 +133,14 @@ def referral_line(document: dict) -> str:
     return f"Triage: {verdict} (P(significant) {document['significant_score']:.2f}; {rule})"
 
 
+def grade_text(grade: str | None) -> str:
+    """A grade as a report writes it: "moderate 50-69%", "" for a three-class model."""
+    if grade is None:
+        return ""
+    low, high = GRADE_RANGE[grade]
+    return f"{grade} {low}%" if low == high else f"{grade} {low}-{high}%"
+
+
 def summary_lines(document: dict) -> list[str]:
     """The header: the patient's class first, then the model, the arteries and the rejects."""
     model = document["model"]
@@ -126,8 +152,8 @@ def summary_lines(document: dict) -> list[str]:
             f"(CAD-RADS {document['cad_rads']}), decided by {document['decided_by']}"
         )
     arteries = "   ".join(
-        f"{name}: {a['class'].replace('_', ' ')} (p {a['probabilities'][a['class']]:.2f}, "
-        f"{a['decided_by']})"
+        f"{name}: {grade_text(a['grade']) or a['class'].replace('_', ' ')} "
+        f"(p {a['probabilities'][a['class']]:.2f}, {a['decided_by']})"
         for name, a in document["arteries"].items()
     )
     return [
@@ -152,7 +178,7 @@ def terminal_lines(document: dict, name: str, version) -> list[str]:
     for branch_name, branch in document["branches"].items():
         p = branch["probabilities"]
         lines.append(
-            f"  {branch_name:<8} {branch['class']:<16} "
+            f"  {branch_name:<8} {branch['class']:<16} {grade_text(branch['grade']):<17}"
             + " ".join(f"{p[c]:.2f}" for c in p)
             + f"  ({branch['views_used']} views)"
         )

@@ -1,5 +1,6 @@
 """`report.png`: one page per patient, the summary over a strip of cleaned views per branch,
-their votes, the class probabilities and the Integrated Gradients of the decisive views.
+their votes, the class probabilities, the grade, and the Integrated Gradients of the decisive
+views.
 The views are shown after the text cleanup, the patient by its pseudonym."""
 
 from __future__ import annotations
@@ -7,36 +8,45 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
+from cass_pipeline.domain.anatomy import GRADES, STENOSIS_CLASSES
 from cass_pipeline.domain.model.explain import integrated_gradients, overlay
 from cass_pipeline.domain.plots import figure_png, pyplot
-from cass_pipeline.domain.prediction.document import summary_lines
+from cass_pipeline.domain.prediction.document import grade_text, summary_lines
 from cass_pipeline.domain.prediction.predictor import PatientPrediction, strip_views
 
 CLASS_COLOURS = {"no_stenosis": "#2e7d32", "non_significant": "#f9a825", "significant": "#c62828"}
 
 
-def decisive_views(prediction: PatientPrediction) -> dict[str, int]:
-    """Per branch, the view index that voted for the branch's class most confidently."""
+def branch_output(row) -> tuple[str, str, int]:
+    """The column of a branch row's decision (grade, else class), its value and its index
+    among the network's outputs."""
+    if isinstance(row.grade, str):
+        return "grade", row.grade, GRADES.index(row.grade)
+    return "stenosis_class", row.stenosis_class, STENOSIS_CLASSES.index(row.stenosis_class)
+
+
+def decisive_views(prediction: PatientPrediction) -> dict[str, tuple[int, int]]:
+    """Per branch, the view index that voted for the branch's grade (or class) most
+    confidently (the most confident of all its views where none did), and that output."""
     views = prediction.rows("view")
     picks = {}
     for row in prediction.rows("branch").itertuples(index=False):
-        own = views[(views.branch == row.branch) & (views.stenosis_class == row.stenosis_class)]
-        picks[row.branch] = int(own.loc[own[f"p_{row.stenosis_class}"].idxmax(), "view_index"])
+        column, value, output = branch_output(row)
+        own = views[views.branch == row.branch]
+        voted = own[own[column] == value]
+        own = voted if len(voted) else own
+        picks[row.branch] = (int(own.loc[own[f"p_{value}"].idxmax(), "view_index"]), output)
     return picks
 
 
 def explain_decisive_views(
     network: nn.Module, prediction: PatientPrediction, steps: int
 ) -> dict[str, np.ndarray]:
-    """Integrated Gradients overlays (BGR) of each branch's decisive view, for its class."""
-    branches = prediction.rows("branch")
-    classes = dict(zip(branches.branch, branches.stenosis_class, strict=True))
+    """Integrated Gradients overlays (BGR) of each branch's decisive view, for its output."""
     overlays = {}
-    for branch, index in decisive_views(prediction).items():
+    for branch, (index, output) in decisive_views(prediction).items():
         image = prediction.images[branch][index]
-        target = STENOSIS_CLASSES.index(classes[branch])
-        overlays[branch] = overlay(image, integrated_gradients(network, image, target, steps))
+        overlays[branch] = overlay(image, integrated_gradients(network, image, output, steps))
     return overlays
 
 
@@ -91,8 +101,9 @@ def probability_bars(axis, branch: str, info: dict) -> None:
     axis.set(xlim=(0, 1), yticks=range(3), yticklabels=["no", "non-sig", "sig"])
     axis.invert_yaxis()
     axis.tick_params(labelsize=7)
+    named = grade_text(info["grade"]) or info["class"].replace("_", " ")
     axis.set_title(
-        f"{branch}: {info['class'].replace('_', ' ')} ({info['views_used']} views)",
+        f"{branch}: {named} ({info['views_used']} views)",
         fontsize=9,
         color=CLASS_COLOURS[info["class"]],
         loc="left",

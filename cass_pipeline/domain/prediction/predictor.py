@@ -28,6 +28,7 @@ from cass_pipeline.domain.model.inference import (
     predict_probabilities,
     view_outputs,
 )
+from cass_pipeline.domain.model.targets import GRADE_PROBABILITY_COLUMNS
 from cass_pipeline.domain.prediction.bundle import ONNX_FILE, ModelBundle, torch_network
 from cass_pipeline.domain.prediction.config import PredictSettings, check_engine
 from cass_pipeline.domain.prediction.rollup import empty_table, roll_up
@@ -40,9 +41,14 @@ VIEW_PREDICTION_SCHEMA = pa.schema(
         ("branch", pa.string()),
         ("view_index", pa.int32()),
         ("label", pa.int8()),
+        ("grade_low", pa.int8()),
+        ("grade_high", pa.int8()),
         ("pred", pa.int8()),
         ("branch_pred", pa.int8()),
+        ("grade_pred", pa.int8()),
+        ("branch_grade", pa.int8()),
         *((column, pa.float32()) for column in PROBABILITY_COLUMNS),
+        *((column, pa.float32()) for column in GRADE_PROBABILITY_COLUMNS),
         ("model_version", pa.int32()),
     ]
 )
@@ -94,28 +100,45 @@ class Predictor:
         if engine == "onnxruntime":
             runner: Engine = OnnxEngine(folder / ONNX_FILE)
         else:
-            runner = TorchEngine(torch_network(folder, bundle.arch), torch.device(device))
-        return cls(
-            bundle, bundle.calibration.scaled(runner), lambda: torch_network(folder, bundle.arch)
-        )
+            runner = TorchEngine(torch_network(folder, bundle), torch.device(device))
+        return cls(bundle, bundle.calibration.scaled(runner), lambda: torch_network(folder, bundle))
 
     def network(self) -> nn.Module:
         """The PyTorch network (Integrated Gradients need gradients)."""
         return self._network()
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, 3) of views already cleaned with this bundle's cleanup."""
+        """Output probabilities (N, K: the bundle's grades or classes) of views already
+        cleaned with this bundle's cleanup."""
         return predict_probabilities(self.engine, images)
 
+    def probability_columns(self, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+        """Class probabilities, and grade probabilities (NaN for a three-class model), of
+        output probabilities (N, K), by column."""
+        outputs = self.bundle.outputs
+        classes = outputs.class_probabilities(probabilities)
+        grades = probabilities if outputs.grades else np.full((len(probabilities), 6), np.nan)
+        return {
+            **dict(zip(PROBABILITY_COLUMNS, classes.T, strict=True)),
+            **dict(zip(GRADE_PROBABILITY_COLUMNS, grades.T, strict=True)),
+        }
+
     def score_views(self, views: pd.DataFrame, store_root: Path) -> pd.DataFrame:
-        """Stored (already cleaned) views with pred, the probabilities and `branch_pred`, the
-        class of their branch; what evaluation scores."""
+        """Stored (already cleaned) views with their probabilities, class (`pred`) and grade
+        (`grade_pred`), and their branch's as the model decides it (`branch_pred`,
+        `branch_grade`; grades null for a three-class model); what evaluation scores."""
         probabilities, embeddings = view_outputs(self.engine, views, store_root)
-        scored = views.reset_index(drop=True).assign(
-            pred=probabilities.argmax(1),
-            **dict(zip(PROBABILITY_COLUMNS, probabilities.T, strict=True)),
+        outputs = self.bundle.outputs
+        voted = views.reset_index(drop=True).assign(pred=probabilities.argmax(1))
+        branches = decide_branches(voted, embeddings, self.bundle.attention)
+        no_grade = pd.array([pd.NA] * len(voted), dtype="Int8")
+        return voted.assign(
+            pred=outputs.classes_of(voted.pred),
+            branch_pred=outputs.classes_of(branches),
+            grade_pred=voted.pred if outputs.grades else no_grade,
+            branch_grade=branches if outputs.grades else no_grade,
+            **self.probability_columns(probabilities),
         )
-        return scored.assign(branch_pred=decide_branches(scored, embeddings, self.bundle.attention))
 
     def predict_files(
         self,
@@ -138,31 +161,37 @@ class Predictor:
             for k in sorted({*strip_views(len(stack)), *first_middle_last(len(stack))})
         }
         pixel_text = check_pixels(shown, known)
-        view_rows, decided = [], None
+        view_rows, decided = pd.DataFrame(), None
         if images:
             stacked = np.concatenate(list(images.values()))
             probabilities, embeddings = predict_outputs(self.engine, stacked)
-            rows = iter(probabilities)
-            for branch in images:
-                for index, view in enumerate(by_branch[branch]):
-                    p = next(rows)
-                    view_rows.append(
-                        {
-                            "view_index": index,
-                            "source": view.source_path,
-                            "branch": branch,
-                            "stenosis_class": self.bundle.classes[int(p.argmax())],
-                            **dict(zip(PROBABILITY_COLUMNS, map(float, p), strict=True)),
-                        }
-                    )
-            branches = [row["branch"] for row in view_rows]
-            scored = pd.DataFrame(
-                {"patient_id": patient, "branch": branches, "pred": probabilities.argmax(1)}
-            )
-            classes = decide_branches(scored, embeddings, self.bundle.attention)
-            decided = {branch: int(c) for branch, c in zip(branches, classes, strict=True)}
-        table = roll_up(patient, pd.DataFrame(view_rows), rejects, self.bundle, decided)
+            view_rows = self.view_rows({b: by_branch[b] for b in images}, probabilities)
+            scored = view_rows.assign(patient_id=patient, pred=probabilities.argmax(1))
+            branches = decide_branches(scored, embeddings, self.bundle.attention)
+            decided = dict(zip(scored.branch, branches.tolist(), strict=True))
+        table = roll_up(patient, view_rows, rejects, self.bundle, decided)
         return PatientPrediction(patient, table, images, pixel_text, known)
+
+    def view_rows(self, by_branch: dict[str, list], probabilities: np.ndarray) -> pd.DataFrame:
+        """One row per view, in the order of `by_branch` (that of `probabilities`): source,
+        class, grade and probabilities."""
+        outputs = self.bundle.outputs
+        picked = probabilities.argmax(1)
+        views = [
+            (branch, index, view.source_path)
+            for branch, stack in by_branch.items()
+            for index, view in enumerate(stack)
+        ]
+        return pd.DataFrame(
+            {
+                "view_index": [index for _, index, _ in views],
+                "source": [source for _, _, source in views],
+                "branch": [branch for branch, _, _ in views],
+                "stenosis_class": [self.bundle.classes[c] for c in outputs.classes_of(picked)],
+                "grade": [outputs.names[k] if outputs.grades else None for k in picked],
+                **self.probability_columns(probabilities),
+            }
+        )
 
     def predict_frame(self, frame: pd.DataFrame, threads: int = 2) -> pd.DataFrame:
         """The prediction table for a request: one row per view with `image` (DICOM, PNG or

@@ -1,13 +1,14 @@
-"""View classes up to branch, artery and patient (`ROLLUP_RULES`), with the triage decision:
-one prediction table for every level."""
+"""View classes and grades up to branch, artery and patient (`ROLLUP_RULES`), with the CAD-RADS
+category and the triage decision: one prediction table for every level."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from cass_pipeline.domain.anatomy import CAD_RADS_OF_CLASS
+from cass_pipeline.domain.anatomy import CAD_RADS_OF_CLASS, GRADES, category_of_grades
 from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS
 from cass_pipeline.domain.model.metrics import majority_vote
+from cass_pipeline.domain.model.targets import GRADE_PROBABILITY_COLUMNS
 from cass_pipeline.domain.prediction.bundle import ModelBundle
 
 #: One table for every level; `level` is patient, artery, branch, view or rejected.
@@ -19,7 +20,9 @@ PREDICTION_COLUMNS = [
     "view_index",
     "source",
     "stenosis_class",
+    "grade",
     *PROBABILITY_COLUMNS,
+    *GRADE_PROBABILITY_COLUMNS,
     "significant_score",
     "refer",
     "views_used",
@@ -33,22 +36,25 @@ def empty_table() -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=object) for column in PREDICTION_COLUMNS})
 
 
-def decisive(rows: pd.DataFrame, classes: tuple[str, ...]) -> pd.Series:
-    """The most severe row, ties going to the higher probability of that class."""
-    severity = rows.stenosis_class.map(classes.index)
+def decisive(rows: pd.DataFrame, bundle: ModelBundle) -> pd.Series:
+    """The most severe row (by grade for grade models, else by class), ties going to the
+    higher probability of that grade or class."""
+    named = "grade" if bundle.outputs.grades else "stenosis_class"
+    severity = rows[named].map(bundle.outputs.names.index)
     worst = rows[severity == severity.max()]
-    column = f"p_{worst.stenosis_class.iloc[0]}"
+    column = f"p_{worst[named].iloc[0]}"
     return worst.loc[worst[column].idxmax()]
 
 
-def most_severe(level: str, rows: pd.DataFrame, part: str, classes: tuple[str, ...]) -> dict:
-    """A `level` row taking class and probabilities from the most severe of its `rows`, and
-    the highest significance score among them."""
-    worst = decisive(rows, classes)
+def most_severe(level: str, rows: pd.DataFrame, part: str, bundle: ModelBundle) -> dict:
+    """A `level` row taking class, grade and probabilities from the most severe of its
+    `rows`, and the highest significance score among them."""
+    worst = decisive(rows, bundle)
     return {
         "level": level,
         "stenosis_class": worst.stenosis_class,
-        **worst[PROBABILITY_COLUMNS].to_dict(),
+        "grade": worst.grade,
+        **worst[[*PROBABILITY_COLUMNS, *GRADE_PROBABILITY_COLUMNS]].to_dict(),
         "significant_score": float(rows.significant_score.max()),
         "views_used": int(rows.views_used.sum()),
         "decided_by": worst[part],
@@ -64,28 +70,40 @@ def with_referral(rows: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
     return rows.assign(refer=refer)
 
 
+def patient_category(branches: pd.DataFrame, top: dict, bundle: ModelBundle) -> str:
+    """The patient's CAD-RADS 2.0 category from the branch grades; a three-class model gives
+    the range of categories of the patient's class ("3-5")."""
+    if not bundle.outputs.grades:
+        return CAD_RADS_OF_CLASS[top["stenosis_class"]]
+    grades = dict(zip(branches.branch, branches.grade.map(GRADES.index), strict=True))
+    return category_of_grades(grades)
+
+
 def roll_up(
     patient: str,
     views: pd.DataFrame,
     rejects: list[dict],
     bundle: ModelBundle,
-    branch_classes: dict[str, int] | None = None,
+    branch_outputs: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """View rows to branch, artery and patient rows (`ROLLUP_RULES`), plus the rejects; a
-    branch's class is `branch_classes[branch]` where given, else the vote of its views."""
+    branch's output (grade or class) is `branch_outputs[branch]` (the model's aggregation)
+    where given, else the vote of its views."""
     if views.empty:
         no_view = {"level": "patient", "reason": "no view could be used", "views_used": 0}
         parts = [pd.DataFrame([no_view])]
     else:
-        branches = branch_rows(views, bundle, branch_classes)
+        ungraded = {c: None for c in ["grade", *GRADE_PROBABILITY_COLUMNS] if c not in views}
+        views = views.assign(**ungraded)  # view rows of a three-class model may lack them
+        branches = branch_rows(views, bundle, branch_outputs)
         arteries = pd.DataFrame(
             [
-                {"artery": artery, **most_severe("artery", group, "branch", bundle.classes)}
+                {"artery": artery, **most_severe("artery", group, "branch", bundle)}
                 for artery, group in branches.groupby("artery", sort=True)
             ]
         )
-        top = most_severe("patient", arteries, "artery", bundle.classes)
-        top["cad_rads"] = CAD_RADS_OF_CLASS[top["stenosis_class"]]
+        top = most_severe("patient", arteries, "artery", bundle)
+        top["cad_rads"] = patient_category(branches, top, bundle)
         views = views.assign(level="view", artery=views.branch.map(bundle.artery_of_branch))
         parts = [
             *(with_referral(rows, bundle) for rows in (pd.DataFrame([top]), arteries, branches)),
@@ -96,28 +114,30 @@ def roll_up(
     table = pd.concat([empty_table(), *parts], ignore_index=True)
     table["patient"] = patient
     return table[PREDICTION_COLUMNS].astype(
-        {c: float for c in [*PROBABILITY_COLUMNS, "significant_score"]}
+        {c: float for c in [*PROBABILITY_COLUMNS, *GRADE_PROBABILITY_COLUMNS, "significant_score"]}
     )
 
 
 def branch_rows(
-    views: pd.DataFrame, bundle: ModelBundle, branch_classes: dict[str, int] | None
+    views: pd.DataFrame, bundle: ModelBundle, branch_outputs: dict[str, int] | None
 ) -> pd.DataFrame:
-    """One row per branch in reporting order: its class (decided, else the vote of its
-    views), the mean of its views' probabilities, its significance score and artery."""
-    classes = bundle.classes
+    """One row per branch in reporting order: its class and grade (decided, else voted),
+    the mean of its views' probabilities, its significance score and artery."""
+    outputs = bundle.outputs
+    named = "grade" if outputs.grades else "stenosis_class"
     rows = []
     for branch, group in views.groupby("branch", sort=True):
-        if branch_classes is not None:
-            voted = classes[branch_classes[branch]]
+        if branch_outputs is not None:
+            decided = branch_outputs[branch]
         else:
-            voted = classes[majority_vote(group.stenosis_class.map(classes.index))]
+            decided = majority_vote(group[named].map(outputs.names.index))
         rows.append(
             {
                 "level": "branch",
                 "branch": branch,
-                "stenosis_class": voted,
-                **group[PROBABILITY_COLUMNS].mean().to_dict(),
+                "stenosis_class": bundle.classes[int(outputs.classes_of(decided))],
+                "grade": outputs.names[decided] if outputs.grades else None,
+                **group[[*PROBABILITY_COLUMNS, *GRADE_PROBABILITY_COLUMNS]].mean().to_dict(),
                 "significant_score": float(group.p_significant.mean()),
                 "views_used": len(group),
             }
