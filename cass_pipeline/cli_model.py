@@ -1,4 +1,4 @@
-"""`cass` commands on models: train, lr-find, evaluate, predict, explain (thin: parse
+"""`cass` commands on models: train, lr-find, pretrain, evaluate, predict, explain (thin: parse
 arguments, call the domain or the runs package, print)."""
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ import click
 
 from cass_pipeline.cli_common import options_of, picture_target, write_picture
 from cass_pipeline.domain.generations import GenerationMissingError, held_layout
-from cass_pipeline.domain.model.config import EvaluateSettings, ExplainSettings, TrainConfig
+from cass_pipeline.domain.model.config import (
+    EvaluateSettings,
+    ExplainSettings,
+    PretrainSettings,
+    TrainConfig,
+)
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.prediction.outputs import OUTPUT_FORMATS, WRITERS
 from cass_pipeline.layout import DataLayout
@@ -85,6 +90,28 @@ def lr_find(arch, weights, batch_size, view_step, seed, steps, out_dir) -> None:
     result.curve.to_csv(out / "lr_find.csv", index=False)
     (out / "lr_find.png").write_bytes(lr_curve_png(result, arch))
     click.echo(f"suggested learning rate {result.suggested_lr:.2e}; plot {out / 'lr_find.png'}")
+
+
+@click.command()
+@options_of(PretrainSettings)
+@click.option(
+    "--out", "out_path", default="pretrained.pt", show_default=True, type=click.Path(dir_okay=False)
+)
+def pretrain(out_path, **options) -> None:
+    """Self-supervised pretraining (SimCLR) on the views of every patient outside the test
+    split; writes weights that `cass train --weights PATH` starts from."""
+    import pandas as pd
+
+    from cass_pipeline.domain.model.pretrain import pretrain as run_pretraining
+    from cass_pipeline.domain.model.pretrain import unlabelled_views
+
+    settings = PretrainSettings(**options)
+    with training_layout() as layout:
+        manifest = pd.read_parquet(layout.manifest)
+        views = unlabelled_views(manifest, pd.read_parquet(layout.splits), settings.view_step)
+        result = run_pretraining(views, layout.images, settings, Path(out_path))
+    losses = ", ".join(f"{loss:.3f}" for loss in result.losses)
+    click.echo(f"{result.views} unlabelled views, loss per epoch {losses}; wrote {result.weights}")
 
 
 @click.command()
@@ -250,4 +277,4 @@ def serve(model, engine, host, port, max_request_mb) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
-COMMANDS = (train, lr_find, evaluate, predict, explain, serve)
+COMMANDS = (train, lr_find, pretrain, evaluate, predict, explain, serve)

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, prediction
 from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
+from cass_pipeline.domain.anatomy import CATEGORIES, GRADES
 from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.evaluation.config import CHAMPION
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
@@ -33,8 +34,9 @@ from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.model.calibration import Calibration, calibrate
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
-from cass_pipeline.domain.model.metrics import branch_level
+from cass_pipeline.domain.model.metrics import branch_level, patient_cad_rads
 from cass_pipeline.domain.model.network import build_model, to_model_input
+from cass_pipeline.domain.model.targets import output_space
 from cass_pipeline.domain.prediction.bundle import ModelBundle
 from cass_pipeline.domain.prediction.document import prediction_document
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, load_secret, pseudonymise
@@ -68,11 +70,11 @@ class Registry:
             **extra,
         }
 
-    def register(self, seed: int) -> int:
-        """A random network whose classes depend on the view: batch statistics taken from
-        the store's views, the head scaled up."""
+    def register(self, seed: int, target: str = "class") -> int:
+        """A random network whose outputs (three classes, or six grades) depend on the view:
+        batch statistics taken from the store's views, the head scaled up."""
         torch.manual_seed(seed)
-        model = build_model("shufflenet_v2_x0_5", "none").model
+        model = build_model("shufflenet_v2_x0_5", "none", output_space(target).size).model
         images = np.concatenate(
             [np.load(p) for p in layout_of(self.processed).image_store.glob("*.npy")]
         )
@@ -83,7 +85,7 @@ class Registry:
             model.train()(to_model_input(images))
         model.fc.weight.data *= 10
         with self.tracking.start_run(f"register-{seed}"):
-            bundle = ModelBundle("shufflenet_v2_x0_5", INGEST, calibration=TRIAGE)
+            bundle = ModelBundle("shufflenet_v2_x0_5", INGEST, calibration=TRIAGE, target=target)
             return self.tracking.register(model, bundle, images)
 
 
@@ -139,6 +141,27 @@ def test_cli_gives_what_evaluation_gives_on_the_raw_export(registry, tiny_cohort
         assert served["significant"] == pytest.approx(row.p_significant, abs=1e-6)
     picture = cv2.imread(str(tmp_path / "out" / "report.png"))
     assert picture is not None and picture.shape[1] > 800
+
+
+def test_a_grade_model_gives_the_category_evaluation_gives(registry, tiny_cohort, tmp_path):
+    version = str(registry.register(seed=3, target="grade"))
+    out = tmp_path / "out"
+    result = predict(registry, tiny_cohort / "mpr" / PATIENT, out, "--json", "--model", version)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    pid = document["patient"]
+    loaded = registry.tracking.load(version)
+    views = registry.manifest[registry.manifest.patient_id == pid].assign(label=0)
+    scored = loaded.predictor.score_views(views, layout_of(registry.processed).images)
+    assert document["cad_rads"] == patient_cad_rads(scored)[pid]
+    assert document["cad_rads"] in CATEGORIES and document["cad_rads_from"] == "branch grades"
+    grades = scored.groupby("branch").branch_grade.first()
+    assert {b: GRADES[g] for b, g in grades.items()} == {
+        b: info["grade"] for b, info in document["branches"].items()
+    }
+    shown = [v["grade"] for b in document["branches"].values() for v in b["views"]]
+    assert len(set(shown)) > 1  # the grades depend on the view
+    assert cv2.imread(str(out / "report.png")) is not None
 
 
 def test_the_patient_is_triaged_at_the_models_operating_point(registry, tiny_cohort, tmp_path):

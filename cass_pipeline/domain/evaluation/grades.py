@@ -134,6 +134,24 @@ def grade_metrics(predictions: pd.DataFrame, bootstrap_rounds: int, seed: int = 
     }
 
 
+def against_truth(predictions: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """The model's branch grades and the report's intervals against true grades (patient_id,
+    branch, `true_grade`: a synthetic cohort's percent stenosis as a grade index), which
+    separates label noise (the report's interval missing the truth) from model error; and
+    the patient category against the true one."""
+    branches = graded_branches(predictions).merge(truth, on=["patient_id", "branch"])
+    grade, true = branches.grade.to_numpy(int), branches.true_grade.to_numpy(int)
+    low, high = branches.grade_low.to_numpy(int), branches.grade_high.to_numpy(int)
+    true_patients = patient_categories(branches.assign(grade_low=branches.true_grade))
+    return {
+        "branches": len(branches),
+        "model_grade_exact": float((grade == true).mean()),
+        "model_mean_absolute_grade_error": float(np.abs(grade - true).mean()),
+        "report_interval_holds_truth": float(((low <= true) & (true <= high)).mean()),
+        "patient_kappa_linear_vs_truth": patient_figures(true_patients)["kappa_linear"],
+    }
+
+
 def grade_markdown(grades: dict | None) -> str:
     """The CAD-RADS figures as Markdown: the patient table and the category confusion."""
     if grades is None:

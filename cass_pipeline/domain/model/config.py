@@ -15,8 +15,8 @@ Architecture = Literal[
 ]
 #: How views decide a branch: the paper's majority vote, or attention pooling (MIL).
 Aggregation = Literal["vote", "attention"]
-#: What the network predicts: CAD-RADS grades from the report's interval (its likelihood, or
-#: soft ordinal targets), or the paper's three classes.
+#: What the network predicts: CAD-RADS grades from the report's interval (soft ordinal
+#: targets, measured best in docs/benchmarks.md, or its likelihood), or the paper's classes.
 Target = Literal["grade", "soft_grade", "class"]
 LrSchedule = Literal["constant", "cosine"]
 ImbalanceStrategy = Literal["sampler", "class_weights", "none"]
@@ -38,7 +38,9 @@ class TrainConfig:
     view_step: int = option(1, "keep every n-th view of each branch", min=1)
     imbalance: ImbalanceStrategy = option("sampler", "class-balanced sampler, weights or none")
     target: Target = option(
-        "grade", "outputs: the six CAD-RADS grades (interval likelihood), soft_grade, or class"
+        "soft_grade",
+        "outputs: the six CAD-RADS grades with soft ordinal targets over the label's interval "
+        "(soft_grade), with the interval's likelihood (grade), or the three classes (class)",
     )
     aggregation: Aggregation = option(
         "vote", "branch decision: majority vote of views, or attention pooling (MIL)"
@@ -72,3 +74,16 @@ class ExplainSettings:
     vessel_band: float = option(
         0.25, "share of the view's width around the centreline counted as the vessel"
     )
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """How `cass pretrain` learns from unlabelled views."""
+
+    arch: Architecture = option("shufflenet_v2_x1_0", "ShuffleNet V2 width (as trained later)")
+    epochs: int = option(5, "passes over the unlabelled views", min=1)
+    batch_size: int = option(64, "views per step (each seen twice)", min=2)
+    lr: float = option(1e-3, "Adam learning rate")
+    temperature: float = option(0.2, "NT-Xent temperature")
+    view_step: int = option(1, "keep every n-th view of each branch", min=1)
+    seed: int = option(7, "seed of weights, order and augmentation")

@@ -67,7 +67,8 @@ class ViewDataset(Dataset):
         self.targets = None if targets is None else torch.as_tensor(targets)
         self.paths = views.store_path.to_numpy()
         self.indices = views.store_index.to_numpy()
-        self.labels = torch.as_tensor(views.label.to_numpy().copy(), dtype=torch.long)
+        labels = views.label.to_numpy().copy() if "label" in views else np.zeros(len(views))
+        self.labels = torch.as_tensor(labels, dtype=torch.long)  # unlabelled views: 0
         self.root = Path(store_root)
         self.size = int(views["size"].iloc[0]) if len(views) else 0
         self.transform = augmentation(self.size) if augment else None

@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from cass_pipeline.domain.anatomy import GRADES
 from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels, first_middle_last
 from cass_pipeline.domain.imaging.views import SourceFile, assign_branches, read_views
 from cass_pipeline.domain.model.aggregation import decide_branches
@@ -117,7 +118,9 @@ class Predictor:
         output probabilities (N, K), by column."""
         outputs = self.bundle.outputs
         classes = outputs.class_probabilities(probabilities)
-        grades = probabilities if outputs.grades else np.full((len(probabilities), 6), np.nan)
+        grades = (
+            probabilities if outputs.grades else np.full((len(probabilities), len(GRADES)), np.nan)
+        )
         return {
             **dict(zip(PROBABILITY_COLUMNS, classes.T, strict=True)),
             **dict(zip(GRADE_PROBABILITY_COLUMNS, grades.T, strict=True)),
