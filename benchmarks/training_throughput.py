@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cass_pipeline.domain.anatomy import STENOSIS_CLASSES, grade_interval
 from cass_pipeline.domain.model.data import ViewDataset
 from cass_pipeline.domain.model.network import build_model
 
@@ -25,6 +26,7 @@ BATCH = 32
 
 
 def fake_store(root: Path, size: int, patients: int = 16, views: int = 40) -> pd.DataFrame:
+    """Random views in `patients` stores, labelled by class and by the grades it allows."""
     rng = np.random.default_rng(0)
     rows = []
     for p in range(patients):
@@ -33,7 +35,11 @@ def fake_store(root: Path, size: int, patients: int = 16, views: int = 40) -> pd
             {"store_path": f"P{p}.npy", "store_index": v, "label": v % 3, "size": size}
             for v in range(views)
         ]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    intervals = [grade_interval(STENOSIS_CLASSES[c], None, None) for c in frame.label]
+    return frame.assign(
+        grade_low=[low for low, _ in intervals], grade_high=[high for _, high in intervals]
+    )
 
 
 def loader_rate(dataset: ViewDataset, workers: int, batches: int) -> float:

@@ -120,19 +120,28 @@ def pretrain(out_path, **options) -> None:
 @options_of(EvaluateSettings)
 def evaluate(predictions: str, as_json: bool, bootstrap: int) -> None:
     """Segment, artery and patient metrics of view predictions (Parquet with patient_id,
-    branch, view_index, label, pred)."""
+    branch, view_index, label, pred), and the CAD-RADS figures of a grade model's (with
+    grade_low, grade_high, branch_grade and the grade probabilities)."""
     import json
 
     import pandas as pd
 
+    from cass_pipeline.domain.evaluation.grades import grade_markdown, grade_metrics
     from cass_pipeline.domain.evaluation.report import paper_comparison_lines
     from cass_pipeline.domain.model.metrics import evaluate as evaluate_views
 
+    frame = pd.read_parquet(predictions)
     try:
-        metrics = evaluate_views(pd.read_parquet(predictions), bootstrap)
+        metrics = evaluate_views(frame, bootstrap)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(json.dumps(metrics) if as_json else "\n".join(paper_comparison_lines(metrics)))
+    grades = grade_metrics(frame, bootstrap) if "branch_grade" in frame else None
+    if as_json:
+        click.echo(json.dumps(metrics | ({"cad_rads": grades} if grades else {})))
+        return
+    click.echo("\n".join(paper_comparison_lines(metrics)))
+    if grades:
+        click.echo(grade_markdown(grades))
 
 
 model_option = options_of(PredictSettings, ("model",))

@@ -1,6 +1,7 @@
 """CAD-RADS grades: interval labels, the ordinal losses, the patient category (4A / 4B / 5)
 from branch grades through the one roll-up, and the grade figures of an evaluation."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -171,3 +172,36 @@ def test_grade_figures_count_a_grade_inside_the_interval_as_right():
     assert set(patient["ci95"]) >= {"kappa_linear", "accuracy"}
     three_class = pd.DataFrame(rows).assign(branch_grade=pd.NA)
     assert grade_metrics(three_class, bootstrap_rounds=0) is None
+
+
+def test_cass_evaluate_adds_the_cad_rads_figures_of_grade_predictions(tmp_path):
+    from click.testing import CliRunner
+
+    from cass_pipeline.cli import main
+
+    p = np.full(6, 0.02)
+    p[3] = 0.9
+    rows = [
+        {
+            "patient_id": f"P{k}",
+            "branch": "LM" if k % 2 else "LAD",
+            "view_index": 0,
+            "label": 2 if k % 2 else 0,
+            "pred": 2 if k % 2 else 0,
+            "grade_low": 3 if k % 2 else 0,
+            "grade_high": 3 if k % 2 else 0,
+            "branch_grade": 3 if k % 2 else 0,
+            **{
+                f"p_{g}": (v if k % 2 else 0.9 * (g == "none") + 0.02)
+                for g, v in zip(GRADES, p, strict=True)
+            },
+        }
+        for k in range(6)
+    ]
+    path = tmp_path / "predictions.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    shown = CliRunner().invoke(main, ["evaluate", str(path), "--bootstrap", "0"])
+    assert shown.exit_code == 0, shown.output
+    assert "weighted kappa" in shown.output and "| 4B | 0 | 0 | 0 | 0 | 0 | 3 | 0 |" in shown.output
+    as_json = CliRunner().invoke(main, ["evaluate", str(path), "--json", "--bootstrap", "0"])
+    assert json.loads(as_json.output)["cad_rads"]["patient"]["kappa_linear"] == 1.0

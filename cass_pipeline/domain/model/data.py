@@ -14,7 +14,7 @@ from cass_pipeline.domain.anatomy import grade_interval
 from cass_pipeline.domain.model.network import to_model_input
 
 
-def optional(value):
+def or_none(value):
     return None if pd.isna(value) else value
 
 
@@ -26,7 +26,7 @@ def labelled_views(
     view of each branch."""
     labels = branch_labels.dropna(subset=["label"])
     intervals = [
-        grade_interval(c, optional(low), optional(high))
+        grade_interval(c, or_none(low), or_none(high))
         for c, low, high in zip(labels.stenosis_class, labels.pct_low, labels.pct_high, strict=True)
     ]
     labels = labels[["patient_id", "branch", "label"]].assign(

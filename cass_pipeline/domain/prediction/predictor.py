@@ -113,7 +113,7 @@ class Predictor:
         cleaned with this bundle's cleanup."""
         return predict_probabilities(self.engine, images)
 
-    def probability_columns(self, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    def probabilities_by_column(self, probabilities: np.ndarray) -> dict[str, np.ndarray]:
         """Class probabilities, and grade probabilities (NaN for a three-class model), of
         output probabilities (N, K), by column."""
         outputs = self.bundle.outputs
@@ -140,7 +140,7 @@ class Predictor:
             branch_pred=outputs.classes_of(branches),
             grade_pred=voted.pred if outputs.grades else no_grade,
             branch_grade=branches if outputs.grades else no_grade,
-            **self.probability_columns(probabilities),
+            **self.probabilities_by_column(probabilities),
         )
 
     def predict_files(
@@ -192,7 +192,7 @@ class Predictor:
                 "branch": [branch for branch, _, _ in views],
                 "stenosis_class": [self.bundle.classes[c] for c in outputs.classes_of(picked)],
                 "grade": [outputs.names[k] if outputs.grades else None for k in picked],
-                **self.probability_columns(probabilities),
+                **self.probabilities_by_column(probabilities),
             }
         )
 
