@@ -21,9 +21,7 @@ from training_throughput import BATCH, fake_store, loader_rate
 
 from cass_pipeline.domain.model.data import ViewDataset
 from cass_pipeline.domain.model.train import TrainConfig, distributed_context, train
-
-#: The random views' table, beside their stores (rank 0 writes it, every rank reads it).
-VIEWS_TABLE = "views.parquet"
+from cass_pipeline.layout import DataLayout
 
 
 def synthetic_views(root: Path, size: int, patients: int) -> pd.DataFrame:
@@ -72,10 +70,12 @@ def main() -> None:
         ) as root:
             if rank == 0:
                 views = synthetic_views(root, size, args.patients)
-                views.to_parquet(root / VIEWS_TABLE)
+                manifest = DataLayout(root, root).manifest
+                manifest.parent.mkdir(parents=True, exist_ok=True)
+                views.to_parquet(manifest)
             if world > 1:
                 torch.distributed.barrier()
-            views = pd.read_parquet(root / VIEWS_TABLE)
+            views = pd.read_parquet(DataLayout(root, root).manifest)
             config = TrainConfig(
                 arch="shufflenet_v2_x1_0",
                 weights="none",
