@@ -12,7 +12,8 @@ default, or `grade`) also prints its CAD-RADS figures (kappa, rule-out and hold-
 `--curve 100,200,400` is a learning curve: one cohort (`--patients`, its test split fixed),
 trained on a nested draw of that many training patients per point, each point's figures and
 wall time printed and written to `curve.json`.
-`--weights PATH` starts from pretrained weights (`cass pretrain`, self-supervised).
+`--weights PATH` starts from pretrained weights (`cass pretrain`, self-supervised);
+`--aggregation attention_end_to_end` trains the attention head with the network.
 Usage: python benchmarks/model_quality.py [--seed 7] [--epochs 16] [--aggregation vote]
        [--target grade|soft_grade|class] [--curve 100,200,400 --patients 700]
        [--weights PATH] [--validation 0.2] [--print-only]
@@ -306,7 +307,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.002)
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
-    parser.add_argument("--aggregation", choices=["vote", "attention"], default="attention")
+    parser.add_argument(
+        "--aggregation",
+        choices=["vote", "attention", "attention_end_to_end"],
+        default="attention",
+    )
     parser.add_argument("--target", choices=["grade", "soft_grade", "class"], default="soft_grade")
     parser.add_argument("--patients", type=int, default=210, help="cohort size")
     parser.add_argument(

@@ -39,7 +39,13 @@ from cass_pipeline.domain.model.splits import (
     table_hash,
 )
 from cass_pipeline.domain.model.targets import OutputSpace, output_map, output_space
-from cass_pipeline.domain.model.train import EpochRecord, distributed_context, train
+from cass_pipeline.domain.model.train import (
+    END_TO_END,
+    EpochRecord,
+    TrainResult,
+    distributed_context,
+    train,
+)
 from cass_pipeline.domain.plots import figure_png, pyplot
 from cass_pipeline.domain.prediction.bundle import ModelBundle
 from cass_pipeline.domain.storage import write_parquet_atomic
@@ -256,17 +262,20 @@ def calibrate_on_validation(
 
 def fit_branch_head(
     layout: DataLayout,
-    model,
+    trained: TrainResult,
     views: pd.DataFrame,
     validation: ValidationOutputs,
     config: TrainConfig,
 ) -> AttentionPooling | None:
     """With `aggregation: attention`, the attention head trained on the trained network's
-    embeddings of the training branches and selected on validation (logged), else None."""
+    embeddings of the training branches and selected on validation (logged); with
+    `attention_end_to_end`, the head trained with the network; else None."""
+    if config.aggregation == END_TO_END:
+        return trained.head
     if config.aggregation != "attention":
         return None
     train = views[views.split == "train"].reset_index(drop=True)
-    embeddings = view_outputs(TorchEngine(model), train, layout.images)[1]
+    embeddings = view_outputs(TorchEngine(trained.model), train, layout.images)[1]
     outputs = output_space(config.target)
     head, f1 = fit_attention(
         Bags.of(train, embeddings, outputs),
@@ -371,7 +380,7 @@ def run_training(
         ):
             mlflow.log_artifact(str(tmp / name))
         validation = ValidationOutputs.of(layout, result.model, views)
-        head = fit_branch_head(layout, result.model, views, validation, config)
+        head = fit_branch_head(layout, result, views, validation, config)
         calibration = calibrate_on_validation(validation, head, outputs)
         version = tracking.register(
             result.model,

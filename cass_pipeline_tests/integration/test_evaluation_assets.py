@@ -287,21 +287,23 @@ def test_a_champion_cleaned_otherwise_than_the_store_gives_way(two_rounds):
     assert not old.cleans_as_trained() and old.cleanup_fingerprint == "an older cleanup"
 
 
-def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_path):
-    """Last in the module: it rewrites the evaluation folder (with its own registry)."""
+@pytest.mark.parametrize("aggregation", ["attention", "attention_end_to_end"])
+def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_path, aggregation):
+    """Last in the module: it rewrites the evaluation folder (with its own registry); the
+    head trained on the finished network or with it."""
     from cass_pipeline.domain.model.aggregation import Bags, branch_outputs
     from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
     from cass_pipeline.domain.model.metrics import evaluate
     from cass_pipeline.runs.tracking import Tracking
 
     root = two_rounds[0]
-    result = run(root, tmp_path, 3e-3, aggregation="attention")
+    result = run(root, tmp_path, 3e-3, aggregation=aggregation)
     assert result.success
     report = json.loads(layout_of(root).evaluation_report.read_text())
-    assert report["aggregation"] == "attention"
+    assert report["aggregation"] == aggregation
     assert set(report["vote_metrics"]) == {"segment", "artery", "patient"}
     shown = result.asset_materializations_for_node("evaluation_report")[0].metadata
-    assert shown["aggregation"].value == "attention"
+    assert shown["aggregation"].value == aggregation
     served = pd.read_parquet(layout_of(root).test_predictions)
     everyone_healthy = served[["patient_id", "branch", "view_index", "label"]].assign(pred=0)
     expected_baseline = evaluate(everyone_healthy, bootstrap=0)["segment"]["f1_weighted"]
@@ -311,7 +313,7 @@ def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_p
         str(report["model_version"])
     )
     head = loaded.predictor.bundle.attention
-    assert head is not None and loaded.predictor.bundle.aggregation == "attention"
+    assert head is not None and loaded.predictor.bundle.aggregation == aggregation
     # the served (ONNX) decisions are the head's over the PyTorch network's embeddings
     views = evaluation.test_views(layout_of(root))
     _, embeddings = view_outputs(

@@ -27,7 +27,11 @@ def test_cass_train_offers_every_training_field_with_the_domain_default():
     for spec in fields(TrainConfig):
         assert options[spec.name].default == spec.default, spec.name
     assert list(options["lr_schedule"].type.choices) == ["constant", "cosine"]
-    assert list(options["aggregation"].type.choices) == ["vote", "attention"]
+    assert list(options["aggregation"].type.choices) == [
+        "vote",
+        "attention",
+        "attention_end_to_end",
+    ]
     assert options["amp"].is_bool_flag and options["channels_last"].secondary_opts
 
 

@@ -82,6 +82,41 @@ def test_resume_equals_uninterrupted(training_data, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_end_to_end_training_draws_whole_branches_and_resumes_with_its_head(
+    training_data, tmp_path
+):
+    from cass_pipeline.domain.model.data import BagBatchSampler, branch_bags
+
+    views = views_of(training_data).query("split != 'test'")
+    train_views = views[views.split == "train"].reset_index(drop=True)
+    bags = branch_bags(train_views)
+    labels = torch.as_tensor(train_views.label.to_numpy().copy())
+    sampler = BagBatchSampler(bags, labels, 2, True, seed=7)
+    sizes = pd.Series(bags).value_counts()
+    for batch in sampler:
+        drawn = pd.Series(bags[batch]).value_counts()
+        assert len(drawn) <= 2 and (drawn % sizes[drawn.index] == 0).all()  # whole branches
+    config = tiny_config(epochs=3, aggregation="attention_end_to_end")
+
+    class KilledError(Exception):
+        pass
+
+    def kill_after_epoch_one(record):
+        if record.epoch == 1:
+            raise KilledError
+
+    images = layout_of(training_data).images
+    straight = train(config, views, images, tmp_path / "straight")
+    with pytest.raises(KilledError):
+        train(config, views, images, tmp_path / "resumed", on_epoch=kill_after_epoch_one)
+    resumed = train(config, views, images, tmp_path / "resumed")
+    assert straight.head is not None and resumed.resumed_from_epoch == 1
+    assert [h.train_loss for h in resumed.history] == [h.train_loss for h in straight.history]
+    for name, weight in straight.head.state_dict().items():
+        assert torch.equal(weight, resumed.head.state_dict()[name]), name
+    assert train(TINY, views, images, tmp_path / "vote").head is None
+
+
 def test_a_checkpoint_of_other_settings_is_refused_and_not_resumed(training_data, tmp_path):
     from dataclasses import replace
 

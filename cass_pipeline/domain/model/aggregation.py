@@ -1,9 +1,10 @@
 """How a branch's views become one decision: the paper's majority vote, or attention pooling
 over the views' embeddings (multiple-instance learning, gated attention as in Ilse et al.,
-2018), trained on branch labels after the view network, on the same split.
+2018), trained on branch labels: after the view network on its frozen embeddings
+(`attention`), or with it (`attention_end_to_end`, in `train`), on the same split.
 
-The attention head sees the embeddings of the trained view network (frozen); it learns which
-views show the lesion, where the vote counts every view the same.
+The attention head learns which views show the lesion, where the vote counts every view the
+same.
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ class Bags:
 
 def attention_probabilities(head: AttentionPooling, bag: np.ndarray) -> np.ndarray:
     """Output probabilities (K,) of one branch from its view embeddings."""
+    device = next(head.parameters()).device
     with torch.no_grad():
-        return torch.softmax(head.eval()(torch.as_tensor(bag, dtype=torch.float32)), 0).numpy()
+        logits = head.eval()(torch.as_tensor(bag, dtype=torch.float32, device=device))
+    return torch.softmax(logits, 0).cpu().numpy()
 
 
 def branch_outputs(head: AttentionPooling, bags: list[np.ndarray]) -> np.ndarray:

@@ -13,8 +13,11 @@ from cass_pipeline.domain.storage import settings_hash
 Architecture = Literal[
     "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"
 ]
-#: How views decide a branch: the paper's majority vote, or attention pooling (MIL).
-Aggregation = Literal["vote", "attention"]
+#: How views decide a branch: the paper's majority vote, attention pooling (MIL) trained on
+#: the finished network's embeddings, or trained end to end with the network on branch bags.
+Aggregation = Literal["vote", "attention", "attention_end_to_end"]
+#: The aggregations with an attention head (`attention.pt` in a registered model).
+ATTENTION_AGGREGATIONS = ("attention", "attention_end_to_end")
 #: What the network predicts: CAD-RADS grades from the report's interval (soft ordinal
 #: targets, measured best in docs/benchmarks.md, or its likelihood), or the paper's classes.
 Target = Literal["grade", "soft_grade", "class"]
@@ -43,7 +46,9 @@ class TrainConfig:
         "(soft_grade), with the interval's likelihood (grade), or the three classes (class)",
     )
     aggregation: Aggregation = option(
-        "vote", "branch decision: majority vote of views, or attention pooling (MIL)"
+        "vote",
+        "branch decision: majority vote of views, attention pooling (MIL) on the trained "
+        "network, or attention_end_to_end (network and head trained together on branch bags)",
     )
     num_workers: int = option(0, "data-loader processes", min=0)
     seed: int = option(7, "seed of weights, sampling and augmentation")

@@ -55,7 +55,8 @@ def augmentation(image_size: int) -> v2.Compose:
 
 class ViewDataset(Dataset):
     """(normalised 3xHxW tensor, label) per manifest row, with its training target row when
-    `targets` (N, K) are given; stores opened lazily per worker."""
+    `targets` (N, K) are given, and its branch's index when `bags` (N,) are; stores opened
+    lazily per worker."""
 
     def __init__(
         self,
@@ -63,8 +64,10 @@ class ViewDataset(Dataset):
         store_root: Path,
         augment: bool = False,
         targets: np.ndarray | None = None,
+        bags: np.ndarray | None = None,
     ):
         self.targets = None if targets is None else torch.as_tensor(targets)
+        self.bags = None if bags is None else torch.tensor(bags, dtype=torch.long)
         self.paths = views.store_path.to_numpy()
         self.indices = views.store_index.to_numpy()
         labels = views.label.to_numpy().copy() if "label" in views else np.zeros(len(views))
@@ -89,7 +92,14 @@ class ViewDataset(Dataset):
             tensor = self.transform(tensor).clamp_(0, 1)
         if self.targets is None:
             return to_model_input(tensor)[0], self.labels[i]
-        return to_model_input(tensor)[0], self.labels[i], self.targets[i]
+        if self.bags is None:
+            return to_model_input(tensor)[0], self.labels[i], self.targets[i]
+        return to_model_input(tensor)[0], self.labels[i], self.targets[i], self.bags[i]
+
+
+def branch_bags(views: pd.DataFrame) -> np.ndarray:
+    """The index of each view's branch (patient_id, branch), aligned with `views`."""
+    return views.groupby(["patient_id", "branch"], sort=True).ngroup().to_numpy()
 
 
 class BalancedSampler(Sampler[int]):
@@ -135,3 +145,42 @@ class ShuffledSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank
+
+
+class BagBatchSampler(Sampler[list[int]]):
+    """Batches of whole branches for multiple-instance training: each batch the views of
+    `bags_per_batch` branches, drawn class-balanced (by the branch label) or shuffled; the
+    same seed and epoch give the same batches; under DDP each rank takes its own share."""
+
+    def __init__(
+        self,
+        bags: np.ndarray,
+        labels: torch.Tensor,
+        bags_per_batch: int,
+        balanced: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        order = np.argsort(bags, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(bags[order]) != 0])
+        self.rows = np.split(order, starts[1:])
+        first = torch.as_tensor([int(labels[rows[0]]) for rows in self.rows])
+        self.draw = (
+            BalancedSampler(first, seed, rank, world_size)
+            if balanced
+            else ShuffledSampler(len(self.rows), seed, rank, world_size)
+        )
+        self.bags_per_batch = bags_per_batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.draw.set_epoch(epoch)
+
+    def __iter__(self):
+        drawn = list(self.draw)
+        for start in range(0, len(drawn), self.bags_per_batch):
+            chosen = drawn[start : start + self.bags_per_batch]
+            yield np.concatenate([self.rows[b] for b in chosen]).tolist()
+
+    def __len__(self) -> int:
+        return -(-len(self.draw) // self.bags_per_batch)

@@ -80,6 +80,11 @@ def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return backbone_of(model).features(model, images)
 
 
+def embedding_size(model: nn.Module) -> int:
+    """The length of the view embedding (what the class head reads)."""
+    return getattr(model, backbone_of(model).head).in_features
+
+
 def classify(model: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
     """The class logits of view embeddings (the network's own head)."""
     return getattr(model, backbone_of(model).head)(embeddings)

@@ -1,6 +1,10 @@
 """Training: Adam, gradient accumulation, early stopping on validation branch-level weighted F1,
 checkpoints every epoch (a killed run resumes to the same result), single process or DDP.
 
+Views learn their branch's label one by one; under `aggregation: attention_end_to_end` the
+batches are whole branches and the attention head learns with the network (multiple-instance
+learning: the label belongs to the branch), the view head still trained beside it.
+
 Every epoch is seeded by (seed, epoch) alone, so a resumed run replays exactly what an
 uninterrupted one would have done. Under `torchrun` (WORLD_SIZE > 1) the same function runs
 with DistributedDataParallel (nccl on GPUs, gloo on CPU); rank 0 writes checkpoints.
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -23,12 +28,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cass_pipeline.domain.anatomy import N_CLASSES
-from cass_pipeline.domain.model.aggregation import AGGREGATIONS, decide_branches
+from cass_pipeline.domain.model.aggregation import AGGREGATIONS, AttentionPooling, decide_branches
 from cass_pipeline.domain.model.config import TrainConfig
-from cass_pipeline.domain.model.data import BalancedSampler, ShuffledSampler, ViewDataset
-from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities
+from cass_pipeline.domain.model.data import (
+    BagBatchSampler,
+    BalancedSampler,
+    ShuffledSampler,
+    ViewDataset,
+    branch_bags,
+)
+from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
 from cass_pipeline.domain.model.metrics import branch_level, weighted_f1
-from cass_pipeline.domain.model.network import build_model
+from cass_pipeline.domain.model.network import build_model, classify, embed, embedding_size
 from cass_pipeline.domain.model.targets import OutputSpace, interval_nll, output_space
 from cass_pipeline.domain.storage import atomic_path
 
@@ -53,6 +64,11 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     stopped_early: bool = False
     resumed_from_epoch: int | None = None
+    #: The attention head trained end to end with the network (else None).
+    head: AttentionPooling | None = None
+
+
+END_TO_END = "attention_end_to_end"
 
 
 def distributed_context() -> tuple[int, int]:
@@ -98,6 +114,7 @@ class Checkpoint:
     history: list[EpochRecord]
     config_fingerprint: str
     finished: bool
+    head: dict | None = None
 
     def save(self, path: Path) -> None:
         state = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -164,18 +181,50 @@ def build_sampler(config: TrainConfig, train_labels: torch.Tensor, rank: int, wo
     return ShuffledSampler(len(train_labels), config.seed, rank, world)
 
 
+class BagNetwork(nn.Module):
+    """The network and an attention head trained together: views in, their logits and the
+    logits of each branch (`bags`, consecutive indices) out."""
+
+    def __init__(self, network: nn.Module, head: AttentionPooling):
+        super().__init__()
+        self.network, self.head = network, head
+
+    def forward(self, images: torch.Tensor, bags: torch.Tensor):
+        embeddings = embed(self.network, images)
+        _, members = torch.unique_consecutive(bags, return_inverse=True)
+        pooled = [self.head(embeddings[members == b]) for b in range(int(members.max()) + 1)]
+        return classify(self.network, embeddings), torch.stack(pooled), members
+
+
 @dataclass
 class Trainer:
-    """The network, its optimiser and how one epoch feeds it."""
+    """The network (and an end-to-end attention head), its optimiser and how one epoch
+    feeds it."""
 
     config: TrainConfig
-    model: nn.Module  # DDP-wrapped under torchrun
+    model: nn.Module  # DDP-wrapped under torchrun; a BagNetwork when trained end to end
     core: nn.Module  # the bare network (what is saved and evaluated)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loss_fn: TargetLoss
     device: torch.device
     use_amp: bool
+    head: AttentionPooling | None = None
+
+    def batch_loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """The views' loss, plus under end-to-end training their branches' (each branch's
+        target is that of its views)."""
+        images, labels, targets, *bags = (t.to(self.device, non_blocking=True) for t in batch)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            if not bags:
+                return self.loss_fn(self.model(images), labels, targets)
+            logits, bag_logits, members = self.model(images, bags[0])
+        starts = torch.ones_like(members, dtype=torch.bool)
+        starts[1:] = members[1:] != members[:-1]
+        bag_loss = self.loss_fn.outputs.loss(bag_logits, targets[starts]).mean()
+        return self.loss_fn(logits, labels, targets) + bag_loss
 
     def train_one_epoch(self, loader: DataLoader, lr: float) -> tuple[float, int]:
         """One pass over `loader` at `lr`; (summed loss, images seen) on this rank."""
@@ -185,21 +234,15 @@ class Trainer:
         self.model.train()
         total, seen = 0.0, 0
         optimizer.zero_grad(set_to_none=True)
-        for step, (images, labels, targets) in enumerate(loader):
-            images = images.to(self.device, non_blocking=True)
-            labels, targets = labels.to(self.device), targets.to(self.device)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                logits = self.model(images)
-            loss = self.loss_fn(logits, labels, targets)
+        for step, batch in enumerate(loader):
+            loss = self.batch_loss(batch)
             self.scaler.scale(loss / config.accumulation_steps).backward()
             if (step + 1) % config.accumulation_steps == 0 or step + 1 == len(loader):
                 self.scaler.step(optimizer)
                 self.scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-            total += loss.item() * len(targets)
-            seen += len(targets)
+            total += loss.item() * len(batch[0])
+            seen += len(batch[0])
         return total, seen
 
     def checkpoint(self, epoch: int, best: tuple[float, int], history, finished: bool):
@@ -212,10 +255,13 @@ class Trainer:
             list(history),
             self.config.fingerprint(),
             finished,
+            None if self.head is None else self.head.state_dict(),
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
         self.core.load_state_dict(checkpoint.model)
+        if self.head is not None:
+            self.head.load_state_dict(checkpoint.head)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scaler.load_state_dict(checkpoint.scaler)
 
@@ -223,17 +269,21 @@ class Trainer:
 def build_trainer(
     config: TrainConfig, train_labels: torch.Tensor, device, world: int
 ) -> tuple[Trainer, str]:
-    """The seeded network on `device` (DDP when `world` > 1), Adam, the loss; and which
-    weights it started from."""
+    """The seeded network on `device` (with its attention head under end-to-end training;
+    DDP when `world` > 1), Adam, the loss; and which weights it started from."""
     torch.manual_seed(config.seed)
-    built = build_model(config.arch, config.weights, output_space(config.target).size)
+    outputs = output_space(config.target)
+    built = build_model(config.arch, config.weights, outputs.size)
     core = built.model.to(device)
     if config.channels_last:
         core = core.to(memory_format=torch.channels_last)
-    model = core
+    head, model = None, core
+    if config.aggregation == END_TO_END:
+        head = AttentionPooling(embedding_size(core), outputs.size).to(device)
+        model = BagNetwork(core, head)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
-            core, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None
         )
     use_amp = config.amp and device.type == "cuda"
     trainer = Trainer(
@@ -245,25 +295,25 @@ def build_trainer(
         build_loss(config, train_labels, device),
         device,
         use_amp,
+        head,
     )
     return trainer, built.weights_used
 
 
 def validate(
-    core: nn.Module,
-    val_views: pd.DataFrame,
-    store_root: Path,
-    device,
-    batch_size: int,
-    outputs: OutputSpace,
+    trainer: Trainer, val_views: pd.DataFrame, store_root: Path, outputs: OutputSpace
 ) -> tuple[float, float, float]:
     """(loss: -log P(the label's outputs), view class accuracy, branch-level weighted F1 of
-    the vote) on the validation views."""
-    probabilities = view_probabilities(TorchEngine(core, device), val_views, store_root, batch_size)
+    the vote, or of the end-to-end head) on the validation views."""
+    engine = TorchEngine(trainer.core, trainer.device)
+    probabilities, embeddings = view_outputs(
+        engine, val_views, store_root, trainer.config.batch_size
+    )
     loss = float(interval_nll(probabilities, outputs.allowed(val_views)).mean())
     voted = val_views.assign(pred=probabilities.argmax(1))
     classes = outputs.classes_of(voted.pred)
-    decided = outputs.classes_of(decide_branches(voted, None, None))
+    head = None if trainer.head is None else trainer.head.eval()
+    decided = outputs.classes_of(decide_branches(voted, embeddings, head))
     branches = branch_level(voted.assign(pred=classes, branch_pred=decided))
     accuracy = float((classes == val_views.label.to_numpy()).mean())
     return loss, accuracy, weighted_f1(branches.label, branches.pred)
@@ -282,17 +332,43 @@ def split_views(views: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train_views, val_views
 
 
+def training_batches(
+    config: TrainConfig, train_views: pd.DataFrame, store_root: Path, rank: int, world: int
+) -> tuple[ViewDataset, dict]:
+    """The training views and how the loader draws them (DataLoader arguments): views,
+    class-balanced or shuffled, or under end-to-end training whole branches, about
+    `batch_size` views a batch."""
+    labels = torch.as_tensor(train_views.label.to_numpy().copy())
+    targets = output_space(config.target).targets(train_views)
+    if config.aggregation != END_TO_END:
+        sampler = build_sampler(config, labels, rank, world)
+        dataset = ViewDataset(train_views, store_root, True, targets)
+        return dataset, {"sampler": sampler, "batch_size": config.batch_size}
+    bags = branch_bags(train_views)
+    views_per_bag = int(np.bincount(bags).mean())
+    sampler = BagBatchSampler(
+        bags,
+        labels,
+        max(1, config.batch_size // views_per_bag),
+        config.imbalance == "sampler",
+        config.seed,
+        rank,
+        world,
+    )
+    dataset = ViewDataset(train_views, store_root, True, targets, bags)
+    return dataset, {"batch_sampler": sampler}
+
+
 def epoch_loader(
-    dataset: ViewDataset, sampler, config: TrainConfig, epoch: int, device: torch.device
+    dataset: ViewDataset, batching: dict, config: TrainConfig, epoch: int, device: torch.device
 ) -> DataLoader:
     """This epoch's batches, seeded by (seed, epoch) alone so that a resumed run replays them."""
     torch.manual_seed(config.seed * 1000 + epoch)
-    sampler.set_epoch(epoch)
+    batching.get("sampler", batching.get("batch_sampler")).set_epoch(epoch)
     return DataLoader(
         dataset,
-        sampler=sampler,
+        **batching,
         generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
-        batch_size=config.batch_size,
         num_workers=config.num_workers,
         persistent_workers=False,
         pin_memory=device.type == "cuda",
@@ -314,9 +390,8 @@ def train(
     train_views, val_views = split_views(views)
     train_labels = torch.as_tensor(train_views.label.to_numpy().copy())
     trainer, weights_used = build_trainer(config, train_labels, device, world)
-    sampler = build_sampler(config, train_labels, rank, world)
+    train_set, batching = training_batches(config, train_views, store_root, rank, world)
     outputs = output_space(config.target)
-    train_set = ViewDataset(train_views, store_root, True, outputs.targets(train_views))
 
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     history: list[EpochRecord] = []
@@ -331,12 +406,10 @@ def train(
     stopped_early = False
     for epoch in range(start_epoch, config.epochs):
         tick = time.monotonic()
-        loader = epoch_loader(train_set, sampler, config, epoch, device)
+        loader = epoch_loader(train_set, batching, config, epoch, device)
         total, seen = trainer.train_one_epoch(loader, epoch_lr(config, epoch))
         train_seconds = time.monotonic() - tick
-        val_loss, val_accuracy, val_f1 = validate(
-            trainer.core, val_views, store_root, device, config.batch_size, outputs
-        )
+        val_loss, val_accuracy, val_f1 = validate(trainer, val_views, store_root, outputs)
         record = EpochRecord(
             epoch=epoch,
             train_loss=total / max(1, seen),
@@ -357,7 +430,7 @@ def train(
         finished = out_of_patience or out_of_time or epoch + 1 == config.epochs
         if rank == 0:
             if improved:
-                save_best(best_path, trainer.core, epoch)
+                save_best(best_path, trainer, epoch)
             trainer.checkpoint(epoch, (best_f1, best_epoch), history, finished).save(last_path)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
@@ -366,14 +439,28 @@ def train(
             break
     if world > 1:
         dist.barrier()
-    core = trainer.core
-    core.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model"])
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    trainer.core.load_state_dict(best["model"])
+    head = trainer.head
+    if head is not None:
+        head.load_state_dict(best["head"])
+        head = head.cpu().eval()
     return TrainResult(
-        core.cpu().eval(), weights_used, best_epoch, best_f1, history, stopped_early, resumed
+        trainer.core.cpu().eval(),
+        weights_used,
+        best_epoch,
+        best_f1,
+        history,
+        stopped_early,
+        resumed,
+        head,
     )
 
 
-def save_best(path: Path, core: nn.Module, epoch: int) -> None:
-    """The weights of the best epoch so far (what the run returns)."""
+def save_best(path: Path, trainer: Trainer, epoch: int) -> None:
+    """The weights (and end-to-end head) of the best epoch so far (what the run returns)."""
+    state = {"model": trainer.core.state_dict(), "epoch": epoch}
+    if trainer.head is not None:
+        state["head"] = trainer.head.state_dict()
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"model": core.state_dict(), "epoch": epoch}, tmp)
+        torch.save(state, tmp)

@@ -20,6 +20,7 @@ from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.imaging.series_names import merged_aliases
 from cass_pipeline.domain.model.aggregation import AttentionPooling
 from cass_pipeline.domain.model.calibration import Calibration
+from cass_pipeline.domain.model.config import ATTENTION_AGGREGATIONS
 from cass_pipeline.domain.model.inference import (
     OnnxEngine,
     TorchEngine,
@@ -43,7 +44,10 @@ BUNDLE_FILE, ALIASES_FILE, ONNX_FILE, WEIGHTS_FILE, ATTENTION_FILE = (
 BRANCH_RULES = {
     "vote": "majority vote of its views' outputs (grades or classes), a tie going to the most "
     "severe; its class is the class of that grade",
-    "attention": "the attention head's output over its views' embeddings (attention.pt)",
+    "attention": "the attention head's output over its views' embeddings (attention.pt), "
+    "trained on the finished network's embeddings",
+    "attention_end_to_end": "the attention head's output over its views' embeddings "
+    "(attention.pt), trained with the network on whole branches",
 }
 
 
@@ -132,7 +136,11 @@ class ModelBundle:
             recorded_cleanup=data.get("cleanup_fingerprint"),
             calibration=Calibration.from_json(data.get("calibration")),
             aggregation=data.get("aggregation", "vote"),
-            attention=read_attention(folder) if data.get("aggregation") == "attention" else None,
+            attention=(
+                read_attention(folder)
+                if data.get("aggregation") in ATTENTION_AGGREGATIONS
+                else None
+            ),
             target=data.get("target", "class"),
         )
 
@@ -162,7 +170,7 @@ def write_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     torch.save(model.state_dict(), folder / WEIGHTS_FILE)
-    if bundle.aggregation == "attention":
+    if bundle.aggregation in ATTENTION_AGGREGATIONS:
         torch.save(bundle.attention.state_dict(), folder / ATTENTION_FILE)
     export_onnx(model, bundle.image_size, folder / ONNX_FILE)
     site = Path(bundle.ingest.site_aliases) if bundle.ingest.site_aliases else None
