@@ -27,7 +27,7 @@ from cass_pipeline.domain.model.aggregation import (
     fit_attention,
 )
 from cass_pipeline.domain.model.calibration import Calibration, fit_calibration
-from cass_pipeline.domain.model.config import TrainConfig
+from cass_pipeline.domain.model.config import END_TO_END, TrainConfig
 from cass_pipeline.domain.model.data import ViewDataset, labelled_views
 from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
 from cass_pipeline.domain.model.splits import (
@@ -40,7 +40,6 @@ from cass_pipeline.domain.model.splits import (
 )
 from cass_pipeline.domain.model.targets import OutputSpace, output_map, output_space
 from cass_pipeline.domain.model.train import (
-    END_TO_END,
     EpochRecord,
     TrainResult,
     distributed_context,

@@ -16,8 +16,10 @@ Architecture = Literal[
 #: How views decide a branch: the paper's majority vote, attention pooling (MIL) trained on
 #: the finished network's embeddings, or trained end to end with the network on branch bags.
 Aggregation = Literal["vote", "attention", "attention_end_to_end"]
+#: The aggregation whose head trains with the network (`train`).
+END_TO_END = "attention_end_to_end"
 #: The aggregations with an attention head (`attention.pt` in a registered model).
-ATTENTION_AGGREGATIONS = ("attention", "attention_end_to_end")
+ATTENTION_AGGREGATIONS = ("attention", END_TO_END)
 #: What the network predicts: CAD-RADS grades from the report's interval (soft ordinal
 #: targets, measured best in docs/benchmarks.md, or its likelihood), or the paper's classes.
 Target = Literal["grade", "soft_grade", "class"]

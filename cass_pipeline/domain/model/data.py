@@ -149,8 +149,8 @@ class ShuffledSampler(Sampler[int]):
 
 class BagBatchSampler(Sampler[list[int]]):
     """Batches of whole branches for multiple-instance training: each batch the views of
-    `bags_per_batch` branches, drawn class-balanced (by the branch label) or shuffled; the
-    same seed and epoch give the same batches; under DDP each rank takes its own share."""
+    `bags_per_batch` branches, drawn by `sampler` (over branches, class-balanced by the branch
+    label or shuffled; seeded per epoch, each DDP rank its own share)."""
 
     def __init__(
         self,
@@ -166,21 +166,18 @@ class BagBatchSampler(Sampler[list[int]]):
         starts = np.flatnonzero(np.r_[True, np.diff(bags[order]) != 0])
         self.rows = np.split(order, starts[1:])
         first = torch.as_tensor([int(labels[rows[0]]) for rows in self.rows])
-        self.draw = (
+        self.sampler = (
             BalancedSampler(first, seed, rank, world_size)
             if balanced
             else ShuffledSampler(len(self.rows), seed, rank, world_size)
         )
         self.bags_per_batch = bags_per_batch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.draw.set_epoch(epoch)
-
     def __iter__(self):
-        drawn = list(self.draw)
+        drawn = list(self.sampler)
         for start in range(0, len(drawn), self.bags_per_batch):
             chosen = drawn[start : start + self.bags_per_batch]
             yield np.concatenate([self.rows[b] for b in chosen]).tolist()
 
     def __len__(self) -> int:
-        return -(-len(self.draw) // self.bags_per_batch)
+        return -(-len(self.sampler) // self.bags_per_batch)

@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
 from cass_pipeline.domain.anatomy import N_CLASSES
 from cass_pipeline.domain.model.aggregation import AGGREGATIONS, AttentionPooling, decide_branches
-from cass_pipeline.domain.model.config import TrainConfig
+from cass_pipeline.domain.model.config import END_TO_END, TrainConfig
 from cass_pipeline.domain.model.data import (
     BagBatchSampler,
     BalancedSampler,
@@ -66,9 +66,6 @@ class TrainResult:
     resumed_from_epoch: int | None = None
     #: The attention head trained end to end with the network (else None).
     head: AttentionPooling | None = None
-
-
-END_TO_END = "attention_end_to_end"
 
 
 def distributed_context() -> tuple[int, int]:
@@ -333,41 +330,48 @@ def split_views(views: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def training_batches(
-    config: TrainConfig, train_views: pd.DataFrame, store_root: Path, rank: int, world: int
-) -> tuple[ViewDataset, dict]:
-    """The training views and how the loader draws them (DataLoader arguments): views,
-    class-balanced or shuffled, or under end-to-end training whole branches, about
+    config: TrainConfig,
+    train_views: pd.DataFrame,
+    train_labels: torch.Tensor,
+    store_root: Path,
+    rank: int,
+    world: int,
+) -> tuple[ViewDataset, BatchSampler | BagBatchSampler]:
+    """The training views and their batches (each drawn by its `sampler`): `batch_size`
+    views, class-balanced or shuffled, or under end-to-end training whole branches, about
     `batch_size` views a batch."""
-    labels = torch.as_tensor(train_views.label.to_numpy().copy())
     targets = output_space(config.target).targets(train_views)
     if config.aggregation != END_TO_END:
-        sampler = build_sampler(config, labels, rank, world)
+        sampler = build_sampler(config, train_labels, rank, world)
         dataset = ViewDataset(train_views, store_root, True, targets)
-        return dataset, {"sampler": sampler, "batch_size": config.batch_size}
+        return dataset, BatchSampler(sampler, config.batch_size, drop_last=False)
     bags = branch_bags(train_views)
     views_per_bag = int(np.bincount(bags).mean())
-    sampler = BagBatchSampler(
+    batches = BagBatchSampler(
         bags,
-        labels,
+        train_labels,
         max(1, config.batch_size // views_per_bag),
         config.imbalance == "sampler",
         config.seed,
         rank,
         world,
     )
-    dataset = ViewDataset(train_views, store_root, True, targets, bags)
-    return dataset, {"batch_sampler": sampler}
+    return ViewDataset(train_views, store_root, True, targets, bags), batches
 
 
 def epoch_loader(
-    dataset: ViewDataset, batching: dict, config: TrainConfig, epoch: int, device: torch.device
+    dataset: ViewDataset,
+    batches: BatchSampler | BagBatchSampler,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
 ) -> DataLoader:
     """This epoch's batches, seeded by (seed, epoch) alone so that a resumed run replays them."""
     torch.manual_seed(config.seed * 1000 + epoch)
-    batching.get("sampler", batching.get("batch_sampler")).set_epoch(epoch)
+    batches.sampler.set_epoch(epoch)
     return DataLoader(
         dataset,
-        **batching,
+        batch_sampler=batches,
         generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
         num_workers=config.num_workers,
         persistent_workers=False,
@@ -390,7 +394,9 @@ def train(
     train_views, val_views = split_views(views)
     train_labels = torch.as_tensor(train_views.label.to_numpy().copy())
     trainer, weights_used = build_trainer(config, train_labels, device, world)
-    train_set, batching = training_batches(config, train_views, store_root, rank, world)
+    train_set, batches = training_batches(
+        config, train_views, train_labels, store_root, rank, world
+    )
     outputs = output_space(config.target)
 
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
@@ -406,7 +412,7 @@ def train(
     stopped_early = False
     for epoch in range(start_epoch, config.epochs):
         tick = time.monotonic()
-        loader = epoch_loader(train_set, batching, config, epoch, device)
+        loader = epoch_loader(train_set, batches, config, epoch, device)
         total, seen = trainer.train_one_epoch(loader, epoch_lr(config, epoch))
         train_seconds = time.monotonic() - tick
         val_loss, val_accuracy, val_f1 = validate(trainer, val_views, store_root, outputs)
