@@ -80,6 +80,7 @@ def run_config(args: argparse.Namespace, train_patients: int = 0) -> dict:
                     "lr_schedule": args.lr_schedule,
                     "aggregation": args.aggregation,
                     "target": args.target,
+                    "view_channels": args.view_channels,
                     "epochs": args.epochs,
                     "patience": args.epochs,
                     "seed": args.seed,
@@ -313,6 +314,12 @@ def main() -> None:
         default="attention",
     )
     parser.add_argument("--target", choices=["grade", "soft_grade", "class"], default="soft_grade")
+    parser.add_argument(
+        "--view-channels",
+        choices=["grey", "neighbours"],
+        default="grey",
+        help="the network's input channels: the view, or it and its neighbouring views",
+    )
     parser.add_argument("--patients", type=int, default=210, help="cohort size")
     parser.add_argument(
         "--weights", default="none", help="none, or a state dict (from `cass pretrain`)"
@@ -337,7 +344,8 @@ def main() -> None:
     lines = [
         f"model quality, benchmark cohort (standard), seed {args.seed}, {args.epochs} epochs "
         f"({args.lr_schedule} lr {args.lr}), {args.image_size} px, {args.aggregation}, "
-        f"target {args.target}, {args.patients} patients, weights {args.weights}; "
+        f"target {args.target}, {args.view_channels} channels, {args.patients} patients, "
+        f"weights {args.weights}; "
         f"model version {report['model_version']}; "
         f"pipeline {wall / 60:.1f} min",
         *tables(report, predictions, layout),
@@ -350,7 +358,9 @@ def main() -> None:
         return
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": wall, **report}
     result["against_truth"] = truth_lines(predictions, layout)[1]
-    (work / f"quality-{args.target}-seed{args.seed}.json").write_text(json.dumps(result, indent=2))
+    (work / f"quality-{args.target}-{args.view_channels}-seed{args.seed}.json").write_text(
+        json.dumps(result, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -205,16 +205,20 @@ def model_bundle(
         aggregation=config.aggregation,
         attention=attention,
         target=config.target,
+        view_channels=config.view_channels,
     )
     bundle.check_store(views.cleanup_fingerprint)
     return bundle
 
 
-def check_images(layout: DataLayout, views: pd.DataFrame, count: int = 64) -> np.ndarray:
-    """Validation views (else training views) to check the ONNX export against the network."""
+def check_images(
+    layout: DataLayout, views: pd.DataFrame, channels: str, count: int = 64
+) -> np.ndarray:
+    """Validation views (else training views), as the network takes them, to check the ONNX
+    export against the network."""
     ordered = pd.concat([views[views.split == "validation"], views[views.split != "validation"]])
-    dataset = ViewDataset(ordered.head(count), layout.images)
-    return np.stack([dataset.image(i) for i in range(len(dataset))])
+    dataset = ViewDataset(ordered.head(count), layout.images, channels=channels)
+    return np.stack([dataset.model_image(i) for i in range(len(dataset))])
 
 
 @dataclass(frozen=True)
@@ -227,9 +231,9 @@ class ValidationOutputs:
     embeddings: np.ndarray
 
     @classmethod
-    def of(cls, layout: DataLayout, model, views: pd.DataFrame) -> ValidationOutputs:
+    def of(cls, layout: DataLayout, model, views: pd.DataFrame, channels: str) -> ValidationOutputs:
         validation = views[views.split == "validation"].reset_index(drop=True)
-        outputs = view_outputs(TorchEngine(model), validation, layout.images)
+        outputs = view_outputs(TorchEngine(model), validation, layout.images, channels)
         return cls(validation, *outputs)
 
 
@@ -274,7 +278,8 @@ def fit_branch_head(
     if config.aggregation != "attention":
         return None
     train = views[views.split == "train"].reset_index(drop=True)
-    embeddings = view_outputs(TorchEngine(trained.model), train, layout.images)[1]
+    engine = TorchEngine(trained.model)
+    embeddings = view_outputs(engine, train, layout.images, config.view_channels)[1]
     outputs = output_space(config.target)
     head, f1 = fit_attention(
         Bags.of(train, embeddings, outputs),
@@ -378,13 +383,13 @@ def run_training(
             "history.csv",
         ):
             mlflow.log_artifact(str(tmp / name))
-        validation = ValidationOutputs.of(layout, result.model, views)
+        validation = ValidationOutputs.of(layout, result.model, views, config.view_channels)
         head = fit_branch_head(layout, result, views, validation, config)
         calibration = calibrate_on_validation(validation, head, outputs)
         version = tracking.register(
             result.model,
             model_bundle(layout, config, views, calibration, head),
-            check_images(layout, views),
+            check_images(layout, views, config.view_channels),
         )
         return TrainingSummary(
             run_id=run.info.run_id,

@@ -162,7 +162,7 @@ def test_an_export_that_disagrees_with_the_network_is_refused(tmp_path, monkeypa
 
     other = build_model("shufflenet_v2_x0_5", "none").model
     real_export = prediction.export_onnx
-    monkeypatch.setattr(prediction, "export_onnx", lambda m, s, p: real_export(other, s, p))
+    monkeypatch.setattr(prediction, "export_onnx", lambda m, s, p, c: real_export(other, s, p, c))
     model = build_model("shufflenet_v2_x0_5", "none").model
     images = np.random.default_rng(3).integers(0, 255, (6, 32, 32), dtype=np.uint8)
     with pytest.raises(ValueError, match="ONNX export disagrees"):

@@ -78,7 +78,8 @@ def test_predictions(
         views = test_views(layout)
         scored = predictions_with(loaded, views, layout)
         write_parquet_atomic(scored, path, VIEW_PREDICTION_SCHEMA)
-        by_torch = view_probabilities(network, views, layout.images)
+        channels = loaded.predictor.bundle.view_channels
+        by_torch = view_probabilities(network, views, layout.images, channels)
     columns = loaded.predictor.bundle.outputs.probability_columns
     difference, changed = largest_difference(scored[columns].to_numpy(), by_torch)
     parity = {
@@ -335,7 +336,7 @@ def explanations(
         picks = explanation_sample(views, predictions, settings.per_class)
         explained = explain_views(
             loaded.predictor.network(),
-            ViewDataset(views, layout.images),
+            ViewDataset(views, layout.images, channels=loaded.predictor.bundle.view_channels),
             picks,
             settings.steps,
             settings.vessel_band,

@@ -23,6 +23,9 @@ ATTENTION_AGGREGATIONS = ("attention", END_TO_END)
 #: What the network predicts: CAD-RADS grades from the report's interval (soft ordinal
 #: targets, measured best in docs/benchmarks.md, or its likelihood), or the paper's classes.
 Target = Literal["grade", "soft_grade", "class"]
+#: What the network's three input channels hold: the view itself in each (the paper), or the
+#: views before and after it in its branch beside it (the neighbouring angles).
+ViewChannels = Literal["grey", "neighbours"]
 LrSchedule = Literal["constant", "cosine"]
 ImbalanceStrategy = Literal["sampler", "class_weights", "none"]
 
@@ -52,12 +55,23 @@ class TrainConfig:
         "branch decision: majority vote of views, attention pooling (MIL) on the trained "
         "network, or attention_end_to_end (network and head trained together on branch bags)",
     )
+    view_channels: ViewChannels = option(
+        "grey",
+        "network input: the view in all three channels (grey), or with the views before and "
+        "after it in its branch (neighbours; needs view_step 1)",
+    )
     num_workers: int = option(0, "data-loader processes", min=0)
     seed: int = option(7, "seed of weights, sampling and augmentation")
     device: str = option("auto", "auto | cpu | cuda | mps")
     channels_last: bool = option(True, "channels-last memory format")
     amp: bool = option(True, "mixed precision (CUDA only)")
     time_budget_s: float | None = option(None, "seconds; stop after the epoch that passes it")
+
+    def __post_init__(self):
+        if self.view_channels == "neighbours" and self.view_step != 1:
+            raise ValueError(
+                "view_channels neighbours needs view_step 1: served views are one angle apart"
+            )
 
     def fingerprint(self) -> str:
         return settings_hash(asdict(self))

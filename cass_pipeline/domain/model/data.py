@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,10 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from cass_pipeline.domain.anatomy import grade_interval
+from cass_pipeline.domain.model.config import ViewChannels
 from cass_pipeline.domain.model.network import to_model_input
+
+VIEW_CHANNELS = get_args(ViewChannels)
 
 
 def or_none(value):
@@ -53,9 +57,39 @@ def augmentation(image_size: int) -> v2.Compose:
     )
 
 
+def neighbour_rows(views: pd.DataFrame) -> np.ndarray:
+    """(N, 3) positions in `views` of each view's previous view, itself and its next view in
+    its branch (by `view_index`; a branch's first and last views stand in for the missing)."""
+    frame = views.reset_index(drop=True)
+    order = frame.sort_values(["patient_id", "branch", "view_index"], kind="stable").index
+    order = order.to_numpy()
+    branch = frame.loc[order, ["patient_id", "branch"]].astype(str).agg("/".join, axis=1)
+    branch = branch.to_numpy()
+    same_before = np.r_[False, branch[1:] == branch[:-1]]
+    same_after = np.r_[branch[:-1] == branch[1:], False]
+    rows = np.empty((len(frame), 3), np.int64)
+    rows[order, 0] = np.where(same_before, np.roll(order, 1), order)
+    rows[order, 1] = order
+    rows[order, 2] = np.where(same_after, np.roll(order, -1), order)
+    return rows
+
+
+def model_views(images: np.ndarray, views: pd.DataFrame, channels: str) -> np.ndarray:
+    """Cleaned views (N, H, W) as the network takes them: as they are (`grey`), or each with
+    its neighbours as (N, 3, H, W) (`neighbours`, rows of `views` aligned with `images`)."""
+    check_channels(channels)
+    return images if channels == "grey" else images[neighbour_rows(views)]
+
+
+def check_channels(channels: str) -> None:
+    if channels not in VIEW_CHANNELS:
+        raise ValueError(f"unknown view_channels {channels!r}; choose from {VIEW_CHANNELS}")
+
+
 class ViewDataset(Dataset):
     """(normalised 3xHxW tensor, label) per manifest row, with its training target row when
-    `targets` (N, K) are given, and its branch's index when `bags` (N,) are; stores opened
+    `targets` (N, K) are given, and its branch's index when `bags` (N,) are; the channels
+    hold the view, or it and its neighbours (`channels`, as `model_views`); stores opened
     lazily per worker."""
 
     def __init__(
@@ -65,7 +99,10 @@ class ViewDataset(Dataset):
         augment: bool = False,
         targets: np.ndarray | None = None,
         bags: np.ndarray | None = None,
+        channels: str = "grey",
     ):
+        check_channels(channels)
+        self.channel_rows = neighbour_rows(views) if channels == "neighbours" else None
         self.targets = None if targets is None else torch.as_tensor(targets)
         self.bags = None if bags is None else torch.tensor(bags, dtype=torch.long)
         self.paths = views.store_path.to_numpy()
@@ -86,15 +123,23 @@ class ViewDataset(Dataset):
             self._stores[path] = np.load(self.root / path, mmap_mode="r")
         return np.array(self._stores[path][self.indices[i]])
 
+    def model_image(self, i: int) -> np.ndarray:
+        """View `i` as the network takes it: (H, W), or (3, H, W) with its neighbours."""
+        if self.channel_rows is None:
+            return self.image(i)
+        return np.stack([self.image(j) for j in self.channel_rows[i]])
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        tensor = torch.from_numpy(self.image(i)).float().div_(255.0).unsqueeze(0)
+        tensor = torch.from_numpy(self.model_image(i)).float().div_(255.0)
+        tensor = tensor if tensor.ndim == 3 else tensor.unsqueeze(0)
         if self.transform is not None:
             tensor = self.transform(tensor).clamp_(0, 1)
+        tensor = to_model_input(tensor.unsqueeze(0))[0]
         if self.targets is None:
-            return to_model_input(tensor)[0], self.labels[i]
+            return tensor, self.labels[i]
         if self.bags is None:
-            return to_model_input(tensor)[0], self.labels[i], self.targets[i]
-        return to_model_input(tensor)[0], self.labels[i], self.targets[i], self.bags[i]
+            return tensor, self.labels[i], self.targets[i]
+        return tensor, self.labels[i], self.targets[i], self.bags[i]
 
 
 def branch_bags(views: pd.DataFrame) -> np.ndarray:

@@ -19,7 +19,8 @@ from cass_pipeline.domain.model.network import to_model_input
 def integrated_gradients(
     model: nn.Module, image: np.ndarray, target: int, steps: int = ExplainSettings.steps
 ) -> np.ndarray:
-    """Attribution per pixel (H, W), summed over the three replicated channels, for output
+    """Attribution per pixel (H, W), summed over the three channels (the replicated view, or
+    it and its neighbours), of a view as the network takes it (H, W or 3, H, W), for output
     `target` (a class or a grade), from a black baseline."""
     model = model.eval()
     inputs = to_model_input(image[None]).requires_grad_(True)
@@ -81,10 +82,12 @@ def explained(
     steps: int,
     band: float = ExplainSettings.vessel_band,
 ) -> tuple[np.ndarray, float]:
-    """Integrated Gradients of `target` on a cleaned view: the heat-map overlay (BGR) and the
-    share of the attribution on the central vessel band."""
+    """Integrated Gradients of `target` on a cleaned view as the network takes it: the
+    heat-map overlay (BGR) on the view itself and the share of the attribution on the central
+    vessel band."""
     attribution = integrated_gradients(model, image, target, steps)
-    return overlay(image, attribution), mass_fraction(attribution, central_band(image.shape, band))
+    view = image if image.ndim == 2 else image[1]
+    return overlay(view, attribution), mass_fraction(attribution, central_band(view.shape, band))
 
 
 def explain_views(
@@ -96,7 +99,7 @@ def explain_views(
     for row in picks.itertuples():
         graded = not pd.isna(row.grade_pred)
         output = int(row.grade_pred if graded else row.pred)
-        picture, fraction = explained(model, dataset.image(row.index), output, steps, band)
+        picture, fraction = explained(model, dataset.model_image(row.index), output, steps, band)
         truth, predicted = STENOSIS_CLASSES[row.label], STENOSIS_CLASSES[row.pred]
         if graded:
             predicted += f" ({GRADES[output]})"
@@ -134,11 +137,13 @@ class ImageExplanation:
 def explain_image(
     predictor, frame: np.ndarray, steps: int, hints: OverlayHints = NO_HINTS
 ) -> ImageExplanation:
-    """Clean `frame` as the model's bundle says, classify (or grade) it, and explain it."""
+    """Clean `frame` as the model's bundle says, classify (or grade) it, and explain it (a
+    model on neighbouring views sees the one view in their place, as at a branch's ends)."""
     cleaned, _ = clean_image(frame, predictor.bundle.ingest.cleanup, hints)
-    probabilities = predictor.probabilities(cleaned[None])[0]
+    image = predictor.model_views({"view": cleaned[None]})
+    probabilities = predictor.probabilities(image)[0]
     predicted = int(probabilities.argmax())
-    picture, share = explained(predictor.network(), cleaned, predicted, steps)
+    picture, share = explained(predictor.network(), image[0], predicted, steps)
     names = predictor.bundle.outputs.names
     named = dict(zip(names, map(float, probabilities), strict=True))
     return ImageExplanation(named, names[predicted], picture, share)

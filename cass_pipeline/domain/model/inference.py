@@ -32,8 +32,9 @@ STORE_CHUNK = 64
 
 
 class Engine(Protocol):
-    """Runs the network on cleaned uint8 views (N, H, W): logits (N, 3), and with them the
-    view embeddings (N, D) that learned aggregation pools."""
+    """Runs the network on cleaned uint8 views (N, H, W), or (N, 3, H, W) with their
+    neighbours (`model_views`): logits (N, K), and with them the view embeddings (N, D) that
+    learned aggregation pools."""
 
     name: str
 
@@ -155,11 +156,12 @@ def predict_probabilities(
     return predict_outputs(engine, images, batch_size)[0]
 
 
-def export_onnx(model: nn.Module, size: int, path: Path) -> None:
-    """`ViewsToLogits(model)` as ONNX: uint8 views (batch size free, `size` x `size`) in,
-    logits and embeddings out."""
+def export_onnx(model: nn.Module, size: int, path: Path, channels: str = "grey") -> None:
+    """`ViewsToLogits(model)` as ONNX: uint8 views (batch size free, `size` x `size`; with
+    `neighbours` three of them per input) in, logits and embeddings out."""
     wrapped = ViewsToLogits(model.eval().to(CPU)).eval()
-    example = torch.zeros(2, size, size, dtype=torch.uint8)  # a batch of 1 would be fixed
+    shape = (size, size) if channels == "grey" else (3, size, size)
+    example = torch.zeros(2, *shape, dtype=torch.uint8)  # a batch of 1 would be fixed
     program = torch.onnx.export(
         wrapped,
         (example,),
@@ -181,15 +183,23 @@ def largest_difference(p: np.ndarray, q: np.ndarray) -> tuple[float, int]:
 
 
 def view_outputs(
-    engine: Engine, views: pd.DataFrame, store_root: Path, batch_size: int | None = None
+    engine: Engine,
+    views: pd.DataFrame,
+    store_root: Path,
+    channels: str = "grey",
+    batch_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`predict_outputs` for manifest rows, reading the store `STORE_CHUNK` views at a time."""
-    dataset = ViewDataset(views.reset_index(drop=True), store_root)
+    """`predict_outputs` for manifest rows (their channels as `model_views`), reading the
+    store `STORE_CHUNK` views at a time."""
+    dataset = ViewDataset(views.reset_index(drop=True), store_root, channels=channels)
     chunks = [
         predict_outputs(
             engine,
             np.stack(
-                [dataset.image(i) for i in range(start, min(start + STORE_CHUNK, len(dataset)))]
+                [
+                    dataset.model_image(i)
+                    for i in range(start, min(start + STORE_CHUNK, len(dataset)))
+                ]
             ),
             batch_size,
         )
@@ -204,7 +214,7 @@ def view_outputs(
 
 
 def view_probabilities(
-    engine: Engine, views: pd.DataFrame, store_root: Path, batch_size: int | None = None
+    engine: Engine, views: pd.DataFrame, store_root: Path, channels: str = "grey"
 ) -> np.ndarray:
     """The probabilities of `view_outputs`."""
-    return view_outputs(engine, views, store_root, batch_size)[0]
+    return view_outputs(engine, views, store_root, channels)[0]

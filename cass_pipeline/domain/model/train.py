@@ -304,7 +304,7 @@ def validate(
     the vote, or of the end-to-end head) on the validation views."""
     engine = TorchEngine(trainer.core, trainer.device)
     probabilities, embeddings = view_outputs(
-        engine, val_views, store_root, trainer.config.batch_size
+        engine, val_views, store_root, trainer.config.view_channels, trainer.config.batch_size
     )
     loss = float(interval_nll(probabilities, outputs.allowed(val_views)).mean())
     voted = val_views.assign(pred=probabilities.argmax(1))
@@ -343,7 +343,7 @@ def training_batches(
     targets = output_space(config.target).targets(train_views)
     if config.aggregation != END_TO_END:
         sampler = build_sampler(config, train_labels, rank, world)
-        dataset = ViewDataset(train_views, store_root, True, targets)
+        dataset = ViewDataset(train_views, store_root, True, targets, None, config.view_channels)
         return dataset, BatchSampler(sampler, config.batch_size, drop_last=False)
     bags = branch_bags(train_views)
     views_per_bag = int(np.bincount(bags).mean())
@@ -356,7 +356,8 @@ def training_batches(
         rank,
         world,
     )
-    return ViewDataset(train_views, store_root, True, targets, bags), batches
+    dataset = ViewDataset(train_views, store_root, True, targets, bags, config.view_channels)
+    return dataset, batches
 
 
 def epoch_loader(

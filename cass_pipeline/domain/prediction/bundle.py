@@ -84,6 +84,8 @@ class ModelBundle:
     attention: AttentionPooling | None = field(default=None, compare=False, repr=False)
     #: What the network outputs (`targets.OUTPUT_SPACES`); models before grades: class.
     target: str = "class"
+    #: What the network's input channels hold (`model_views`); models before them: grey.
+    view_channels: str = "grey"
 
     @property
     def outputs(self) -> OutputSpace:
@@ -114,6 +116,7 @@ class ModelBundle:
             "cleanup_fingerprint": self.cleanup_fingerprint,
             "classes": list(self.classes),
             "target": self.target,
+            "view_channels": self.view_channels,
             "output_map": output_map(self.outputs),
             "artery_of_branch": self.artery_of_branch,
             "rollup": ROLLUP_RULES,
@@ -142,6 +145,7 @@ class ModelBundle:
                 else None
             ),
             target=data.get("target", "class"),
+            view_channels=data.get("view_channels", "grey"),
         )
 
     def check_store(self, fingerprints: Iterable[str]) -> None:
@@ -165,14 +169,15 @@ def write_bundle(
     model: nn.Module, bundle: ModelBundle, folder: Path, check_images: np.ndarray
 ) -> float:
     """Write the model folder; the ONNX export is checked against the network on
-    `check_images` and refused when a class differs or a probability moves by more than
-    `ONNX_TOLERANCE`. Returns the largest difference."""
+    `check_images` (as the network takes them, `model_views`) and refused when a class
+    differs or a probability moves by more than `ONNX_TOLERANCE`. Returns the largest
+    difference."""
     folder.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     torch.save(model.state_dict(), folder / WEIGHTS_FILE)
     if bundle.aggregation in ATTENTION_AGGREGATIONS:
         torch.save(bundle.attention.state_dict(), folder / ATTENTION_FILE)
-    export_onnx(model, bundle.image_size, folder / ONNX_FILE)
+    export_onnx(model, bundle.image_size, folder / ONNX_FILE, bundle.view_channels)
     site = Path(bundle.ingest.site_aliases) if bundle.ingest.site_aliases else None
     write_text_atomic(
         folder / ALIASES_FILE,

@@ -30,7 +30,7 @@ def predict_folder(
         source.source_files(), patient, on_file=on_file, identifiers={folder.name}
     )
     overlays = (
-        explain_decisive_views(predictor.network(), prediction, explain_steps)
+        explain_decisive_views(predictor, prediction, explain_steps)
         if explain_steps and prediction.images
         else None
     )

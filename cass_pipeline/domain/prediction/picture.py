@@ -6,13 +6,12 @@ The views are shown after the text cleanup, the patient by its pseudonym."""
 from __future__ import annotations
 
 import numpy as np
-from torch import nn
 
 from cass_pipeline.domain.anatomy import GRADES, STENOSIS_CLASSES
 from cass_pipeline.domain.model.explain import integrated_gradients, overlay
 from cass_pipeline.domain.plots import figure_png, pyplot
 from cass_pipeline.domain.prediction.document import grade_text, summary_lines
-from cass_pipeline.domain.prediction.predictor import PatientPrediction, strip_views
+from cass_pipeline.domain.prediction.predictor import PatientPrediction, Predictor, strip_views
 
 CLASS_COLOURS = {"no_stenosis": "#2e7d32", "non_significant": "#f9a825", "significant": "#c62828"}
 
@@ -40,13 +39,14 @@ def decisive_views(prediction: PatientPrediction) -> dict[str, tuple[int, int]]:
 
 
 def explain_decisive_views(
-    network: nn.Module, prediction: PatientPrediction, steps: int
+    predictor: Predictor, prediction: PatientPrediction, steps: int
 ) -> dict[str, np.ndarray]:
     """Integrated Gradients overlays (BGR) of each branch's decisive view, for its output."""
-    overlays = {}
+    network, overlays = predictor.network(), {}
     for branch, (index, output) in decisive_views(prediction).items():
         image = prediction.images[branch][index]
-        overlays[branch] = overlay(image, integrated_gradients(network, image, output, steps))
+        inputs = predictor.model_views({branch: prediction.images[branch]})[index]
+        overlays[branch] = overlay(image, integrated_gradients(network, inputs, output, steps))
     return overlays
 
 

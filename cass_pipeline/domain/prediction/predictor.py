@@ -21,6 +21,7 @@ from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels, fir
 from cass_pipeline.domain.imaging.views import SourceFile, assign_branches, read_views
 from cass_pipeline.domain.model.aggregation import decide_branches
 from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS
+from cass_pipeline.domain.model.data import model_views
 from cass_pipeline.domain.model.inference import (
     Engine,
     OnnxEngine,
@@ -130,7 +131,8 @@ class Predictor:
         """Stored (already cleaned) views with their probabilities, class (`pred`) and grade
         (`grade_pred`), and their branch's as the model decides it (`branch_pred`,
         `branch_grade`; grades null for a three-class model); what evaluation scores."""
-        probabilities, embeddings = view_outputs(self.engine, views, store_root)
+        channels = self.bundle.view_channels
+        probabilities, embeddings = view_outputs(self.engine, views, store_root, channels)
         outputs = self.bundle.outputs
         voted = views.reset_index(drop=True).assign(pred=probabilities.argmax(1))
         branches = decide_branches(voted, embeddings, self.bundle.attention)
@@ -166,14 +168,24 @@ class Predictor:
         pixel_text = check_pixels(shown, known)
         view_rows, decided = pd.DataFrame(), None
         if images:
-            stacked = np.concatenate(list(images.values()))
-            probabilities, embeddings = predict_outputs(self.engine, stacked)
+            inputs = self.model_views(images)
+            probabilities, embeddings = predict_outputs(self.engine, inputs)
             view_rows = self.view_rows({b: by_branch[b] for b in images}, probabilities)
             scored = view_rows.assign(patient_id=patient, pred=probabilities.argmax(1))
             branches = decide_branches(scored, embeddings, self.bundle.attention)
             decided = dict(zip(scored.branch, branches.tolist(), strict=True))
         table = roll_up(patient, view_rows, rejects, self.bundle, decided)
         return PatientPrediction(patient, table, images, pixel_text, known)
+
+    def model_views(self, images: dict[str, np.ndarray]) -> np.ndarray:
+        """A patient's cleaned views by branch (each stack in view order), concatenated as the
+        network takes them (`model_views`: with their neighbours under `neighbours`)."""
+        order = pd.DataFrame(
+            [(branch, k) for branch, stack in images.items() for k in range(len(stack))],
+            columns=["branch", "view_index"],
+        )
+        stacked = np.concatenate(list(images.values()))
+        return model_views(stacked, order.assign(patient_id=""), self.bundle.view_channels)
 
     def view_rows(self, by_branch: dict[str, list], probabilities: np.ndarray) -> pd.DataFrame:
         """One row per view, in the order of `by_branch` (that of `probabilities`): source,
