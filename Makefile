@@ -36,14 +36,18 @@ instance:
 		|| [ "$$(cat "$$target")" = "$$(printf 'telemetry:\n  enabled: false')" ]; then \
 		cp "$(INSTANCE_YAML)" "$$target"; fi
 
+## Debian packages, installed as root (or through sudo) when a file they bring is absent:
 ## Tesseract's English model for the OCR check on the pixels CASS writes (the engine itself
-## is the tesserocr wheel): Debian's package, installed as root (or through sudo) when absent.
+## is the tesserocr wheel); dcmtk (dsrdump checks the structured reports, storescu stands in
+## for a workstation) and Orthanc (the PACS of the DICOM tests).
 OCR_MODEL := /usr/share/tesseract-ocr/5/tessdata/eng.traineddata
-$(OCR_MODEL):
+DEBIAN_FILES := $(OCR_MODEL) /usr/bin/dsrdump /usr/sbin/Orthanc
+DEBIAN_PACKAGES := tesseract-ocr-eng dcmtk orthanc
+$(DEBIAN_FILES) &:
 	@$$( [ "$$(id -u)" = 0 ] || echo sudo ) sh -c 'apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr-eng >/dev/null'
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null'
 
-env: $(STAMP) .env instance $(OCR_MODEL)
+env: $(STAMP) .env instance $(DEBIAN_FILES)
 
 ## Materialise the whole asset graph headless on the default (synthetic) data, with the CPU
 ## kernels pinned so that the figures repeat on every x86 machine (README, "The demo").

@@ -14,6 +14,7 @@ import click
 
 from cass_pipeline import __version__
 from cass_pipeline.cli_common import options_of, picture_target, write_picture
+from cass_pipeline.cli_dicom import COMMANDS as DICOM_COMMANDS
 from cass_pipeline.cli_model import COMMANDS
 from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.config import IngestConfig
@@ -350,7 +351,7 @@ def clean_mpr(source, target, frame, **cleanup) -> None:
     )
 
 
-for command in COMMANDS:
+for command in (*COMMANDS, *DICOM_COMMANDS):
     main.add_command(command)
 
 if __name__ == "__main__":

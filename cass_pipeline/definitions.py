@@ -9,6 +9,7 @@ from cass_pipeline.defs.demo import demo_job
 from cass_pipeline.defs.executors import executor_named
 from cass_pipeline.defs.resources import (
     CassPaths,
+    DicomResults,
     Inbox,
     MlflowTracking,
     PseudonymKey,
@@ -25,9 +26,9 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(MODULES),
         asset_checks=dg.load_asset_checks_from_modules(MODULES),
-        jobs=[demo_job, model.retrain_job, prediction.predict_patient_job],
+        jobs=[demo_job, model.retrain_job, prediction.predict_patient_job, prediction.worklist_job],
         schedules=[model.weekly_retrain],
-        sensors=[prediction.inbox_sensor],
+        sensors=[prediction.inbox_sensor, prediction.worklist_sensor],
         executor=executor_named(settings.executor),
         resources={
             "paths": CassPaths.from_settings(settings),
@@ -35,6 +36,7 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
             "pseudonyms": PseudonymKey.from_settings(settings),
             "inbox": Inbox.from_settings(settings),
+            "dicom_results": DicomResults.from_settings(settings),
             "raw_format": RawFormat.from_settings(settings),
         },
     )

@@ -33,6 +33,11 @@ FLAT_IMAGE_STORE = (
 )
 
 
+def dicom_rejects(dicom_dir: Path) -> Path:
+    """What the DICOM node refused or quarantined, under its folder (the key holder's side)."""
+    return Path(dicom_dir) / f"dicom_rejects{PARQUET}"
+
+
 def ground_truth_table(raw: Path, name: str) -> Path:
     """A ground-truth table of a synthetic cohort written to `raw`."""
     return Path(raw) / GROUND_TRUTH / f"{name}{PARQUET}"
@@ -233,3 +238,7 @@ class DataLayout:
     # Predictions of the champion for patients arriving in the inbox.
     def prediction(self, patient: str) -> Path:
         return self.processed / "predictions" / patient
+
+    @property
+    def worklist(self) -> Path:
+        return self.processed / "worklist.parquet"

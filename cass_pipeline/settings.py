@@ -38,6 +38,9 @@ class CassSettings:
     raw_dir: Path
     processed_dir: Path
     inbox_dir: Path
+    #: The DICOM node's rejects and quarantine, and the outbox of results for the PACS: the
+    #: key holder's side (identifiable), like the inbox.
+    dicom_dir: Path
     mlflow_dir: Path
     dagster_home: Path
     tracking_uri: str
@@ -47,6 +50,8 @@ class CassSettings:
     pseudonym_key: str | None = None
     series_aliases: Path | None = None
     executor: str = "default"
+    #: Comma-separated AE@host:port that get each inbox patient's SR and key image.
+    dicom_destinations: str = ""
 
     @property
     def layout(self) -> DataLayout:
@@ -68,6 +73,7 @@ class CassSettings:
             raw_dir=path("CASS_RAW_DIR", data_dir / "raw"),
             processed_dir=path("CASS_PROCESSED_DIR", data_dir / "processed"),
             inbox_dir=path("CASS_INBOX_DIR", data_dir / "inbox"),
+            dicom_dir=path("CASS_DICOM_DIR", data_dir / "dicom"),
             mlflow_dir=mlflow_dir,
             dagster_home=path("DAGSTER_HOME", data_dir / "dagster_home"),
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or sqlite_uri(mlflow_dir / "mlflow.db"),
@@ -82,4 +88,5 @@ class CassSettings:
             if env.get("CASS_SERIES_ALIASES")
             else None,
             executor=env.get("CASS_DAGSTER_EXECUTOR") or "default",
+            dicom_destinations=env.get("CASS_DICOM_DESTINATIONS") or "",
         )

@@ -4,7 +4,9 @@ skips its test, saying why, only when the server truly cannot start."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -63,6 +65,14 @@ def wait_until(ready, seconds: float, what: str, log: Path) -> None:
             return
         time.sleep(0.5)
     pytest.fail(f"{what} did not become ready in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def answers(url: str) -> bool:
+    """Whether an HTTP server answers `url` with a success."""
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        return False
 
 
 @contextmanager
@@ -152,16 +162,70 @@ def mlflow_server(postgres: Postgres, database: str, root: Path) -> Iterator[str
             start_new_session=True,
         )
     uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return requests.get(f"{uri}/health", timeout=2).ok
-        except requests.ConnectionError:
-            return False
-
     try:
-        wait_until(healthy, 120, "The MLflow server", log)
+        wait_until(lambda: answers(f"{uri}/health"), 120, "The MLflow server", log)
         yield uri
     finally:
         os.killpg(server.pid, 15)
+        server.wait(30)
+
+
+@dataclass(frozen=True)
+class Orthanc:
+    """A running Orthanc: its DICOM node and its REST root."""
+
+    ae_title: str
+    dicom_port: int
+    http: str
+
+    @property
+    def destination(self) -> str:
+        return f"{self.ae_title}@127.0.0.1:{self.dicom_port}"
+
+    def get(self, path: str):
+        response = requests.get(f"{self.http}{path}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+
+@contextmanager
+def orthanc_server(
+    root: Path, ports: tuple[int, int] | None = None, ae_title: str = "PACS"
+) -> Iterator[Orthanc]:
+    """Debian's Orthanc with a generated configuration on free (DICOM, HTTP) `ports`, its
+    database under `root` (so a restart keeps what it holds): HTTP from this machine only,
+    C-STORE only from CASS at 127.0.0.1 (Orthanc 1.10 listens on every interface and has no
+    bind address: these settings keep it to this machine)."""
+    binary = shutil.which("Orthanc")
+    if binary is None:
+        pytest.skip("Orthanc is not installed (make env installs Debian's orthanc)")
+    dicom_port, http_port = ports or (free_port(), free_port())
+    log = root / "orthanc.log"
+    config = {
+        "Name": "CASS test PACS",
+        "StorageDirectory": str(root / "orthanc-db"),
+        "IndexDirectory": str(root / "orthanc-db"),
+        "DicomAet": ae_title,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomAlwaysAllowStore": False,
+        "DicomCheckModalityHost": True,
+        "DicomModalities": {"cass": ["CASS", "127.0.0.1", 104]},
+        "DicomCheckCalledAet": True,
+        "Plugins": [],
+        "StableAge": 2,
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    with log.open("a") as out:
+        server = subprocess.Popen(
+            [binary, str(root / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT
+        )
+    address = Orthanc(ae_title, dicom_port, f"http://127.0.0.1:{http_port}")
+    try:
+        wait_until(lambda: answers(f"{address.http}/system"), 60, "Orthanc", log)
+        yield address
+    finally:
+        server.terminate()
         server.wait(30)

@@ -14,6 +14,7 @@ from pydantic import Field
 from cass_pipeline.defs.config import config_class, config_fields, settings_from
 from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.cohort.report_sources import ReportColumns
+from cass_pipeline.domain.dicom.config import SendSettings
 from cass_pipeline.domain.generations import GenerationMissingError, Generations
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
@@ -150,6 +151,32 @@ class Inbox(dg.ConfigurableResource):
     @property
     def path(self) -> Path:
         return Path(self.folder)
+
+
+class DicomResults(dg.ConfigurableResource):
+    """Where each inbox patient's SR and key image wait (the key holder's side, beside the
+    inbox) and the DICOM nodes they are sent to (the domain's `SendSettings`)."""
+
+    folder: str
+    destinations: str = SendSettings.destinations
+    calling_ae_title: str = SendSettings.calling_ae_title
+    attempts: int = SendSettings.attempts
+    backoff_seconds: float = SendSettings.backoff_seconds
+
+    @classmethod
+    def from_settings(cls, settings: CassSettings) -> DicomResults:
+        return cls(
+            folder=str(settings.dicom_dir / "outbox"), destinations=settings.dicom_destinations
+        )
+
+    @property
+    def outbox(self) -> Path:
+        return Path(self.folder)
+
+    def send_settings(self) -> SendSettings:
+        return SendSettings(
+            self.destinations, self.calling_ae_title, self.attempts, self.backoff_seconds
+        )
 
 
 class PseudonymKey(dg.ConfigurableResource):

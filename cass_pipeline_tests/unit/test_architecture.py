@@ -55,6 +55,7 @@ STAGE_RANK = {
     "synthetic": 2,
     "evaluation": 3,
     "prediction": 4,
+    "dicom": 5,
 }
 #: Cross-cutting facts and primitives, the only modules at the root of `domain/`.
 SHARED = {

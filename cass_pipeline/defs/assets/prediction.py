@@ -9,12 +9,25 @@ from pydantic import Field
 
 from cass_pipeline.defs.assets.evaluation import champion_model
 from cass_pipeline.defs.config import config_class, config_fields, settings_from
-from cass_pipeline.defs.presentation import png_markdown
-from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, PseudonymKey
+from cass_pipeline.defs.presentation import parquet_metadata, png_markdown, preview_markdown
+from cass_pipeline.defs.resources import (
+    CassPaths,
+    DicomResults,
+    Inbox,
+    MlflowTracking,
+    PseudonymKey,
+)
+from cass_pipeline.domain.cohort.index import folder_patient_key
+from cass_pipeline.domain.dicom.outbox import failure_text, send_results, write_results
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.prediction.document import grade_text
 from cass_pipeline.domain.prediction.folder import predict_folder
-from cass_pipeline.domain.prediction.inbox import folder_of, scan_inbox
+from cass_pipeline.domain.prediction.inbox import (
+    folder_of,
+    folder_state,
+    patient_folders,
+    scan_inbox,
+)
 from cass_pipeline.domain.prediction.outputs import (
     OUTPUT_FORMATS,
     WRITERS,
@@ -22,6 +35,8 @@ from cass_pipeline.domain.prediction.outputs import (
     output_writers,
     write_outputs,
 )
+from cass_pipeline.domain.prediction.worklist import WORKLIST_SCHEMA, worklist_table
+from cass_pipeline.domain.storage import write_parquet_atomic
 
 inbox_patients = dg.DynamicPartitionsDefinition(name="inbox_patients")
 
@@ -122,11 +137,106 @@ def branch_table(document: dict) -> str:
     return "\n".join(lines)
 
 
+@dg.asset(
+    group_name="prediction",
+    partitions_def=inbox_patients,
+    deps=[patient_prediction],
+    kinds={"dicom"},
+    code_version="1",
+)
+def dicom_results(
+    context: dg.AssetExecutionContext,
+    paths: CassPaths,
+    inbox: Inbox,
+    pseudonyms: PseudonymKey,
+    dicom_results: DicomResults,
+) -> dg.MaterializeResult:
+    """The prediction as DICOM into the patient's own study: a Comprehensive SR and a key
+    image of report.png, written to the outbox on the key holder's side and sent by C-STORE
+    to each destination (retried; a destination that stays down fails this step and keeps
+    the objects for `cass resend`)."""
+    patient = context.partition_key
+    folder = folder_of(inbox.path, patient, pseudonyms.secret_pseudonyms())
+    if folder is None:
+        raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
+    predicted = paths.layout.prediction(patient)
+    document = json.loads((predicted / WRITERS["json"].file_name).read_text())
+    picture = predicted / WRITERS["png"].file_name
+    settings = dicom_results.send_settings()
+    outbox = dicom_results.outbox / patient
+    try:
+        written = write_results(
+            document,
+            picture.read_bytes() if picture.is_file() else None,
+            folder,
+            outbox,
+            settings.calling_ae_title,
+        )
+    except ValueError as error:  # an export without DICOM headers has no study to go back to
+        context.log.warning(f"{patient}: no DICOM results: {error}")
+        return dg.MaterializeResult(metadata={"objects": 0, "note": str(error)})
+    deliveries = send_results(outbox, settings)
+    problem = failure_text(deliveries)
+    if problem:
+        raise dg.Failure(
+            f"{patient}: results not delivered: {problem}; kept in {outbox} for `cass resend`"
+        )
+    delivered = [str(d.destination) for d in deliveries]
+    context.log.info(f"{patient}: SR and key image delivered to {delivered or 'no destination'}")
+    return dg.MaterializeResult(
+        metadata={
+            "objects": len(written),
+            "files": dg.MetadataValue.json(sorted(p.name for p in written)),
+            "delivered_to": dg.MetadataValue.json(delivered),
+            "attempts": sum(d.attempts for d in deliveries),
+        }
+    )
+
+
 predict_patient_job = dg.define_asset_job(
     "predict_patient",
-    selection=[patient_prediction],
-    description="Scores one inbox patient with the registered champion.",
+    selection=[patient_prediction, dicom_results],
+    description="Scores one inbox patient with the registered champion and sends the results.",
 )
+
+
+@dg.asset(group_name="prediction", deps=[patient_prediction], kinds={"parquet"})
+def worklist(paths: CassPaths, inbox: Inbox, pseudonyms: PseudonymKey) -> dg.MaterializeResult:
+    """Every predicted inbox patient by pseudonym: received at, predicted at, turnaround,
+    CAD-RADS category, referral and significance score; referred first, then by score."""
+    pseudonym = pseudonyms.secret_pseudonyms()
+    received = {}
+    for folder in patient_folders(inbox.path):
+        received[pseudonym(folder_patient_key(folder))] = folder_state(folder)[1]
+    table = worklist_table(
+        paths.layout.processed / "predictions", received, WRITERS["json"].file_name
+    )
+    path = paths.layout.worklist
+    write_parquet_atomic(table, path, WORKLIST_SCHEMA)
+    referred = int(table.refer.fillna(False).astype(bool).sum()) if len(table) else 0
+    return dg.MaterializeResult(
+        metadata={
+            **parquet_metadata(path),
+            "referred": referred,
+            "worklist": preview_markdown(table, rows=50),
+        }
+    )
+
+
+worklist_job = dg.define_asset_job(
+    "rebuild_worklist", selection=[worklist], description="Rebuilds the reading room's worklist."
+)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[predict_patient_job],
+    request_job=worklist_job,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Rebuilds the worklist after each inbox patient is scored.",
+)
+def worklist_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=context.dagster_run.run_id)
 
 
 @dg.sensor(

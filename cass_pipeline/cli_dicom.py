@@ -1,0 +1,67 @@
+"""`cass` commands on the hospital's DICOM network: dicom-node, resend (thin: parse, call,
+print)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from cass_pipeline.cli_common import options_of
+from cass_pipeline.domain.dicom.config import NodeSettings, SendSettings
+from cass_pipeline.settings import CassSettings
+
+
+def quiet_network_logs() -> None:
+    """CASS's own lines at INFO; pynetdicom's only when something goes wrong."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+@click.command("dicom-node")
+@options_of(NodeSettings)
+def dicom_node(**options) -> None:
+    """Receive studies by DICOM C-STORE into the inbox (until Ctrl-C or SIGTERM)."""
+    from cass_pipeline.domain.dicom.node import DicomNode
+
+    quiet_network_logs()
+    settings = CassSettings.from_env()
+    node = DicomNode(NodeSettings(**options), settings.inbox_dir, settings.dicom_dir)
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    try:
+        node.start()
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {options['host']}:{options['port']}: {error.strerror}"
+        ) from error
+    click.echo(f"inbox {settings.inbox_dir}; rejects {node.rejects_path}", err=True)
+    stopped.wait()
+    node.stop()
+    click.echo(f"stopped after {node.received} instances", err=True)
+
+
+@click.command()
+@options_of(SendSettings)
+def resend(**options) -> None:
+    """Send the outbox's results that a destination has not taken yet."""
+    from cass_pipeline.domain.dicom.outbox import failure_text, send_results, undelivered
+
+    quiet_network_logs()
+    settings = SendSettings(**options)
+    if not settings.parsed():
+        raise click.UsageError("no --destinations: nothing to send to")
+    outbox = CassSettings.from_env().dicom_dir / "outbox"
+    failed = 0
+    for folder in undelivered(outbox, settings):
+        problem = failure_text(send_results(folder, settings))
+        click.echo(f"{folder.name}: {problem or 'delivered'}")
+        failed += bool(problem)
+    if failed:
+        raise click.ClickException(f"{failed} patients still undelivered; they stay in {outbox}")
+
+
+COMMANDS = (dicom_node, resend)
