@@ -11,7 +11,7 @@ DEFAULT_DAGSTER_HOME := $(CURDIR)/data/dagster_home
 DAGSTER_HOME ?= $(DEFAULT_DAGSTER_HOME)
 export DAGSTER_HOME
 
-.PHONY: run test lint dev env instance clean-data
+.PHONY: run test lint dev dicom-node env instance clean-data
 
 ## Create or update the virtual environment when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -58,6 +58,10 @@ run: env
 test: env
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+## The DICOM node on 127.0.0.1:11112, writing into the inbox (docs/pacs.md).
+dicom-node: env
+	$(BIN)/cass dicom-node
 
 ## The Dagster UI on http://127.0.0.1:3000.
 dev: env
