@@ -174,18 +174,28 @@ class DicomNode:
         self.hand_off(force=False)
 
     def on_accepted(self, event) -> None:
-        for context in event.assoc.rejected_contexts:
-            self.reject(
-                event.assoc.requestor.ae_title,
-                context.abstract_syntax,
-                f"SOP class {context.abstract_syntax} ({_sop_name(context.abstract_syntax)}) "
-                "is not an image CASS reads: refused",
-            )
+        """Senders such as storescu propose every storage class whatever they send: refused
+        classes beside accepted ones are no reject."""
+        refused = len(event.assoc.rejected_contexts)
+        log.debug(
+            "from %s: %d proposed SOP classes refused", event.assoc.requestor.ae_title, refused
+        )
 
     def on_aborted(self, event) -> None:
+        """An association aborted because nothing it proposed is an image CASS reads is a
+        reject per SOP class; any other abort keeps what was received."""
+        assoc, calling = event.assoc, event.assoc.requestor.ae_title
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            for sop_class in sorted({c.abstract_syntax for c in assoc.rejected_contexts}):
+                self.reject(
+                    calling,
+                    sop_class,
+                    f"SOP class {sop_class} ({_sop_name(sop_class)}) is not an image CASS "
+                    "reads: refused",
+                )
+            return
         log.warning(
-            "association from %s aborted; the instances received completely are kept",
-            event.assoc.requestor.ae_title,
+            "association from %s aborted; the instances received completely are kept", calling
         )
 
     def on_store(self, event) -> int:
