@@ -11,6 +11,7 @@ import click
 
 from cass_pipeline.cli_common import options_of
 from cass_pipeline.domain.dicom.config import NodeSettings, SendSettings
+from cass_pipeline.layout import dicom_outbox
 from cass_pipeline.settings import CassSettings
 
 
@@ -47,16 +48,22 @@ def dicom_node(**options) -> None:
 @click.command()
 @options_of(SendSettings)
 def resend(**options) -> None:
-    """Send the outbox's results that a destination has not taken yet."""
+    """Send the outbox's results that a destination has not taken yet (destinations: the
+    option, else CASS_DICOM_DESTINATIONS)."""
     from cass_pipeline.domain.dicom.outbox import failure_text, send_results, undelivered
 
     quiet_network_logs()
-    settings = SendSettings(**options)
+    env = CassSettings.from_env()
+    settings = SendSettings(
+        **{**options, "destinations": options["destinations"] or env.dicom_destinations}
+    )
     if not settings.parsed():
-        raise click.UsageError("no --destinations: nothing to send to")
-    outbox = CassSettings.from_env().dicom_dir / "outbox"
-    failed = 0
-    for folder in undelivered(outbox, settings):
+        raise click.UsageError("no --destinations nor CASS_DICOM_DESTINATIONS: nothing to send to")
+    outbox = dicom_outbox(env.dicom_dir)
+    pending, failed = undelivered(outbox, settings), 0
+    if not pending:
+        click.echo(f"nothing undelivered in {outbox}")
+    for folder in pending:
         problem = failure_text(send_results(folder, settings))
         click.echo(f"{folder.name}: {problem or 'delivered'}")
         failed += bool(problem)

@@ -33,6 +33,11 @@ FLAT_IMAGE_STORE = (
 )
 
 
+def dicom_outbox(dicom_dir: Path) -> Path:
+    """Each inbox patient's SR and key image until every destination has them."""
+    return Path(dicom_dir) / "outbox"
+
+
 def dicom_rejects(dicom_dir: Path) -> Path:
     """What the DICOM node refused or quarantined, under its folder (the key holder's side)."""
     return Path(dicom_dir) / f"dicom_rejects{PARQUET}"

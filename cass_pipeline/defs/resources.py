@@ -20,7 +20,7 @@ from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
 from cass_pipeline.domain.storage import exclusive_writer, shared_reader
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
-from cass_pipeline.layout import DataLayout
+from cass_pipeline.layout import DataLayout, dicom_outbox, dicom_rejects
 from cass_pipeline.runs.tracking import LoadedModel, RegistryError, Tracking
 from cass_pipeline.settings import CassSettings
 
@@ -154,8 +154,9 @@ class Inbox(dg.ConfigurableResource):
 
 
 class DicomResults(dg.ConfigurableResource):
-    """Where each inbox patient's SR and key image wait (the key holder's side, beside the
-    inbox) and the DICOM nodes they are sent to (the domain's `SendSettings`)."""
+    """The DICOM folder (the key holder's side, beside the inbox: the node's rejects, the
+    outbox of each inbox patient's SR and key image) and the DICOM nodes the results are
+    sent to (the domain's `SendSettings`)."""
 
     folder: str
     destinations: str = SendSettings.destinations
@@ -165,13 +166,15 @@ class DicomResults(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: CassSettings) -> DicomResults:
-        return cls(
-            folder=str(settings.dicom_dir / "outbox"), destinations=settings.dicom_destinations
-        )
+        return cls(folder=str(settings.dicom_dir), destinations=settings.dicom_destinations)
 
     @property
     def outbox(self) -> Path:
-        return Path(self.folder)
+        return dicom_outbox(Path(self.folder))
+
+    @property
+    def node_rejects(self) -> Path:
+        return dicom_rejects(Path(self.folder))
 
     def send_settings(self) -> SendSettings:
         return SendSettings(

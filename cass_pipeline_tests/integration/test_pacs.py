@@ -121,7 +121,7 @@ def test_a_study_sent_to_the_node_comes_back_as_an_sr_and_a_key_image(
                 "pseudonyms": PseudonymKey(key_file=str(tmp_path / "pseudonym.key")),
                 "mlflow_tracking": MlflowTracking(**registry.tracking.__dict__),
                 "dicom_results": DicomResults(
-                    folder=str(outbox),
+                    folder=str(tmp_path / "dicom"),
                     destinations=pacs.destination,
                     attempts=2,
                     backoff_seconds=0.2,
@@ -180,9 +180,13 @@ def test_a_study_sent_to_the_node_comes_back_as_an_sr_and_a_key_image(
             )
             assert dumped.returncode == 0 and "Error" not in dumped.stderr, dumped.stderr
             destination = pacs.destination
-            assert dg.materialize(
-                [prediction.worklist], resources=resources, instance=instance
-            ).success
+            listed = dg.materialize(
+                [prediction.worklist, prediction.dicom_node_rejects],
+                resources=resources,
+                instance=instance,
+            )
+            (check,) = listed.get_asset_check_evaluations()
+            assert check.passed  # storescu proposes every storage class: no reject for that
             (row,) = pd.read_parquet(layout_of(registry.processed).worklist).to_dict("records")
             assert row["patient"] == pid and row["cad_rads"] == document["cad_rads"]
             assert 0 < row["turnaround_s"] < 600

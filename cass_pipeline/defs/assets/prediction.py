@@ -18,6 +18,7 @@ from cass_pipeline.defs.resources import (
     PseudonymKey,
 )
 from cass_pipeline.domain.cohort.index import folder_patient_key
+from cass_pipeline.domain.dicom.node import read_rejects
 from cass_pipeline.domain.dicom.outbox import failure_text, send_results, write_results
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.prediction.document import grade_text
@@ -223,8 +224,29 @@ def worklist(paths: CassPaths, inbox: Inbox, pseudonyms: PseudonymKey) -> dg.Mat
     )
 
 
+@dg.asset_check(
+    asset=worklist,
+    description="What the DICOM node refused or quarantined (dicom_rejects.parquet): a "
+    "warning while there is any.",
+)
+def dicom_node_rejects(dicom_results: DicomResults) -> dg.AssetCheckResult:
+    rejects = read_rejects(dicom_results.node_rejects)
+    return dg.AssetCheckResult(
+        passed=rejects.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "rejects": len(rejects),
+            "by_reason": dg.MetadataValue.json(rejects.reason.value_counts().to_dict()),
+            "latest": preview_markdown(rejects.tail(8)),
+            "path": dg.MetadataValue.path(str(dicom_results.node_rejects)),
+        },
+    )
+
+
 worklist_job = dg.define_asset_job(
-    "rebuild_worklist", selection=[worklist], description="Rebuilds the reading room's worklist."
+    "rebuild_worklist",
+    selection=[worklist],
+    description="Rebuilds the reading room's worklist.",
 )
 
 
