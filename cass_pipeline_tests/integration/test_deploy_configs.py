@@ -2,15 +2,19 @@
 document cannot rot: instance files by Dagster's instance schema and each configured class,
 executor run configs by their executor's schema, asset run configs by the asset job."""
 
+import configparser
 import importlib
+import shlex
 import subprocess
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 
+from cass_pipeline import cli
 from cass_pipeline.defs.executors import executor_named
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,12 +66,24 @@ def validate_assets(config: dict) -> None:
     check(job.run_config_schema.config_type, config)
 
 
+def validate_unit(path: Path) -> None:
+    """A systemd unit whose ExecStart is a `cass` command the CLI parses."""
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.read_string(path.read_text())
+    program, command, *args = shlex.split(unit["Service"]["ExecStart"])
+    assert program.endswith("/cass"), f"{path.name} does not start cass"
+    cli.main.commands[command].make_context(command, args)  # bad options raise here
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_every_deploy_file_is_valid(path: Path, tmp_path, monkeypatch):
     for name, value in PG_ENV.items():
         monkeypatch.setenv(name, value)
     if path.suffix == ".sh":
         subprocess.run(["bash", "-n", str(path)], check=True)
+        return
+    if path.suffix == ".service":
+        validate_unit(path)
         return
     assert path.suffix == ".yaml", f"no validator for {path.name}"
     config = yaml.safe_load(path.read_text())
@@ -78,6 +94,13 @@ def test_every_deploy_file_is_valid(path: Path, tmp_path, monkeypatch):
     else:
         assert "ops" in config, f"no validator for {path.name}"
         validate_assets(config)
+
+
+def test_a_unit_with_a_wrong_option_is_caught(tmp_path):
+    broken = tmp_path / "broken.service"
+    broken.write_text((DEPLOY / "cass-dicom-node.service").read_text().replace("--port", "--prot"))
+    with pytest.raises(click.UsageError):
+        validate_unit(broken)
 
 
 def test_a_broken_config_is_caught(tmp_path, monkeypatch):

@@ -226,8 +226,8 @@ def worklist(paths: CassPaths, inbox: Inbox, pseudonyms: PseudonymKey) -> dg.Mat
 
 @dg.asset_check(
     asset=worklist,
-    description="What the DICOM node refused or quarantined (dicom_rejects.parquet): a "
-    "warning while there is any.",
+    description="What the DICOM node refused or quarantined (its rejects table): a warning "
+    "while there is any.",
 )
 def dicom_node_rejects(dicom_results: DicomResults) -> dg.AssetCheckResult:
     rejects = read_rejects(dicom_results.node_rejects)
