@@ -171,7 +171,7 @@ class DicomNode:
         self._stop.set()
         if self._handoff is not None:
             self._handoff.join()
-        self.hand_off(force=False)
+        self.hand_off()
 
     def on_accepted(self, event) -> None:
         """Senders such as storescu propose every storage class whatever they send: refused
@@ -245,16 +245,16 @@ class DicomNode:
         while not self._stop.wait(0.25):
             self.hand_off()
 
-    def hand_off(self, force: bool = False) -> list[Path]:
-        """Move each study quiet for `quiet_seconds` (every study with `force`) into the
-        inbox; returns the study folders written."""
+    def hand_off(self) -> list[Path]:
+        """Move each study quiet for `quiet_seconds` into the inbox; returns the study
+        folders written."""
         moved = []
         incoming = self.inbox / INCOMING
         with self._lock:
             for staged in sorted(p for p in incoming.glob("*") if p.is_dir()):
                 files = list(staged.iterdir())
                 newest = max((f.stat().st_mtime for f in files), default=0.0)
-                if not force and time.time() - newest < self.settings.quiet_seconds:
+                if time.time() - newest < self.settings.quiet_seconds:
                     continue
                 moved.append(move_study(staged, self.inbox / f"{STUDY_PREFIX}{staged.name}"))
         for folder in moved:

@@ -181,9 +181,11 @@ def patient_group(
     """The patient's category, class and referral flag, and that it is not a diagnosis."""
     evaluations = []
     if document.get("patient_class"):
-        cls = document["patient_class"]
+        patient_class = document["patient_class"]
         evaluations.append(
-            hd.sr.QualitativeEvaluation(CLASS_NAME, cass_code(cls, CLASS_MEANINGS[cls]))
+            hd.sr.QualitativeEvaluation(
+                CLASS_NAME, cass_code(patient_class, CLASS_MEANINGS[patient_class])
+            )
         )
     if document.get("cad_rads"):
         category = str(document["cad_rads"])
@@ -220,6 +222,18 @@ def patient_group(
     return group
 
 
+def new_series(number: int, description: str) -> dict:
+    """The identifiers of a new one-instance CASS series in the source study."""
+    return {
+        "series_instance_uid": hd.UID(),
+        "series_number": number,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "series_description": description,
+    }
+
+
 def structured_report(
     document: dict, headers: dict[str, pydicom.Dataset], device_uid: str
 ) -> hd.sr.ComprehensiveSR:
@@ -249,12 +263,7 @@ def structured_report(
     return hd.sr.ComprehensiveSR(
         evidence=evidence,
         content=report[0],
-        series_instance_uid=hd.UID(),
-        series_number=9901,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        series_description="CASS stenosis second opinion (SR)",
+        **new_series(9901, "CASS stenosis second opinion (SR)"),
     )
 
 
@@ -271,12 +280,7 @@ def key_image(png: bytes, headers: dict[str, pydicom.Dataset]) -> hd.sc.SCImage:
         bits_allocated=8,
         coordinate_system="PATIENT",
         patient_orientation=("L", "F"),  # replaced below: highdicom wants one
-        series_instance_uid=hd.UID(),
-        series_number=9902,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        series_description="CASS stenosis second opinion (key image)",
+        **new_series(9902, "CASS stenosis second opinion (key image)"),
     )
     image.PatientOrientation = ""  # a page of text and views has no orientation (type 2)
     return image

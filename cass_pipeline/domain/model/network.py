@@ -1,7 +1,8 @@
 """ShuffleNet V2 with a class or grade head on grey MPR views, and the one input transform.
 
-Grey views are replicated to three channels and normalised with the ImageNet statistics,
-everywhere: training, evaluation and serving call `to_model_input`. Each architecture family
+Grey views are replicated to three channels (or stand between their neighbours, built by
+`data.model_views`) and normalised with the ImageNet statistics, everywhere: training,
+evaluation and serving call `to_model_input`. Each architecture family
 is one `Backbone` in `BACKBONES`; everything else reaches the network through `embed` and
 `classify`, never through a family's own layers.
 """
