@@ -241,8 +241,13 @@ class DataLayout:
         return self.evaluation / "explanations"
 
     # Predictions of the champion for patients arriving in the inbox.
+    @property
+    def predictions(self) -> Path:
+        """One folder per inbox patient (its pseudonym): prediction.json, report.png."""
+        return self.processed / "predictions"
+
     def prediction(self, patient: str) -> Path:
-        return self.processed / "predictions" / patient
+        return self.predictions / patient
 
     @property
     def worklist(self) -> Path:

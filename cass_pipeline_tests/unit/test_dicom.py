@@ -22,7 +22,7 @@ from cass_pipeline.domain.dicom.outbox import (
     undelivered,
     write_results,
 )
-from cass_pipeline.domain.dicom.results import BRANCH_CODES
+from cass_pipeline.domain.dicom.results import BRANCH_CODES, NoSourceStudyError
 from cass_pipeline.domain.dicom.send import deliver
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
 from cass_pipeline.domain.synthetic.config import preset
@@ -274,3 +274,11 @@ def test_destinations_are_ae_at_host_colon_port():
     assert str(Destination.parse(" PACS@10.0.0.5:104 ")) == "PACS@10.0.0.5:104"
     with pytest.raises(ValueError, match="AE@host:port"):
         Destination.parse("PACS:104")
+
+
+def test_an_export_without_dicom_headers_has_no_study_for_results(tmp_path):
+    (tmp_path / "png" / "LAD").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "png" / "LAD" / "000.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(NoSourceStudyError, match="no DICOM file"):
+        write_results({"branches": {}}, None, tmp_path / "png", tmp_path / "out", "CASS")
+    assert not (tmp_path / "out" / "sr.dcm").exists()

@@ -20,6 +20,7 @@ from cass_pipeline.defs.resources import (
 from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.dicom.node import read_rejects
 from cass_pipeline.domain.dicom.outbox import failure_text, send_results, write_results
+from cass_pipeline.domain.dicom.results import NoSourceStudyError
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.prediction.document import grade_text
 from cass_pipeline.domain.prediction.folder import predict_folder
@@ -173,7 +174,7 @@ def dicom_results(
             outbox,
             settings.calling_ae_title,
         )
-    except ValueError as error:  # an export without DICOM headers has no study to go back to
+    except NoSourceStudyError as error:  # a PNG or JPEG export has no study to go back to
         context.log.warning(f"{patient}: no DICOM results: {error}")
         return dg.MaterializeResult(metadata={"objects": 0, "note": str(error)})
     deliveries = send_results(outbox, settings)
@@ -209,9 +210,7 @@ def worklist(paths: CassPaths, inbox: Inbox, pseudonyms: PseudonymKey) -> dg.Mat
     received = {}
     for folder in patient_folders(inbox.path):
         received[pseudonym(folder_patient_key(folder))] = folder_state(folder)[1]
-    table = worklist_table(
-        paths.layout.processed / "predictions", received, WRITERS["json"].file_name
-    )
+    table = worklist_table(paths.layout.predictions, received, WRITERS["json"].file_name)
     path = paths.layout.worklist
     write_parquet_atomic(table, path, WORKLIST_SCHEMA)
     referred = int(table.refer.fillna(False).astype(bool).sum()) if len(table) else 0

@@ -47,6 +47,10 @@ NOT_A_DIAGNOSIS = (
 )
 
 
+class NoSourceStudyError(ValueError):
+    """An export without DICOM headers (PNG, JPEG): there is no study to write results into."""
+
+
 def cass_code(value: str, meaning: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value, SCHEME, meaning)
 
@@ -239,7 +243,7 @@ def structured_report(
 ) -> hd.sr.ComprehensiveSR:
     """The Comprehensive SR of one patient's `prediction.json`, in the source study."""
     if not headers:
-        raise ValueError("the study folder holds no DICOM file to take the study from")
+        raise NoSourceStudyError("the study folder holds no DICOM file to take the study from")
     algorithm = Algorithm.of(document.get("model") or {})
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

@@ -23,10 +23,9 @@ class DeliveryError(RuntimeError):
 
 @dataclass
 class Delivery:
-    """What one destination took, after how many tries, and the last problem seen."""
+    """What one destination did not take, after how many tries, and the last problem seen."""
 
     destination: Destination
-    sent: list[Path] = field(default_factory=list)
     failed: list[Path] = field(default_factory=list)
     attempts: int = 0
     problem: str = ""
@@ -85,7 +84,6 @@ def deliver(
             wait *= 2
         delivery.attempts += 1
         taken, delivery.problem = store_once(pending, destination, calling_ae)
-        delivery.sent += taken
         pending = [p for p in pending if p not in taken]
     delivery.failed = pending
     return delivery
