@@ -6,20 +6,41 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cass-installed
+# Every Python package, direct and transitive, pinned with its hashes for Python 3.11 on Linux
+# x86_64; `make lock` writes it from pyproject.toml (README, "Dependencies").
+LOCK := requirements.lock
+UV := $(BIN)/uv
 # A DAGSTER_HOME set in the shell wins over the repository's instance.
 DEFAULT_DAGSTER_HOME := $(CURDIR)/data/dagster_home
 DAGSTER_HOME ?= $(DEFAULT_DAGSTER_HOME)
 export DAGSTER_HOME
 
-.PHONY: run test lint dev dicom-node env instance clean-data
+.PHONY: run test lint dev dicom-node env lock instance clean-data
 
-## Create or update the virtual environment when pyproject.toml changes.
-$(STAMP): pyproject.toml
+## uv, the installer, at the version and hashes the lock gives it (pip installs only this).
+$(UV): $(LOCK)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "CASS needs Python 3.11"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	sed -n '/^uv==/,/^    # via/p' $(LOCK) > $(VENV)/uv-requirement.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
 	@touch $@
+
+## Make the environment exactly what the lock says (packages not in it are removed), then
+## install CASS itself, editable, with the locked setuptools.
+$(STAMP): $(LOCK) pyproject.toml $(UV)
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	@touch $@
+
+## Write the lock from pyproject.toml, keeping every pin that still satisfies it;
+## `make lock UPGRADE=name` moves one package (and what it needs) to its newest release,
+## `make lock UPGRADE=--all` every package.
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --quiet \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--custom-compile-command 'make lock' \
+		$(if $(filter --all,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE))) \
+		--output-file $(LOCK)
 
 ## DAGSTER_HOME for `dagster dev` run from the checkout: the repository's instance, unless
 ## DAGSTER_HOME is already set (dotenv expands the default only when it is not).

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pydicom
 
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_masked
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.cleanup import clean_masked
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.imaging.readers import read_image
 from cass_pipeline.domain.imaging.views import SourceFile, read_views

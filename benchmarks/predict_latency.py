@@ -70,8 +70,7 @@ def register(tmp: Path, arch: str = "shufflenet_v2_x1_0", size: int = 512, name:
     """A registry under `tmp` holding an untrained `arch` for `size`-px views as champion
     (speed does not depend on the weights)."""
     from cass_pipeline.domain.evaluation.config import CHAMPION
-    from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-    from cass_pipeline.domain.imaging.config import IngestConfig
+    from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
     from cass_pipeline.domain.model.network import build_model
     from cass_pipeline.domain.prediction.bundle import ModelBundle
     from cass_pipeline.runs.tracking import Tracking

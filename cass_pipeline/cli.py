@@ -16,8 +16,7 @@ from cass_pipeline import __version__
 from cass_pipeline.cli_common import options_of, picture_target, write_picture
 from cass_pipeline.cli_dicom import COMMANDS as DICOM_COMMANDS
 from cass_pipeline.cli_model import COMMANDS
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.synthetic.config import (
     DEFAULT_PRESET,
     PRESETS,

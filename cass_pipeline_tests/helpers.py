@@ -58,7 +58,7 @@ def write_training_data(root: Path, patients: int = 12, views: int = 4, size: in
     import pandas as pd
 
     from cass_pipeline.domain.generations import Generations
-    from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+    from cass_pipeline.domain.imaging.config import CleanupConfig
 
     rng = np.random.default_rng(0)
     manifest, labels, splits = [], [], []

@@ -1,9 +1,16 @@
-"""Which torch device training and inference use on this machine, and which CPU kernels."""
+"""Which torch device training and inference use on this machine, which CPU kernels, and
+how their threads share the CPU with other work.
+
+`cass_pipeline` applies `pin_cpu_kernels` and `share_cpu` when it is first imported, before
+torch or ONNX Runtime start: one setup for every entry point (the `cass` command, Dagster
+steps, the REST service, torchrun ranks, worker processes). A program that imports torch
+before `cass_pipeline` keeps the libraries' own defaults.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 #: `CASS_CPU_KERNELS=avx2` makes oneDNN, MKL and ATen take their AVX2 code paths on any x86
@@ -26,6 +33,53 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ) -> str:
         for name, value in PINNED_KERNELS.items():
             environ.setdefault(name, value)
     return mode
+
+
+#: `CASS_THREAD_WAIT`: how a thread that waits for the others of its pool waits. `sleep`
+#: (the default) gives the core back at once: OpenMP's `OMP_WAIT_POLICY=PASSIVE` (torch) and
+#: ONNX Runtime without spinning. `spin` is the libraries' own default: a waiting thread
+#: spins, which is faster only on a machine with nothing else to run; beside one busy process
+#: on 2 cores, training spinning kept 26-31% of its rate (docs/benchmarks.md, "Sharing the CPU").
+THREAD_WAITS = ("sleep", "spin")
+
+
+def thread_wait(environ: Mapping[str, str] = os.environ) -> str:
+    """The `CASS_THREAD_WAIT` in force: `sleep` (the default) or `spin`."""
+    mode = environ.get("CASS_THREAD_WAIT", "sleep").lower()
+    if mode not in THREAD_WAITS:
+        raise ValueError(f"CASS_THREAD_WAIT must be sleep or spin, not {mode!r}")
+    return mode
+
+
+def share_cpu(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Apply `CASS_THREAD_WAIT` to OpenMP before torch loads it (an `OMP_WAIT_POLICY` set by
+    the user wins); return the mode in force."""
+    mode = thread_wait(environ)
+    if mode == "sleep":
+        environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return mode
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: taskset, a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_process(processes: int = 1) -> int:
+    """Compute threads for each of `processes` processes working at once on the usable CPUs
+    (worker pools, a training process beside its data-loader workers), at least one."""
+    return max(1, usable_cpus() // max(1, processes))
+
+
+def training_threads(loader_workers: int, environ: Mapping[str, str] = os.environ) -> int | None:
+    """Intra-op threads of a CPU training process, sized with its data-loader workers: the
+    usable CPUs shared by the ranks on this machine (torchrun's `LOCAL_WORLD_SIZE`), less one
+    for each worker, at least one; None where `OMP_NUM_THREADS` decides (the user's, or
+    torchrun's for several ranks)."""
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    ranks = int(environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, threads_per_process(ranks) - loader_workers)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # the lock and file helpers are used where pandas is not (`cass --help`)
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 #: The lock file of a folder's readers and writer (`folder_lock`); beside it, one file per
 #: holder names it.
@@ -218,6 +220,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: Path, schema: pa.Schema) -> None:
     """Cast to the declared schema (failing on mismatch) and write atomically."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, schema=schema, preserve_index=False)
     table = table.select(schema.names).cast(schema)
@@ -228,6 +234,8 @@ def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: Path, schema: pa.
 @contextmanager
 def parquet_stream(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
     """A ParquetWriter on a temporary file, renamed into place when the block succeeds."""
+    import pyarrow.parquet as pq
+
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         yield writer
 

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cass_pipeline import CPU_KERNELS
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.model.aggregation import (
     AttentionPooling,
     Bags,

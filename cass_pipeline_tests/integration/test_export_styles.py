@@ -11,8 +11,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, overlay_mask
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.cleanup import clean_image, overlay_mask
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.imaging.pixel_text import check_pixels
 from cass_pipeline.domain.imaging.readers import read_image

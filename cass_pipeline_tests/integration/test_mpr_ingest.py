@@ -14,8 +14,7 @@ from cass_pipeline.defs.assets import imaging
 from cass_pipeline.defs.assets.cohort import raw_cohort
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import folder_patient_key
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
 from cass_pipeline_tests.helpers import layout_of, published_images

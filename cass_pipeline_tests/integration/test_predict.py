@@ -29,8 +29,7 @@ from cass_pipeline.defs.resources import CassPaths, Inbox, MlflowTracking, Pseud
 from cass_pipeline.domain.anatomy import CATEGORIES, GRADES
 from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.evaluation.config import CHAMPION
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.model.calibration import Calibration, calibrate
 from cass_pipeline.domain.model.inference import TorchEngine, view_probabilities

@@ -8,8 +8,7 @@ import pydicom
 import pytest
 
 from cass_pipeline.domain.cohort.index import index_cohort
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.privacy import Pseudonyms
 from cass_pipeline.domain.reports.pipeline import parse_cohort_reports

@@ -126,17 +126,22 @@ def test_ingestion_waits_for_the_generator_of_raw_and_names_it(tiny_cohort, tmp_
 def test_the_generator_waits_for_an_ingestion_reading_raw(tiny_cohort, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(tiny_cohort, raw)
-    heard, released = [], []
+    heard, released, holding, waiting = [], [], threading.Event(), threading.Event()
 
     def ingestion():
         with shared_reader(raw):
-            time.sleep(1.0)
+            holding.set()
+            waiting.wait(120)  # held until the generator has said that it waits
             released.append(time.monotonic())
+
+    def notify(message: str) -> None:
+        heard.append(message)
+        waiting.set()
 
     thread = threading.Thread(target=ingestion)
     thread.start()
-    time.sleep(0.2)
-    generate_cohort(preset("tiny", n_patients=5), raw, workers=1, notify=heard.append)
+    assert holding.wait(120)
+    generate_cohort(preset("tiny", n_patients=5), raw, workers=1, notify=notify)
     finished = time.monotonic()
     thread.join()
     assert len(heard) == 1 and "reading" in heard[0] and f"process {os.getpid()}" in heard[0]
@@ -147,7 +152,7 @@ KILLED_STEP = """
 import sys, time
 from pathlib import Path
 from cass_pipeline.domain.imaging.config import IngestConfig
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
 from cass_pipeline.domain.privacy import Pseudonyms
 
@@ -186,18 +191,20 @@ def test_the_workers_of_a_killed_ingestion_end_with_it(tiny_cohort, tmp_path, ho
 
 @pytest.mark.slow
 def test_a_short_soak_finds_no_reader_disagreement_no_5xx_and_no_leak():
+    """Judged on events, not on time: the soak goes on until two generations are published
+    and seen, malformed requests refused and a synth run done, however busy the machine."""
     soak = Path(__file__).parents[2] / "benchmarks" / "soak.py"
+    until = ["--seconds", "0", "--until-events", "--deadline", "480"]
     done = subprocess.run(
-        [sys.executable, str(soak), "--seconds", "40", "--json"],
+        [sys.executable, str(soak), *until, "--json"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["events_met"], figures
     assert done.returncode == 0, figures
-    assert figures["requests"] > 5 and figures["server_errors"] == 0
-    assert figures["statuses"].get("400", 0) >= 1  # the malformed bodies, refused
-    assert figures["ingestions"] >= 2 and figures["generations_seen_by_the_reader"] >= 2
-    assert figures["reader_samples"] > 10 and figures["reader_disagreements"] == 0
-    assert figures["synth_runs"] >= 1 and figures["processes_left"] == []
+    assert figures["server_errors"] == 0 and figures["statuses"].get("400", 0) >= 1
+    assert figures["generations_seen_by_the_reader"] >= 2 and figures["reader_disagreements"] == 0
+    assert figures["ingestions_failed"] == 0 and figures["processes_left"] == []
     assert not figures["name_in_server_log"] and not figures["malformed_answers_echoing_the_name"]

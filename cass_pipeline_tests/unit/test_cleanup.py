@@ -7,7 +7,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig, clean_image, persistent_overlay
+from cass_pipeline.domain.imaging.cleanup import clean_image, persistent_overlay
+from cass_pipeline.domain.imaging.config import CleanupConfig
 from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
 from cass_pipeline.domain.imaging.series_names import alias_table, branch_of_series
 
@@ -178,7 +179,7 @@ def test_text_across_a_vessel_leaves_no_bright_blob_away_from_it():
 
 
 def test_cleanup_records_its_algorithm_version():
-    from cass_pipeline.domain.imaging.cleanup import CLEANUP_VERSION
+    from cass_pipeline.domain.imaging.config import CLEANUP_VERSION
 
     assert CLEANUP_VERSION >= 2
     assert CleanupConfig().fingerprint() != CleanupConfig(size=256).fingerprint()

@@ -57,14 +57,24 @@ def destination(node: DicomNode) -> Destination:
     return Destination(node.settings.ae_title, "127.0.0.1", node.settings.port)
 
 
-def wait_for_studies(inbox: Path, count: int = 1, seconds: float = 10) -> list[Path]:
+def eventually(condition, what: str, seconds: float = 120):
+    """`condition()`'s first true value, polled: a busy machine only takes longer."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        folders = sorted(p for p in inbox.glob("study-*") if p.is_dir())
-        if len(folders) >= count:
-            return folders
+        if value := condition():
+            return value
         time.sleep(0.1)
-    raise AssertionError(f"no study in {inbox} after {seconds} s")
+    raise AssertionError(f"{what} after {seconds} s")
+
+
+def studies(inbox: Path) -> list[Path]:
+    return sorted(p for p in inbox.glob("study-*") if p.is_dir())
+
+
+def wait_for_studies(inbox: Path, count: int = 1) -> list[Path]:
+    return eventually(
+        lambda: len(studies(inbox)) >= count and studies(inbox), f"no study in {inbox}"
+    )
 
 
 def test_a_sent_study_becomes_one_inbox_folder_without_identifiers(node, study):
@@ -96,8 +106,8 @@ def test_a_second_sending_updates_the_study_folder(node, study, tmp_path):
     (folder,) = wait_for_studies(node.inbox)
     assert len(files_of(folder)) == 3
     deliver(files, destination(node), "WORKSTATION", 1, 0)
-    time.sleep(1.5)
-    assert wait_for_studies(node.inbox) == [folder] and len(files_of(folder)) == len(files)
+    eventually(lambda: len(files_of(folder)) == len(files), "the second sending not in the study")
+    assert studies(node.inbox) == [folder]
 
 
 def associate(node: DicomNode, *sop_classes):
@@ -122,7 +132,7 @@ def test_non_images_are_refused_and_broken_datasets_quarantined_with_a_reason(no
     ae.add_requested_context(ComprehensiveSRStorage)
     refused = ae.associate("127.0.0.1", node.settings.port, ae_title=node.settings.ae_title)
     assert not refused.is_established  # no context CASS reads: refused at association
-    time.sleep(0.5)
+    eventually(lambda: len(read_rejects(node.rejects_path)) >= 2, "fewer than two rejects")
     rejects = read_rejects(node.rejects_path)
     assert len(rejects) == 2
     reasons = " | ".join(rejects.reason)

@@ -11,8 +11,7 @@ import torch
 
 from cass_pipeline.domain.anatomy import GRADES, category_of_grades, grade_interval
 from cass_pipeline.domain.evaluation.grades import grade_metrics
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.model.targets import OUTPUT_SPACES
 from cass_pipeline.domain.prediction.bundle import ModelBundle
 from cass_pipeline.domain.prediction.document import prediction_document, terminal_lines

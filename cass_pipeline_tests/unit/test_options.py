@@ -12,7 +12,7 @@ from cass_pipeline.cli import main
 from cass_pipeline.defs.assets.imaging import MprConfig
 from cass_pipeline.defs.assets.model import SplitConfig, TrainAssetConfig
 from cass_pipeline.defs.demo import DEMO_RUN_CONFIG, demo_job
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.splits import SplitSettings
 

@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.views import SourceFile
 from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.network import build_model

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.domain.model.data import ViewDataset, model_views, neighbour_rows
 from cass_pipeline.domain.model.explain import integrated_gradients

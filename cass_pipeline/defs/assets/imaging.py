@@ -24,14 +24,8 @@ from cass_pipeline.defs.presentation import (
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat, run_in_progress
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
-from cass_pipeline.domain.imaging.cleanup import (
-    NO_HINTS,
-    CleanupConfig,
-    OverlayHints,
-    clean_image,
-    overlay_mask,
-)
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.cleanup import NO_HINTS, OverlayHints, clean_image, overlay_mask
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.ingest import discover, ingest_cohort
 from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels, engine_version
 from cass_pipeline.domain.imaging.readers import dicom_identifiers, read_image

@@ -7,11 +7,13 @@ import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from cass_pipeline.domain.options import option
 from cass_pipeline.layout import PARQUET, REPORTS
+
+if TYPE_CHECKING:  # pandas reads RIS tables only; one report's text does not need it
+    import pandas as pd
 
 #: Header fields a report states: its links to a study (de-identification scrubs them too).
 DATE_NUMERIC = r"\b(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))\b"
@@ -116,6 +118,8 @@ def text_report(path: Path) -> ReportSource:
 
 
 def read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     suffix = path.suffix.lower()
     if suffix == PARQUET:
         return pd.read_parquet(path)
@@ -144,6 +148,8 @@ def table_reports(
                 "report",
             )
         ]
+
+    import pandas as pd
 
     def cell(row, name):
         value = row.get(name) if name in frame.columns else None

@@ -10,23 +10,20 @@ pixel is left brighter than the unmasked pixels around it (so a line of text cro
 bright vessel does not smear the vessel along the line); empty borders (rows / columns darker
 than `border_level` at the edges) are cut; the image is resized to `size` x `size`; the result
 is 8-bit. The parameters and the algorithm's version are recorded with every output
-(`CleanupConfig.fingerprint`).
+(`CleanupConfig.fingerprint`, in `config.py` with `CLEANUP_VERSION`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from cass_pipeline.domain.options import option
-from cass_pipeline.domain.storage import settings_hash
+from cass_pipeline.domain.imaging.config import CleanupConfig
 
 DEFAULT_WINDOW_HU = (-200.0, 700.0)
-#: Changes whenever the cleanup gives other pixels for the same settings.
-CLEANUP_VERSION = 8
 #: A colour pixel whose channels differ by more than this is overlay, not CT grey.
 CHROMA_LEVEL = 24
 #: Image side at which `stroke_px` holds; strokes of larger images scale with them.
@@ -55,26 +52,6 @@ STEADY_UNIFORM = 0.5
 STEADY_SAMPLE = 16
 #: A column steady (and varying along it) in this share of its rows lies on the rotation axis.
 AXIS_SHARE = 0.3
-
-
-@dataclass(frozen=True)
-class CleanupConfig:
-    """Cleanup parameters; 512 px as in the paper (the demo uses less)."""
-
-    size: int = option(512, "output size in pixels", min=16)
-    text_level: int = option(254, "pixels at or above this level are burned-in text")
-    dilate_px: int = option(3, "pixels the text mask grows by before inpainting", min=0)
-    inpaint_radius: int = option(3, "inpainting neighbourhood in pixels", min=1)
-    border_level: int = option(8, "edge rows and columns darker than this are cut")
-    stroke_px: float = option(
-        3.5,
-        "a bright component no thicker than twice this (at 512 px), at the edges or "
-        "elongated, is text; thicker ones and compact blobs inside (calcium, contrast) stay",
-        min=0.5,
-    )
-
-    def fingerprint(self) -> str:
-        return settings_hash({**asdict(self), "version": CLEANUP_VERSION})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The ingestion settings: the cleanup, the views a branch needs, volume rendering and the
-series alias tables (saved beside the image store, bundled with every model)."""
+"""The ingestion settings: the cleanup's parameters, the views a branch needs, volume
+rendering and the series alias tables (saved beside the image store, bundled with every
+model). Light to import: the command line builds its options from them."""
 
 from __future__ import annotations
 
@@ -7,10 +8,33 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
 from cass_pipeline.domain.imaging.series_names import DEFAULT_ALIASES, branch_of_series
 from cass_pipeline.domain.options import option
 from cass_pipeline.domain.storage import settings_hash, write_text_atomic
+
+#: The version of the cleanup algorithm (`cleanup.py`), recorded in every fingerprint: it
+#: changes whenever the cleanup gives other pixels for the same settings.
+CLEANUP_VERSION = 8
+
+
+@dataclass(frozen=True)
+class CleanupConfig:
+    """Cleanup parameters; 512 px as in the paper (the demo uses less)."""
+
+    size: int = option(512, "output size in pixels", min=16)
+    text_level: int = option(254, "pixels at or above this level are burned-in text")
+    dilate_px: int = option(3, "pixels the text mask grows by before inpainting", min=0)
+    inpaint_radius: int = option(3, "inpainting neighbourhood in pixels", min=1)
+    border_level: int = option(8, "edge rows and columns darker than this are cut")
+    stroke_px: float = option(
+        3.5,
+        "a bright component no thicker than twice this (at 512 px), at the edges or "
+        "elongated, is text; thicker ones and compact blobs inside (calcium, contrast) stay",
+        min=0.5,
+    )
+
+    def fingerprint(self) -> str:
+        return settings_hash({**asdict(self), "version": CLEANUP_VERSION})
 
 
 @dataclass(frozen=True)

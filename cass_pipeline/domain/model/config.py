@@ -60,7 +60,12 @@ class TrainConfig:
         "network input: the view in all three channels (grey), or with the views before and "
         "after it in its branch (neighbours; needs view_step 1)",
     )
-    num_workers: int = option(0, "data-loader processes", min=0)
+    num_workers: int = option(
+        1,
+        "data-loader processes; on the CPU the training threads are the usable CPUs less these "
+        "(a core for loading, a core for the network on 2 cores: fair beside other work)",
+        min=0,
+    )
     seed: int = option(7, "seed of weights, sampling and augmentation")
     device: str = option("auto", "auto | cpu | cuda | mps")
     channels_last: bool = option(True, "channels-last memory format")

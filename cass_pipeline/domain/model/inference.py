@@ -8,7 +8,6 @@ through `predict_probabilities`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from cass_pipeline.domain.device import thread_wait, usable_cpus
 from cass_pipeline.domain.model.data import ViewDataset
 from cass_pipeline.domain.model.network import classify, embed, to_model_input
 
@@ -78,7 +78,8 @@ class TorchEngine:
 
 
 class OnnxEngine:
-    """An exported `ViewsToLogits` in ONNX Runtime on the CPU, using every core by default."""
+    """An exported `ViewsToLogits` in ONNX Runtime on the CPU, using every usable core by
+    default; its threads wait as `CASS_THREAD_WAIT` says (`device.py`)."""
 
     name = "onnxruntime"
 
@@ -86,7 +87,10 @@ class OnnxEngine:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or usable_cpus()
+        spin = "1" if thread_wait() == "spin" else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
 from cass_pipeline.domain.anatomy import N_CLASSES
+from cass_pipeline.domain.device import training_threads
 from cass_pipeline.domain.model.aggregation import AGGREGATIONS, AttentionPooling, decide_branches
 from cass_pipeline.domain.model.config import END_TO_END, TrainConfig
 from cass_pipeline.domain.model.data import (
@@ -77,11 +78,17 @@ def distributed_context() -> tuple[int, int]:
 
 
 def pick_device(config: TrainConfig, rank: int) -> torch.device:
+    """The device to train on; on the CPU, its threads sized with the data-loader workers."""
     if config.device != "auto":
-        return torch.device(config.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", rank % torch.cuda.device_count())
-    return torch.device("cpu")
+        device = torch.device(config.device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    else:
+        device = torch.device("cpu")
+    threads = training_threads(config.num_workers) if device.type == "cpu" else None
+    if threads:
+        torch.set_num_threads(threads)
+    return device
 
 
 def epoch_lr(config: TrainConfig, epoch: int) -> float:

@@ -15,8 +15,7 @@ import yaml
 from torch import nn
 
 from cass_pipeline.domain.anatomy import ARTERY_OF_BRANCH, CAD_RADS_OF_CLASS, STENOSIS_CLASSES
-from cass_pipeline.domain.imaging.cleanup import CleanupConfig
-from cass_pipeline.domain.imaging.config import IngestConfig
+from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.series_names import merged_aliases
 from cass_pipeline.domain.model.aggregation import AttentionPooling
 from cass_pipeline.domain.model.calibration import Calibration

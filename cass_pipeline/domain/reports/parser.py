@@ -58,12 +58,9 @@ import itertools
 import re
 from dataclasses import dataclass, field
 
-import spacy
-from spacy.language import Language
-from spacy.tokens import Doc, Span
-
 from cass_pipeline.domain.anatomy import SCCT_SEGMENTS
 from cass_pipeline.domain.reports import lexicon as lx
+from cass_pipeline.domain.reports.spacy_light import Doc, Language, Span, spacy
 
 LABEL_LINE = re.compile(r"[^\n:.]{0,40}:")
 FINDING_LABELS = {"PCT", "GRADE", "OCCLUSION", "IRREG", "NORMAL", "NOUN"}

@@ -10,8 +10,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.report_sources import decode_report
 from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.deid import deidentify
@@ -19,6 +19,9 @@ from cass_pipeline.domain.reports.flags import report_flags
 from cass_pipeline.domain.reports.labels import ReportLabels, label_report
 from cass_pipeline.domain.reports.parser import build_nlp, read_report
 from cass_pipeline.domain.reports.review import Override, apply_overrides, read_overrides
+
+if TYPE_CHECKING:  # one report (`cass parse-report`) needs neither the index nor pandas
+    from cass_pipeline.domain.cohort.index import CohortIndex
 
 CHUNK = 64
 #: Below this many reports one process is faster than starting workers.
