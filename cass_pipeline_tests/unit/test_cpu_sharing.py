@@ -73,3 +73,19 @@ def test_torch_and_spacys_command_line_import_as_usual_after_the_parser():
         "import thinc.compat; assert not thinc.compat.has_torch  # thinc went without"
     )
     assert "torch" in imported_by(code)
+
+
+def test_the_augmented_training_views_reach_a_spawned_loader_worker(tmp_path):
+    """Dask's workers and torchrun's may spawn: the dataset must pickle, augmentation and all."""
+    import pickle
+
+    import numpy as np
+    import pandas as pd
+
+    from cass_pipeline.domain.model.data import ViewDataset
+
+    np.save(tmp_path / "P.npy", np.zeros((2, 32, 32), np.uint8))
+    views = pd.DataFrame({"store_path": ["P.npy"] * 2, "store_index": [0, 1], "label": [0, 2]})
+    dataset = pickle.loads(pickle.dumps(ViewDataset(views.assign(size=32), tmp_path, True)))
+    image, label = dataset[1]
+    assert tuple(image.shape) == (3, 32, 32) and int(label) == 2

@@ -43,6 +43,11 @@ def labelled_views(
     return views.sort_values(["patient_id", "branch", "view_index"]).reset_index(drop=True)
 
 
+def transpose(image: torch.Tensor) -> torch.Tensor:
+    """Rows for columns (a function of the module, so that a spawned loader worker can load it)."""
+    return image.transpose(-1, -2)
+
+
 def augmentation(image_size: int) -> v2.Compose:
     """Scale, rotate, blur, brightness, transpose (the paper's list) plus the mirror view."""
     return v2.Compose(
@@ -51,7 +56,7 @@ def augmentation(image_size: int) -> v2.Compose:
             v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.2))], p=0.3),
             v2.ColorJitter(brightness=0.2),
             v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.Lambda(lambda x: x.transpose(-1, -2))], p=0.2),
+            v2.RandomApply([v2.Lambda(transpose)], p=0.2),
             v2.Resize((image_size, image_size), antialias=True),
         ]
     )

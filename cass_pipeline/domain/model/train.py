@@ -14,6 +14,7 @@ The test split is never read here.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -77,6 +78,12 @@ def distributed_context() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def loader_workers(config: TrainConfig) -> int:
+    """The data-loader processes to start: none in a daemonic process (a Dask worker's), which
+    may not start processes; the views are then loaded inline."""
+    return 0 if multiprocessing.current_process().daemon else config.num_workers
+
+
 def pick_device(config: TrainConfig, rank: int) -> torch.device:
     """The device to train on; on the CPU, its threads sized with the data-loader workers."""
     if config.device != "auto":
@@ -85,7 +92,7 @@ def pick_device(config: TrainConfig, rank: int) -> torch.device:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     else:
         device = torch.device("cpu")
-    threads = training_threads(config.num_workers) if device.type == "cpu" else None
+    threads = training_threads(loader_workers(config)) if device.type == "cpu" else None
     if threads:
         torch.set_num_threads(threads)
     return device
@@ -381,7 +388,7 @@ def epoch_loader(
         dataset,
         batch_sampler=batches,
         generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
-        num_workers=config.num_workers,
+        num_workers=loader_workers(config),
         persistent_workers=False,
         pin_memory=device.type == "cuda",
     )
