@@ -39,7 +39,8 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ) -> str:
 #: (the default) gives the core back at once: OpenMP's `OMP_WAIT_POLICY=PASSIVE` (torch) and
 #: ONNX Runtime without spinning. `spin` is the libraries' own default: a waiting thread
 #: spins, which is faster only on a machine with nothing else to run; beside one busy process
-#: on 2 cores, training spinning kept 26-31% of its rate (docs/benchmarks.md, "Sharing the CPU").
+#: on 2 cores, `cass predict` spinning kept 59% of its rate, sleeping 73% (docs/benchmarks.md,
+#: "Sharing the CPU").
 THREAD_WAITS = ("sleep", "spin")
 
 

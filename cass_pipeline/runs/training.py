@@ -17,7 +17,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from cass_pipeline import CPU_KERNELS
+from cass_pipeline import CPU_KERNELS, THREAD_WAIT
+from cass_pipeline.domain.device import training_threads
 from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.model.aggregation import (
     AttentionPooling,
@@ -42,6 +43,7 @@ from cass_pipeline.domain.model.train import (
     EpochRecord,
     TrainResult,
     distributed_context,
+    loader_workers,
     train,
 )
 from cass_pipeline.domain.plots import figure_png, pyplot
@@ -316,6 +318,8 @@ def log_parameters(config: TrainConfig, hashes: dict[str, str], views: pd.DataFr
         "val_views": int((views.split == "validation").sum()),
         "cleanup_fingerprint": str(views.cleanup_fingerprint.iloc[0]),
         "cpu_kernels": CPU_KERNELS,
+        "thread_wait": THREAD_WAIT,
+        "cpu_threads": training_threads(loader_workers(config)) or "OMP_NUM_THREADS",
     }
     mlflow.log_params(params)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cass_pipeline.domain.device import training_threads
+from cass_pipeline.domain.model.train import loader_workers
 from cass_pipeline.layout import DataLayout
 from cass_pipeline.runs.tracking import Tracking
 from cass_pipeline.runs.training import run_training
@@ -68,6 +70,9 @@ def test_each_run_is_logged_registered_and_a_config_change_shows(training_data, 
     assert runs[0].data.params["splits_hash"] == runs[1].data.params["splits_hash"]
     assert runs[1].data.params["weights_used"] == "none"
     assert runs[1].data.params["cpu_kernels"] == "native"  # tests run with the machine's own
+    assert runs[1].data.params["thread_wait"] == "sleep"
+    threads = training_threads(loader_workers(tiny_config())) or "OMP_NUM_THREADS"
+    assert runs[1].data.params["cpu_threads"] == str(threads)  # sized with the loader workers
     assert runs[1].data.tags["dagster_run_id"] == "run-2"
     assert "val_branch_f1" in runs[1].data.metrics
     artifacts = {a.path for a in client.list_artifacts(second.run_id)}
