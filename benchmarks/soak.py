@@ -212,6 +212,10 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def events_met(events: dict) -> bool:
+    return all(events[kind] >= least for kind, least in EVENTS.items())
+
+
 def soak(seconds: float, tmp: Path, until_events: bool = False, deadline: float = 480.0) -> dict:
     """Run for `seconds`; with `until_events`, on until EVENTS are met or `deadline` passes."""
     from cass_pipeline.domain.synthetic.cohort import generate_cohort
@@ -251,9 +255,7 @@ def soak(seconds: float, tmp: Path, until_events: bool = False, deadline: float 
         thread.start()
     while True:
         elapsed = time.time() - started
-        met = all(
-            counts(answers, samples, ingest_done, synth_done)[k] >= n for k, n in EVENTS.items()
-        )
+        met = events_met(counts(answers, samples, ingest_done, synth_done))
         if elapsed >= deadline or (elapsed >= seconds and (met or not until_events)):
             break
         time.sleep(0.5)
@@ -272,7 +274,7 @@ def soak(seconds: float, tmp: Path, until_events: bool = False, deadline: float 
     events = counts(answers, samples, ingest_done, synth_done)
     return {
         "seconds": round(time.time() - started, 1),
-        "events_met": all(events[k] >= n for k, n in EVENTS.items()),
+        "events_met": events_met(events),
         **events,
         "statuses": statuses,
         "server_errors": sum(a["status"] >= 500 for a in answers),

@@ -58,13 +58,22 @@ class Postgres:
         connection.close()
 
 
-def wait_until(ready, seconds: float, what: str, log: Path) -> None:
+def eventually(
+    condition, what: str, seconds: float = 120, every: float = 0.1, log: Path | None = None
+):
+    """`condition()`'s first true value, polled until `seconds` pass: a busy machine only
+    takes longer. Fails saying `what` (and the tail of `log`)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not become ready in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+        if value := condition():
+            return value
+        time.sleep(every)
+    tail = f":\n{log.read_text()[-3000:]}" if log else ""
+    pytest.fail(f"{what} after {seconds:.0f} s{tail}")
+
+
+def wait_until(ready, seconds: float, what: str, log: Path) -> None:
+    eventually(ready, f"{what} did not become ready", seconds, 0.5, log)
 
 
 def answers(url: str) -> bool:

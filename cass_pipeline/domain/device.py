@@ -66,12 +66,6 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def threads_per_process(processes: int = 1) -> int:
-    """Compute threads for each of `processes` processes working at once on the usable CPUs
-    (worker pools, a training process beside its data-loader workers), at least one."""
-    return max(1, usable_cpus() // max(1, processes))
-
-
 def training_threads(loader_workers: int, environ: Mapping[str, str] = os.environ) -> int | None:
     """Intra-op threads of a CPU training process, sized with its data-loader workers: the
     usable CPUs shared by the ranks on this machine (torchrun's `LOCAL_WORLD_SIZE`), less one
@@ -79,8 +73,8 @@ def training_threads(loader_workers: int, environ: Mapping[str, str] = os.enviro
     torchrun's for several ranks)."""
     if environ.get("OMP_NUM_THREADS"):
         return None
-    ranks = int(environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, threads_per_process(ranks) - loader_workers)
+    ranks = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, usable_cpus() // ranks - loader_workers)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Threads that share the CPU with other work, and a command line that starts light."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -36,7 +37,10 @@ def imported_by(code: str) -> list[str]:
     """The heavy packages a fresh interpreter has imported after `code`."""
     report = f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     probe = f"{code}\nimport sys, json\n{report}"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("CASS_THREAD_WAIT", "OMP_WAIT_POLICY")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -59,12 +59,12 @@ def closure(roots: list[Requirement]) -> set[str]:
 
 def test_every_requirement_of_pyproject_is_pinned_in_the_lock_within_its_range():
     pins = locked_pins()
-    unpinned = [str(r) for r in project_requirements() if canonicalize_name(r.name) not in pins]
+    pinned = {r: pins.get(canonicalize_name(r.name)) for r in project_requirements()}
+    unpinned = [str(r) for r, version in pinned.items() if version is None]
     outside = [
-        f"{r} (locked {pins[canonicalize_name(r.name)]})"
-        for r in project_requirements()
-        if canonicalize_name(r.name) in pins
-        and not r.specifier.contains(Version(pins[canonicalize_name(r.name)]), prereleases=True)
+        f"{r} (locked {version})"
+        for r, version in pinned.items()
+        if version is not None and not r.specifier.contains(Version(version), prereleases=True)
     ]
     assert unpinned == [] and outside == [], STALE
 

@@ -3,7 +3,6 @@ their delivery with retries; on 127.0.0.1, free ports, the synthetic cohort's fi
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import cv2
@@ -26,7 +25,7 @@ from cass_pipeline.domain.dicom.results import BRANCH_CODES, NoSourceStudyError
 from cass_pipeline.domain.dicom.send import deliver
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
 from cass_pipeline.domain.synthetic.config import preset
-from cass_pipeline_tests.servers import free_port
+from cass_pipeline_tests.servers import eventually, free_port
 
 ALL_STORAGE = [SecondaryCaptureImageStorage, ComprehensiveSRStorage]
 
@@ -57,24 +56,16 @@ def destination(node: DicomNode) -> Destination:
     return Destination(node.settings.ae_title, "127.0.0.1", node.settings.port)
 
 
-def eventually(condition, what: str, seconds: float = 120):
-    """`condition()`'s first true value, polled: a busy machine only takes longer."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} after {seconds} s")
-
-
 def studies(inbox: Path) -> list[Path]:
     return sorted(p for p in inbox.glob("study-*") if p.is_dir())
 
 
 def wait_for_studies(inbox: Path, count: int = 1) -> list[Path]:
-    return eventually(
-        lambda: len(studies(inbox)) >= count and studies(inbox), f"no study in {inbox}"
-    )
+    def enough() -> list[Path]:
+        found = studies(inbox)
+        return found if len(found) >= count else []
+
+    return eventually(enough, f"fewer than {count} studies in {inbox}")
 
 
 def test_a_sent_study_becomes_one_inbox_folder_without_identifiers(node, study):

@@ -2,7 +2,7 @@
 
 The rule-based report parser uses spaCy's tokenizer, sentences and matchers only, yet
 `import spacy` costs seconds and most of a gigabyte: its thinc imports torch whenever it is
-installed (about 1.2 s and 0.5 GB, for neural layers) and spaCy imports its command line
+installed (about 1.2 s and 0.6 GB, for neural layers) and spaCy imports its command line
 (0.6 s: typer, weasel, requests) to offer `spacy.info`. While spaCy loads, torch is hidden
 (thinc then runs without it) and the command line stands in as a stub whose `info` loads the
 real one when called; both only when nothing has imported them yet, and afterwards a plain
