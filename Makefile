@@ -60,10 +60,12 @@ instance:
 ## Debian packages, installed as root (or through sudo) when a file they bring is absent:
 ## Tesseract's English model for the OCR check on the pixels CASS writes (the engine itself
 ## is the tesserocr wheel); dcmtk (dsrdump checks the structured reports, storescu stands in
-## for a workstation) and Orthanc (the PACS of the DICOM tests).
+## for a workstation), dicom3tools (dciodvfy checks every object CASS writes) and Orthanc
+## with its DICOMweb plugin (the PACS of the DICOM tests).
 OCR_MODEL := /usr/share/tesseract-ocr/5/tessdata/eng.traineddata
-DEBIAN_FILES := $(OCR_MODEL) /usr/bin/dsrdump /usr/sbin/Orthanc
-DEBIAN_PACKAGES := tesseract-ocr-eng dcmtk orthanc
+DICOMWEB_PLUGIN := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+DEBIAN_FILES := $(OCR_MODEL) /usr/bin/dsrdump /usr/sbin/Orthanc /usr/bin/dciodvfy $(DICOMWEB_PLUGIN)
+DEBIAN_PACKAGES := tesseract-ocr-eng dcmtk orthanc dicom3tools orthanc-dicomweb
 $(DEBIAN_FILES) &:
 	@$$( [ "$$(id -u)" = 0 ] || echo sudo ) sh -c 'apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null'

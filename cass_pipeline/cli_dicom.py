@@ -50,13 +50,16 @@ def dicom_node(**options) -> None:
 def resend(**options) -> None:
     """Send the outbox's results that a destination has not taken yet (destinations: the
     option, else CASS_DICOM_DESTINATIONS)."""
-    from cass_pipeline.domain.dicom.outbox import failure_text, send_results, undelivered
+    from cass_pipeline.domain.dicom.outbox import (
+        DeliveryState,
+        failure_text,
+        send_results,
+        undelivered,
+    )
 
     quiet_network_logs()
     env = CassSettings.from_env()
-    settings = SendSettings(
-        **{**options, "destinations": options["destinations"] or env.dicom_destinations}
-    )
+    settings = env.send_settings(**options)
     if not settings.parsed():
         raise click.UsageError("no --destinations nor CASS_DICOM_DESTINATIONS: nothing to send to")
     outbox = dicom_outbox(env.dicom_dir)
@@ -64,9 +67,15 @@ def resend(**options) -> None:
     if not pending:
         click.echo(f"nothing undelivered in {outbox}")
     for folder in pending:
-        problem = failure_text(send_results(folder, settings))
+        try:
+            problem = failure_text(send_results(folder, settings))
+        except Exception as error:  # one patient's broken outbox never stops the others
+            problem = f"not sent: {type(error).__name__}: {error}"
         click.echo(f"{folder.name}: {problem or 'delivered'}")
         failed += bool(problem)
+    for folder in sorted(outbox.iterdir()) if outbox.is_dir() else []:
+        for destination, reason in DeliveryState(folder).refused(settings.parsed()).items():
+            click.echo(f"{folder.name}: {destination} refuses for good: {reason}", err=True)
     if failed:
         raise click.ClickException(f"{failed} patients still undelivered; they stay in {outbox}")
 

@@ -206,10 +206,12 @@ def predict(patient_dir, model, engine, out_dir, explain, steps, outputs, as_jso
     files = PatientSource(folder.name, mpr_dir=folder).files()
     if not files:
         raise click.ClickException(f"{patient_dir}: the folder holds no files")
-    loaded = load_registered(model, engine)
     settings = CassSettings.from_env()
     pseudonyms = folder_pseudonyms(folder, settings.pseudonym_key_file, settings.pseudonym_key)
     patient = pseudonyms(folder_patient_key(folder))
+    out = Path(out_dir) if out_dir else Path(f"prediction-{patient}")
+    writable_folder(out)  # before minutes of work, not after
+    loaded = load_registered(model, engine)
     with tqdm(total=len(files), desc="reading and cleaning", unit="file", disable=None) as bar:
         predicted = predict_folder(
             loaded.predictor,
@@ -226,16 +228,29 @@ def predict(patient_dir, model, engine, out_dir, explain, steps, outputs, as_jso
             f"{patient_dir}: no recognisable series; {len(document['rejected'])} files rejected"
             + (f" ({'; '.join(reasons[:3])})" if reasons else "")
         )
-    out = Path(out_dir) if out_dir else Path(f"prediction-{patient}")
     try:
         written = write_outputs(predicted, out, output_writers(outputs))
     except PixelTextError as error:
         raise click.ClickException(f"{patient}: {error}") from error
+    except OSError as error:
+        raise click.ClickException(f"cannot write into {out}: {error.strerror}") from None
     if as_json:
         click.echo(json.dumps(document))
         return
     click.echo("\n".join(terminal_lines(document, loaded.name, loaded.version)))
     click.echo("wrote " + " and ".join(str(file.path) for file in written.values()))
+
+
+def writable_folder(folder: Path) -> None:
+    """`folder` created if needed and written to once, or a one-line error saying why not."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise click.ClickException(f"cannot write into {folder}: {error.strerror}") from None
 
 
 @click.command()

@@ -38,6 +38,11 @@ def dicom_outbox(dicom_dir: Path) -> Path:
     return Path(dicom_dir) / "outbox"
 
 
+def dicom_node_health(dicom_dir: Path) -> Path:
+    """The DICOM node's heartbeat (JSON), rewritten every few seconds while it runs."""
+    return Path(dicom_dir) / "node_health.json"
+
+
 def dicom_rejects(dicom_dir: Path) -> Path:
     """What the DICOM node refused or quarantined, under its folder (the key holder's side)."""
     return Path(dicom_dir) / f"dicom_rejects{PARQUET}"
@@ -248,6 +253,11 @@ class DataLayout:
 
     def prediction(self, patient: str) -> Path:
         return self.predictions / patient
+
+    @property
+    def inbox_refusals(self) -> Path:
+        """Inbox studies not scored, with the reason (keyed names only)."""
+        return self.processed / f"inbox_refusals{PARQUET}"
 
     @property
     def worklist(self) -> Path:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cass_pipeline.domain.dicom.config import SendSettings
 from cass_pipeline.layout import DataLayout
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -50,8 +51,14 @@ class CassSettings:
     pseudonym_key: str | None = None
     series_aliases: Path | None = None
     executor: str = "default"
-    #: Comma-separated AE@host:port that get each inbox patient's SR and key image.
+    #: Comma-separated AE@host:port that get each inbox patient's result objects.
     dicom_destinations: str = ""
+
+    def send_settings(self, **options) -> SendSettings:
+        """The result sender's settings: `options` (the command line's), the destinations
+        from CASS_DICOM_DESTINATIONS where none are given."""
+        options = {k: v for k, v in options.items() if v not in (None, "")}
+        return SendSettings(**{"destinations": self.dicom_destinations, **options})
 
     @property
     def layout(self) -> DataLayout:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import dagster as dg
@@ -16,11 +16,12 @@ from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.cohort.report_sources import ReportColumns
 from cass_pipeline.domain.dicom.config import SendSettings
 from cass_pipeline.domain.generations import GenerationMissingError, Generations
+from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
 from cass_pipeline.domain.storage import exclusive_writer, shared_reader
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
-from cass_pipeline.layout import DataLayout, dicom_outbox, dicom_rejects
+from cass_pipeline.layout import DataLayout, dicom_node_health, dicom_outbox, dicom_rejects
 from cass_pipeline.runs.tracking import LoadedModel, RegistryError, Tracking
 from cass_pipeline.settings import CassSettings
 
@@ -143,30 +144,32 @@ class Inbox(dg.ConfigurableResource):
 
     folder: str
     quiet_seconds: float = 30.0
+    series_aliases: str | None = None
 
     @classmethod
     def from_settings(cls, settings: CassSettings) -> Inbox:
-        return cls(folder=str(settings.inbox_dir))
+        aliases = settings.series_aliases
+        return cls(folder=str(settings.inbox_dir), series_aliases=aliases and str(aliases))
 
     @property
     def path(self) -> Path:
         return Path(self.folder)
 
+    def ingest_config(self) -> IngestConfig:
+        """The series aliases (built-in and the site's) that tell which export is coronary."""
+        return IngestConfig(site_aliases=self.series_aliases)
 
-class DicomResults(dg.ConfigurableResource):
-    """The DICOM folder (the key holder's side, beside the inbox: the node's rejects, the
-    outbox of each inbox patient's SR and key image) and the DICOM nodes the results are
-    sent to (the domain's `SendSettings`)."""
+
+class DicomFolder(dg.ConfigurableResource):
+    """The DICOM folder on the key holder's side, beside the inbox: the node's rejects and
+    heartbeat, the outbox of each inbox patient's result objects."""
 
     folder: str
-    destinations: str = SendSettings.destinations
-    calling_ae_title: str = SendSettings.calling_ae_title
-    attempts: int = SendSettings.attempts
-    backoff_seconds: float = SendSettings.backoff_seconds
 
     @classmethod
-    def from_settings(cls, settings: CassSettings) -> DicomResults:
-        return cls(folder=str(settings.dicom_dir), destinations=settings.dicom_destinations)
+    def from_settings(cls, settings: CassSettings):
+        sent = settings.send_settings()
+        return cls(folder=str(settings.dicom_dir), **{f: getattr(sent, f) for f in SEND_FIELDS})
 
     @property
     def outbox(self) -> Path:
@@ -176,10 +179,22 @@ class DicomResults(dg.ConfigurableResource):
     def node_rejects(self) -> Path:
         return dicom_rejects(Path(self.folder))
 
+    @property
+    def node_health(self) -> Path:
+        return dicom_node_health(Path(self.folder))
+
     def send_settings(self) -> SendSettings:
-        return SendSettings(
-            self.destinations, self.calling_ae_title, self.attempts, self.backoff_seconds
-        )
+        return settings_from(self, SendSettings)
+
+
+SEND_FIELDS = tuple(f.name for f in fields(SendSettings))
+DicomResults = config_class(
+    "DicomResults",
+    DicomFolder,
+    "The DICOM folder (the node's rejects and heartbeat, the outbox) and where and how the "
+    "results are sent: the domain's `SendSettings`.",
+    **config_fields(SendSettings),
+)
 
 
 class PseudonymKey(dg.ConfigurableResource):

@@ -31,6 +31,25 @@ ARTERY_OF_BRANCH: Final = {
     "PDA-RCA": "RCA",
     "PLV-RCA": "RCA",
 }
+#: SNOMED CT code and meaning of each branch (DICOM CID 3014), for the SR; OM without a
+#: number has none.
+SNOMED_OF_BRANCH: Final = {
+    "LM": ("3227004", "Left main coronary artery"),
+    "LAD": ("59438005", "Left anterior descending coronary artery"),
+    "D-1": ("91750005", "First diagonal coronary artery"),
+    "D-2": ("91751009", "Second diagonal coronary artery"),
+    "D-3": ("91752002", "Third diagonal coronary artery"),
+    "LCX": ("57396003", "Circumflex coronary artery"),
+    "OM-1": ("91754001", "First obtuse marginal coronary artery"),
+    "OM-2": ("91755000", "Second obtuse marginal coronary artery"),
+    "OM-3": ("91756004", "Third obtuse marginal coronary artery"),
+    "PDA-LCX": ("91760001", "Left posterior descending circumflex coronary artery"),
+    "PLV-LCX": ("57823005", "Left posterolateral circumflex coronary artery"),
+    "RI": ("244252004", "Ramus intermedius coronary artery"),
+    "RCA": ("13647002", "Right coronary artery"),
+    "PDA-RCA": ("53655008", "Posterior descending right coronary artery"),
+    "PLV-RCA": ("17269004", "Posterolateral branch of right coronary artery"),
+}
 #: Canonical branch names, in reporting order.
 BRANCHES: Final = tuple(ARTERY_OF_BRANCH)
 ARTERIES: Final = ("LAD", "LCX", "RCA")

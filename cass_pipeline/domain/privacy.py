@@ -94,6 +94,21 @@ def identifiers_found(values: Iterable[str], identifiers: Iterable[str]) -> set[
     return found
 
 
+REDACTED = "[identifier]"
+
+
+def redacted(text: str, identifiers: Iterable[str]) -> str:
+    """`text` with each identifier (as whole tokens, any case and separators, as
+    `identifiers_found` matches them) replaced by `REDACTED`: a series description a
+    workstation wrote the patient's name into keeps the rest of its words."""
+    for identifier in sorted(identifiers, key=len, reverse=True):
+        parts = tokens(identifier)
+        if parts:
+            body = r"[\W_]+".join(map(re.escape, parts))
+            text = re.sub(rf"(?<![^\W_]){body}(?![^\W_])", REDACTED, text, flags=re.IGNORECASE)
+    return text
+
+
 def table_values(frame: pd.DataFrame) -> Iterable[str]:
     """Every distinct cell value of a table as text (values only: column names are ours)."""
     for column in frame.columns:

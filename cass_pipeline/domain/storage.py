@@ -191,16 +191,30 @@ def output_mode() -> int:
     return mode & ~umask()
 
 
+#: The mode of identifiable files on the key holder's side (received DICOM, results that go
+#: back to the hospital), whatever the umask; their folders get `PRIVATE_FOLDER`.
+PRIVATE, PRIVATE_FOLDER = 0o600, 0o700
+
+
+def private_folder(folder: Path) -> Path:
+    """`folder` and its missing parents created owner-only (0700 whatever the umask)."""
+    if not folder.is_dir():
+        private_folder(folder.parent)
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, PRIVATE_FOLDER)
+    return folder
+
+
 @contextmanager
-def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: Path, suffix: str = ".tmp", private: bool = False) -> Iterator[Path]:
     """A temporary path beside `path`, renamed over it when the block succeeds; temporaries
-    that killed writers left behind are removed first."""
+    that killed writers left behind are removed first. `private`: owner-only (`PRIVATE`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temporaries(path, suffix)
     fd, tmp = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=suffix
     )
-    os.fchmod(fd, output_mode())
+    os.fchmod(fd, PRIVATE if private else output_mode())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -209,13 +223,13 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: Path, data: bytes, private: bool = False) -> None:
+    with atomic_path(path, private=private) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: Path, text: str, private: bool = False) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), private)
 
 
 def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: Path, schema: pa.Schema) -> None:
@@ -229,6 +243,32 @@ def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: Path, schema: pa.
     table = table.select(schema.names).cast(schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def read_yaml(path: Path, max_bytes: int = 1 << 20):
+    """A YAML file that people write (settings, reviews): at most `max_bytes`, and without
+    anchors or aliases, so that a small file cannot expand into gigabytes (an alias bomb)."""
+    import yaml
+
+    class PlainLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, "aliases are not allowed", mark)
+            return super().compose_node(parent, index)
+
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{path.name} is over {max_bytes} bytes")
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=PlainLoader)
+
+
+def read_parquet_or_empty(path: Path, schema: pa.Schema) -> pd.DataFrame:
+    """A table written with `schema`, or an empty one of its columns while there is none."""
+    import pandas as pd
+
+    if not path.is_file():
+        return schema.empty_table().to_pandas()
+    return pd.read_parquet(path)
 
 
 @contextmanager

@@ -185,10 +185,7 @@ class Service:
             kind = request.headers.get("content-type", "").split(";")[0].strip()
             if kind != "application/json":
                 raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
-            length = int(request.headers.get("content-length") or 0)
-            if length > self.max_bytes:
-                raise RequestError(413, "TOO_LARGE", f"the body is over {self.max_bytes} bytes")
-            body = await request.body()
+            body = await self.limited_body(request)
             response = JSONResponse(await run_in_threadpool(self.answer, body))
         except RequestError as error:
             response = error.response()
@@ -205,6 +202,19 @@ class Service:
             )
         LOG.info("POST /invocations %d in %.2f s", response.status_code, time.monotonic() - started)
         return response
+
+    async def limited_body(self, request: Request) -> bytes:
+        """The body, refused (413) as soon as it passes `max_bytes`, whether it states its
+        length or comes chunked."""
+        too_large = RequestError(413, "TOO_LARGE", f"the body is over {self.max_bytes} bytes")
+        if int(request.headers.get("content-length") or 0) > self.max_bytes:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise too_large
+        return bytes(body)
 
     async def ping(self, request: Request) -> Response:
         return Response(status_code=200)

@@ -87,6 +87,7 @@ class LoadedModel:
             "uri": model_uri(self.name, self.alias, self.version),
             "run_id": self.run_id,
             "engine": self.predictor.engine.name,
+            "arch": self.predictor.bundle.arch,
             "cleanup_fingerprint": self.predictor.bundle.cleanup_fingerprint,
             "temperature": self.predictor.bundle.calibration.temperature,
             "referral_threshold": self.predictor.bundle.calibration.referral_threshold,

@@ -140,7 +140,9 @@ def test_assets_and_checks(tiny_cohort, tmp_path):
     assert "data:image/png;base64," in by_key["mpr_cleanup_examples"]["example_0"].value
 
 
-def test_identifier_check_catches_a_series_named_after_the_patient(tiny_cohort, tmp_path):
+def test_a_series_named_after_the_patient_loses_the_name_and_the_check_catches_a_leak(
+    tiny_cohort, tmp_path
+):
     raw = tmp_path / "raw"
     shutil.copytree(tiny_cohort, raw)
     folder = raw / "mpr" / "CASE-0001" / "LCX"
@@ -169,6 +171,11 @@ def test_identifier_check_catches_a_series_named_after_the_patient(tiny_cohort, 
             IMAGE_REJECT_SCHEMA,
         )
     context = dg.build_asset_check_context()
+    manifest = pd.read_parquet(paths.layout.manifest)
+    assert "LCX [identifier]" in set(manifest.series_name)  # the name never reaches it
+    assert imaging.no_identifiers_in_image_outputs(context, paths, RawFormat()).passed
+    manifest.loc[manifest.series_name == "LCX [identifier]", "series_name"] = f"LCX {family}"
+    write_parquet_atomic(manifest, paths.layout.manifest, MANIFEST_SCHEMA)  # a leak planted
     check = imaging.no_identifiers_in_image_outputs(context, paths, RawFormat())
     assert not check.passed
     assert sum(check.metadata["outputs_with_identifiers"].value.values()) >= 1

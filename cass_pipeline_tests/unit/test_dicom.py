@@ -4,15 +4,20 @@ their delivery with retries; on 127.0.0.1, free ports, the synthetic cohort's fi
 import shutil
 import subprocess
 from pathlib import Path
+from typing import get_args
 
 import cv2
 import numpy as np
 import pydicom
 import pytest
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageStorage
+from pynetdicom.sop_class import (
+    ComprehensiveSRStorage,
+    KeyObjectSelectionDocumentStorage,
+    SecondaryCaptureImageStorage,
+)
 
-from cass_pipeline.domain.anatomy import GRADES
+from cass_pipeline.domain.anatomy import GRADES, SNOMED_OF_BRANCH
 from cass_pipeline.domain.dicom.config import Destination, NodeSettings, SendSettings
 from cass_pipeline.domain.dicom.node import DicomNode, read_rejects
 from cass_pipeline.domain.dicom.outbox import (
@@ -21,13 +26,17 @@ from cass_pipeline.domain.dicom.outbox import (
     undelivered,
     write_results,
 )
-from cass_pipeline.domain.dicom.results import BRANCH_CODES, NoSourceStudyError
-from cass_pipeline.domain.dicom.send import deliver
+from cass_pipeline.domain.dicom.results import NoSourceStudyError, NotScoredError
+from cass_pipeline.domain.dicom.send import Delivery, deliver
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
-from cass_pipeline.domain.synthetic.config import preset
-from cass_pipeline_tests.servers import eventually, free_port
+from cass_pipeline.domain.synthetic.config import ExportStyle, preset
+from cass_pipeline_tests.servers import dciodvfy, eventually, free_port
 
-ALL_STORAGE = [SecondaryCaptureImageStorage, ComprehensiveSRStorage]
+ALL_STORAGE = [
+    SecondaryCaptureImageStorage,
+    ComprehensiveSRStorage,
+    KeyObjectSelectionDocumentStorage,
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +51,19 @@ def files_of(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.dcm"))
 
 
+SENDERS = "WORKSTATION,STORESCU"
+
+
+def start_node(tmp_path: Path, **settings) -> DicomNode:
+    settings = {"port": free_port(), "quiet_seconds": 0.5, "allowed_aes": SENDERS, **settings}
+    node = DicomNode(NodeSettings(**settings), tmp_path / "inbox", tmp_path / "state")
+    node.start()
+    return node
+
+
 @pytest.fixture
 def node(tmp_path):
-    node = DicomNode(
-        NodeSettings(port=free_port(), quiet_seconds=0.5), tmp_path / "inbox", tmp_path / "state"
-    )
-    node.start()
+    node = start_node(tmp_path)
     yield node
     node.stop()
 
@@ -171,11 +187,18 @@ def document_for(headers_folder: Path) -> dict:
     }
     return {
         "patient": "P-0001",
-        "model": {"name": "cass-stenosis", "version": 7, "run_id": "0123abcd"},
+        "model": {
+            "name": "cass-stenosis",
+            "version": 7,
+            "run_id": "0123abcd",
+            "arch": "shufflenet_v2_x1_0",
+        },
         "patient_class": "significant",
         "cad_rads": "4A",
         "refer": True,
         "significant_score": 0.7,
+        "decided_by": "LAD",
+        "arteries": {"LAD": {"class": "significant", "decided_by": "LAD"}},
         "branches": branches,
     }
 
@@ -191,7 +214,7 @@ def test_the_structured_report_is_valid_for_dcmtk_and_says_what_the_document_say
         pytest.skip("dcmtk's dsrdump is not installed (make env installs Debian's dcmtk)")
     document = document_for(study)
     written = write_results(document, report_png(), study, tmp_path / "out", "CASS")
-    sr_path, sc_path = written
+    sr_path, sc_path, ko_path = written
     checked = subprocess.run(["dsrdump", "-Ec", str(sr_path)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     assert "Error" not in checked.stderr and "Warning" not in checked.stderr, checked.stderr
@@ -206,7 +229,7 @@ def test_the_structured_report_is_valid_for_dcmtk_and_says_what_the_document_say
     }
     assert evidence == {pydicom.dcmread(p).SOPInstanceUID for p in files_of(study)}
     for branch, finding in document["branches"].items():
-        assert BRANCH_CODES[branch][0] in checked.stdout
+        assert SNOMED_OF_BRANCH[branch][0] in checked.stdout
         assert f"{finding['class']},99CASS" in checked.stdout
     assert "CR-4A,99CASS" in checked.stdout and "not a diagnosis" in sr_path.read_bytes().decode(
         "latin-1"
@@ -219,6 +242,75 @@ def test_the_structured_report_is_valid_for_dcmtk_and_says_what_the_document_say
     assert key.pixel_array.shape == (120, 200, 3)
     dumped = subprocess.run(["dcmdump", str(sc_path)], capture_output=True, text=True)
     assert dumped.returncode == 0, dumped.stderr
+    assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99CASS"
+    key_objects = pydicom.dcmread(ko_path)
+    assert key_objects.Modality == "KO" and key_objects.StudyInstanceUID == source.StudyInstanceUID
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for series in key_objects.CurrentRequestedProcedureEvidenceSequence[
+            0
+        ].ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    decisive = {
+        pydicom.dcmread(study / v["source"]).SOPInstanceUID
+        for v in document["branches"]["LAD"]["views"]
+    }
+    assert referenced == decisive | {key.SOPInstanceUID}
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools is not installed")
+def test_every_object_cass_writes_passes_dciodvfy(study, tmp_path):
+    written = write_results(document_for(study), report_png(), study, tmp_path / "out", "CASS")
+    assert [(p.name, dciodvfy(p)) for p in written] == [(p.name, []) for p in written]
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools is not installed")
+@pytest.mark.parametrize("style", get_args(ExportStyle))
+def test_every_synthetic_export_style_passes_dciodvfy(style, tmp_path):
+    config = preset("tiny", n_patients=1, n_views=2, export_style=style)
+    if config.image_format != "dicom":
+        pytest.skip("not DICOM")
+    generate_cohort(config, tmp_path, workers=1)
+    files = [p for p in (tmp_path / "mpr").rglob("*") if p.is_file()]
+    found = {str(p.relative_to(tmp_path)): dciodvfy(p) for p in files[:3]}
+    assert files and found == {name: [] for name in found}
+
+
+def test_the_same_prediction_is_the_same_objects_and_keeps_its_delivery(study, tmp_path):
+    out = tmp_path / "out"
+    first = [
+        pydicom.dcmread(p).SOPInstanceUID
+        for p in write_results(document_for(study), report_png(), study, out, "CASS")
+    ]
+    DeliveryState(out).record(Delivery(Destination("PACS", "h", 104), attempts=1))
+    again = [
+        pydicom.dcmread(p).SOPInstanceUID
+        for p in write_results(document_for(study), report_png(), study, out, "CASS")
+    ]
+    assert again == first and DeliveryState(out).read()["PACS@h:104"]["delivered"]
+    changed = {**document_for(study), "cad_rads": "3"}
+    new = [
+        pydicom.dcmread(p).SOPInstanceUID
+        for p in write_results(changed, report_png(), study, out, "CASS")
+    ]
+    assert not set(new) & set(first) and DeliveryState(out).read() == {}
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o600}
+
+
+def test_header_values_that_break_the_rules_are_left_out_and_never_quoted(study, tmp_path, recwarn):
+    odd = tmp_path / "odd"
+    for path in files_of(study):
+        dataset = pydicom.dcmread(path)
+        dataset.StudyTime, dataset.PatientBirthDate = "15:18:59", "12/03/1955"
+        dataset.PatientName = "JXD191021006"  # one component: highdicom would warn with it
+        target = odd / path.relative_to(study)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        dataset.save_as(target)
+    sr_path, *_ = write_results(document_for(odd), report_png(), odd, tmp_path / "out", "CASS")
+    sr = pydicom.dcmread(sr_path)
+    assert (sr.StudyTime, sr.PatientBirthDate) == ("", "")
+    assert not [w for w in recwarn if "JXD191021006" in str(w.message)]
 
 
 class Store:
@@ -264,7 +356,7 @@ def test_a_destination_down_is_retried_recorded_and_resent_later(study, tmp_path
     store.start()
     try:
         (delivery,) = send_results(outbox / "P-0001", settings)
-        assert delivery.complete and len(store.received) == 2
+        assert delivery.complete and len(store.received) == 3
         assert undelivered(outbox, settings) == []
         assert send_results(outbox / "P-0001", settings) == []  # delivered once, not twice
     finally:
@@ -283,3 +375,54 @@ def test_an_export_without_dicom_headers_has_no_study_for_results(tmp_path):
     with pytest.raises(NoSourceStudyError, match="no DICOM file"):
         write_results({"branches": {}}, None, tmp_path / "png", tmp_path / "out", "CASS")
     assert not (tmp_path / "out" / "sr.dcm").exists()
+
+
+def test_no_result_states_a_value_that_was_never_computed(study, tmp_path):
+    unscored = {**document_for(study), "significant_score": None, "patient_class": None}
+    unscored.update(note="no view could be used", cad_rads=None, refer=None)
+    with pytest.raises(NotScoredError, match="no view could be used"):
+        write_results(unscored, report_png(), study, tmp_path / "none", "CASS")
+    assert not (tmp_path / "none").exists()
+    partly = document_for(study)
+    first = next(iter(partly["branches"]))
+    partly["branches"][first].update(probabilities=None, views_used=0, views=[])
+    partly["branches"][first].update({"class": "no_stenosis", "grade": None})
+    sr_path, *_ = write_results(partly, report_png(), study, tmp_path / "out", "CASS")
+    groups = pydicom.dcmread(sr_path).ContentSequence[-1].ContentSequence
+    scores = {}
+    for group in groups:
+        codes = {i.ConceptNameCodeSequence[0].CodeValue: i for i in group.ContentSequence}
+        tracked = codes["112039"].TextValue  # the tracking identifier: branch or "patient"
+        scores[tracked] = (
+            [codes["PSIG"].MeasuredValueSequence[0].NumericValue] if "PSIG" in codes else []
+        )
+    assert scores[first] == [] and all(v for k, v in scores.items() if k != first)
+
+
+class Refusing(Store):
+    """A destination that stores images but not structured reports."""
+
+    def start(self):
+        ae = AE(ae_title="PACS")
+        ae.add_supported_context(SecondaryCaptureImageStorage)
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False)
+
+
+def test_a_destination_that_refuses_the_sr_class_is_a_permanent_failure(study, tmp_path):
+    outbox = tmp_path / "outbox"
+    write_results(document_for(study), report_png(), study, outbox / "P-0001", "CASS")
+    store = Refusing()
+    store.start()
+    try:
+        settings = SendSettings(store.destination, attempts=4, backoff_seconds=0.05)
+        (delivery,) = send_results(outbox / "P-0001", settings)
+        assert delivery.permanent and delivery.attempts == 1
+        assert "does not store Comprehensive SR" in delivery.problem
+        state = DeliveryState(outbox / "P-0001")
+        assert state.read()[store.destination]["state"] == "refused"
+        assert undelivered(outbox, settings) == []  # not retried for ever
+        assert list(state.refused(settings.parsed())) == [store.destination]
+        retry = SendSettings(store.destination, attempts=1, retry_refused=True)
+        assert undelivered(outbox, retry) == [outbox / "P-0001"]
+    finally:
+        store.stop()

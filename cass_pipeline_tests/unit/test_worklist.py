@@ -3,7 +3,12 @@
 import json
 import os
 
-from cass_pipeline.domain.prediction.worklist import WORKLIST_SCHEMA, worklist_table
+from cass_pipeline.domain.prediction.worklist import (
+    WORKLIST_SCHEMA,
+    merged_refusals,
+    refusal_rows,
+    worklist_table,
+)
 
 
 def predicted(root, patient, refer, score, category, at):
@@ -15,6 +20,8 @@ def predicted(root, patient, refer, score, category, at):
         "cad_rads": category,
         "patient_class": "significant" if refer else "no_stenosis",
         "model": {"version": 4},
+        "study": f"S-{patient}",
+        "note": None if score is not None else "no view could be used",
     }
     (folder / "prediction.json").write_text(json.dumps(document))
     os.utime(folder / "prediction.json", (at, at))
@@ -26,10 +33,28 @@ def test_referred_patients_come_first_then_the_highest_scores(tmp_path):
     predicted(tmp_path, "P-high", False, 0.30, "1", 1_000_300)
     predicted(tmp_path, "P-refer-high", True, 0.90, "4A", 1_000_400)
     predicted(tmp_path, "P-none", None, None, None, 1_000_500)  # no usable view
-    received = {"P-refer-high": 1_000_350.0, "P-low": 1_000_000.0}
+    received = {"S-P-refer-high": 1_000_350.0, "S-P-low": 1_000_000.0}
     table = worklist_table(tmp_path, received, "prediction.json")
     assert list(table.columns) == WORKLIST_SCHEMA.names
     assert table.patient.tolist() == ["P-refer-high", "P-refer-low", "P-high", "P-low", "P-none"]
     assert table.turnaround_s.tolist()[0] == 50.0 and table.turnaround_s.isna().sum() == 3
     assert table.cad_rads.tolist()[:2] == ["4A", "2"] and table.model_version.iloc[0] == "4"
     assert worklist_table(tmp_path / "none", {}, "prediction.json").empty
+    assert table.status.tolist() == ["scored"] * 4 + ["not scored: no view could be used"]
+
+
+def test_a_refused_study_is_listed_as_not_scored_with_the_reason(tmp_path):
+    predicted(tmp_path, "P-a", True, 0.9, "4A", 1_000_100)
+    first = refusal_rows([("P-b", "S-b", "not a coronary curved-MPR export")], 1_000_000)
+    again = refusal_rows(
+        [("P-b", "S-b", "a newer study of this patient is in the inbox")], 1_000_200
+    )
+    refusals = merged_refusals(merged_refusals(first.iloc[0:0], first), again)
+    assert len(refusals) == 1  # one row per study: the latest look
+    table = worklist_table(tmp_path, {"S-b": 999_000.0}, "prediction.json", refusals)
+    assert table.patient.tolist() == ["P-a", "P-b"]
+    assert table.status.tolist() == [
+        "scored",
+        "not scored: a newer study of this patient is in the inbox",
+    ]
+    assert table.significant_score.isna().tolist() == [False, True]  # nothing made up

@@ -3,6 +3,7 @@ registered champion (the same predictor as `cass predict` and the REST service).
 
 import json
 import time
+from datetime import datetime
 
 import dagster as dg
 from pydantic import Field
@@ -17,18 +18,19 @@ from cass_pipeline.defs.resources import (
     MlflowTracking,
     PseudonymKey,
 )
-from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.dicom.node import read_rejects
 from cass_pipeline.domain.dicom.outbox import failure_text, send_results, write_results
-from cass_pipeline.domain.dicom.results import NoSourceStudyError
+from cass_pipeline.domain.dicom.results import NoResultError
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.prediction.document import grade_text
 from cass_pipeline.domain.prediction.folder import predict_folder
+from cass_pipeline.domain.prediction.gate import export_problem
 from cass_pipeline.domain.prediction.inbox import (
-    folder_of,
     folder_state,
-    patient_folders,
+    inbox_studies,
     scan_inbox,
+    study_folder,
+    study_id,
 )
 from cass_pipeline.domain.prediction.outputs import (
     OUTPUT_FORMATS,
@@ -37,10 +39,31 @@ from cass_pipeline.domain.prediction.outputs import (
     output_writers,
     write_outputs,
 )
-from cass_pipeline.domain.prediction.worklist import WORKLIST_SCHEMA, worklist_table
-from cass_pipeline.domain.storage import write_parquet_atomic
+from cass_pipeline.domain.prediction.worklist import (
+    REFUSAL_SCHEMA,
+    WORKLIST_SCHEMA,
+    merged_refusals,
+    refusal_rows,
+    worklist_table,
+)
+from cass_pipeline.domain.storage import read_parquet_or_empty, write_parquet_atomic
 
 inbox_patients = dg.DynamicPartitionsDefinition(name="inbox_patients")
+#: The run tag naming the inbox study a run scores (a keyed id); without it, the newest.
+STUDY_TAG = "cass/study"
+#: Inbox runs queue under this tag's limit (config/dagster_instance.yaml), ahead of others.
+INBOX_RUN_TAGS = {"cass/queue": "inbox", "dagster/priority": "10"}
+
+
+def scored_folder(context, inbox: Inbox, pseudonyms: PseudonymKey):
+    """The inbox folder a run scores (its study tag's, else the patient's newest study)."""
+    patient = context.partition_key
+    folder = study_folder(
+        inbox.path, patient, pseudonyms.secret_pseudonyms(), context.run.tags.get(STUDY_TAG)
+    )
+    if folder is None:
+        raise dg.Failure(f"no study in the inbox {inbox.path} belongs to patient {patient}")
+    return folder
 
 
 class PredictionRunConfig(dg.Config):
@@ -81,9 +104,9 @@ def patient_prediction(
     """One inbox patient scored by the registered model: `prediction.json` and `report.png`
     under predictions/<pseudonym>/. A new champion makes earlier predictions stale."""
     patient = context.partition_key
-    folder = folder_of(inbox.path, patient, pseudonyms.secret_pseudonyms())
-    if folder is None:
-        raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
+    folder = scored_folder(context, inbox, pseudonyms)
+    if problem := export_problem(folder, inbox.ingest_config()):
+        raise dg.Failure(f"{patient}: not scored: {problem}")
     try:
         writers = output_writers(config.outputs)
     except ValueError as error:
@@ -93,6 +116,7 @@ def patient_prediction(
     predicted = predict_folder(
         loaded.predictor, folder, patient, loaded.description(), settings.explain_steps
     )
+    predicted.document["study"] = study_id(folder, pseudonyms.secret_pseudonyms())
     out = paths.layout.prediction(patient)
     try:
         written = write_outputs(predicted, out, writers)
@@ -158,9 +182,7 @@ def dicom_results(
     to each destination (retried; a destination that stays down fails this step and keeps
     the objects for `cass resend`)."""
     patient = context.partition_key
-    folder = folder_of(inbox.path, patient, pseudonyms.secret_pseudonyms())
-    if folder is None:
-        raise dg.Failure(f"no folder in the inbox {inbox.path} belongs to patient {patient}")
+    folder = scored_folder(context, inbox, pseudonyms)
     predicted = paths.layout.prediction(patient)
     document = json.loads((predicted / WRITERS["json"].file_name).read_text())
     picture = predicted / WRITERS["png"].file_name
@@ -174,7 +196,7 @@ def dicom_results(
             outbox,
             settings.calling_ae_title,
         )
-    except NoSourceStudyError as error:  # a PNG or JPEG export has no study to go back to
+    except NoResultError as error:  # a PNG or JPEG export, or nothing computed
         context.log.warning(f"{patient}: no DICOM results: {error}")
         return dg.MaterializeResult(metadata={"objects": 0, "note": str(error)})
     deliveries = send_results(outbox, settings)
@@ -204,13 +226,15 @@ predict_patient_job = dg.define_asset_job(
 
 @dg.asset(group_name="prediction", deps=[patient_prediction], kinds={"parquet"})
 def worklist(paths: CassPaths, inbox: Inbox, pseudonyms: PseudonymKey) -> dg.MaterializeResult:
-    """Every predicted inbox patient by pseudonym: received at, predicted at, turnaround,
-    CAD-RADS category, referral and significance score; referred first, then by score."""
-    pseudonym = pseudonyms.secret_pseudonyms()
-    received = {}
-    for folder in patient_folders(inbox.path):
-        received[pseudonym(folder_patient_key(folder))] = folder_state(folder)[1]
-    table = worklist_table(paths.layout.predictions, received, WRITERS["json"].file_name)
+    """Every inbox study by its patient's pseudonym: received at, predicted at, turnaround,
+    CAD-RADS category, referral and significance score, referred first, then by score; a
+    study the inbox sensor refused says "not scored" and why."""
+    received = {
+        s.study: folder_state(s.folder)[1]
+        for s in inbox_studies(inbox.path, pseudonyms.secret_pseudonyms())
+    }
+    refusals = read_parquet_or_empty(paths.layout.inbox_refusals, REFUSAL_SCHEMA)
+    table = worklist_table(paths.layout.predictions, received, WRITERS["json"].file_name, refusals)
     path = paths.layout.worklist
     write_parquet_atomic(table, path, WORKLIST_SCHEMA)
     referred = int(table.refer.fillna(False).astype(bool).sum()) if len(table) else 0
@@ -242,6 +266,38 @@ def dicom_node_rejects(dicom_results: DicomResults) -> dg.AssetCheckResult:
     )
 
 
+#: How old the DICOM node's heartbeat may be before the node counts as down.
+HEARTBEAT_STALE_SECONDS = 60
+
+
+@dg.asset_check(
+    asset=worklist,
+    description="Whether the DICOM node is alive and handing studies on: a warning when its "
+    "heartbeat is older than a minute or its hand-off has failed.",
+)
+def dicom_node_health(dicom_results: DicomResults) -> dg.AssetCheckResult:
+    path = dicom_results.node_health
+    if not path.is_file():
+        return dg.AssetCheckResult(passed=True, metadata={"node": "never started here"})
+    health = json.loads(path.read_text())
+    age = time.time() - datetime.fromisoformat(health["at"]).timestamp()
+    problems = []
+    if age > HEARTBEAT_STALE_SECONDS:
+        problems.append(f"no heartbeat for {age:.0f} s: the node is down or its hand-off stuck")
+    if health["errors"]:
+        problems.append(f"{health['errors']} failures, the last: {health['last_error']}")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(problems) or "the node is handing studies on",
+        metadata={
+            "heartbeat_age_s": round(age, 1),
+            **{k: v for k, v in health.items() if k != "at"},
+            "path": dg.MetadataValue.path(str(path)),
+        },
+    )
+
+
 worklist_job = dg.define_asset_job(
     "rebuild_worklist",
     selection=[worklist],
@@ -261,28 +317,50 @@ def worklist_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
 
 
 @dg.sensor(
-    job=predict_patient_job,
-    minimum_interval_seconds=30,
+    jobs=[predict_patient_job, worklist_job],
+    minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Adds each new, fully copied inbox folder as a partition and scores it.",
+    description="Scores each new, fully copied inbox study that is its patient's newest and "
+    "a coronary curved-MPR export (once per state of the folder); any other is refused with "
+    "the reason, which the worklist shows.",
 )
 def inbox_sensor(
-    context: dg.SensorEvaluationContext, inbox: Inbox, pseudonyms: PseudonymKey
+    context: dg.SensorEvaluationContext, paths: CassPaths, inbox: Inbox, pseudonyms: PseudonymKey
 ) -> dg.SensorResult:
+    ingest = inbox.ingest_config()
+    memory = json.loads(context.cursor) if context.cursor else {}
+    now = time.time()
     scan = scan_inbox(
         inbox.path,
-        json.loads(context.cursor) if context.cursor else {},
+        memory,
         pseudonyms.secret_pseudonyms(),
-        time.time(),
+        now,
         inbox.quiet_seconds,
+        lambda folder: export_problem(folder, ingest),
     )
-    new = [
-        p for p in scan.ready if not context.instance.has_dynamic_partition(inbox_patients.name, p)
-    ]
+    known = context.instance.get_dynamic_partitions(inbox_patients.name)
+    new = sorted({s.patient for s in scan.ready} - set(known))
     if scan.waiting:
-        context.log.info(f"{len(scan.waiting)} inbox folders still changing; looking again later")
+        context.log.info(f"{len(scan.waiting)} inbox studies still changing; looking again later")
+    requests = [
+        dg.RunRequest(
+            run_key=f"{s.study}:{scan.memory['done'][s.study]}",
+            partition_key=s.patient,
+            job_name=predict_patient_job.name,
+            tags={STUDY_TAG: s.study, **INBOX_RUN_TAGS},
+        )
+        for s in scan.ready
+    ]
+    if scan.refused:
+        for study, reason in scan.refused:
+            context.log.warning(f"{study.patient} study {study.study} not scored: {reason}")
+        path = paths.layout.inbox_refusals
+        rows = refusal_rows([(s.patient, s.study, r) for s, r in scan.refused], now)
+        table = merged_refusals(read_parquet_or_empty(path, REFUSAL_SCHEMA), rows)
+        write_parquet_atomic(table, path, REFUSAL_SCHEMA)
+        requests.append(dg.RunRequest(run_key=f"refused:{now}", job_name=worklist_job.name))
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=None, partition_key=p) for p in scan.ready],
+        run_requests=requests,
         dynamic_partitions_requests=[inbox_patients.build_add_request(new)] if new else [],
         cursor=json.dumps(scan.memory),
     )

@@ -1,14 +1,20 @@
 """The prediction as DICOM objects that go back into the patient's study: a Comprehensive
-SR (TID 1500 measurement report) and a Secondary Capture of `report.png`.
+SR (TID 1500 measurement report), a Secondary Capture of `report.png`, and a Key Object
+Selection (TID 2010) of the views that decided.
 
-Both carry the source study's patient module and reference its series and instances, so
+They carry the source study's patient module and reference its series and instances, so
 they are written on the key holder's side only (the inbox's side), never under processed/.
 Codes: SNOMED CT for the branches, the finding and the procedure; CASS's own scheme
-(`99CASS`) for the classes, grades and category, which have no standard codes.
+(`99CASS`, declared in each object) for the classes, grades and category, which have no
+standard codes. One prediction always gets the same UIDs, so a second sending of it
+replaces the first in the PACS instead of adding a copy.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,39 +22,43 @@ import cv2
 import highdicom as hd
 import numpy as np
 import pydicom
+from pydicom import config as pydicom_config
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import validate_value
 
-from cass_pipeline.domain.anatomy import GRADES
+from cass_pipeline.domain.anatomy import GRADES, SNOMED_OF_BRANCH
 from cass_pipeline.domain.prediction.document import grade_text
 
 SCHEME = "99CASS"
 MANUFACTURER = "CASS"
-#: SNOMED CT codes of the branches (DICOM CID 3014); OM without a number has none.
-BRANCH_CODES = {
-    "LM": ("3227004", "Left main coronary artery"),
-    "LAD": ("59438005", "Left anterior descending coronary artery"),
-    "D-1": ("91750005", "First diagonal coronary artery"),
-    "D-2": ("91751009", "Second diagonal coronary artery"),
-    "D-3": ("91752002", "Third diagonal coronary artery"),
-    "LCX": ("57396003", "Circumflex coronary artery"),
-    "OM-1": ("91754001", "First obtuse marginal coronary artery"),
-    "OM-2": ("91755000", "Second obtuse marginal coronary artery"),
-    "OM-3": ("91756004", "Third obtuse marginal coronary artery"),
-    "PDA-LCX": ("91760001", "Left posterior descending circumflex coronary artery"),
-    "PLV-LCX": ("57823005", "Left posterolateral circumflex coronary artery"),
-    "RI": ("244252004", "Ramus intermedius coronary artery"),
-    "RCA": ("13647002", "Right coronary artery"),
-    "PDA-RCA": ("53655008", "Posterior descending right coronary artery"),
-    "PLV-RCA": ("17269004", "Posterolateral branch of right coronary artery"),
-}
+#: The declaration of CASS's private coding scheme, carried by every object that uses it.
+CODING_SCHEMES = [
+    hd.coding_schemes.CodingSchemeIdentificationItem(
+        designator=SCHEME,
+        name="CASS stenosis classes, CAD-RADS 2.0 grades and categories",
+        responsible_organization="CASS",
+    )
+]
 NOT_A_DIAGNOSIS = (
     "Second opinion of a machine-learning model (CASS), not a diagnosis: to be read by a "
     "physician beside the images."
 )
 
 
-class NoSourceStudyError(ValueError):
+class NoResultError(ValueError):
+    """A prediction that has no DICOM result, and why (the step notes it and goes on)."""
+
+
+class NoSourceStudyError(NoResultError):
     """An export without DICOM headers (PNG, JPEG): there is no study to write results into."""
+
+
+class NotScoredError(NoResultError):
+    """A prediction without a computed score: a result would state a value never computed."""
+
+
+class ResultBuildError(RuntimeError):
+    """An object the study's headers did not let us build (the step fails with this)."""
 
 
 def cass_code(value: str, meaning: str) -> hd.sr.CodedConcept:
@@ -69,7 +79,7 @@ CLASS_MEANINGS = {
 
 
 def branch_site(branch: str) -> hd.sr.FindingSite:
-    value, meaning = BRANCH_CODES.get(branch, (None, None))
+    value, meaning = SNOMED_OF_BRANCH.get(branch, (None, None))
     code = (
         hd.sr.CodedConcept(value, "SCT", meaning)
         if value
@@ -80,23 +90,26 @@ def branch_site(branch: str) -> hd.sr.FindingSite:
 
 @dataclass(frozen=True)
 class Algorithm:
-    """What made the prediction: the registered model's name, version and MLflow run."""
+    """What made the prediction: the registered model's name, version, architecture and
+    MLflow run."""
 
     name: str
     version: str
     run_id: str
+    arch: str
 
     @classmethod
     def of(cls, model: dict) -> Algorithm:
         return cls(
-            str(model.get("name", "cass-stenosis")),
-            str(model.get("version", "")),
-            str(model.get("run_id", "")),
+            str(model.get("name") or "unregistered model"),
+            str(model.get("version") or ""),
+            str(model.get("run_id") or ""),
+            str(model.get("arch") or "network"),
         )
 
     def identification(self) -> hd.sr.AlgorithmIdentification:
         return hd.sr.AlgorithmIdentification(
-            name=f"CASS ShuffleNet V2 ({self.name})",
+            name=f"CASS {self.arch} ({self.name})",
             version=self.version or "unregistered",
             parameters=[f"mlflow run {self.run_id}"] if self.run_id else None,
             manufacturer=MANUFACTURER,
@@ -123,20 +136,28 @@ def source_headers(folder: Path) -> dict[str, pydicom.Dataset]:
     `prediction.json` names as each view's source), the copied type 2 attributes present."""
     headers = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.name.startswith("."):  # a temporary or a copy tool's file: not evidence
+            continue
         try:
-            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dataset = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:  # not DICOM: not evidence
             continue
         if "SOPInstanceUID" in dataset and "StudyInstanceUID" in dataset:
             for keyword in COPIED_EMPTY_WHEN_ABSENT:
                 if keyword not in dataset:
                     setattr(dataset, keyword, "")
-            headers[path.relative_to(folder).as_posix()] = dataset
+            headers[path.relative_to(folder).as_posix()] = conformant(dataset)
     return headers
 
 
 def branch_group(
-    branch: str, finding: dict, headers: dict[str, pydicom.Dataset], algorithm: Algorithm
+    branch: str,
+    finding: dict,
+    headers: dict[str, pydicom.Dataset],
+    algorithm: Algorithm,
+    uids: ResultUids,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """One branch's finding: its class, its grade where the model has one, its probability
     of a significant stenosis and the views it was decided from."""
@@ -152,15 +173,12 @@ def branch_group(
                 cass_code(f"G{GRADES.index(finding['grade'])}", grade_text(finding["grade"])),
             )
         )
-    probabilities = finding.get("probabilities") or {}
     measurements = [
-        hd.sr.Measurement(
-            SCORE_NAME,
-            float(probabilities.get("significant", finding.get("significant_score") or 0.0)),
-            codes.UCUM.NoUnits,
-        ),
-        hd.sr.Measurement(VIEWS_NAME, float(finding["views_used"] or 0), codes.UCUM.NoUnits),
+        hd.sr.Measurement(VIEWS_NAME, float(finding["views_used"] or 0), codes.UCUM.NoUnits)
     ]
+    score = (finding.get("probabilities") or {}).get("significant")
+    if score is not None:  # a branch without usable views states no probability
+        measurements.insert(0, hd.sr.Measurement(SCORE_NAME, float(score), codes.UCUM.NoUnits))
     sources = [
         hd.sr.SourceImageForMeasurementGroup(
             headers[view["source"]].SOPClassUID, headers[view["source"]].SOPInstanceUID
@@ -169,7 +187,9 @@ def branch_group(
         if view["source"] in headers
     ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=branch),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uids.uid("group", branch), identifier=branch
+        ),
         finding_type=codes.SCT.Stenosis,
         algorithm_id=algorithm.identification(),
         finding_sites=[branch_site(branch)],
@@ -180,7 +200,7 @@ def branch_group(
 
 
 def patient_group(
-    document: dict, algorithm: Algorithm
+    document: dict, algorithm: Algorithm, uids: ResultUids
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """The patient's category, class and referral flag, and that it is not a diagnosis."""
     evaluations = []
@@ -205,14 +225,14 @@ def patient_group(
             )
         )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="patient"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uids.uid("group", "patient"), identifier="patient"
+        ),
         finding_type=codes.SCT.Stenosis,
         algorithm_id=algorithm.identification(),
         finding_sites=[hd.sr.FindingSite(codes.SCT.CoronaryArtery)],
         measurements=[
-            hd.sr.Measurement(
-                SCORE_NAME, float(document.get("significant_score") or 0.0), codes.UCUM.NoUnits
-            )
+            hd.sr.Measurement(SCORE_NAME, float(document["significant_score"]), codes.UCUM.NoUnits)
         ],
         qualitative_evaluations=evaluations or None,
     )
@@ -226,24 +246,42 @@ def patient_group(
     return group
 
 
-def new_series(number: int, description: str) -> dict:
-    """The identifiers of a new one-instance CASS series in the source study."""
-    return {
-        "series_instance_uid": hd.UID(),
-        "series_number": number,
-        "sop_instance_uid": hd.UID(),
-        "instance_number": 1,
-        "manufacturer": MANUFACTURER,
-        "series_description": description,
-    }
+@dataclass(frozen=True)
+class ResultUids:
+    """The UIDs of one prediction's objects: derived from the source study and the
+    prediction, so that the same prediction written twice is the same objects."""
+
+    seed: str
+
+    @classmethod
+    def of(cls, document: dict, headers: dict[str, pydicom.Dataset]) -> ResultUids:
+        study = str(next(iter(headers.values())).StudyInstanceUID)
+        body = json.dumps(document, sort_keys=True, default=str)
+        return cls(hashlib.sha256(f"{study}\n{body}".encode()).hexdigest())
+
+    def uid(self, *parts: str) -> str:
+        return pydicom.uid.generate_uid(entropy_srcs=[self.seed, *parts])
+
+    def new_series(self, kind: str, number: int, description: str) -> dict:
+        """The identifiers of a one-instance CASS series of `kind` in the source study."""
+        return {
+            "series_instance_uid": self.uid(kind, "series"),
+            "series_number": number,
+            "sop_instance_uid": self.uid(kind, "instance"),
+            "instance_number": 1,
+            "manufacturer": MANUFACTURER,
+            "series_description": description,
+        }
 
 
 def structured_report(
-    document: dict, headers: dict[str, pydicom.Dataset], device_uid: str
+    document: dict, headers: dict[str, pydicom.Dataset], device_uid: str, uids: ResultUids
 ) -> hd.sr.ComprehensiveSR:
     """The Comprehensive SR of one patient's `prediction.json`, in the source study."""
     if not headers:
         raise NoSourceStudyError("the study folder holds no DICOM file to take the study from")
+    if document.get("significant_score") is None:
+        raise NotScoredError(f"not scored: {document.get('note') or 'no view could be used'}")
     algorithm = Algorithm.of(document.get("model") or {})
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -254,8 +292,8 @@ def structured_report(
             model_name=f"{algorithm.name} version {algorithm.version}",
         ),
     )
-    groups = [patient_group(document, algorithm)] + [
-        branch_group(branch, finding, headers, algorithm)
+    groups = [patient_group(document, algorithm, uids)] + [
+        branch_group(branch, finding, headers, algorithm, uids)
         for branch, finding in document["branches"].items()
     ]
     report = hd.sr.MeasurementReport(
@@ -263,15 +301,17 @@ def structured_report(
         procedure_reported=codes.SCT.CTAngiographyOfCoronaryArteries,
         imaging_measurements=groups,
     )
-    evidence = list(headers.values())
     return hd.sr.ComprehensiveSR(
-        evidence=evidence,
+        evidence=list(headers.values()),
         content=report[0],
-        **new_series(9901, "CASS stenosis second opinion (SR)"),
+        coding_schemes=CODING_SCHEMES,
+        **uids.new_series("sr", 9901, "CASS stenosis second opinion (SR)"),
     )
 
 
-def key_image(png: bytes, headers: dict[str, pydicom.Dataset]) -> hd.sc.SCImage:
+def report_capture(
+    png: bytes, headers: dict[str, pydicom.Dataset], uids: ResultUids
+) -> hd.sc.SCImage:
     """`report.png` as a Secondary Capture (RGB) in the source study."""
     picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     if picture is None:
@@ -284,7 +324,77 @@ def key_image(png: bytes, headers: dict[str, pydicom.Dataset]) -> hd.sc.SCImage:
         bits_allocated=8,
         coordinate_system="PATIENT",
         patient_orientation=("L", "F"),  # replaced below: highdicom wants one
-        **new_series(9902, "CASS stenosis second opinion (key image)"),
+        **uids.new_series("sc", 9902, "CASS stenosis second opinion (report picture)"),
     )
     image.PatientOrientation = ""  # a page of text and views has no orientation (type 2)
+    image.BodyPartExamined = "HEART"  # unpaired, so no Laterality (type 2C)
     return image
+
+
+def decisive_views(document: dict) -> list[str]:
+    """The source files of the views that decided: those of the branch that decided the
+    artery that decided the patient, where they agree with their branch."""
+    artery = (document.get("arteries") or {}).get(document.get("decided_by") or "", {})
+    branch = (document.get("branches") or {}).get(artery.get("decided_by") or "", {})
+    views = branch.get("views") or []
+    agreeing = [v["source"] for v in views if v.get("class") == branch.get("class")]
+    return agreeing or [v["source"] for v in views]
+
+
+def key_objects(
+    document: dict,
+    headers: dict[str, pydicom.Dataset],
+    capture: pydicom.Dataset | None,
+    uids: ResultUids,
+) -> hd.ko.KeyObjectSelectionDocument:
+    """A Key Object Selection ("Of Interest") of the views that decided and the report
+    picture, so that a viewer opens the study on them (IHE AIR)."""
+    selected = [headers[s] for s in decisive_views(document) if s in headers]
+    selected = selected or list(headers.values())[:1]
+    referenced = selected + ([capture] if capture is not None else [])
+    content = hd.ko.KeyObjectSelection(
+        document_title=codes.DCM.OfInterest,
+        referenced_objects=referenced,
+        description="CASS second opinion: the views that decided, and its report picture",
+    )
+    return hd.ko.KeyObjectSelectionDocument(
+        evidence=referenced,
+        content=content,
+        manufacturer=MANUFACTURER,
+        **{
+            k: v
+            for k, v in uids.new_series("ko", 9903, "CASS key views").items()
+            if k != "manufacturer"
+        },
+    )
+
+
+def conformant(dataset: pydicom.Dataset) -> pydicom.Dataset:
+    """The copied patient and study attributes with a value their VR does not allow
+    (StudyTime '15:18:59', a birth date '12/03/1955') left empty: the objects stay valid,
+    and no error quotes the value."""
+    for keyword in COPIED_EMPTY_WHEN_ABSENT:
+        element = dataset.data_element(keyword)
+        value = "" if element is None or element.value is None else str(element.value)
+        try:
+            validate_value(element.VR, value, pydicom_config.RAISE)
+        except ValueError:
+            element.value = ""
+    return dataset
+
+
+def built_quietly(what: str, build, *args):
+    """`build(*args)` with highdicom's and pydicom's warnings silenced (they quote header
+    values, names among them, into logs a UI shows) and any error but a `NoResultError`
+    stripped of its message (which may quote one too)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return build(*args)
+    except NoResultError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        raise ResultBuildError(
+            f"the {what} could not be built from the study's headers ({type(error).__name__}; "
+            "the message is withheld as it may quote patient data)"
+        ) from None

@@ -7,9 +7,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from cass_pipeline.domain.anatomy import BRANCHES
+from cass_pipeline.domain.storage import read_yaml
 
 DEFAULT_ALIASES = Path(__file__).with_name("series_aliases.yaml")
 NOISE_WORDS = re.compile(r"\b(?:ORIGINAL|ORIG|CURVED|CPR|MPR|STRETCHED|STRAIGHTENED)\b")
@@ -23,7 +22,7 @@ def normalise(name: str) -> str:
 
 def read_aliases(path: Path) -> dict[str, list[str]]:
     """Canonical branch -> its aliases, from a YAML table; fails on unknown branches."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = read_yaml(Path(path)) or {}
     for branch in raw:
         if branch not in BRANCHES:
             raise ValueError(f"{path}: unknown canonical branch {branch!r}")

@@ -29,6 +29,7 @@ from cass_pipeline.domain.imaging.readers import (
     read_image,
 )
 from cass_pipeline.domain.imaging.volume_io import read_centrelines, read_nifti
+from cass_pipeline.domain.privacy import redacted
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ def file_views(
     if file.stated and (contradiction := stated_contradiction(file, image, config)):
         return [], [reject(pid, file.path, file.series, file.branch, contradiction)]
     name = (file.series if file.stated else None) or image.series_description or file.series
+    name = redacted(name, image.identifiers)  # workstations write names into descriptions
     views, rejects = [], []
     for frame_index, frame in enumerate(image.frames):
         try:

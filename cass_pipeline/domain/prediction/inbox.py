@@ -1,8 +1,11 @@
-"""An inbox folder where patient exports arrive, one sub-folder per patient.
+"""An inbox folder where exports arrive, one sub-folder per study (a patient may have
+several: the newest is scored, the others are refused with the reason).
 
 A folder is ready once it has not changed between two looks and its newest file is older
 than a quiet period, so an export still being copied (by `cp -p` or rsync, which keep old
-modification times) is not picked up half-written. Folders are known by their pseudonyms
+modification times) is not picked up half-written. A folder the DICOM node handed on is
+ready at the first look: the node stamps it (`COMPLETE_STAMP`, newer than every file) once
+the study is complete, so the sensor need not wait again. Folders are known by their pseudonyms
 only: folder names may be MRNs, and what the scan remembers is shown in the UI.
 """
 
@@ -13,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cass_pipeline.domain.cohort.headers import is_bitmap_file, read_header, tag
 from cass_pipeline.domain.cohort.index import folder_patient_key
+from cass_pipeline.domain.cohort.listing import list_files
 
 
 def patient_folders(inbox: Path) -> list[Path]:
@@ -37,37 +42,120 @@ def folder_state(folder: Path) -> tuple[str, float]:
     return digest.hexdigest()[:16], newest
 
 
+#: The hidden file the DICOM node writes into a study folder it has handed on complete.
+COMPLETE_STAMP = ".cass-complete"
+
+
+def stamped_complete(folder: Path) -> bool:
+    """Whether the node's stamp is newer than every other file of the folder."""
+    stamp = folder / COMPLETE_STAMP
+    if not stamp.is_file():
+        return False
+    stamped = stamp.stat().st_mtime
+    return all(
+        p.stat().st_mtime <= stamped for p in folder.rglob("*") if p.is_file() and p != stamp
+    )
+
+
+def study_id(folder: Path, pseudonym: Callable[[str], str]) -> str:
+    """The keyed name of one inbox folder (one study): 'S' and 16 hex digits; the folder's
+    own name may be an MRN or an accession number."""
+    return "S" + pseudonym(f"inbox study {folder.name}")[1:]
+
+
+def study_time(folder: Path) -> tuple[str, float]:
+    """What orders a patient's studies: the StudyDate and StudyTime its DICOM files state
+    (digits only), then when the folder last changed."""
+    stated = ""
+    for path in list_files(folder).files:
+        if not is_bitmap_file(path) and (header := read_header(path)) is not None:
+            date, time = tag(header, "StudyDate") or "", tag(header, "StudyTime") or ""
+            stated = "".join(c for c in date + time if c.isdigit())
+            break
+    return stated, folder_state(folder)[1]
+
+
+@dataclass(frozen=True)
+class InboxStudy:
+    """One inbox folder: its patient's pseudonym, its keyed study id, its folder."""
+
+    patient: str
+    study: str
+    folder: Path
+
+
+def inbox_studies(inbox: Path, pseudonym: Callable[[str], str]) -> list[InboxStudy]:
+    """Every inbox folder as a study of its patient (several folders may share one)."""
+    return [
+        InboxStudy(pseudonym(folder_patient_key(f)), study_id(f, pseudonym), f)
+        for f in patient_folders(inbox)
+    ]
+
+
+def newest_studies(studies: list[InboxStudy]) -> dict[str, InboxStudy]:
+    """Each patient's newest study (by stated study date and time, then arrival): the one
+    scored when one result per patient is asked for."""
+    newest: dict[str, tuple[tuple[str, float], InboxStudy]] = {}
+    for study in studies:
+        when = study_time(study.folder)
+        if study.patient not in newest or when > newest[study.patient][0]:
+            newest[study.patient] = (when, study)
+    return {patient: study for patient, (_, study) in newest.items()}
+
+
 @dataclass
 class InboxScan:
-    """Patients ready for prediction (by pseudonym) and the memory for the next scan."""
+    """Studies ready for prediction, one per patient (its newest), those refused with the
+    reason, those still changing, and the memory for the next scan (keyed names only)."""
 
-    ready: list[str] = field(default_factory=list)
+    ready: list[InboxStudy] = field(default_factory=list)
+    refused: list[tuple[InboxStudy, str]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     memory: dict = field(default_factory=lambda: {"pending": {}, "done": {}})
 
 
 def scan_inbox(
-    inbox: Path, memory: dict, pseudonym: Callable[[str], str], now: float, quiet_s: float
+    inbox: Path,
+    memory: dict,
+    pseudonym: Callable[[str], str],
+    now: float,
+    quiet_s: float,
+    refusal: Callable[[Path], str | None] = lambda folder: None,
 ) -> InboxScan:
-    """Which folders are new or changed and now stable; `memory` is the last scan's."""
+    """Which studies are new or changed and now stable; each is then scored if it is its
+    patient's newest study and `refusal` finds nothing wrong with it, else refused with the
+    reason. Every study is looked at once per state: a scored or refused study is not looked
+    at again until it changes. `memory` is the last scan's."""
     pending, done = dict(memory.get("pending", {})), dict(memory.get("done", {}))
     scan = InboxScan(memory={"pending": {}, "done": done})
-    for folder in patient_folders(inbox):
-        patient = pseudonym(folder_patient_key(folder))
-        state, newest = folder_state(folder)
-        if not newest or done.get(patient) == state:
+    studies = inbox_studies(inbox, pseudonym)
+    newest = None
+    for study in studies:
+        state, latest = folder_state(study.folder)
+        if not latest or done.get(study.study) == state:
             continue
-        if pending.get(patient) == state and now - newest >= quiet_s:
-            scan.ready.append(patient)
-            done[patient] = state
+        settled = pending.get(study.study) == state and now - latest >= quiet_s
+        if not settled and not stamped_complete(study.folder):
+            scan.waiting.append(study.study)
+            scan.memory["pending"][study.study] = state
+            continue
+        done[study.study] = state
+        newest = newest if newest is not None else newest_studies(studies)
+        if newest[study.patient] != study:
+            scan.refused.append((study, "a newer study of this patient is in the inbox"))
+        elif problem := refusal(study.folder):
+            scan.refused.append((study, problem))
         else:
-            scan.waiting.append(patient)
-            scan.memory["pending"][patient] = state
+            scan.ready.append(study)
     return scan
 
 
-def folder_of(inbox: Path, patient: str, pseudonym: Callable[[str], str]) -> Path | None:
-    """The inbox folder whose pseudonym is `patient`."""
-    return next(
-        (f for f in patient_folders(inbox) if pseudonym(folder_patient_key(f)) == patient), None
-    )
+def study_folder(
+    inbox: Path, patient: str, pseudonym: Callable[[str], str], study: str | None = None
+) -> Path | None:
+    """The inbox folder of `study` when named, else the patient's newest study's."""
+    studies = [s for s in inbox_studies(inbox, pseudonym) if s.patient == patient]
+    if study is not None:
+        return next((s.folder for s in studies if s.study == study), None)
+    chosen = newest_studies(studies).get(patient)
+    return None if chosen is None else chosen.folder

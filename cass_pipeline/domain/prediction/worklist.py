@@ -1,5 +1,6 @@
-"""The reading room's worklist: every predicted inbox patient by pseudonym, referred first,
-then by significance score, with when the study arrived and how long the answer took."""
+"""The reading room's worklist: every inbox study by its patient's pseudonym, referred first,
+then by significance score, with when the study arrived and how long the answer took; a
+study CASS refused to score is listed as "not scored" with the reason."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pyarrow as pa
 WORKLIST_SCHEMA = pa.schema(
     [
         ("patient", pa.string()),
+        ("study", pa.string()),
+        ("status", pa.string()),
         ("received_at", pa.timestamp("s", tz="UTC")),
         ("predicted_at", pa.timestamp("s", tz="UTC")),
         ("turnaround_s", pa.float64()),
@@ -24,6 +27,30 @@ WORKLIST_SCHEMA = pa.schema(
         ("model_version", pa.string()),
     ]
 )
+#: Inbox studies the sensor did not score, by keyed names, with the reason (no identifier).
+REFUSAL_SCHEMA = pa.schema(
+    [
+        ("patient", pa.string()),
+        ("study", pa.string()),
+        ("refused_at", pa.timestamp("s", tz="UTC")),
+        ("reason", pa.string()),
+    ]
+)
+SCORED = "scored"
+
+
+def refusal_rows(refused: list[tuple[str, str, str]], now: float) -> pd.DataFrame:
+    """(patient, study, reason) triples as refusal rows."""
+    rows = [
+        {"patient": p, "study": s, "refused_at": timestamp(now), "reason": r} for p, s, r in refused
+    ]
+    return pd.DataFrame(rows, columns=REFUSAL_SCHEMA.names)
+
+
+def merged_refusals(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The refusals table with `new` rows replacing older ones of the same study."""
+    table = pd.concat([old[~old.study.isin(new.study)], new], ignore_index=True)
+    return table.reset_index(drop=True)
 
 
 def timestamp(seconds: float | None):
@@ -31,19 +58,26 @@ def timestamp(seconds: float | None):
 
 
 def worklist_table(
-    predictions: Path, received: Mapping[str, float], document_name: str
+    predictions: Path,
+    received: Mapping[str, float],
+    document_name: str,
+    refusals: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per patient folder under `predictions` holding `document_name`; `received`
-    gives the time (epoch seconds) each patient's study last changed in the inbox."""
+    """One row per patient folder under `predictions` holding `document_name`, and one per
+    refused study not scored since; `received` gives the time (epoch seconds) each study
+    last changed in the inbox, by study id."""
     rows = []
     for path in sorted(predictions.glob(f"*/{document_name}")):
         document = json.loads(path.read_text())
-        patient = path.parent.name
+        patient, study = path.parent.name, document.get("study")
         predicted = path.stat().st_mtime
-        arrived = received.get(patient)
+        arrived = received.get(study)
+        scored = document.get("significant_score") is not None
         rows.append(
             {
                 "patient": patient,
+                "study": study,
+                "status": SCORED if scored else f"not scored: {document.get('note')}",
                 "received_at": timestamp(arrived),
                 "predicted_at": timestamp(predicted),
                 "turnaround_s": None if arrived is None else round(predicted - arrived, 1),
@@ -54,6 +88,17 @@ def worklist_table(
                 "model_version": str((document.get("model") or {}).get("version", "")),
             }
         )
+    scored = {row["study"] for row in rows}
+    for refusal in [] if refusals is None else refusals.to_dict("records"):
+        if refusal["study"] not in scored:
+            rows.append(
+                {
+                    "patient": refusal["patient"],
+                    "study": refusal["study"],
+                    "status": f"not scored: {refusal['reason']}",
+                    "received_at": timestamp(received.get(refusal["study"])),
+                }
+            )
     table = pd.DataFrame(rows, columns=WORKLIST_SCHEMA.names)
     if table.empty:
         return table

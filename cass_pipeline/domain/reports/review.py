@@ -18,6 +18,7 @@ import yaml
 
 from cass_pipeline.domain.anatomy import BRANCHES, STENOSIS_CLASSES, class_of_percent
 from cass_pipeline.domain.reports.labels import BranchLabel, ReportLabels, summarise
+from cass_pipeline.domain.storage import read_yaml
 
 COLUMNS = ("patient_id", "branch", "label", "note")
 ACCEPT = "accept"
@@ -97,12 +98,12 @@ def read_overrides(folder: Path) -> tuple[list[Override], list[str]]:
                     rows = list(csv.DictReader(handle))
                 start = 2
             elif path.suffix.lower() in {".yaml", ".yml"}:
-                rows = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+                rows = read_yaml(path) or []
                 start = 1
             else:
                 problems.append(f"{name}: not a CSV or YAML file of overrides")
                 continue
-        except (OSError, UnicodeError, yaml.YAMLError, csv.Error) as error:
+        except (OSError, UnicodeError, ValueError, yaml.YAMLError, csv.Error) as error:
             problems.append(f"{name}: unreadable ({type(error).__name__})")
             continue
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):

@@ -194,8 +194,15 @@ def write_dicom(
     ds.AccessionNumber = identity.accession
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = identity.exam_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
+    ds.StudyID = "1"
+    ds.ReferringPhysicianName = ""
     ds.Modality = "CT" if style == "ct_16bit" else "OT"
-    ds.ConversionType = "WSD"
+    ds.BodyPartExamined = "HEART"  # unpaired: no Laterality
+    ds.PatientOrientation = ""  # a curved MPR has no patient orientation
+    if style == "ct_16bit":
+        ct_modules(ds, study_key, view_index)
+    else:
+        ds.ConversionType = "WSD"
     ds.Manufacturer = "CASS synthetic workstation"
     ds.BurnedInAnnotation = "YES"
     ds.SeriesDescription = description
@@ -212,6 +219,24 @@ def write_dicom(
         dcmwrite(tmp, ds, enforce_file_format=True)
 
 
+#: The tag the frames of a multi-frame export are labelled by (Frame Label Vector).
+FRAME_LABEL_VECTOR = 0x00182002
+
+
+def ct_modules(ds: Dataset, study_key: str, view_index: int) -> None:
+    """What a CT Image (as a workstation saves a curved reformat) carries beyond a secondary
+    capture: image type, frame of reference, image plane, acquisition (dciodvfy-clean)."""
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    ds.FrameOfReferenceUID = deterministic_uid(study_key, "frame of reference")
+    ds.PositionReferenceIndicator = ""
+    ds.PatientPosition = "HFS"
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, view_index]
+    ds.SliceThickness = ""
+    ds.KVP = ""
+    ds.AcquisitionNumber = ""
+
+
 def pixel_module(ds: Dataset, pixels: np.ndarray, style: str) -> None:
     """The image pixel attributes and data of `pixels` (a view, RGB view or stack of views)
     as the style stores them."""
@@ -225,6 +250,11 @@ def pixel_module(ds: Dataset, pixels: np.ndarray, style: str) -> None:
         ds.PlanarConfiguration = 0
     if style == "multiframe":
         ds.NumberOfFrames = len(pixels)
+        if len(pixels) > 1:
+            ds.FrameIncrementPointer = FRAME_LABEL_VECTOR
+            ds.FrameLabelVector = [f"rotation {i + 1}" for i in range(len(pixels))]
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+        ds.PresentationLUTShape = "IDENTITY"
     if style == "ct_16bit":
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = CT_INTERCEPT, 1.0, "HU"
