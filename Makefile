@@ -83,8 +83,11 @@ test: env
 	$(BIN)/python -m pytest
 
 ## The DICOM node on 127.0.0.1:11112, writing into the inbox (docs/pacs.md).
+## The DICOM node on 127.0.0.1:11112 for a try on this machine (dcmtk's storescu calls as
+## STORESCU); a hospital sets its own senders (docs/pacs.md).
+DICOM_NODE_OPTIONS ?= --allowed-aes STORESCU
 dicom-node: env
-	$(BIN)/cass dicom-node
+	$(BIN)/cass dicom-node $(DICOM_NODE_OPTIONS)
 
 ## The Dagster UI on http://127.0.0.1:3000.
 dev: env

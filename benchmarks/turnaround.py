@@ -112,15 +112,21 @@ def end_to_end(files: list[Path], tmp: Path, quiet: float) -> dict[str, float]:
         }
         code = ["-m", "cass_pipeline.definitions"]
         log = (tmp / "daemon.log").open("w")
-        daemon = subprocess.Popen(
-            [str(bin_dir / "dagster-daemon"), "run", *code], env=env, stdout=log, stderr=log
+        daemon = subprocess.Popen(  # in tmp: the repository's .env names its own home
+            [str(bin_dir / "dagster-daemon"), "run", *code],
+            env=env,
+            cwd=tmp,
+            stdout=log,
+            stderr=log,
         )
         node.start()
         try:
-            subprocess.run(
+            started = subprocess.run(
                 [str(bin_dir / "dagster"), "sensor", "start", "inbox_sensor", *code],
-                env=env, check=True, capture_output=True,
+                env=env, cwd=tmp, capture_output=True, text=True,
             )  # fmt: skip
+            if started.returncode:
+                raise SystemExit(f"the sensor did not start: {started.stderr[-2000:]}")
             time.sleep(20)  # the daemon up and the sensor's first (empty) look done
             storescu(files, node.settings.ae_title, node.settings.port)
             sent_at = time.time()

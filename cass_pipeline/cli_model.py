@@ -3,6 +3,7 @@ arguments, call the domain or the runs package, print)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -242,15 +243,14 @@ def predict(patient_dir, model, engine, out_dir, explain, steps, outputs, as_jso
 
 
 def writable_folder(folder: Path) -> None:
-    """`folder` created if needed and written to once, or a one-line error saying why not."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise click.ClickException(f"cannot write into {folder}: {error.strerror}") from None
+    """A one-line error unless `folder` can be written or created (nothing is created)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise click.ClickException(f"cannot write into {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.ClickException(f"cannot write into {folder}: permission denied on {existing}")
 
 
 @click.command()

@@ -9,11 +9,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import dagster as dg
+import pandas as pd
 import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
+from cass_pipeline.defs.assets import prediction
+from cass_pipeline.defs.resources import CassPaths, Inbox, PseudonymKey
 from cass_pipeline.domain.dicom.node import INCOMING, printable, read_rejects, uid_key
 from cass_pipeline.domain.dicom.send import deliver
 from cass_pipeline_tests.servers import eventually, self_signed_certificate
@@ -28,6 +32,7 @@ from cass_pipeline_tests.unit.test_dicom import node as node  # fixtures
 from cass_pipeline_tests.unit.test_dicom import study as study
 
 STORESCU = "/usr/bin/storescu"  # dcmtk's, not pynetdicom's script of the same name
+PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
 
 def associate(node, calling: str, called: str | None = None):
@@ -154,7 +159,8 @@ def test_received_files_are_owner_only_whatever_the_umask(tmp_path, study):
         os.umask(old)
     for folder in folders:
         assert folder.stat().st_mode & 0o777 == 0o700
-        assert not list(folder.glob(".*"))  # the temporary never reaches a study
+        # the temporary never reaches a study; the node's stamp that it is complete does
+        assert [p.name for p in folder.glob(".*")] == [".cass-complete"]
     received = [p for folder in folders for p in files_of(folder)]
     assert len(received) == 1 + len(files_of(study))
     assert {p.stat().st_mode & 0o777 for p in received} == {0o600}
@@ -188,3 +194,33 @@ def test_dcmtk_sends_over_dicom_tls_and_plain_tcp_is_turned_away(tmp_path, study
     finally:
         silent.close()
         node.stop()
+
+
+def test_pydicoms_test_files_sent_to_the_node_never_start_a_run(tmp_path):
+    if not Path(STORESCU).is_file():
+        pytest.skip("dcmtk's storescu is not installed (make env installs Debian's dcmtk)")
+    node = start_node(tmp_path, allowed_aes="STORESCU")
+    files = [str(p) for p in sorted(PYDICOM_FILES.rglob("*")) if p.is_file()]
+    command = [STORESCU, "-aet", "STORESCU", "-aec", node.settings.ae_title, "--no-halt"]
+    try:
+        for start in range(0, len(files), 40):  # one batch's refusal leaves the others
+            address = ["127.0.0.1", str(node.settings.port)]
+            batch = [*command, *address, *files[start : start + 40]]
+            subprocess.run(batch, capture_output=True, timeout=120)
+        eventually(lambda: not any((node.inbox / INCOMING).iterdir()), "every study handed on")
+    finally:
+        node.stop()
+    handed_on = studies(node.inbox)
+    assert len(handed_on) >= 5  # the secondary captures and CTs the node accepts
+    resources = {
+        "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "out")),
+        "inbox": Inbox(folder=str(node.inbox), quiet_seconds=0),
+        "pseudonyms": PseudonymKey(key_file=str(tmp_path / "pseudonym.key")),
+    }
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources=resources)
+        result = prediction.inbox_sensor(context)
+    assert [r.job_name for r in result.run_requests] == ["rebuild_worklist"]  # no scoring
+    refusals = pd.read_parquet(tmp_path / "out" / "inbox_refusals.parquet")
+    assert len(refusals) == len(handed_on)
+    assert refusals.reason.str.contains("not a coronary curved-MPR export|newer study").all()

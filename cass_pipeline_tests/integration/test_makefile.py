@@ -65,9 +65,12 @@ def test_the_instance_fails_dead_runs_and_serialises_store_writers(tmp_path):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         pools = instance.get_concurrency_config().pool_config
         assert (pools.default_pool_limit, pools.pool_granularity.value) == (1, "run")
-        assert (
-            instance.run_coordinator.get_run_queue_config().should_block_op_concurrency_limited_runs
-        )
+        queue = instance.run_coordinator.get_run_queue_config()
+        assert queue.should_block_op_concurrency_limited_runs
+        # a burst of inbox studies queues two at a time, whatever else is queued (the run
+        # queue daemon reads the instance's concurrency settings)
+        (limit,) = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        assert (limit["key"], limit["value"], limit["limit"]) == ("cass/queue", "inbox", 2)
         # a run whose process was killed: STARTED, nobody left to finish it
         run = create_run_for_test(
             instance,

@@ -495,15 +495,17 @@ def test_inbox_partition_uses_the_champion_and_goes_stale_when_it_changes(
     promotion = layout_of(registry.processed).promotion
     promotion.parent.mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test() as instance:
-        cursor, requested = None, []
+        cursor, requested, tags = None, [], []
         for _ in range(3):
             context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
             result = prediction.inbox_sensor(context)
             requested.append([r.partition_key for r in result.run_requests])
+            tags.append([r.tags for r in result.run_requests])
             for request in result.dynamic_partitions_requests:
                 instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
             cursor = result.cursor
         assert requested == [[], [pid], []]
+        assert tags[1][0]["cass/queue"] == "inbox" and tags[1][0]["dagster/priority"] == "10"
         assert "55500011" not in cursor and mrn not in cursor
         assert instance.get_dynamic_partitions("inbox_patients") == [pid]
 

@@ -73,4 +73,4 @@ def test_predict_into_a_folder_it_cannot_write_is_one_line(tmp_path):
         env={"CASS_PSEUDONYM_KEY": "test"},
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"cannot write into {tmp_path / 'a-file' / 'out'}" in result.output
+    assert f"cannot write into {tmp_path / 'a-file' / 'out'}: " in result.output

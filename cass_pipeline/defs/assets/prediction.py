@@ -22,7 +22,7 @@ from cass_pipeline.domain.dicom.node import read_rejects
 from cass_pipeline.domain.dicom.outbox import failure_text, send_results, write_results
 from cass_pipeline.domain.dicom.results import NoResultError
 from cass_pipeline.domain.prediction.config import PredictSettings
-from cass_pipeline.domain.prediction.document import grade_text
+from cass_pipeline.domain.prediction.document import PredictionDocument, grade_text
 from cass_pipeline.domain.prediction.folder import predict_folder
 from cass_pipeline.domain.prediction.gate import export_problem
 from cass_pipeline.domain.prediction.inbox import (
@@ -151,7 +151,7 @@ def patient_prediction(
     )
 
 
-def branch_table(document: dict) -> str:
+def branch_table(document: PredictionDocument) -> str:
     lines = [
         "| branch | class | CAD-RADS grade | p no / non-sig / sig | views |",
         "|---|---|---|---|---|",
@@ -221,6 +221,9 @@ predict_patient_job = dg.define_asset_job(
     "predict_patient",
     selection=[patient_prediction, dicom_results],
     description="Scores one inbox patient with the registered champion and sends the results.",
+    # two short steps one after the other: in the run's own process, so that a waiting
+    # patient does not pay a new process (and its imports) per step
+    executor_def=dg.in_process_executor,
 )
 
 

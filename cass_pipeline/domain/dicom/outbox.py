@@ -22,6 +22,7 @@ from cass_pipeline.domain.dicom.results import (
     structured_report,
 )
 from cass_pipeline.domain.dicom.send import Delivery, deliver
+from cass_pipeline.domain.prediction.document import PredictionDocument
 from cass_pipeline.domain.storage import atomic_path, private_folder, write_text_atomic
 
 DELIVERY_FILE = "delivery.json"
@@ -76,7 +77,7 @@ def instance_uids(paths: list[Path]) -> set[str]:
 
 
 def write_results(
-    document: dict, png: bytes | None, study_folder: Path, folder: Path, ae_title: str
+    document: PredictionDocument, png: bytes | None, study_folder: Path, folder: Path, ae_title: str
 ) -> list[Path]:
     """The result objects of one patient's prediction, written atomically and owner-only
     into `folder`; the source study's headers come from `study_folder`. The same prediction

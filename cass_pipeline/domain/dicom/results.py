@@ -27,7 +27,7 @@ from pydicom.sr.codedict import codes
 from pydicom.valuerep import validate_value
 
 from cass_pipeline.domain.anatomy import GRADES, SNOMED_OF_BRANCH
-from cass_pipeline.domain.prediction.document import grade_text
+from cass_pipeline.domain.prediction.document import BranchFinding, PredictionDocument, grade_text
 
 SCHEME = "99CASS"
 MANUFACTURER = "CASS"
@@ -154,7 +154,7 @@ def source_headers(folder: Path) -> dict[str, pydicom.Dataset]:
 
 def branch_group(
     branch: str,
-    finding: dict,
+    finding: BranchFinding,
     headers: dict[str, pydicom.Dataset],
     algorithm: Algorithm,
     uids: ResultUids,
@@ -200,7 +200,7 @@ def branch_group(
 
 
 def patient_group(
-    document: dict, algorithm: Algorithm, uids: ResultUids
+    document: PredictionDocument, algorithm: Algorithm, uids: ResultUids
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """The patient's category, class and referral flag, and that it is not a diagnosis."""
     evaluations = []
@@ -254,7 +254,7 @@ class ResultUids:
     seed: str
 
     @classmethod
-    def of(cls, document: dict, headers: dict[str, pydicom.Dataset]) -> ResultUids:
+    def of(cls, document: PredictionDocument, headers: dict[str, pydicom.Dataset]) -> ResultUids:
         study = str(next(iter(headers.values())).StudyInstanceUID)
         body = json.dumps(document, sort_keys=True, default=str)
         return cls(hashlib.sha256(f"{study}\n{body}".encode()).hexdigest())
@@ -275,7 +275,10 @@ class ResultUids:
 
 
 def structured_report(
-    document: dict, headers: dict[str, pydicom.Dataset], device_uid: str, uids: ResultUids
+    document: PredictionDocument,
+    headers: dict[str, pydicom.Dataset],
+    device_uid: str,
+    uids: ResultUids,
 ) -> hd.sr.ComprehensiveSR:
     """The Comprehensive SR of one patient's `prediction.json`, in the source study."""
     if not headers:
@@ -331,7 +334,7 @@ def report_capture(
     return image
 
 
-def decisive_views(document: dict) -> list[str]:
+def decisive_views(document: PredictionDocument) -> list[str]:
     """The source files of the views that decided: those of the branch that decided the
     artery that decided the patient, where they agree with their branch."""
     artery = (document.get("arteries") or {}).get(document.get("decided_by") or "", {})
@@ -342,7 +345,7 @@ def decisive_views(document: dict) -> list[str]:
 
 
 def key_objects(
-    document: dict,
+    document: PredictionDocument,
     headers: dict[str, pydicom.Dataset],
     capture: pydicom.Dataset | None,
     uids: ResultUids,

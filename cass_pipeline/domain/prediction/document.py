@@ -5,6 +5,8 @@ service's answer. It holds no identifier: the patient is named by its pseudonym.
 
 from __future__ import annotations
 
+from typing import NotRequired, TypedDict
+
 import pandas as pd
 
 from cass_pipeline.domain.anatomy import GRADE_RANGE, GRADES, STENOSIS_CLASSES
@@ -12,6 +14,76 @@ from cass_pipeline.domain.anatomy import GRADE_RANGE, GRADES, STENOSIS_CLASSES
 #: Version 2: `cad_rads` is the CAD-RADS 2.0 category of a grade model (a range, as in version
 #: 1, for a three-class model) and every level carries its `grade`.
 SCHEMA = "cass-prediction/2"
+
+
+Probabilities = dict[str, float]
+#: One view's finding (`branches.<name>.views`).
+ViewFinding = TypedDict(
+    "ViewFinding",
+    {
+        "view_index": int | None,
+        "source": str,
+        "class": str,
+        "probabilities": Probabilities | None,
+        "grade": str | None,
+        "grade_probabilities": Probabilities | None,
+    },
+)
+#: What every level's finding states (a view's is `ViewFinding`).
+Finding = TypedDict(
+    "Finding",
+    {
+        "class": str,
+        "probabilities": Probabilities | None,
+        "grade": str | None,
+        "grade_probabilities": Probabilities | None,
+        "significant_score": float | None,
+        "refer": bool | None,
+        "views_used": int | None,
+    },
+)
+
+
+class BranchFinding(Finding):
+    """One branch's finding, its views and its rejected files (`branches.<name>`)."""
+
+    artery: str
+    votes: dict[str, int]
+    grade_votes: dict[str, int] | None
+    views: list[ViewFinding]
+    views_rejected: list[dict[str, str]]
+
+
+class ArteryFinding(Finding):
+    """One artery's finding and the branch that decided it (`arteries.<name>`)."""
+
+    decided_by: str
+
+
+class PredictionDocument(TypedDict):
+    """`prediction.json`, as every reader (picture, worklist, DICOM results, the inbox asset,
+    `cass predict`) takes it: a key renamed here is renamed for all of them."""
+
+    schema: str
+    patient: str
+    model: dict
+    patient_class: str | None
+    cad_rads: str | None
+    cad_rads_from: str
+    probabilities: Probabilities | None
+    grade: str | None
+    grade_probabilities: Probabilities | None
+    significant_score: float | None
+    refer: bool | None
+    decided_by: str | None
+    views_used: int | None
+    note: str | None
+    arteries: dict[str, ArteryFinding]
+    branches: dict[str, BranchFinding]
+    rejected: list[dict[str, str | None]]
+    pixel_check: dict | None
+    #: The inbox study it scored (a keyed id), where it came from the inbox.
+    study: NotRequired[str]
 
 
 def probabilities(row: dict, names: tuple[str, ...] = STENOSIS_CLASSES) -> dict[str, float] | None:
@@ -45,7 +117,9 @@ def triage(row: dict) -> dict:
     }
 
 
-def prediction_document(table: pd.DataFrame, model: dict, pixel_check: dict | None = None) -> dict:
+def prediction_document(
+    table: pd.DataFrame, model: dict, pixel_check: dict | None = None
+) -> PredictionDocument:
     """The `prediction.json` of one patient's prediction table (docs/prediction.md), with
     what OCR read on the views the outputs show (`PixelText.to_json`) where known."""
     level = {name: rows for name, rows in table.groupby("level", sort=False)}
@@ -117,7 +191,7 @@ def prediction_document(table: pd.DataFrame, model: dict, pixel_check: dict | No
     }
 
 
-def referral_line(document: dict) -> str:
+def referral_line(document: PredictionDocument) -> str:
     """Whether the patient is referred, on which score and at which operating point."""
     if document["refer"] is None:
         return "Triage: no decision (no view could be scored)"
@@ -141,7 +215,7 @@ def grade_text(grade: str | None) -> str:
     return f"{grade} {low}%" if low == high else f"{grade} {low}-{high}%"
 
 
-def summary_lines(document: dict) -> list[str]:
+def summary_lines(document: PredictionDocument) -> list[str]:
     """The header: the patient's class first, then the model, the arteries and the rejects."""
     model = document["model"]
     if document["patient_class"] is None:
@@ -168,7 +242,7 @@ def summary_lines(document: dict) -> list[str]:
     ]
 
 
-def terminal_lines(document: dict, name: str, version) -> list[str]:
+def terminal_lines(document: PredictionDocument, name: str, version) -> list[str]:
     """What `cass predict` prints: the patient, the triage, a line per branch, the rejects."""
     lines = [
         f"patient {document['patient']}: {document['patient_class']} "

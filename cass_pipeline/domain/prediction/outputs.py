@@ -19,6 +19,7 @@ from cass_pipeline.domain.storage import write_bytes_atomic
 if TYPE_CHECKING:
     import numpy as np
 
+    from cass_pipeline.domain.prediction.document import PredictionDocument
     from cass_pipeline.domain.prediction.predictor import PatientPrediction
 
 
@@ -28,7 +29,7 @@ class PredictedPatient:
     asked for, the Integrated Gradients overlays (BGR) of each branch's decisive view."""
 
     prediction: PatientPrediction
-    document: dict
+    document: PredictionDocument
     overlays: dict[str, np.ndarray] | None = None
 
 

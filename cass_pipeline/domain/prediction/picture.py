@@ -10,7 +10,7 @@ import numpy as np
 from cass_pipeline.domain.anatomy import GRADES, STENOSIS_CLASSES
 from cass_pipeline.domain.model.explain import integrated_gradients, overlay
 from cass_pipeline.domain.plots import figure_png, pyplot
-from cass_pipeline.domain.prediction.document import grade_text, summary_lines
+from cass_pipeline.domain.prediction.document import PredictionDocument, grade_text, summary_lines
 from cass_pipeline.domain.prediction.predictor import PatientPrediction, Predictor, strip_views
 
 CLASS_COLOURS = {"no_stenosis": "#2e7d32", "non_significant": "#f9a825", "significant": "#c62828"}
@@ -51,7 +51,9 @@ def explain_decisive_views(
 
 
 def render_report(
-    prediction: PatientPrediction, document: dict, overlays: dict[str, np.ndarray] | None = None
+    prediction: PatientPrediction,
+    document: PredictionDocument,
+    overlays: dict[str, np.ndarray] | None = None,
 ) -> bytes:
     """One page (PNG): the patient summary, then per branch a strip of cleaned views, every
     view's vote, the class probabilities and, with `overlays` (BGR), the Integrated Gradients
