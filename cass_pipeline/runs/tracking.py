@@ -295,6 +295,19 @@ class Tracking:
         self.set_alias(CHALLENGER, version, name)
         return version
 
+    def describe_version(
+        self,
+        version: int,
+        description: str,
+        tags: dict[str, str],
+        name: str = REGISTERED_MODEL_NAME,
+    ) -> None:
+        """The version's description (its model card) and tags in the registry."""
+        client = self.client()
+        client.update_model_version(name, str(version), description=description)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version), key, value)
+
     def set_alias(self, alias: str, version: int, name: str = REGISTERED_MODEL_NAME) -> None:
         """Point `alias` (challenger, champion) at `version`."""
         self.client().set_registered_model_alias(name, alias, str(version))

@@ -19,6 +19,7 @@ ASSETS = [
     model.stenosis_model,
     evaluation.test_predictions,
     evaluation.evaluation_report,
+    evaluation.calibration_is_reliable,
     evaluation.promotion_decision,
     evaluation.promotion_keeps_significant_sensitivity,
     evaluation.champion_model,
@@ -106,6 +107,31 @@ def test_every_model_reports_its_calibration_and_operating_point(two_rounds, tmp
     run = runs.client().get_run(saved["run_id"])
     assert {"test_ece_before", "test_ece_after", "val_ece_after"} <= set(run.data.metrics)
     assert float(run.data.params["referral_threshold"]) == fitted["referral_threshold"]
+    # a handful of validation patients: the calibration says it is not to be trusted
+    assert "fewer than 30" in fitted["unreliable"]
+    (check,) = [
+        c for c in first.get_asset_check_evaluations() if c.check_name == "calibration_is_reliable"
+    ]
+    assert not check.passed and "fewer than 30" in check.description
+
+
+def test_every_registered_version_carries_its_model_card(two_rounds):
+    root, first, _, _, _ = two_rounds
+    saved = json.loads(layout_of(root).evaluation_report.read_text())
+    runs = MlflowTracking(
+        tracking_uri=f"sqlite:///{root.parent}/mlflow.db", experiment_name="eval-test"
+    ).tracking()
+    version = runs.client().get_model_version("cass-stenosis", str(saved["model_version"]))
+    card = version.description
+    assert "## Intended use" in card and "Not a diagnosis" in card
+    assert "| train |" in card and "| test | 2 |" in card  # patients per split and class
+    assert "not measured for this version" in card and "not comparable" in card
+    assert "Calibration not reliable" in card
+    assert version.tags["calibration_reliable"] == "no" and version.tags["test_patients"] == "2"
+    logged = runs.client().list_artifacts(saved["run_id"], "evaluation")
+    assert "evaluation/model_card.md" in {a.path for a in logged}
+    report = first.asset_materializations_for_node("evaluation_report")[0].metadata
+    assert "## Known limits" in report["model_card"].value
 
 
 def test_second_model_is_compared_with_the_re_evaluated_champion(two_rounds):

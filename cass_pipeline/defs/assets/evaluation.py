@@ -18,6 +18,7 @@ from cass_pipeline.defs.presentation import none_as_text, parquet_metadata, png_
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain.evaluation import promotion
 from cass_pipeline.domain.evaluation.config import CHALLENGER, CHAMPION
+from cass_pipeline.domain.evaluation.model_card import CardFacts, card_tags, model_card
 from cass_pipeline.domain.evaluation.report import (
     RANKING_SCHEMA,
     TRIAGE_METRICS,
@@ -36,6 +37,7 @@ from cass_pipeline.domain.model.inference import (
 from cass_pipeline.domain.prediction.bundle import ONNX_TOLERANCE
 from cass_pipeline.domain.prediction.predictor import VIEW_PREDICTION_SCHEMA
 from cass_pipeline.domain.storage import write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from cass_pipeline.domain.synthetic.cohort import is_synthetic_cohort
 from cass_pipeline.layout import DataLayout
 from cass_pipeline.runs.tracking import (
     LoadedModel,
@@ -179,9 +181,57 @@ def evaluation_report(
     document = report.document(version, run_id)
     write_text_atomic(paths.layout.evaluation_report, json.dumps(document, indent=2))
     write_parquet_atomic(report.ranking, paths.layout.patient_ranking, RANKING_SCHEMA)
-    log_to_run(tracking, run_id, report.logged_metrics(), report.artifacts(document))
+    facts = CardFacts(
+        version=version,
+        run_id=run_id,
+        arch=bundle.arch,
+        target=bundle.target,
+        image_size=bundle.image_size,
+        data_source=(
+            "synthetic cohort, CASS generator"
+            if is_synthetic_cohort(paths.raw)
+            else "this site's export"
+        ),
+        splits=learnt_splits(tracking, run_id, paths.layout),
+        metrics=report.metrics,
+        grades=report.grades,
+        on_test=report.on_test,
+        calibration=bundle.calibration,
+    )
+    card = model_card(facts)
+    artifacts = {**report.artifacts(document), "model_card.md": card.encode()}
+    log_to_run(tracking, run_id, report.logged_metrics(), artifacts)
+    tracking.describe_version(version, card, card_tags(facts))
     return dg.MaterializeResult(
-        metadata={"model_version": version, "mlflow_run_id": run_id, **report_metadata(report)}
+        metadata={
+            "model_version": version,
+            "mlflow_run_id": run_id,
+            **report_metadata(report),
+            "model_card": dg.MetadataValue.md(card),
+        }
+    )
+
+
+def learnt_splits(tracking: Tracking, run_id: str, layout: DataLayout) -> pd.DataFrame:
+    """The splits the run trained on (its artifact), else today's (a run before it logged
+    them)."""
+    logged = tracking.run_table(run_id, "splits.csv")
+    return logged if logged is not None else pd.read_parquet(layout.splits)
+
+
+@dg.asset_check(
+    asset=evaluation_report,
+    description="Whether the challenger's calibration was fitted on enough validation patients "
+    "to be trusted: a warning, with the reason, when it was not.",
+)
+def calibration_is_reliable(paths: CassPaths) -> dg.AssetCheckResult:
+    calibration = json.loads(paths.layout.evaluation_report.read_text())["calibration"]
+    doubt = calibration.get("unreliable", "")
+    return dg.AssetCheckResult(
+        passed=not doubt,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=doubt or "fitted on enough validation patients",
+        metadata={"fitted_on": calibration.get("fitted_on", "")},
     )
 
 

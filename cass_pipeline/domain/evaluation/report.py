@@ -192,7 +192,8 @@ def triage_markdown(calibration: Calibration, on_test: dict) -> str:
             f"Temperature {calibration.temperature:.3f} ({calibration.fitted_on}); referral "
             "threshold on patient P(significant) "
             + ("none (refers by class)" if threshold is None else f"{threshold:.3f}")
-            + f", chosen for sensitivity >= {calibration.target_sensitivity:.2f}.",
+            + f", chosen for sensitivity >= {calibration.target_sensitivity:.2f}."
+            + (f" **Not reliable: {calibration.unreliable}.**" if calibration.unreliable else ""),
             "",
             "| split | patients (significant) | ECE before | ECE after | sensitivity | "
             "specificity | ROC AUC |",
@@ -209,15 +210,18 @@ def triage_markdown(calibration: Calibration, on_test: dict) -> str:
 
 
 def confusion_png(metrics: dict) -> bytes:
-    """Row-normalised confusion matrices of the three levels."""
-    fig, axes = pyplot().subplots(1, 3, figsize=(11, 3.6))
+    """Confusion matrices of the three levels: the share of each true class (colour, first
+    line) and the count (second line), so that a share of a handful of cases shows as such."""
+    fig, axes = pyplot().subplots(1, 3, figsize=(11, 3.8))
     short = ["no", "non-sig", "sig"]
     for axis, level in zip(axes, LEVELS, strict=True):
         matrix = np.array(metrics[level]["confusion_matrix"])
+        counts = np.array(metrics[level]["confusion_counts"])
         axis.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
         for (i, j), value in np.ndenumerate(matrix):
             colour = "white" if value > 0.5 else "black"
-            axis.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour)
+            label = f"{value:.2f}\n({counts[i, j]})"
+            axis.text(j, i, label, ha="center", va="center", color=colour, fontsize=9)
         axis.set(
             xticks=range(3),
             yticks=range(3),
@@ -232,16 +236,27 @@ def confusion_png(metrics: dict) -> bytes:
 
 
 def reliability_png(on_test: dict) -> bytes:
-    """Accuracy against confidence per bin, before and after temperature scaling."""
-    fig, axis = pyplot().subplots(figsize=(4.2, 4))
+    """Accuracy against confidence per bin, before and after temperature scaling, each
+    calibrated point labelled with its number of views, and the views per bin below: a bin
+    of three views says little."""
+    fig, (axis, below) = pyplot().subplots(
+        2, 1, figsize=(4.4, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
     for when, style in (("before", "o--"), ("after", "s-")):
         table = pd.DataFrame(on_test[f"reliability_{when}"]).dropna()
         ece = on_test[f"ece_{when}"]
         axis.plot(table.confidence, table.accuracy, style, label=f"{when} (ECE {ece:.3f})")
-    axis.set(xlabel="confidence (top class)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-    axis.set_title("test views: reliability", fontsize=10)
+    after = pd.DataFrame(on_test["reliability_after"])
+    for row in after.dropna().itertuples():
+        axis.annotate(f"{row.count}", (row.confidence, row.accuracy), fontsize=7,
+                      textcoords="offset points", xytext=(3, -9))  # fmt: skip
+    axis.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    axis.set_title("test views: reliability (n views per point)", fontsize=10)
     axis.legend(fontsize=8)
+    width = 1 / max(1, len(after))
+    below.bar(after.bin_low + width / 2, after["count"], width=width * 0.9, color="tab:blue")
+    below.set(xlabel="confidence (top class)", ylabel="views")
     fig.tight_layout()
     return figure_png(fig)
 

@@ -129,6 +129,24 @@ def referral_rates(patients: pd.DataFrame) -> dict:
     }
 
 
+#: Fewer validation patients than this fit a temperature and a threshold that may be far off
+#: (the demo's validation split has 6): the calibration is then flagged, not trusted.
+MIN_CALIBRATION_PATIENTS = 30
+
+
+def calibration_doubt(patients: int, significant: int) -> str:
+    """Why a calibration fitted on `patients` (of which `significant`) is not to be trusted,
+    or '' when it is."""
+    if patients < MIN_CALIBRATION_PATIENTS:
+        return (
+            f"fitted on {patients} validation patients, fewer than "
+            f"{MIN_CALIBRATION_PATIENTS}: the temperature and the referral threshold may be far off"
+        )
+    if significant == 0:
+        return "no significant patient in the validation split: the referral threshold is a guess"
+    return ""
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What a model carries to turn its outputs into calibrated triage: the temperature and
@@ -139,6 +157,9 @@ class Calibration:
     target_sensitivity: float = TARGET_SENSITIVITY
     fitted_on: str = "not fitted"
     validation: dict | None = None
+    #: Why the temperature and threshold are not to be trusted ('' when they are): fitted
+    #: on fewer than `MIN_CALIBRATION_PATIENTS` patients, or on no significant one.
+    unreliable: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -225,6 +246,7 @@ def fit_calibration(
     return replace(
         unchecked,
         fitted_on=f"validation split: {len(views)} views, {len(patients)} patients",
+        unreliable=calibration_doubt(len(patients), int(patients.significant.sum())),
         validation={
             k: report[k]
             for k in (
