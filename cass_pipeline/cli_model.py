@@ -45,7 +45,15 @@ def training_layout() -> Iterator[DataLayout]:
 @click.command()
 @options_of(TrainConfig)
 @click.option("--fresh", is_flag=True, help="ignore an interrupted run's checkpoint")
-def train(fresh, **options) -> None:
+@click.option(
+    "--folds",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="K >= 2: patient-level K-fold cross-validation of these settings on the training "
+    "and validation patients (figures only, nothing registered); 0: train and register",
+)
+def train(fresh, folds, **options) -> None:
     """Train on the processed tables; log to MLflow; register the model as challenger.
 
     Runs the same under `torchrun --nproc-per-node N -m cass_pipeline.cli train ...`.
@@ -53,13 +61,17 @@ def train(fresh, **options) -> None:
     from cass_pipeline.runs.tracking import Tracking
     from cass_pipeline.runs.training import run_training
 
+    tracking = Tracking.from_settings(CassSettings.from_env())
     with training_layout() as layout:
+        if folds:
+            cross_validate(layout, TrainConfig(**options), tracking, folds)
+            return
         if fresh:
             shutil.rmtree(layout.checkpoints, ignore_errors=True)
         summary = run_training(
             layout,
             TrainConfig(**options),
-            Tracking.from_settings(CassSettings.from_env()),
+            tracking,
             {"launched_by": "cass train"},
             progress=click.echo,
         )
@@ -69,6 +81,22 @@ def train(fresh, **options) -> None:
             f"weighted F1 {summary.best_val_branch_f1:.3f}, weights {summary.weights_used};"
             f" registered version {summary.model_version} as challenger"
         )
+
+
+def cross_validate(layout: DataLayout, config: TrainConfig, tracking, folds: int) -> None:
+    """`cass train --folds K`: the cross-validation's table and its parent run."""
+    from cass_pipeline.runs.crossval import run_cross_validation
+
+    if folds < 2:
+        raise click.UsageError("--folds needs at least 2 (0 trains one model)")
+    try:
+        result = run_cross_validation(
+            layout, config, tracking, folds, {"launched_by": "cass train"}, progress=click.echo
+        )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(result.markdown)
+    click.echo(f"cross-validation run {result.run_id} (a nested run per fold)")
 
 
 @click.command("lr-find")

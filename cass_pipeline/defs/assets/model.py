@@ -16,6 +16,7 @@ from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.domain.evaluation.config import CHALLENGER
 from cass_pipeline.domain.model import splits as split_rules
 from cass_pipeline.domain.model.config import TrainConfig
+from cass_pipeline.runs.crossval import run_cross_validation
 from cass_pipeline.runs.training import TrainingSpec, run_training, write_splits
 from cass_pipeline.settings import REGISTERED_MODEL_NAME
 
@@ -111,11 +112,11 @@ def train_with_torchrun(
         return pipes.run(command=command, context=context).get_materialize_result()
 
 
-@dg.asset(
-    group_name="model",
-    deps=[patient_splits, "mpr_manifest", "branch_labels"],
-    kinds={"pytorch", "mlflow"},
-)
+#: What a training reads: the splits, the image manifest (and store), the branch labels.
+TRAINING_INPUTS = [patient_splits, "mpr_manifest", "branch_labels"]
+
+
+@dg.asset(group_name="model", deps=TRAINING_INPUTS, kinds={"pytorch", "mlflow"})
 def stenosis_model(
     context: dg.AssetExecutionContext,
     config: TrainAssetConfig,
@@ -146,10 +147,64 @@ def stenosis_model(
     return dg.MaterializeResult(metadata=metadata)
 
 
+class CrossValidationRunConfig(dg.Config):
+    """How many folds."""
+
+    folds: int = Field(default=5, ge=2, description="patient-level folds (nnU-Net's default: 5)")
+
+
+CrossValidationConfig = config_class(
+    "CrossValidationConfig",
+    CrossValidationRunConfig,
+    "The training settings cross-validated (the domain's `TrainConfig`) and the folds.",
+    **config_fields(TrainConfig),
+)
+
+
+@dg.asset(group_name="model", deps=TRAINING_INPUTS, kinds={"pytorch", "mlflow"})
+def cross_validation(
+    context: dg.AssetExecutionContext,
+    config: CrossValidationConfig,
+    paths: CassPaths,
+    mlflow_tracking: MlflowTracking,
+) -> dg.MaterializeResult:
+    """Patient-level K-fold cross-validation of the training settings on the training and
+    validation patients (stratified by class; the test split untouched): a parent MLflow
+    run with a nested run per fold, each fold's out-of-fold figures, their mean and spread,
+    and the pooled out-of-fold figures. Figures only: nothing is registered. Not in the demo
+    nor the weekly retraining (K trainings); materialise it from the UI."""
+    tags = {"dagster_run_id": context.run.run_id, "dagster_asset": "cross_validation"}
+    tracking = mlflow_tracking.tracking()
+    with paths.images_of_run(context) as layout:
+        result = run_cross_validation(
+            layout,
+            settings_from(config, TrainConfig),
+            tracking,
+            config.folds,
+            tags,
+            progress=context.log.info,
+        )
+    pooled = result.pooled["patient"]
+    return dg.MaterializeResult(
+        metadata={
+            "folds": config.folds,
+            "figures": dg.MetadataValue.md(result.markdown),
+            "pooled_patient_f1_weighted": pooled["f1_weighted"],
+            "pooled_patient_f1_weighted_ci95": dg.MetadataValue.json(
+                pooled["ci95"].get("f1_weighted")
+            ),
+            "mlflow_run": dg.MetadataValue.text(
+                f"{tracking.tracking_uri} experiment {tracking.experiment_name} run {result.run_id}"
+            ),
+        }
+    )
+
+
 retrain_job = dg.define_asset_job(
     "retrain",
     selection=dg.AssetSelection.assets(patient_splits).downstream()
-    - dg.AssetSelection.groups("prediction"),
+    - dg.AssetSelection.groups("prediction")
+    - dg.AssetSelection.assets(cross_validation),
     description="Splits, training and evaluation (materialise the upstream stages first); "
     "inbox predictions made by an earlier champion then show as stale.",
 )

@@ -118,3 +118,32 @@ def split_leaks(splits: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, list[
 def table_hash(frame: pd.DataFrame) -> str:
     """A short content hash of a table (logged to tell data versions apart)."""
     return hashlib.sha256(frame.to_csv(index=False).encode("utf-8")).hexdigest()[:16]
+
+
+def cross_validation_folds(splits: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
+    """patient_id and fold (0 to `folds` - 1) of every training and validation patient (the
+    test split untouched, 'unused' patients left out), stratified by patient class: each
+    class dealt round the folds in a seeded order, carrying on where the last class stopped,
+    so that the folds differ by at most one patient and small classes spread out."""
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    pool = splits[splits.split.isin(("train", "validation"))]
+    if len(pool) < folds:
+        raise ValueError(f"{len(pool)} training and validation patients for {folds} folds")
+    rows, dealt = [], 0
+    for patient_class, group in pool.sort_values("patient_id").groupby("patient_class"):
+        digest = hashlib.sha256(f"{seed}/folds/{patient_class}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        for patient in group.patient_id.to_numpy()[rng.permutation(len(group))]:
+            rows.append({"patient_id": patient, "fold": dealt % folds})
+            dealt += 1
+    return pd.DataFrame(rows).sort_values("patient_id").reset_index(drop=True)
+
+
+def fold_splits(splits: pd.DataFrame, folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """`splits` for one fold: its patients 'validation' (selection, calibration and the
+    out-of-fold figures), the other folds' 'train', test and unused as they were."""
+    own = set(folds.patient_id[folds.fold == fold])
+    pooled = splits.patient_id.isin(folds.patient_id)
+    split = splits.split.mask(pooled, "train").mask(splits.patient_id.isin(own), "validation")
+    return splits.assign(split=split)
