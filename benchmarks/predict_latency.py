@@ -7,6 +7,7 @@ stage (read + decode, cleanup, inference, roll-up + document), the end-to-end ti
 inference stage beside raw ONNX Runtime throughput of the same network in the same run, and
 the one-off start-up (imports, model load from the registry) apart. Goal: end to end under
 2 s on 2 cores, inference within 10% of raw ONNX Runtime.
+Also the end-to-end time with test-time augmentation (flip: 2 scorings a view; flip_shift: 4).
 Usage: python benchmarks/predict_latency.py [--views 50] [--repeats 3] [--whole-patient]
 """
 
@@ -128,11 +129,12 @@ def main() -> None:
     from cass_pipeline.domain.imaging.cleanup import clean_image
     from cass_pipeline.domain.imaging.readers import read_image
     from cass_pipeline.domain.imaging.views import PatientSource
-    from cass_pipeline.domain.model.inference import BATCH_PIXELS
+    from cass_pipeline.domain.model.inference import BATCH_PIXELS, augmented
     from cass_pipeline.domain.prediction.document import prediction_document
     from cass_pipeline.domain.prediction.folder import predict_folder
     from cass_pipeline.domain.prediction.outputs import report_png
     from cass_pipeline.domain.prediction.picture import render_report
+    from cass_pipeline.domain.prediction.predictor import Predictor
     from cass_pipeline.domain.prediction.rollup import roll_up
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,6 +178,20 @@ def main() -> None:
         report_s = median_seconds(lambda: render_report(prediction, document), args.repeats)
         bare_ips = bare_network_images_per_s(cleaned, tmp, args.repeats)
         imports_s = import_seconds()
+        augmented_s = {
+            tta: median_seconds(
+                lambda tta=tta: report_png(
+                    predict_folder(
+                        Predictor(predictor.bundle, augmented(predictor.engine, tta), None),
+                        folder,
+                        "bench",
+                        loaded.description(),
+                    )
+                ),
+                args.repeats,
+            )
+            for tta in ("flip", "flip_shift")
+        }
 
     n = len(cleaned)
     print(f"patient: {n} views at 512 px from {len(paths)} DICOM files; {CORES} cores")
@@ -189,6 +205,11 @@ def main() -> None:
     ):
         print(f"{name:<24}{seconds:>9.3f}")
     print(f"{'end to end (warm)':<24}{end_to_end_s:>9.3f}   goal < 2 s for 50 views")
+    for tta, seconds in augmented_s.items():
+        label = f"  with TTA {tta}"
+        print(
+            f"{label:<24}{seconds:>9.3f}   {seconds / end_to_end_s:.2f}x (test-time augmentation)"
+        )
     print(
         f"inference stage {n / inference_s:.1f} images/s; raw ONNX Runtime: the served graph "
         f"(uint8 views in, batch {step}) {served_ips:.1f} images/s, the bare network "

@@ -92,7 +92,7 @@ def run_cross_validation(
                 log_parameters(config, hashes, views)
                 mlflow.log_param("fold", fold)
                 result = train(config, views, layout.images, checkpoints)
-                validation = ValidationOutputs.of(layout, result.model, views, config.view_channels)
+                validation = ValidationOutputs.of(layout, result.model, views, config)
                 head = fit_branch_head(layout, result, views, validation, config)
                 table = out_of_fold(validation, head, outputs, fold)
                 figures = evaluate(table, bootstrap=0)

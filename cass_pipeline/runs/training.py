@@ -29,7 +29,7 @@ from cass_pipeline.domain.model.aggregation import (
 from cass_pipeline.domain.model.calibration import Calibration, fit_calibration
 from cass_pipeline.domain.model.config import END_TO_END, TrainConfig
 from cass_pipeline.domain.model.data import ViewDataset, labelled_views
-from cass_pipeline.domain.model.inference import TorchEngine, view_outputs
+from cass_pipeline.domain.model.inference import TorchEngine, augmented, view_outputs
 from cass_pipeline.domain.model.splits import (
     SPLIT_SCHEMA,
     SplitSettings,
@@ -207,6 +207,7 @@ def model_bundle(
         attention=attention,
         target=config.target,
         view_channels=config.view_channels,
+        tta=config.tta,
     )
     bundle.check_store(views.cleanup_fingerprint)
     return bundle
@@ -232,9 +233,12 @@ class ValidationOutputs:
     embeddings: np.ndarray
 
     @classmethod
-    def of(cls, layout: DataLayout, model, views: pd.DataFrame, channels: str) -> ValidationOutputs:
+    def of(cls, layout: DataLayout, model, views: pd.DataFrame, config: TrainConfig):
+        """The validation views scored as the model will serve them (its test-time
+        augmentation included), before calibration."""
         validation = views[views.split == "validation"].reset_index(drop=True)
-        outputs = view_outputs(TorchEngine(model), validation, layout.images, channels)
+        engine = augmented(TorchEngine(model), config.tta)
+        outputs = view_outputs(engine, validation, layout.images, config.view_channels)
         return cls(validation, *outputs)
 
 
@@ -279,7 +283,7 @@ def fit_branch_head(
     if config.aggregation != "attention":
         return None
     train = views[views.split == "train"].reset_index(drop=True)
-    engine = TorchEngine(trained.model)
+    engine = augmented(TorchEngine(trained.model), config.tta)  # as it will serve
     embeddings = view_outputs(engine, train, layout.images, config.view_channels)[1]
     outputs = output_space(config.target)
     head, f1 = fit_attention(
@@ -386,7 +390,7 @@ def run_training(
             "history.csv",
         ):
             mlflow.log_artifact(str(tmp / name))
-        validation = ValidationOutputs.of(layout, result.model, views, config.view_channels)
+        validation = ValidationOutputs.of(layout, result.model, views, config)
         head = fit_branch_head(layout, result, views, validation, config)
         calibration = calibrate_on_validation(validation, head, outputs)
         version = tracking.register(

@@ -89,3 +89,22 @@ def test_each_run_is_logged_registered_and_a_config_change_shows(training_data, 
     bundle = served.unwrap_python_model().predictor.bundle
     assert bundle.image_size == 32 and bundle.arch == "shufflenet_v2_x0_5"
     assert bundle.classes == ("no_stenosis", "non_significant", "significant")
+
+
+def test_a_model_trained_with_test_time_augmentation_serves_with_it(training_data, tmp_path):
+    from cass_pipeline.domain.model.inference import TestTimeAugmented
+    from cass_pipeline.runs.training import load_views
+
+    tracking = Tracking(
+        f"sqlite:///{tmp_path}/mlflow.db", "cass-test", (tmp_path / "artifacts").as_uri()
+    )
+    layout = DataLayout(tmp_path / "raw", training_data)
+    summary = run_training(layout, tiny_config(tta="flip"), tracking)
+    loaded = tracking.load(str(summary.model_version))
+    assert loaded.predictor.bundle.tta == "flip"
+    engine = loaded.predictor.engine
+    assert isinstance(getattr(engine, "engine", engine), TestTimeAugmented)
+    views = load_views(layout)
+    test = views[views.split == "test"].head(4).reset_index(drop=True)
+    scored = loaded.predictor.score_views(test, layout.images)
+    assert len(scored) == 4 and scored.p_significant.between(0, 1).all()

@@ -75,7 +75,7 @@ def test_predictions(
     mlflow_tracking.registry()
     loaded = mlflow_tracking.load(CHALLENGER)
     path = paths.layout.test_predictions
-    network = loaded.predictor.bundle.calibration.scaled(TorchEngine(loaded.predictor.network()))
+    network = loaded.predictor.bundle.engine(TorchEngine(loaded.predictor.network()))
     with paths.images_of_run(context) as layout:
         views = test_views(layout)
         scored = predictions_with(loaded, views, layout)

@@ -26,6 +26,7 @@ Target = Literal["grade", "soft_grade", "class"]
 #: What the network's three input channels hold: the view itself in each (the paper), or the
 #: views before and after it in its branch beside it (the neighbouring angles).
 ViewChannels = Literal["grey", "neighbours"]
+TestTimeAugmentation = Literal["none", "flip", "flip_shift"]
 LrSchedule = Literal["constant", "cosine"]
 ImbalanceStrategy = Literal["sampler", "class_weights", "none"]
 
@@ -59,6 +60,12 @@ class TrainConfig:
         "grey",
         "network input: the view in all three channels (grey), or with the views before and "
         "after it in its branch (neighbours; needs view_step 1)",
+    )
+    tta: TestTimeAugmentation = option(
+        "none",
+        "test-time augmentation of the registered model (evaluated and served alike): the "
+        "mean logits of the view and its mirror image (flip), and of the view shifted along "
+        "the vessel by 1/32 of its height up and down (flip_shift); 2x and 4x the inference",
     )
     num_workers: int = option(
         1,

@@ -8,6 +8,7 @@ through `predict_probabilities`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -125,6 +126,62 @@ class TemperatureScaled:
     def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, embeddings = self.engine.outputs(images)
         return logits / np.float32(self.temperature), embeddings
+
+
+def mirrored(images: np.ndarray) -> np.ndarray:
+    """Views mirrored left to right: a curved MPR seen from the other side of the vessel."""
+    return np.ascontiguousarray(images[..., ::-1])
+
+
+def shifted(images: np.ndarray, rows: int) -> np.ndarray:
+    """Views moved `rows` along the vessel (down when positive), the edge row repeated."""
+    pad = [(0, 0)] * (images.ndim - 2) + [(max(rows, 0), max(-rows, 0)), (0, 0)]
+    padded = np.pad(images, pad, mode="edge")
+    start = max(-rows, 0)
+    return np.ascontiguousarray(padded[..., start : start + images.shape[-2], :])
+
+
+def augmentations(name: str, height: int) -> list[Callable[[np.ndarray], np.ndarray]]:
+    """The views a test-time augmentation scores besides the view itself."""
+    step = max(1, height // 32)
+    extra = {
+        "none": [],
+        "flip": [mirrored],
+        "flip_shift": [
+            mirrored,
+            lambda images: shifted(images, step),
+            lambda images: shifted(images, -step),
+        ],
+    }
+    if name not in extra:
+        raise ValueError(f"unknown test-time augmentation {name!r}; choose {sorted(extra)}")
+    return extra[name]
+
+
+class TestTimeAugmented:
+    """An engine whose logits and embeddings are the means over the view and its
+    augmentations (mean logits: a normalised geometric mean of the probabilities)."""
+
+    def __init__(self, engine: Engine, augmentation: str):
+        augmentations(augmentation, 32)  # a name it does not know fails here, not later
+        self.engine, self.augmentation = engine, augmentation
+        self.name = engine.name
+
+    def variants(self, images: np.ndarray) -> list[np.ndarray]:
+        extra = augmentations(self.augmentation, images.shape[-2])
+        return [images, *(augment(images) for augment in extra)]
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return np.mean([self.engine.logits(v) for v in self.variants(images)], axis=0)
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scored = [self.engine.outputs(v) for v in self.variants(images)]
+        return np.mean([s[0] for s in scored], axis=0), np.mean([s[1] for s in scored], axis=0)
+
+
+def augmented(engine: Engine, augmentation: str) -> Engine:
+    """`engine` with test-time `augmentation` (itself with none)."""
+    return engine if augmentation == "none" else TestTimeAugmented(engine, augmentation)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -21,8 +21,10 @@ from cass_pipeline.domain.model.aggregation import AttentionPooling
 from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.config import ATTENTION_AGGREGATIONS
 from cass_pipeline.domain.model.inference import (
+    Engine,
     OnnxEngine,
     TorchEngine,
+    augmented,
     export_onnx,
     largest_difference,
     predict_probabilities,
@@ -85,10 +87,17 @@ class ModelBundle:
     target: str = "class"
     #: What the network's input channels hold (`model_views`); models before them: grey.
     view_channels: str = "grey"
+    #: Test-time augmentation (`inference.augmentations`); models before it: none.
+    tta: str = "none"
 
     @property
     def outputs(self) -> OutputSpace:
         return output_space(self.target)
+
+    def engine(self, runner: Engine) -> Engine:
+        """`runner` (the network on some runtime) as the model serves it: with its test-time
+        augmentation, then its calibration. Evaluation, serving and the export check use it."""
+        return self.calibration.scaled(augmented(runner, self.tta))
 
     @property
     def image_size(self) -> int:
@@ -116,6 +125,7 @@ class ModelBundle:
             "classes": list(self.classes),
             "target": self.target,
             "view_channels": self.view_channels,
+            "tta": self.tta,
             "output_map": output_map(self.outputs),
             "artery_of_branch": self.artery_of_branch,
             "rollup": ROLLUP_RULES,
@@ -145,6 +155,7 @@ class ModelBundle:
             ),
             target=data.get("target", "class"),
             view_channels=data.get("view_channels", "grey"),
+            tta=data.get("tta", "none"),
         )
 
     def check_store(self, fingerprints: Iterable[str]) -> None:

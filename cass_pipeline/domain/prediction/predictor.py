@@ -103,7 +103,7 @@ class Predictor:
             runner: Engine = OnnxEngine(folder / ONNX_FILE)
         else:
             runner = TorchEngine(torch_network(folder, bundle), torch.device(device))
-        return cls(bundle, bundle.calibration.scaled(runner), lambda: torch_network(folder, bundle))
+        return cls(bundle, bundle.engine(runner), lambda: torch_network(folder, bundle))
 
     def network(self) -> nn.Module:
         """The PyTorch network (Integrated Gradients need gradients)."""
