@@ -56,7 +56,9 @@ def test_the_asset_shows_the_fold_figures_and_stays_out_of_demo_and_retraining(t
         resources={
             "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(root)),
             "mlflow_tracking": MlflowTracking(
-                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="cv-test"
+                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                experiment_name="cv-test",
+                artifact_root=(tmp_path / "artifacts").as_uri(),
             ),
         },
         run_config=dg.RunConfig({"cross_validation": {"config": {**TINY_MODEL, "folds": 2}}}),
