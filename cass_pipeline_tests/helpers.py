@@ -26,6 +26,18 @@ TINY_MODEL = {
 }
 
 
+def local_tracking(folder: Path, experiment: str):
+    """The `mlflow_tracking` resource of a registry and its artifacts inside `folder` (never
+    MLflow's default `./mlruns` in the repository)."""
+    from cass_pipeline.defs.resources import MlflowTracking
+
+    return MlflowTracking(
+        tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        experiment_name=experiment,
+        artifact_root=(folder / "artifacts").as_uri(),
+    )
+
+
 def layout_of(processed: Path) -> DataLayout:
     """The layout of a processed folder (its raw folder beside it)."""
     return DataLayout(processed.parent / "raw", processed)

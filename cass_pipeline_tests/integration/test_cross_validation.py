@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from cass_pipeline.cli import main
-from cass_pipeline_tests.helpers import TINY_MODEL, write_training_data
+from cass_pipeline_tests.helpers import TINY_MODEL, local_tracking, write_training_data
 
 pytestmark = pytest.mark.slow  # trains two tiny models
 
@@ -48,18 +48,14 @@ def test_the_asset_shows_the_fold_figures_and_stays_out_of_demo_and_retraining(t
 
     from cass_pipeline.definitions import defs
     from cass_pipeline.defs.assets import model
-    from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+    from cass_pipeline.defs.resources import CassPaths
 
     root = write_training_data(tmp_path / "processed")
     result = dg.materialize(
         [model.cross_validation],
         resources={
             "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(root)),
-            "mlflow_tracking": MlflowTracking(
-                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                experiment_name="cv-test",
-                artifact_root=(tmp_path / "artifacts").as_uri(),
-            ),
+            "mlflow_tracking": local_tracking(tmp_path, "cv-test"),
         },
         run_config=dg.RunConfig({"cross_validation": {"config": {**TINY_MODEL, "folds": 2}}}),
     )

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import evaluation, model
-from cass_pipeline.defs.resources import CassPaths, MlflowTracking
+from cass_pipeline.defs.resources import CassPaths
 from cass_pipeline.domain.evaluation import promotion
-from cass_pipeline_tests.helpers import TINY_MODEL, layout_of
+from cass_pipeline_tests.helpers import TINY_MODEL, layout_of, local_tracking
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
 
@@ -33,11 +33,7 @@ def run(root, tmp_path, lr, raise_on_error=True, **train_options):
         raise_on_error=raise_on_error,
         resources={
             "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(root)),
-            "mlflow_tracking": MlflowTracking(
-                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                experiment_name="eval-test",
-                artifact_root=(tmp_path / "a").as_uri(),
-            ),
+            "mlflow_tracking": local_tracking(tmp_path, "eval-test"),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
         },
         run_config=dg.RunConfig(
@@ -101,9 +97,7 @@ def test_every_model_reports_its_calibration_and_operating_point(two_rounds, tmp
     assert fitted["referral_threshold"] is not None  # the tiny cohort has significant patients
     assert fitted["validation"]["sensitivity"] >= fitted["target_sensitivity"]
     assert set(saved["calibration_test"]) >= {"ece_before", "ece_after", "sensitivity", "roc_auc"}
-    runs = MlflowTracking(
-        tracking_uri=f"sqlite:///{root.parent}/mlflow.db", experiment_name="eval-test"
-    ).tracking()
+    runs = local_tracking(root.parent, "eval-test").tracking()
     run = runs.client().get_run(saved["run_id"])
     assert {"test_ece_before", "test_ece_after", "val_ece_after"} <= set(run.data.metrics)
     assert float(run.data.params["referral_threshold"]) == fitted["referral_threshold"]
@@ -118,9 +112,7 @@ def test_every_model_reports_its_calibration_and_operating_point(two_rounds, tmp
 def test_every_registered_version_carries_its_model_card(two_rounds):
     root, first, _, _, _ = two_rounds
     saved = json.loads(layout_of(root).evaluation_report.read_text())
-    runs = MlflowTracking(
-        tracking_uri=f"sqlite:///{root.parent}/mlflow.db", experiment_name="eval-test"
-    ).tracking()
+    runs = local_tracking(root.parent, "eval-test").tracking()
     version = runs.client().get_model_version("cass-stenosis", str(saved["model_version"]))
     card = version.description
     assert "## Intended use" in card and "Not a diagnosis" in card

@@ -5,18 +5,14 @@ import pandas as pd
 import pytest
 
 from cass_pipeline.defs.assets import model
-from cass_pipeline.defs.resources import CassPaths, MlflowTracking
-from cass_pipeline_tests.helpers import TINY_MODEL
+from cass_pipeline.defs.resources import CassPaths
+from cass_pipeline_tests.helpers import TINY_MODEL, local_tracking
 
 
 def resources(root, tmp_path):
     return {
         "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(root)),
-        "mlflow_tracking": MlflowTracking(
-            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-            experiment_name="pipes-test",
-            artifact_root=(tmp_path / "artifacts").as_uri(),
-        ),
+        "mlflow_tracking": local_tracking(tmp_path, "pipes-test"),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
 

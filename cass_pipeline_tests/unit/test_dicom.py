@@ -426,3 +426,19 @@ def test_a_destination_that_refuses_the_sr_class_is_a_permanent_failure(study, t
         assert undelivered(outbox, retry) == [outbox / "P-0001"]
     finally:
         store.stop()
+
+
+def test_a_stale_heartbeat_or_a_failure_says_what_is_wrong_with_the_node():
+    from datetime import UTC, datetime
+
+    from cass_pipeline.domain.dicom.node import health_problems
+
+    beat = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+    health = {"at": beat.isoformat(), "errors": 0, "last_error": ""}
+    assert health_problems(health, beat.timestamp() + 30) == []
+    (stale,) = health_problems(health, beat.timestamp() + 90)
+    assert "no heartbeat for 90 s" in stale
+    failed = {**health, "errors": 2, "last_error": "the hand-off failed: OSError: No space"}
+    assert health_problems(failed, beat.timestamp()) == [
+        "2 failures, the last: the hand-off failed: OSError: No space"
+    ]

@@ -12,8 +12,8 @@ from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.prediction.gate import export_problem
 from cass_pipeline.domain.prediction.inbox import (
     COMPLETE_STAMP,
+    chosen_study,
     scan_inbox,
-    study_folder,
     study_id,
 )
 
@@ -75,8 +75,8 @@ def test_an_updated_export_runs_again_and_hidden_or_empty_folders_never(tmp_path
     assert list(memory["done"]) == [study_id(tmp_path / "C", pseudonym)]
     write(tmp_path / "C", "001.dcm")
     assert ready(scan(tmp_path, scan(tmp_path, memory).memory)) == ["P-C"]
-    assert study_folder(tmp_path, "P-C", pseudonym) == tmp_path / "C"
-    assert study_folder(tmp_path, "P-unknown", pseudonym) is None
+    assert chosen_study(tmp_path, "P-C", pseudonym).folder == tmp_path / "C"
+    assert chosen_study(tmp_path, "P-unknown", pseudonym) is None
 
 
 def study(folder, patient_id, date, time_of_day="120000"):
@@ -106,10 +106,10 @@ def test_a_patient_with_several_studies_is_scored_once_on_the_newest(tmp_path):
         assert again.ready == [] and again.refused == [] and again.waiting == []
         later = again.memory
     newest = study_id(tmp_path / "study-a", pseudonym)
-    assert study_folder(tmp_path, "P-7NRM", pseudonym) == tmp_path / "study-a"
-    assert study_folder(tmp_path, "P-7NRM", pseudonym, newest) == tmp_path / "study-a"
+    assert chosen_study(tmp_path, "P-7NRM", pseudonym).folder == tmp_path / "study-a"
+    assert chosen_study(tmp_path, "P-7NRM", pseudonym, newest).folder == tmp_path / "study-a"
     older = study_id(tmp_path / "study-b", pseudonym)
-    assert study_folder(tmp_path, "P-7NRM", pseudonym, older) == tmp_path / "study-b"
+    assert chosen_study(tmp_path, "P-7NRM", pseudonym, older).folder == tmp_path / "study-b"
 
 
 def test_a_study_that_is_no_coronary_export_is_refused_once_with_the_reason(tmp_path):

@@ -3,7 +3,6 @@ registered champion (the same predictor as `cass predict` and the REST service).
 
 import json
 import time
-from datetime import datetime
 
 import dagster as dg
 from pydantic import Field
@@ -18,7 +17,7 @@ from cass_pipeline.defs.resources import (
     MlflowTracking,
     PseudonymKey,
 )
-from cass_pipeline.domain.dicom.node import read_rejects
+from cass_pipeline.domain.dicom.node import health_problems, read_rejects
 from cass_pipeline.domain.dicom.outbox import failure_text, send_results, write_results
 from cass_pipeline.domain.dicom.results import NoResultError
 from cass_pipeline.domain.prediction.config import PredictSettings
@@ -26,11 +25,11 @@ from cass_pipeline.domain.prediction.document import PredictionDocument, grade_t
 from cass_pipeline.domain.prediction.folder import predict_folder
 from cass_pipeline.domain.prediction.gate import export_problem
 from cass_pipeline.domain.prediction.inbox import (
+    InboxStudy,
+    chosen_study,
     folder_state,
     inbox_studies,
     scan_inbox,
-    study_folder,
-    study_id,
 )
 from cass_pipeline.domain.prediction.outputs import (
     OUTPUT_FORMATS,
@@ -55,15 +54,15 @@ STUDY_TAG = "cass/study"
 INBOX_RUN_TAGS = {"cass/queue": "inbox", "dagster/priority": "10"}
 
 
-def scored_folder(context, inbox: Inbox, pseudonyms: PseudonymKey):
-    """The inbox folder a run scores (its study tag's, else the patient's newest study)."""
+def scored_study(context, inbox: Inbox, pseudonyms: PseudonymKey) -> InboxStudy:
+    """The inbox study a run scores (its study tag's, else the patient's newest)."""
     patient = context.partition_key
-    folder = study_folder(
+    study = chosen_study(
         inbox.path, patient, pseudonyms.secret_pseudonyms(), context.run.tags.get(STUDY_TAG)
     )
-    if folder is None:
+    if study is None:
         raise dg.Failure(f"no study in the inbox {inbox.path} belongs to patient {patient}")
-    return folder
+    return study
 
 
 class PredictionRunConfig(dg.Config):
@@ -104,7 +103,8 @@ def patient_prediction(
     """One inbox patient scored by the registered model: `prediction.json` and `report.png`
     under predictions/<pseudonym>/. A new champion makes earlier predictions stale."""
     patient = context.partition_key
-    folder = scored_folder(context, inbox, pseudonyms)
+    study = scored_study(context, inbox, pseudonyms)
+    folder = study.folder
     if problem := export_problem(folder, inbox.ingest_config()):
         raise dg.Failure(f"{patient}: not scored: {problem}")
     try:
@@ -116,7 +116,7 @@ def patient_prediction(
     predicted = predict_folder(
         loaded.predictor, folder, patient, loaded.description(), settings.explain_steps
     )
-    predicted.document["study"] = study_id(folder, pseudonyms.secret_pseudonyms())
+    predicted.document["study"] = study.study
     out = paths.layout.prediction(patient)
     try:
         written = write_outputs(predicted, out, writers)
@@ -182,7 +182,7 @@ def dicom_results(
     to each destination (retried; a destination that stays down fails this step and keeps
     the objects for `cass resend`)."""
     patient = context.partition_key
-    folder = scored_folder(context, inbox, pseudonyms)
+    folder = scored_study(context, inbox, pseudonyms).folder
     predicted = paths.layout.prediction(patient)
     document = json.loads((predicted / WRITERS["json"].file_name).read_text())
     picture = predicted / WRITERS["png"].file_name
@@ -269,10 +269,6 @@ def dicom_node_rejects(dicom_results: DicomResults) -> dg.AssetCheckResult:
     )
 
 
-#: How old the DICOM node's heartbeat may be before the node counts as down.
-HEARTBEAT_STALE_SECONDS = 60
-
-
 @dg.asset_check(
     asset=worklist,
     description="Whether the DICOM node is alive and handing studies on: a warning when its "
@@ -283,19 +279,13 @@ def dicom_node_health(dicom_results: DicomResults) -> dg.AssetCheckResult:
     if not path.is_file():
         return dg.AssetCheckResult(passed=True, metadata={"node": "never started here"})
     health = json.loads(path.read_text())
-    age = time.time() - datetime.fromisoformat(health["at"]).timestamp()
-    problems = []
-    if age > HEARTBEAT_STALE_SECONDS:
-        problems.append(f"no heartbeat for {age:.0f} s: the node is down or its hand-off stuck")
-    if health["errors"]:
-        problems.append(f"{health['errors']} failures, the last: {health['last_error']}")
+    problems = health_problems(health, time.time())
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.WARN,
         description="; ".join(problems) or "the node is handing studies on",
         metadata={
-            "heartbeat_age_s": round(age, 1),
-            **{k: v for k, v in health.items() if k != "at"},
+            **health,
             "path": dg.MetadataValue.path(str(path)),
         },
     )

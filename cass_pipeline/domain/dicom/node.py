@@ -100,8 +100,9 @@ SUCCESS, CANNOT_UNDERSTAND, OUT_OF_RESOURCES = 0x0000, 0xC210, 0xA700
 #: A-ASSOCIATE-RJ (result, source, reason): rejected permanently by the service user, for
 #: no given reason (a host not allowed), a calling AE title not recognised, a called one not.
 REJECT_HOST, REJECT_CALLING_AE, REJECT_CALLED_AE = (1, 1, 1), (1, 1, 3), (1, 1, 7)
-#: Seconds between two heartbeats of the hand-off thread.
-HEARTBEAT_SECONDS = 5.0
+#: Seconds between two heartbeats of the hand-off thread, and the age at which a heartbeat
+#: says the node is down.
+HEARTBEAT_SECONDS, HEARTBEAT_STALE_SECONDS = 5.0, 60.0
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -172,8 +173,6 @@ class DicomNode:
     def application_entity(self) -> AE:
         settings, ae = self.settings, AE(ae_title=self.settings.ae_title)
         ae.maximum_pdu_size = 0  # no limit: fewer PDUs for 512-px views
-        ae.require_called_aet = True
-        ae.require_calling_aet = sorted(settings.calling_aes() or ())  # empty: checked below
         ae.maximum_associations = settings.max_associations
         ae.acse_timeout = settings.handshake_seconds
         ae.network_timeout = ae.dimse_timeout = settings.idle_seconds
@@ -418,6 +417,18 @@ def move_study(staged: Path, target: Path) -> Path:
         os.replace(file, target / file.name)
     shutil.rmtree(staged, ignore_errors=True)
     return target
+
+
+def health_problems(health: dict, now: float) -> list[str]:
+    """What is wrong with a node by its heartbeat (`DicomNode.write_health`): an old
+    heartbeat (the node is down or its thread stuck), failures since it started."""
+    age = now - datetime.fromisoformat(health["at"]).timestamp()
+    problems = []
+    if age > HEARTBEAT_STALE_SECONDS:
+        problems.append(f"no heartbeat for {age:.0f} s: the node is down or its hand-off stuck")
+    if health["errors"]:
+        problems.append(f"{health['errors']} failures, the last: {health['last_error']}")
+    return problems
 
 
 def error_text(error: BaseException) -> str:

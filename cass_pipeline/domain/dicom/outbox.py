@@ -26,6 +26,8 @@ from cass_pipeline.domain.prediction.document import PredictionDocument
 from cass_pipeline.domain.storage import atomic_path, private_folder, write_text_atomic
 
 DELIVERY_FILE = "delivery.json"
+#: The state of a destination that refuses the objects for good (not tried again).
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,10 @@ def write_results(
     headers = source_headers(study_folder)
     uids = ResultUids.of(document, headers) if headers else None
     built: dict[str, pydicom.Dataset] = {}
+    device = device_uid(ae_title)
     for name, kind in RESULT_OBJECTS.items():
         dataset = built_quietly(
-            kind.description, kind.build, document, png, headers, built, device_uid(ae_title), uids
+            kind.description, kind.build, document, png, headers, built, device, uids
         )
         if dataset is not None:
             built[name] = dataset
@@ -124,7 +127,7 @@ class DeliveryState:
             d
             for d in destinations
             if not done.get(str(d), {}).get("delivered")
-            and (retry_refused or not done.get(str(d), {}).get("permanent"))
+            and (retry_refused or done.get(str(d), {}).get("state") != REFUSED)
         ]
 
     def refused(self, destinations: list[Destination]) -> dict[str, str]:
@@ -133,7 +136,7 @@ class DeliveryState:
         return {
             str(d): done[str(d)]["problem"]
             for d in destinations
-            if done.get(str(d), {}).get("permanent") and not done[str(d)].get("delivered")
+            if done.get(str(d), {}).get("state") == REFUSED
         }
 
     def write(self, destination: Destination, **fields) -> None:
@@ -146,15 +149,11 @@ class DeliveryState:
         self.write(destination, state="sending", delivered=False)
 
     def record(self, delivery: Delivery) -> None:
+        state = "delivered" if delivery.complete else REFUSED if delivery.permanent else "failed"
         self.write(
             delivery.destination,
-            state="delivered"
-            if delivery.complete
-            else "refused"
-            if delivery.permanent
-            else "failed",
+            state=state,
             delivered=delivery.complete,
-            permanent=delivery.permanent,
             attempts=delivery.attempts,
             problem="" if delivery.complete else delivery.problem,
         )

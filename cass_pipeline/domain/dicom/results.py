@@ -363,12 +363,7 @@ def key_objects(
     return hd.ko.KeyObjectSelectionDocument(
         evidence=referenced,
         content=content,
-        manufacturer=MANUFACTURER,
-        **{
-            k: v
-            for k, v in uids.new_series("ko", 9903, "CASS key views").items()
-            if k != "manufacturer"
-        },
+        **uids.new_series("ko", 9903, "CASS key views"),
     )
 
 

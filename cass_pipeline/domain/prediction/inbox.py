@@ -150,12 +150,11 @@ def scan_inbox(
     return scan
 
 
-def study_folder(
+def chosen_study(
     inbox: Path, patient: str, pseudonym: Callable[[str], str], study: str | None = None
-) -> Path | None:
-    """The inbox folder of `study` when named, else the patient's newest study's."""
+) -> InboxStudy | None:
+    """The patient's inbox study named `study`, else the patient's newest."""
     studies = [s for s in inbox_studies(inbox, pseudonym) if s.patient == patient]
     if study is not None:
-        return next((s.folder for s in studies if s.study == study), None)
-    chosen = newest_studies(studies).get(patient)
-    return None if chosen is None else chosen.folder
+        return next((s for s in studies if s.study == study), None)
+    return newest_studies(studies).get(patient)
