@@ -19,10 +19,9 @@ import numpy as np
 from cass_pipeline.domain.cohort.index import index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
 from cass_pipeline.domain.reports.pipeline import parse_cohort_reports
-from cass_pipeline.domain.synthetic.config import preset
+from cass_pipeline.domain.synthetic.config import REPORT_STYLES, preset
 from cass_pipeline.domain.synthetic.coronary_tree import build_anatomy
 from cass_pipeline.domain.synthetic.reports import (
-    REPORT_STYLES,
     make_identity,
     report_truth,
     write_report,

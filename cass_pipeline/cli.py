@@ -24,7 +24,6 @@ from cass_pipeline.domain.synthetic.config import (
     Difficulty,
     ExportStyle,
     ImageFormat,
-    SynthConfig,
 )
 from cass_pipeline.settings import CassSettings
 
@@ -111,7 +110,7 @@ def info() -> None:
     type=click.Path(file_okay=False),
     help="Output folder (created; an existing cohort is completed, not redone).",
 )
-@click.option("--seed", default=SynthConfig.seed, show_default=True, type=int)
+@click.option("--seed", type=int, help="Override the preset's seed (7 for most).")
 @click.option("--patients", type=int, help="Override the preset's number of patients.")
 @click.option("--views", type=int, help="Override the number of views per branch.")
 @click.option("--size", type=int, help="Override the image size in pixels.")

@@ -51,9 +51,15 @@ def training_layout() -> Iterator[DataLayout]:
     default=0,
     show_default=True,
     help="K >= 2: patient-level K-fold cross-validation of these settings on the training "
-    "and validation patients (figures only, nothing registered); 0: train and register",
+    "and validation patients (figures only, unless --ensemble); 0: train and register",
 )
-def train(fresh, folds, **options) -> None:
+@click.option(
+    "--ensemble",
+    is_flag=True,
+    help="with --folds K: register the K fold networks as one model version (challenger), "
+    "calibrated on their pooled out-of-fold predictions",
+)
+def train(fresh, folds, ensemble, **options) -> None:
     """Train on the processed tables; log to MLflow; register the model as challenger.
 
     Runs the same under `torchrun --nproc-per-node N -m cass_pipeline.cli train ...`.
@@ -63,8 +69,8 @@ def train(fresh, folds, **options) -> None:
 
     tracking = Tracking.from_settings(CassSettings.from_env())
     with training_layout() as layout:
-        if folds:
-            cross_validate(layout, TrainConfig(**options), tracking, folds)
+        if folds or ensemble:
+            cross_validate(layout, TrainConfig(**options), tracking, folds, ensemble)
             return
         if fresh:
             shutil.rmtree(layout.checkpoints, ignore_errors=True)
@@ -83,20 +89,33 @@ def train(fresh, folds, **options) -> None:
         )
 
 
-def cross_validate(layout: DataLayout, config: TrainConfig, tracking, folds: int) -> None:
-    """`cass train --folds K`: the cross-validation's table and its parent run."""
+def cross_validate(
+    layout: DataLayout, config: TrainConfig, tracking, folds: int, ensemble: bool
+) -> None:
+    """`cass train --folds K [--ensemble]`: the cross-validation's table and its parent run,
+    and the registered ensemble's version."""
     from cass_pipeline.runs.crossval import run_cross_validation
 
     if folds < 2:
         raise click.UsageError("--folds needs at least 2 (0 trains one model)")
     try:
         result = run_cross_validation(
-            layout, config, tracking, folds, {"launched_by": "cass train"}, progress=click.echo
+            layout,
+            config,
+            tracking,
+            folds,
+            {"launched_by": "cass train"},
+            progress=click.echo,
+            ensemble=ensemble,
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(result.markdown)
     click.echo(f"cross-validation run {result.run_id} (a nested run per fold)")
+    if result.model_version is not None:
+        click.echo(
+            f"registered the {folds} fold networks as version {result.model_version} (challenger)"
+        )
 
 
 @click.command("lr-find")

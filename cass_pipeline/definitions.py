@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cass_pipeline.defs.assets import cohort, evaluation, imaging, model, prediction, reports
+from cass_pipeline.defs.assets import (
+    cohort,
+    evaluation,
+    external,
+    imaging,
+    model,
+    prediction,
+    reports,
+)
 from cass_pipeline.defs.demo import demo_job
 from cass_pipeline.defs.executors import executor_named
 from cass_pipeline.defs.resources import (
@@ -17,7 +25,7 @@ from cass_pipeline.defs.resources import (
 )
 from cass_pipeline.settings import CassSettings
 
-MODULES = [cohort, reports, imaging, model, evaluation, prediction]
+MODULES = [cohort, reports, imaging, model, evaluation, external, prediction]
 
 
 def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:

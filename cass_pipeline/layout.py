@@ -245,6 +245,15 @@ class DataLayout:
     def explanations(self) -> Path:
         return self.evaluation / "explanations"
 
+    # The champion on another site's export (`external_validation`).
+    @property
+    def external_predictions(self) -> Path:
+        return self.evaluation / f"external_predictions{PARQUET}"
+
+    @property
+    def external_report(self) -> Path:
+        return self.evaluation / "external.json"
+
     # Predictions of the champion for patients arriving in the inbox.
     @property
     def predictions(self) -> Path:

@@ -328,6 +328,21 @@ def log_parameters(config: TrainConfig, hashes: dict[str, str], views: pd.DataFr
     mlflow.log_params(params)
 
 
+def log_run_inputs(config: TrainConfig, manifest: pd.DataFrame, splits: pd.DataFrame) -> None:
+    """What a registering run learnt from, as artifacts of the active run: the settings,
+    the class map, the splits and the learnt images' hashes (the leak checks read them)."""
+    files = {
+        "config.json": json.dumps(asdict(config), indent=2),
+        "class_map.json": json.dumps(output_map(output_space(config.target)), indent=2),
+        "splits.csv": splits.to_csv(index=False),
+        LEARNT_IMAGES: learnt_images(manifest, splits).to_csv(index=False),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+            mlflow.log_artifact(str(Path(tmp) / name))
+
+
 def progress_line(record: EpochRecord, history: list[EpochRecord], epochs: int) -> str:
     """One epoch as the run log shows it, with the time left if every epoch runs."""
     left = (epochs - record.epoch - 1) * float(np.mean([h.seconds for h in history]))
@@ -357,12 +372,9 @@ def run_training(
         return None
     with tracking.start_run(run_name, tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         log_parameters(config, hashes, views)
+        log_run_inputs(config, manifest, splits)
         tmp = Path(tmp)
-        (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
         outputs = output_space(config.target)
-        (tmp / "class_map.json").write_text(json.dumps(output_map(outputs), indent=2))
-        splits.to_csv(tmp / "splits.csv", index=False)
-        learnt_images(manifest, splits).to_csv(tmp / LEARNT_IMAGES, index=False)
 
         history: list[EpochRecord] = []
 
@@ -381,14 +393,7 @@ def run_training(
         )
         (tmp / "curves.png").write_bytes(curves_png(result.history))
         pd.DataFrame([asdict(h) for h in result.history]).to_csv(tmp / "history.csv", index=False)
-        for name in (
-            "config.json",
-            "class_map.json",
-            "splits.csv",
-            LEARNT_IMAGES,
-            "curves.png",
-            "history.csv",
-        ):
+        for name in ("curves.png", "history.csv"):
             mlflow.log_artifact(str(tmp / name))
         validation = ValidationOutputs.of(layout, result.model, views, config)
         head = fit_branch_head(layout, result, views, validation, config)

@@ -65,3 +65,32 @@ def test_the_asset_shows_the_fold_figures_and_stays_out_of_demo_and_retraining(t
     for job in ("demo", "retrain"):
         keys = defs.resolve_job_def(job).asset_layer.executable_asset_keys
         assert dg.AssetKey("cross_validation") not in keys
+
+
+def test_the_fold_networks_registered_as_one_ensemble_serve_one_prediction(tmp_path):
+    from cass_pipeline.runs.serving import example_request
+    from cass_pipeline.runs.tracking import Tracking
+    from cass_pipeline.settings import CassSettings
+
+    write_training_data(tmp_path / "data" / "processed")
+    env = {
+        "CASS_DATA_DIR": str(tmp_path / "data"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+    }
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_MODEL.items()]
+    grades = ["--target=soft_grade", "--aggregation=attention", "--tta=flip"]
+    command = ["train", "--folds", "2", "--ensemble", *options, *grades]
+    result = CliRunner().invoke(main, command, env=env)
+    assert result.exit_code == 0, result.output
+    assert "| cad_rads | kappa_linear |" in result.output
+    assert "registered the 2 fold networks as version 1 (challenger)" in result.output
+    loaded = Tracking.from_settings(CassSettings.from_env(env)).load("challenger")
+    bundle = loaded.predictor.bundle
+    assert bundle.members == ("fold-0", "fold-1") and bundle.tta == "flip"
+    assert bundle.calibration.fitted_on.startswith("out-of-fold predictions of 2 folds")
+    assert loaded.predictor.engine.name == "onnxruntime x2"
+    table = loaded.predictor.predict_frame(example_request(32))
+    assert table.loc[table.level == "patient", "cad_rads"].notna().all()
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    artifacts = {a.path for a in client.list_artifacts(loaded.run_id)}
+    assert {"splits.csv", "config.json"} <= artifacts  # what the leak checks read

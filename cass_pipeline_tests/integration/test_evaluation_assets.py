@@ -78,6 +78,43 @@ def test_first_model_becomes_champion_and_metrics_are_reported(two_rounds):
     assert 0 <= explained["vessel_band_attribution_fraction"].value <= 1
 
 
+def test_the_champion_is_validated_on_another_sites_export_beside_its_internal_figures(
+    two_rounds, tmp_path
+):
+    """A second site's synthetic export (another scanner, contrast, export and report style)
+    scored from its raw files as served, labelled from its own reports."""
+    from cass_pipeline.defs.assets import external
+    from cass_pipeline.defs.resources import PseudonymKey, RawFormat
+    from cass_pipeline.domain.synthetic.cohort import generate_cohort
+    from cass_pipeline.domain.synthetic.config import preset
+
+    root = two_rounds[0]
+    site = tmp_path / "external" / "raw"
+    config = preset("benchmark-external", n_patients=3, n_views=4, image_size=64, voxel_mm=0.8)
+    generate_cohort(config, site, workers=1)
+    result = dg.materialize(
+        [external.external_validation, external.external_kappa_holds],
+        resources={
+            "paths": CassPaths(raw_dir=str(tmp_path / "raw"), processed_dir=str(root)),
+            "mlflow_tracking": local_tracking(root.parent, "eval-test"),
+            "pseudonyms": PseudonymKey(key_file=str(tmp_path / "key"), key="k"),
+            "raw_format": RawFormat(),
+        },
+        run_config=dg.RunConfig(
+            {"external_validation": {"config": {"raw_dir": str(site), "bootstrap": 20}}}
+        ),
+    )
+    assert result.success
+    shown = result.asset_materializations_for_node("external_validation")[0].metadata
+    assert "| patient weighted F1 |" in shown["internal_vs_external"].value
+    document = json.loads(layout_of(root).external_report.read_text())
+    assert document["patients"] >= 1 and document["internal"]["patient weighted F1"] is not None
+    assert document["external"]["patient weighted F1"] is not None
+    table = pd.read_parquet(layout_of(root).external_predictions)
+    assert table.model_version.nunique() == 1 and table.label.between(0, 2).all()
+    assert not set(table.patient_id) & {case.name for case in (site / "mpr").iterdir()}
+
+
 def test_every_model_reports_its_calibration_and_operating_point(two_rounds, tmp_path):
     root, first, _, second, _ = two_rounds
     for result in (first, second):
@@ -344,3 +381,23 @@ def test_an_attention_model_decides_its_branches_with_its_head(two_rounds, tmp_p
     assert (decided.branch_grade.nunique() == 1).all()
     assert decided.branch_grade.first().tolist() == expected.tolist()
     assert decided.branch_pred.first().tolist() == outputs.classes_of(expected).tolist()
+
+
+def test_a_fold_ensemble_is_evaluated_explained_and_promoted_as_one_model(two_rounds, tmp_path):
+    """Last in the module too: `ensemble_folds` registers two fold networks as one version,
+    which the evaluation scores through its one predictor (ONNX checked against PyTorch)."""
+    root = two_rounds[0]
+    result = run(root, tmp_path, 3e-3, ensemble_folds=2, target="soft_grade")
+    assert result.success
+    trained = result.asset_materializations_for_node("stenosis_model")[0].metadata
+    assert "| cad_rads | kappa_linear |" in trained["figures"].value
+    scored = result.asset_materializations_for_node("test_predictions")[0].metadata
+    assert scored["engine"].value == "onnxruntime x2"
+    assert scored["onnx_vs_pytorch_views_changing_class"].value == 0
+    report = json.loads(layout_of(root).evaluation_report.read_text())
+    assert report["model_version"] == trained["model_version"].value
+    assert report["cad_rads"] is not None
+    assert (
+        result.asset_materializations_for_node("explanations")[0].metadata["views_explained"].value
+        > 0
+    )

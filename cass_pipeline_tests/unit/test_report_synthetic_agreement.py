@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from cass_pipeline.domain.reports.pipeline import parse_chunk
-from cass_pipeline.domain.synthetic.config import preset
+from cass_pipeline.domain.synthetic.config import REPORT_STYLES, preset
 from cass_pipeline.domain.synthetic.coronary_tree import build_anatomy
 from cass_pipeline.domain.synthetic.reports import (
-    REPORT_STYLES,
     make_identity,
     report_truth,
     write_report,

@@ -17,7 +17,6 @@ from cass_pipeline.domain.synthetic.config import (
     Difficulty,
     ExportStyle,
     ImageFormat,
-    SynthConfig,
     preset,
 )
 from cass_pipeline.domain.synthetic.provenance import missing_or_changed, public_keys
@@ -33,7 +32,7 @@ class CohortConfig(dg.Config):
     """Synthetic cohort settings, used only when the raw folder holds no real export."""
 
     preset: str = Field(default=DEFAULT_PRESET, description=" | ".join(sorted(PRESETS)))
-    seed: int = SynthConfig.seed
+    seed: int | None = Field(default=None, description="default: the preset's")
     n_patients: int | None = Field(default=None, description="default: the preset's")
     difficulty: str | None = Field(default=None, description=preset_choice(Difficulty))
     image_format: str | None = Field(default=None, description=preset_choice(ImageFormat))

@@ -28,12 +28,9 @@ from cass_pipeline.domain.evaluation.report import (
 from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.config import EvaluateSettings, ExplainSettings
 from cass_pipeline.domain.model.data import ViewDataset
+from cass_pipeline.domain.model.ensemble import torch_engine
 from cass_pipeline.domain.model.explain import explain_views, explanation_sample
-from cass_pipeline.domain.model.inference import (
-    TorchEngine,
-    largest_difference,
-    view_probabilities,
-)
+from cass_pipeline.domain.model.inference import largest_difference, view_probabilities
 from cass_pipeline.domain.prediction.bundle import ONNX_TOLERANCE
 from cass_pipeline.domain.prediction.predictor import VIEW_PREDICTION_SCHEMA
 from cass_pipeline.domain.storage import write_bytes_atomic, write_parquet_atomic, write_text_atomic
@@ -75,7 +72,7 @@ def test_predictions(
     mlflow_tracking.registry()
     loaded = mlflow_tracking.load(CHALLENGER)
     path = paths.layout.test_predictions
-    network = loaded.predictor.bundle.engine(TorchEngine(loaded.predictor.network()))
+    network = loaded.predictor.bundle.engine(torch_engine(loaded.predictor.network()))
     with paths.images_of_run(context) as layout:
         views = test_views(layout)
         scored = predictions_with(loaded, views, layout)

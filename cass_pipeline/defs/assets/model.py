@@ -75,6 +75,13 @@ class TrainingRunConfig(dg.Config):
 
     nproc: int = Field(default=1, ge=1, description="processes; > 1 runs torchrun (DDP) via Pipes")
     resume: bool = Field(default=True, description="continue an interrupted run's checkpoint")
+    ensemble_folds: int = Field(
+        default=0,
+        ge=0,
+        description="0: one network on the train split; K >= 2: K networks by patient-level "
+        "K-fold cross-validation of the training and validation patients, registered as one "
+        "fold ensemble (K trainings)",
+    )
 
     def train_config(self) -> TrainConfig:
         return settings_from(self, TrainConfig)
@@ -125,10 +132,13 @@ def stenosis_model(
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     """ShuffleNet V2 trained on the train split, selected on validation branch F1, logged to
-    MLflow and registered as a new `cass-stenosis` version with alias `challenger`."""
+    MLflow and registered as a new `cass-stenosis` version with alias `challenger`; with
+    `ensemble_folds` K, K fold networks registered as one version."""
     tags = {"dagster_run_id": context.run.run_id, "dagster_asset": "stenosis_model"}
     tracking = mlflow_tracking.tracking()
     train_config = config.train_config()
+    if config.ensemble_folds:
+        return fold_ensemble(context, config, paths, tracking, tags)
     with paths.images_of_run(context) as layout:
         if not config.resume:
             shutil.rmtree(layout.checkpoints, ignore_errors=True)
@@ -145,6 +155,52 @@ def stenosis_model(
     )
     metadata["alias"] = CHALLENGER
     return dg.MaterializeResult(metadata=metadata)
+
+
+def fold_ensemble(
+    context: dg.AssetExecutionContext,
+    config: TrainingRunConfig,
+    paths: CassPaths,
+    tracking,
+    tags: dict[str, str],
+) -> dg.MaterializeResult:
+    """`stenosis_model` as a registered fold ensemble, with its cross-validated figures."""
+    if config.nproc > 1 or config.ensemble_folds < 2:
+        raise dg.Failure("a fold ensemble needs ensemble_folds >= 2 and runs in one process")
+    with paths.images_of_run(context) as layout:
+        result = run_cross_validation(
+            layout,
+            config.train_config(),
+            tracking,
+            config.ensemble_folds,
+            tags,
+            progress=context.log.info,
+            ensemble=True,
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **cross_validation_metadata(result, tracking),
+            "model_uri": dg.MetadataValue.text(
+                f"models:/{REGISTERED_MODEL_NAME}/{result.model_version}"
+            ),
+            "model_version": result.model_version,
+            "alias": CHALLENGER,
+        }
+    )
+
+
+def cross_validation_metadata(result, tracking) -> dict:
+    """What the UI shows of a cross-validation: the fold table and the pooled patient F1."""
+    pooled = result.pooled["patient"]
+    return {
+        "folds": len(result.per_fold),
+        "figures": dg.MetadataValue.md(result.markdown),
+        "pooled_patient_f1_weighted": pooled["f1_weighted"],
+        "pooled_patient_f1_weighted_ci95": dg.MetadataValue.json(pooled["ci95"].get("f1_weighted")),
+        "mlflow_run": dg.MetadataValue.text(
+            f"{tracking.tracking_uri} experiment {tracking.experiment_name} run {result.run_id}"
+        ),
+    }
 
 
 class CrossValidationRunConfig(dg.Config):
@@ -184,27 +240,17 @@ def cross_validation(
             tags,
             progress=context.log.info,
         )
-    pooled = result.pooled["patient"]
-    return dg.MaterializeResult(
-        metadata={
-            "folds": config.folds,
-            "figures": dg.MetadataValue.md(result.markdown),
-            "pooled_patient_f1_weighted": pooled["f1_weighted"],
-            "pooled_patient_f1_weighted_ci95": dg.MetadataValue.json(
-                pooled["ci95"].get("f1_weighted")
-            ),
-            "mlflow_run": dg.MetadataValue.text(
-                f"{tracking.tracking_uri} experiment {tracking.experiment_name} run {result.run_id}"
-            ),
-        }
-    )
+    return dg.MaterializeResult(metadata=cross_validation_metadata(result, tracking))
 
+
+#: Assets materialised on request only (from the UI): K trainings, or another site's export.
+ON_REQUEST = dg.AssetSelection.assets("cross_validation", "external_validation")
 
 retrain_job = dg.define_asset_job(
     "retrain",
     selection=dg.AssetSelection.assets(patient_splits).downstream()
     - dg.AssetSelection.groups("prediction")
-    - dg.AssetSelection.assets(cross_validation),
+    - ON_REQUEST,
     description="Splits, training and evaluation (materialise the upstream stages first); "
     "inbox predictions made by an earlier champion then show as stale.",
 )

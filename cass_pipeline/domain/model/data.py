@@ -22,21 +22,26 @@ def or_none(value):
     return None if pd.isna(value) else value
 
 
+def branch_targets(branch_labels: pd.DataFrame) -> pd.DataFrame:
+    """The labelled branches: patient_id, branch, label and the grades the label allows
+    (`grade_low`, `grade_high`)."""
+    labels = branch_labels.dropna(subset=["label"])
+    intervals = [
+        grade_interval(c, or_none(low), or_none(high))
+        for c, low, high in zip(labels.stenosis_class, labels.pct_low, labels.pct_high, strict=True)
+    ]
+    return labels[["patient_id", "branch", "label"]].assign(
+        grade_low=[low for low, _ in intervals], grade_high=[high for _, high in intervals]
+    )
+
+
 def labelled_views(
     manifest: pd.DataFrame, branch_labels: pd.DataFrame, splits: pd.DataFrame, view_step: int = 1
 ) -> pd.DataFrame:
     """Manifest rows with their branch label, the grades it allows (`grade_low`,
     `grade_high`) and split; unlabelled branches are left out. `view_step` keeps every n-th
     view of each branch."""
-    labels = branch_labels.dropna(subset=["label"])
-    intervals = [
-        grade_interval(c, or_none(low), or_none(high))
-        for c, low, high in zip(labels.stenosis_class, labels.pct_low, labels.pct_high, strict=True)
-    ]
-    labels = labels[["patient_id", "branch", "label"]].assign(
-        grade_low=[low for low, _ in intervals], grade_high=[high for _, high in intervals]
-    )
-    views = manifest.merge(labels, on=["patient_id", "branch"], how="inner")
+    views = manifest.merge(branch_targets(branch_labels), on=["patient_id", "branch"])
     views = views.merge(splits[["patient_id", "split"]], on="patient_id", how="inner")
     views = views[views.view_index % view_step == 0]
     views = views.astype({"label": "int64", "grade_low": "int64", "grade_high": "int64"})

@@ -20,10 +20,17 @@ from cass_pipeline.domain.imaging.series_names import merged_aliases
 from cass_pipeline.domain.model.aggregation import AttentionPooling
 from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.config import ATTENTION_AGGREGATIONS
+from cass_pipeline.domain.model.ensemble import (
+    EnsembleEngine,
+    EnsembleHead,
+    NetworkEnsemble,
+    heads_of,
+    members_of,
+    torch_engine,
+)
 from cass_pipeline.domain.model.inference import (
     Engine,
     OnnxEngine,
-    TorchEngine,
     augmented,
     export_onnx,
     largest_difference,
@@ -57,6 +64,9 @@ ROLLUP_RULES = {
     "artery": "most severe of its branches (LM folds into LAD, RI into LCX); "
     "probabilities of that branch",
     "patient": "most severe of its arteries; probabilities of that artery",
+    "ensemble": "a fold ensemble's members (`members`) each score every view; its logits "
+    "are their mean logits (a normalised geometric mean of their probabilities), its "
+    "embeddings theirs side by side, and each member's attention head reads its own",
     "cad_rads": "grade models: the CAD-RADS 2.0 category of the branch grades (4A for 70-99% "
     "in one or two vessels, 4B for left main >= 50% or 70-99% in all three, 5 for an "
     "occlusion); three-class models: the range of categories of the patient's class",
@@ -89,6 +99,9 @@ class ModelBundle:
     view_channels: str = "grey"
     #: Test-time augmentation (`inference.augmentations`); models before it: none.
     tta: str = "none"
+    #: A fold ensemble's member folders (`ensemble.py`), relative to the bundle folder,
+    #: each with its own network and attention head; empty for one network.
+    members: tuple[str, ...] = ()
 
     @property
     def outputs(self) -> OutputSpace:
@@ -126,6 +139,7 @@ class ModelBundle:
             "target": self.target,
             "view_channels": self.view_channels,
             "tta": self.tta,
+            "members": list(self.members),
             "output_map": output_map(self.outputs),
             "artery_of_branch": self.artery_of_branch,
             "rollup": ROLLUP_RULES,
@@ -138,6 +152,7 @@ class ModelBundle:
     @classmethod
     def read(cls, folder: Path) -> ModelBundle:
         data = json.loads((folder / BUNDLE_FILE).read_text())
+        members = tuple(data.get("members", ()))
         ingest = dict(data["ingest"])
         cleanup = CleanupConfig(**ingest.pop("cleanup"))
         return cls(
@@ -149,13 +164,14 @@ class ModelBundle:
             calibration=Calibration.from_json(data.get("calibration")),
             aggregation=data.get("aggregation", "vote"),
             attention=(
-                read_attention(folder)
+                read_attention(folder, members)
                 if data.get("aggregation") in ATTENTION_AGGREGATIONS
                 else None
             ),
             target=data.get("target", "class"),
             view_channels=data.get("view_channels", "grey"),
             tta=data.get("tta", "none"),
+            members=members,
         )
 
     def check_store(self, fingerprints: Iterable[str]) -> None:
@@ -168,26 +184,46 @@ class ModelBundle:
             )
 
 
-def read_attention(folder: Path) -> AttentionPooling:
+def member_folders(folder: Path, members: tuple[str, ...]) -> list[Path]:
+    """Where each network of a bundle lives: its members' folders, else the bundle's own."""
+    return [folder / member for member in members] if members else [folder]
+
+
+def read_head(folder: Path) -> AttentionPooling:
     state = torch.load(folder / ATTENTION_FILE, map_location="cpu", weights_only=True)
     head = AttentionPooling(state["classify.weight"].shape[1], state["classify.weight"].shape[0])
     head.load_state_dict(state)
     return head.eval()
 
 
+def read_attention(folder: Path, members: tuple[str, ...] = ()) -> nn.Module:
+    """The attention head, or a fold ensemble's heads as one `EnsembleHead`."""
+    if not members:
+        return read_head(folder)
+    return EnsembleHead([read_head(member) for member in member_folders(folder, members)]).eval()
+
+
 def write_bundle(
     model: nn.Module, bundle: ModelBundle, folder: Path, check_images: np.ndarray
 ) -> float:
-    """Write the model folder; the ONNX export is checked against the network on
-    `check_images` (as the network takes them, `model_views`) and refused when a class
-    differs or a probability moves by more than `ONNX_TOLERANCE`. Returns the largest
-    difference."""
+    """Write the model folder (for a `NetworkEnsemble`, a folder per member); the ONNX
+    export is checked against the network on `check_images` (as the network takes them,
+    `model_views`) and refused when a class differs or a probability moves by more than
+    `ONNX_TOLERANCE`. Returns the largest difference."""
     folder.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
-    torch.save(model.state_dict(), folder / WEIGHTS_FILE)
-    if bundle.aggregation in ATTENTION_AGGREGATIONS:
-        torch.save(bundle.attention.state_dict(), folder / ATTENTION_FILE)
-    export_onnx(model, bundle.image_size, folder / ONNX_FILE, bundle.view_channels)
+    networks = members_of(model)
+    places = member_folders(folder, bundle.members)
+    if len(places) != len(networks):
+        raise ValueError(f"{len(networks)} networks for {len(places)} bundle members")
+    for place, network, head in zip(
+        places, networks, heads_of(bundle.attention, len(networks)), strict=True
+    ):
+        place.mkdir(parents=True, exist_ok=True)
+        torch.save(network.state_dict(), place / WEIGHTS_FILE)
+        if head is not None:
+            torch.save(head.state_dict(), place / ATTENTION_FILE)
+        export_onnx(network, bundle.image_size, place / ONNX_FILE, bundle.view_channels)
     site = Path(bundle.ingest.site_aliases) if bundle.ingest.site_aliases else None
     write_text_atomic(
         folder / ALIASES_FILE,
@@ -195,8 +231,8 @@ def write_bundle(
     )
     write_text_atomic(folder / BUNDLE_FILE, json.dumps(bundle.to_json(), indent=2))
     difference, changed = largest_difference(
-        predict_probabilities(TorchEngine(model), check_images),
-        predict_probabilities(OnnxEngine(folder / ONNX_FILE), check_images),
+        predict_probabilities(torch_engine(model), check_images),
+        predict_probabilities(network_runner(folder, bundle, "onnxruntime"), check_images),
     )
     if changed or difference > ONNX_TOLERANCE:
         raise ValueError(
@@ -207,7 +243,21 @@ def write_bundle(
 
 
 def torch_network(folder: Path, bundle: ModelBundle) -> nn.Module:
-    """The bundle's PyTorch network (for gradients, GPUs and the ONNX check)."""
-    model = build_model(bundle.arch, "none", bundle.outputs.size).model
-    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    return model.eval()
+    """The bundle's PyTorch network (for gradients, GPUs and the ONNX check); a fold
+    ensemble's as one `NetworkEnsemble`."""
+    networks = []
+    for place in member_folders(folder, bundle.members):
+        network = build_model(bundle.arch, "none", bundle.outputs.size).model
+        state = torch.load(place / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+        networks.append(network.eval())
+    return NetworkEnsemble(networks).eval() if bundle.members else networks[0]
+
+
+def network_runner(folder: Path, bundle: ModelBundle, engine: str, device: str = "cpu") -> Engine:
+    """The bundle's network, uncalibrated, on ONNX Runtime (CPU) or PyTorch (`device`); a
+    fold ensemble's members as one `EnsembleEngine`."""
+    if engine != "onnxruntime":
+        return torch_engine(torch_network(folder, bundle), torch.device(device))
+    runners = [OnnxEngine(place / ONNX_FILE) for place in member_folders(folder, bundle.members)]
+    return EnsembleEngine(runners) if bundle.members else runners[0]

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 from torch import nn
 
 from cass_pipeline.domain.anatomy import GRADES
@@ -24,14 +23,12 @@ from cass_pipeline.domain.model.calibration import PROBABILITY_COLUMNS
 from cass_pipeline.domain.model.data import model_views
 from cass_pipeline.domain.model.inference import (
     Engine,
-    OnnxEngine,
-    TorchEngine,
     predict_outputs,
     predict_probabilities,
     view_outputs,
 )
 from cass_pipeline.domain.model.targets import GRADE_PROBABILITY_COLUMNS
-from cass_pipeline.domain.prediction.bundle import ONNX_FILE, ModelBundle, torch_network
+from cass_pipeline.domain.prediction.bundle import ModelBundle, network_runner, torch_network
 from cass_pipeline.domain.prediction.config import PredictSettings, check_engine
 from cass_pipeline.domain.prediction.rollup import empty_table, roll_up
 
@@ -99,10 +96,7 @@ class Predictor:
         the bundle's calibrated probabilities."""
         check_engine(engine)
         bundle = ModelBundle.read(folder)
-        if engine == "onnxruntime":
-            runner: Engine = OnnxEngine(folder / ONNX_FILE)
-        else:
-            runner = TorchEngine(torch_network(folder, bundle), torch.device(device))
+        runner = network_runner(folder, bundle, engine, device)
         return cls(bundle, bundle.engine(runner), lambda: torch_network(folder, bundle))
 
     def network(self) -> nn.Module:

@@ -67,7 +67,7 @@ from cass_pipeline.domain.synthetic.provenance import (
     provenance,
     read_marker,
 )
-from cass_pipeline.domain.synthetic.reports import REPORT_STYLES, make_identity, write_report
+from cass_pipeline.domain.synthetic.reports import make_identity, write_report
 from cass_pipeline.domain.workers import worker_pool
 from cass_pipeline.layout import MPR, OVERLAYS, RawLayout, ground_truth_table
 
@@ -169,7 +169,8 @@ def generate_patient(config: SynthConfig, out_dir: Path, index: int) -> dict:
 
     if overlays:
         write_png(staging / overlay_masks_path(case), np.concatenate(overlays) * np.uint8(255))
-    style = REPORT_STYLES[index % len(REPORT_STYLES)]
+    styles = config.site.report_styles
+    style = styles[index % len(styles)]
     written_raw = RawLayout(staging)
     report = write_report(anatomy, identity, style, text_rng)
     write_text_atomic(written_raw.report_file(case), report.text)

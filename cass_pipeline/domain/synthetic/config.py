@@ -70,6 +70,40 @@ class Confounders:
     neighbouring_vessels: bool = True
 
 
+#: How radiologists write reports (`reports.BODIES`); a site writes some of them, one per
+#: patient in turn.
+REPORT_STYLES = ("structured", "narrative", "scct", "label_table", "template", "dictation")
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    """What differs from one hospital to the next besides its patients: the scanner (noise
+    level and grain, reconstruction kernel), the contrast timing, and how its radiologists
+    write reports. The default is the internal site, as every cohort before sites was."""
+
+    name: str = "internal"
+    #: Noise as a multiple of the difficulty's, and its grain (smoothing, in voxels).
+    noise_scale: float = 1.0
+    noise_grain: float = 0.7
+    #: A softer kernel's blur added (in quadrature) to the difficulty's, in mm.
+    kernel_blur_mm: float = 0.0
+    #: Lumen attenuation range (HU): a bolus caught early or late is dimmer.
+    contrast_hu: tuple[float, float] = (350.0, 480.0)
+    report_styles: tuple[str, ...] = REPORT_STYLES
+
+
+#: A second hospital for external validation: another vendor's softer kernel and coarser
+#: noise, a later bolus, a colour overlay export, and reports written in three of the styles.
+EXTERNAL_SITE = SiteProfile(
+    name="external",
+    noise_scale=1.3,
+    noise_grain=1.1,
+    kernel_blur_mm=0.35,
+    contrast_hu=(280.0, 400.0),
+    report_styles=("scct", "label_table", "dictation"),
+)
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Everything that determines a cohort; the same config and seed give the same bytes."""
@@ -86,6 +120,7 @@ class SynthConfig:
     confounders: Confounders = field(default_factory=Confounders)
     write_volumes: bool = False
     seed: int = 7
+    site: SiteProfile = field(default_factory=SiteProfile)
 
     @property
     def level(self) -> DifficultySettings:
@@ -94,6 +129,8 @@ class SynthConfig:
     def fingerprint(self) -> str:
         """Hash of the generator version and the settings that shape a patient's files."""
         shaping = asdict(replace(self, n_patients=0)) | {"generator_version": GENERATOR_VERSION}
+        if self.site == SiteProfile():
+            shaping.pop("site")  # cohorts generated before sites keep their fingerprint
         return settings_hash(shaping)
 
 
@@ -113,6 +150,17 @@ PRESETS: dict[str, SynthConfig] = {
     # The model-quality benchmark (benchmarks/model_quality.py): standard difficulty, enough
     # patients for 60 in a 30% test split.
     "benchmark": SynthConfig(n_patients=210, difficulty="standard", view_width_mm=12.0),
+    # The benchmark's external site (`external_validation`): other patients (seed 11) from
+    # a second hospital, 120 px views of a wider field exported with a colour overlay.
+    "benchmark-external": SynthConfig(
+        n_patients=80,
+        difficulty="standard",
+        view_width_mm=13.0,
+        image_size=120,
+        export_style="colour_overlay",
+        seed=11,
+        site=EXTERNAL_SITE,
+    ),
     # A few patients for tests.
     "tiny": SynthConfig(n_patients=4, n_views=4, image_size=64, voxel_mm=0.8),
 }
@@ -139,6 +187,9 @@ def preset(name: str, **overrides) -> SynthConfig:
         )
     if config.export_style in DICOM_STYLES and config.image_format != "dicom":
         raise ValueError(f"export style {config.export_style} is written as DICOM only")
+    unknown = set(config.site.report_styles) - set(REPORT_STYLES)
+    if unknown or not config.site.report_styles:
+        raise ValueError(f"report styles must be some of {REPORT_STYLES}, not {sorted(unknown)}")
     if config.n_patients < 1 or config.n_views < 1 or config.image_size < 16:
         raise ValueError("need at least one patient, one view and 16 px images")
     return config

@@ -226,7 +226,7 @@ def build_anatomy(config: SynthConfig, rng: np.random.Generator) -> PatientAnato
         branches,
         calcium,
         veins,
-        contrast_hu=rng.uniform(350, 480),
+        contrast_hu=rng.uniform(*config.site.contrast_hu),
         fat_mm=rng.uniform(6, 12),
         agatston=round(float(agatston), 0),
     )

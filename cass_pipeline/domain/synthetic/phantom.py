@@ -7,6 +7,8 @@ calcified nodules; then blur (the scanner's point spread) and correlated noise.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -47,9 +49,12 @@ def render_volume(anatomy: PatientAnatomy, config: SynthConfig, rng: np.random.G
     for centre, radius in anatomy.calcium_spots:
         stamp_sphere(data, volume, centre, radius, HU["calcium"])
 
-    data = ndimage.gaussian_filter(data, config.level.blur_mm / vox)
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.7)
-    data += noise * (config.level.noise_hu / noise.std())
+    site = config.site
+    data = ndimage.gaussian_filter(
+        data, math.hypot(config.level.blur_mm, site.kernel_blur_mm) / vox
+    )
+    grain = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), site.noise_grain)
+    data += grain * (config.level.noise_hu * site.noise_scale / grain.std())
     return Volume(data=data.astype(np.float32), affine=volume.affine)
 
 

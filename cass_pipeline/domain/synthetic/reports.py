@@ -28,7 +28,6 @@ from cass_pipeline.domain.anatomy import (
 from cass_pipeline.domain.synthetic.coronary_tree import Branch, PatientAnatomy
 from cass_pipeline.domain.synthetic.export import Identity
 
-REPORT_STYLES = ("structured", "narrative", "scct", "label_table", "template", "dictation")
 #: Shares of reports with an addendum that corrects a grade, and with a non-assessable segment.
 ADDENDUM_RATE, NON_DIAGNOSTIC_RATE = 0.15, 0.3
 HISTORIES = (
