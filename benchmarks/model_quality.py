@@ -14,9 +14,14 @@ trained on a nested draw of that many training patients per point, each point's 
 wall time printed and written to `curve.json`.
 `--weights PATH` starts from pretrained weights (`cass pretrain`, self-supervised);
 `--aggregation attention_end_to_end` trains the attention head with the network.
+`--ensemble 5 --tta flip` then trains a 5-fold ensemble (train + validation patients, the
+same test split) with that test-time augmentation and prints its figures beside the single
+model's and against the goals of issue 38; `--external` also validates each model on the
+`benchmark-external` site (generated once into the work folder).
 Usage: python benchmarks/model_quality.py [--seed 7] [--epochs 16] [--aggregation vote]
        [--target grade|soft_grade|class] [--curve 100,200,400 --patients 700]
        [--weights PATH] [--validation 0.2] [--print-only]
+       [--ensemble 5 --tta flip] [--external]
 """
 
 from __future__ import annotations
@@ -52,15 +57,33 @@ from cass_pipeline.settings import CassSettings, project_root
 ROOT = project_root()
 SPLIT = {"train": 0.6, "validation": 0.1, "test": 0.3}
 #: Everything up to the evaluation: the benchmark measures, it does not promote.
-MEASURED_ASSETS = "not group:prediction and not key:promotion_decision and not key:champion_model"
+MEASURED_ASSETS = (
+    "not group:prediction and not key:promotion_decision and not key:champion_model and not "
+    "key:cross_validation and not key:external_validation"
+)
 #: A further learning-curve point on the same cohort and images: splits, model, evaluation.
 RETRAINED_ASSETS = "key:patient_splits or key:stenosis_model or key:test_predictions or " + (
     "key:evaluation_report"
 )
 
 
-def run_config(args: argparse.Namespace, train_patients: int = 0) -> dict:
-    """The benchmark's run config: the demo's training recipe on the benchmark cohort."""
+#: Issue 38's goals for the ensemble with test-time augmentation, by `headline` key.
+GOALS = {
+    "patient_f1": 0.80,
+    "kappa_linear": 0.75,
+    "hold_out_auc": 0.95,
+    "referral_sensitivity": 0.95,
+}
+#: The external site's folder in the work folder, and the assets that validate a model there.
+EXTERNAL_RAW = Path("external") / "raw"
+EXTERNAL_ASSETS = "key:external_validation"
+
+
+def run_config(
+    args: argparse.Namespace, train_patients: int = 0, ensemble: int = 0, tta: str = "none"
+) -> dict:
+    """The benchmark's run config: the demo's training recipe on the benchmark cohort (with
+    `ensemble` folds, a fold ensemble with test-time augmentation `tta`)."""
     cohort = {"preset": "benchmark", "seed": args.cohort_seed, "n_patients": args.patients}
     split = {**SPLIT, "validation": args.validation, "test": args.test}
     split["train"] = round(1 - split["validation"] - split["test"], 6)
@@ -85,6 +108,8 @@ def run_config(args: argparse.Namespace, train_patients: int = 0) -> dict:
                     "patience": args.epochs,
                     "seed": args.seed,
                     "resume": False,
+                    "ensemble_folds": ensemble,
+                    "tta": tta,
                 }
             },
         },
@@ -301,6 +326,99 @@ def curve(args: argparse.Namespace, work: Path, points: list[int]) -> None:
         )
 
 
+def headline(report: dict) -> dict:
+    """The figures the goals are set on."""
+    grades = (report.get("cad_rads") or {}).get("patient", {})
+    return {
+        "patient_f1": report["metrics"]["patient"]["f1_weighted"],
+        "kappa_linear": grades.get("kappa_linear"),
+        "hold_out_auc": grades.get("hold_out_auc"),
+        "referral_sensitivity": report["calibration_test"]["sensitivity"],
+    }
+
+
+def comparison_lines(rows: dict[str, dict]) -> list[str]:
+    """Models side by side on the same test patients, and the goals."""
+    keys = list(GOALS)
+
+    def shown(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = [f"  {'model':34}" + "".join(f"{k:>22}" for k in keys)]
+    for name, figures in rows.items():
+        lines.append(f"  {name:34}" + "".join(f"{shown(figures.get(k)):>22}" for k in keys))
+    goals = "".join(f"{'>= ' + str(GOALS[k]):>22}" for k in keys)
+    lines.append(f"  {'goal (issue 38)':34}" + goals)
+    return lines
+
+
+def external_site(work: Path, workers: int | None = None) -> Path:
+    """The `benchmark-external` site's export in the work folder (generated once)."""
+    from cass_pipeline.domain.synthetic.cohort import generate_cohort
+    from cass_pipeline.domain.synthetic.config import preset
+
+    raw = work / EXTERNAL_RAW
+    generate_cohort(preset("benchmark-external"), raw, workers=workers)
+    return raw
+
+
+def validate_externally(work: Path, raw: Path, version: int) -> dict:
+    """`external_validation` of one registered version; its document."""
+    config = {
+        "execution": {"config": {"in_process": {}}},
+        "ops": {"external_validation": {"config": {"raw_dir": str(raw), "model": str(version)}}},
+    }
+    materialise(work, config, EXTERNAL_ASSETS)
+    layout = CassSettings.from_env({"CASS_DATA_DIR": str(work)}).layout
+    return json.loads(layout.external_report.read_text())
+
+
+def external_lines(name: str, document: dict) -> list[str]:
+    from cass_pipeline.domain.evaluation.external import side_by_side
+
+    drop = document["kappa_drop"]
+    return [
+        f"{name} on the external site ({document['patients']} patients); kappa drop "
+        f"{'-' if drop is None else f'{drop:.3f}'} (goal <= {document['kappa_drop_allowed']})",
+        side_by_side(document["internal"], document["external"]),
+    ]
+
+
+def ensemble_round(args: argparse.Namespace, work: Path, single: dict) -> None:
+    """Train the fold ensemble on the same cohort and splits; print it beside the single
+    model, with both on the external site under `--external`."""
+    config = run_config(args, ensemble=args.ensemble, tta=args.tta)
+    wall = materialise(work, config, RETRAINED_ASSETS)
+    layout = CassSettings.from_env({"CASS_DATA_DIR": str(work)}).layout
+    report = json.loads(layout.evaluation_report.read_text())
+    predictions = pd.read_parquet(layout.test_predictions)
+    name = f"{args.ensemble}-fold ensemble, tta {args.tta}"
+    lines = [
+        f"{name}: model version {report['model_version']}, {wall / 60:.1f} min",
+        *tables(report, predictions, layout),
+        *triage_lines(report),
+        *grade_lines(report, predictions),
+        "same test patients:",
+        *comparison_lines(
+            {f"single model (v{single['model_version']})": headline(single), name: headline(report)}
+        ),
+    ]
+    print("\n".join(lines), flush=True)
+    result = {"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": wall, **report}
+    if args.external:
+        raw = external_site(work)
+        outside = {
+            "single": validate_externally(work, raw, single["model_version"]),
+            "ensemble": validate_externally(work, raw, report["model_version"]),
+        }
+        for label, document in outside.items():
+            print("\n".join(external_lines(label, document)), flush=True)
+        result["external"] = outside
+    (work / f"quality-ensemble{args.ensemble}-{args.tta}-seed{args.seed}.json").write_text(
+        json.dumps(result, indent=2)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7, help="training seed")
@@ -331,6 +449,11 @@ def main() -> None:
         "--print-only", action="store_true", help="print the figures of the last run in --work"
     )
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--ensemble", type=int, default=0, help="K >= 2: then a K-fold ensemble, compared"
+    )
+    parser.add_argument("--tta", choices=["none", "flip", "flip_shift"], default="none")
+    parser.add_argument("--external", action="store_true", help="validate on benchmark-external")
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "benchmarks" / "quality")
     args = parser.parse_args()
     work = args.work.resolve()
@@ -361,6 +484,11 @@ def main() -> None:
     (work / f"quality-{args.target}-{args.view_channels}-seed{args.seed}.json").write_text(
         json.dumps(result, indent=2)
     )
+    if args.ensemble:
+        ensemble_round(args, work, report)
+    elif args.external:
+        document = validate_externally(work, external_site(work), report["model_version"])
+        print("\n".join(external_lines("single model", document)))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ DEMO_RUN_CONFIG = Path(__file__).with_name("demo_run.yaml")
 
 demo_job = dg.define_asset_job(
     "demo",
-    selection=dg.AssetSelection.all()
-    - dg.AssetSelection.groups("prediction")
-    - ON_REQUEST,
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("prediction") - ON_REQUEST,
     config=yaml.safe_load(DEMO_RUN_CONFIG.read_text()),
     executor_def=dg.in_process_executor,
     description="Synthetic demo cohort to champion model with the demo's settings "

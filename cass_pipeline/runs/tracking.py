@@ -236,15 +236,21 @@ class Tracking:
             run_id=version.run_id,
         )
 
-    def run_table(self, run_id: str, name: str) -> pd.DataFrame | None:
-        """A CSV artifact of a run, or None when the run did not log it (older runs)."""
+    def run_artifact(self, run_id: str, name: str) -> Path | None:
+        """A local copy of a run's artifact, or None when the run did not log it."""
         try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=name, tracking_uri=self.tracking_uri
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=name, tracking_uri=self.tracking_uri
+                )
             )
         except Exception:  # no such artifact, or an unreadable store
             return None
-        return pd.read_csv(path, dtype=str)
+
+    def run_table(self, run_id: str, name: str) -> pd.DataFrame | None:
+        """A CSV artifact of a run, or None when the run did not log it (older runs)."""
+        path = self.run_artifact(run_id, name)
+        return None if path is None else pd.read_csv(path, dtype=str)
 
     def learnt_from(self, run_id: str) -> tuple[set[str], set[str]]:
         """What a training run learnt from: the content hashes of its source images (16 hex
@@ -307,6 +313,10 @@ class Tracking:
         client.update_model_version(name, str(version), description=description)
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), key, value)
+
+    def version_description(self, version: int, name: str = REGISTERED_MODEL_NAME) -> str:
+        """The version's description (its model card), '' when it has none."""
+        return self.client().get_model_version(name, str(version)).description or ""
 
     def set_alias(self, alias: str, version: int, name: str = REGISTERED_MODEL_NAME) -> None:
         """Point `alias` (challenger, champion) at `version`."""

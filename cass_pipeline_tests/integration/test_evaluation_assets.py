@@ -113,6 +113,9 @@ def test_the_champion_is_validated_on_another_sites_export_beside_its_internal_f
     table = pd.read_parquet(layout_of(root).external_predictions)
     assert table.model_version.nunique() == 1 and table.label.between(0, 2).all()
     assert not set(table.patient_id) & {case.name for case in (site / "mpr").iterdir()}
+    registry = local_tracking(root.parent, "eval-test").tracking()
+    card = registry.version_description(document["model_version"])
+    assert card.count("## External site") == 1 and "| patient weighted F1 |" in card
 
 
 def test_every_model_reports_its_calibration_and_operating_point(two_rounds, tmp_path):

@@ -54,3 +54,25 @@ def test_a_calibration_is_doubted_on_few_patients_or_none_significant():
     assert "fewer than 30" in calibration_doubt(6, 3)
     assert "no significant patient" in calibration_doubt(40, 0)
     assert calibration_doubt(40, 5) == ""
+
+
+def test_an_ensembles_card_shows_its_members_and_cross_validated_figures():
+    from dataclasses import replace
+
+    table = "| level | figure | fold 0 | fold 1 | mean +- SD | pooled (n) |"
+    card = model_card(replace(facts(Calibration()), members=5, cross_validation=table))
+    assert "a fold ensemble of 5 networks" in card
+    assert "## Cross-validated on the training and validation patients" in card and table in card
+    assert "Cross-validated figures: above" in card
+    tags = card_tags(replace(facts(Calibration()), members=5, cross_validation=table))
+    assert tags["cross_validated"] == "yes" and tags["ensemble_members"] == "5"
+
+
+def test_external_figures_are_added_to_the_card_once():
+    from cass_pipeline.domain.evaluation.model_card import with_external
+
+    card = model_card(facts(Calibration()))
+    once = with_external(card, "site-b", 80, "| figure | internal test | external site |")
+    twice = with_external(once, "site-b", 81, "| figure | internal test | external site |")
+    assert once.startswith(card.rstrip("\n")) and "80 patients of the site `site-b`" in once
+    assert twice.count("## External site") == 1 and "81 patients" in twice

@@ -194,6 +194,8 @@ def evaluation_report(
         grades=report.grades,
         on_test=report.on_test,
         calibration=bundle.calibration,
+        members=max(1, len(bundle.members)),
+        cross_validation=cross_validation_table(tracking, run_id),
     )
     card = model_card(facts)
     artifacts = {**report.artifacts(document), "model_card.md": card.encode()}
@@ -207,6 +209,12 @@ def evaluation_report(
             "model_card": dg.MetadataValue.md(card),
         }
     )
+
+
+def cross_validation_table(tracking: Tracking, run_id: str) -> str | None:
+    """The run's cross-validated figures (a fold ensemble's), None for a single split."""
+    path = tracking.run_artifact(run_id, "cross_validation/cross_validation.md")
+    return None if path is None else path.read_text().strip()
 
 
 def learnt_splits(tracking: Tracking, run_id: str, layout: DataLayout) -> pd.DataFrame:

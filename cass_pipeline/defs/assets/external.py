@@ -19,6 +19,7 @@ from cass_pipeline.domain.evaluation.external import (
     side_by_side,
     site_labels,
 )
+from cass_pipeline.domain.evaluation.model_card import with_external
 from cass_pipeline.domain.evaluation.report import evaluate_model
 from cass_pipeline.domain.imaging.views import PatientSource
 from cass_pipeline.domain.model.config import EvaluateSettings
@@ -29,12 +30,16 @@ from cass_pipeline.domain.storage import write_parquet_atomic, write_text_atomic
 
 
 class ExternalConfig(dg.Config):
-    """Where the other site's export is."""
+    """Where the other site's export is, and which model is validated on it."""
 
     raw_dir: str = Field(
         default="",
         description="the site's export (mpr/ and reports/, as raw/); default <data>/external/raw "
         "(`cass synth --preset benchmark-external --out data/external/raw`)",
+    )
+    model: str = Field(
+        default=CHAMPION,
+        description="the registered model validated: an alias (champion, challenger) or a version",
     )
     bootstrap: int = Field(default=EvaluateSettings.bootstrap, ge=0)
 
@@ -58,10 +63,11 @@ def external_validation(
     pseudonyms: PseudonymKey,
     raw_format: RawFormat,
 ) -> dg.MaterializeResult:
-    """The champion on a second site's export, as it would serve that site: every patient's
-    raw files through its predictor, labelled from the site's own reports (held reports left
-    out), evaluated as the internal test split is and shown beside the champion's internal
-    figures. Not in the demo nor the weekly retraining; materialise it from the UI."""
+    """The champion (or `model`) on a second site's export, as it would serve that site:
+    every patient's raw files through its predictor, labelled from the site's own reports
+    (held reports left out), evaluated as the internal test split is and shown beside the
+    model's internal figures. Not in the demo nor the weekly retraining; materialise it from
+    the UI."""
     raw = site_folder(config, paths)
     if not raw.is_dir():
         raise dg.Failure(
@@ -69,7 +75,7 @@ def external_validation(
             "benchmark-external --out <data>/external/raw` or set raw_dir"
         )
     tracking = mlflow_tracking.registry()
-    loaded = mlflow_tracking.load(CHAMPION)
+    loaded = mlflow_tracking.load(config.model)
     bundle = loaded.predictor.bundle
     index = raw_format.index(raw)
     keys = pseudonyms.pseudonyms_for(raw, index)
@@ -124,6 +130,13 @@ def external_validation(
         if value is not None:
             key = COMPARED[name].replace("test_", "external_", 1)
             client.log_metric(loaded.run_id, key, value)
+    card = with_external(
+        tracking.version_description(loaded.version), raw.name, document["patients"], table
+    )
+    tags = {"external_validation": "yes", "external_site": raw.name}
+    if external["CAD-RADS kappa (linear)"] is not None:
+        tags["external_cad_rads_kappa_linear"] = f"{external['CAD-RADS kappa (linear)']:.3f}"
+    tracking.describe_version(loaded.version, card, tags)
     return dg.MaterializeResult(
         metadata={
             **parquet_metadata(path),

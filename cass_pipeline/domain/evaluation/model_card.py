@@ -41,6 +41,10 @@ class CardFacts:
     grades: dict | None
     on_test: dict
     calibration: Calibration
+    #: Networks served together (a fold ensemble's members), and the cross-validated
+    #: figures of its training run (`crossval_markdown`) when it was cross-validated.
+    members: int = 1
+    cross_validation: str | None = None
 
 
 def interval(metric: dict, key: str) -> str:
@@ -111,12 +115,24 @@ def calibration_lines(calibration: Calibration, on_test: dict) -> list[str]:
     return lines
 
 
+def cross_validation_lines(markdown: str | None) -> list[str]:
+    """The run's cross-validated figures (out of fold, per fold and pooled), when any."""
+    if markdown is None:
+        return []
+    return [
+        "## Cross-validated on the training and validation patients (out of fold)",
+        markdown,
+        "",
+    ]
+
+
 def known_limits(facts: CardFacts) -> list[str]:
     test = int((facts.splits.split == "test").sum())
     limits = [
         f"- Tested on {test} patients of one site ({facts.data_source}): the intervals are wide "
         "and say nothing about another hospital's scanners, exports or reports.",
-        f"- Cross-validated figures: {NOT_MEASURED}. External-site figures: {NOT_MEASURED}.",
+        f"- Cross-validated figures: {'above' if facts.cross_validation else NOT_MEASURED}. "
+        f"External-site figures: {NOT_MEASURED} until `external_validation` adds them below.",
         "- Labels come from rule-based reading of the reports; a report held for review is not "
         "trained on.",
         f"- {PAPER_NOTE}",
@@ -136,8 +152,13 @@ def model_card(facts: CardFacts) -> str:
             INTENDED_USE,
             "",
             "## Model",
-            f"{facts.arch}, {facts.target} outputs, {facts.image_size}-px views; MLflow run "
-            f"{facts.run_id}.",
+            f"{facts.arch}, {facts.target} outputs, {facts.image_size}-px views"
+            + (
+                f", a fold ensemble of {facts.members} networks (their mean logits)"
+                if facts.members > 1
+                else ""
+            )
+            + f"; MLflow run {facts.run_id}.",
             "",
             f"## Training data ({facts.data_source})",
             *training_table(facts.splits),
@@ -147,6 +168,7 @@ def model_card(facts: CardFacts) -> str:
             "",
             *grade_lines(facts.grades),
             "",
+            *cross_validation_lines(facts.cross_validation),
             "## Calibration and the referral operating point",
             *calibration_lines(facts.calibration, facts.on_test),
             "",
@@ -167,10 +189,24 @@ def card_tags(facts: CardFacts) -> dict[str, str]:
         "test_patients": str(int((facts.splits.split == "test").sum())),
         "test_patient_f1_weighted": f"{patient['f1_weighted']:.3f}",
         "calibration_reliable": "no" if facts.calibration.unreliable else "yes",
-        "cross_validated": "no",
+        "cross_validated": "yes" if facts.cross_validation else "no",
+        "ensemble_members": str(facts.members),
         "external_validation": "no",
     }
     if facts.grades is not None:
         kappa = facts.grades["patient"].get("kappa_linear")
         tags["test_cad_rads_kappa_linear"] = "-" if kappa is None else f"{kappa:.3f}"
     return tags
+
+
+EXTERNAL_HEADING = "## External site"
+
+
+def with_external(card: str, site: str, patients: int, table: str) -> str:
+    """The card with its external-site section (internal and external figures side by
+    side), replacing an earlier one."""
+    kept = card.split(f"\n{EXTERNAL_HEADING}")[0].rstrip("\n")
+    return (
+        f"{kept}\n\n{EXTERNAL_HEADING}\n{patients} patients of the site `{site}`, scored from "
+        f"their raw export as served and labelled from the site's own reports.\n\n{table}\n"
+    )
