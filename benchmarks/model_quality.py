@@ -84,7 +84,13 @@ def run_config(
 ) -> dict:
     """The benchmark's run config: the demo's training recipe on the benchmark cohort (with
     `ensemble` folds, a fold ensemble with test-time augmentation `tta`)."""
-    cohort = {"preset": "benchmark", "seed": args.cohort_seed, "n_patients": args.patients}
+    cohort = {
+        "preset": "benchmark",
+        "seed": args.cohort_seed,
+        "n_patients": args.patients,
+        "n_views": args.views,
+        "image_size": args.raw_size,
+    }
     split = {**SPLIT, "validation": args.validation, "test": args.test}
     split["train"] = round(1 - split["validation"] - split["test"], 6)
     return {
@@ -352,13 +358,16 @@ def comparison_lines(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
-def external_site(work: Path, workers: int | None = None) -> Path:
-    """The `benchmark-external` site's export in the work folder (generated once)."""
+def external_site(work: Path, args: argparse.Namespace) -> Path:
+    """The `benchmark-external` site's export in the work folder (generated once), with as
+    many views as the internal cohort and its own resolution (120 px to our 128)."""
     from cass_pipeline.domain.synthetic.cohort import generate_cohort
     from cass_pipeline.domain.synthetic.config import preset
 
     raw = work / EXTERNAL_RAW
-    generate_cohort(preset("benchmark-external"), raw, workers=workers)
+    site = preset("benchmark-external")
+    size = round(args.raw_size * site.image_size / preset("benchmark").image_size)
+    generate_cohort(preset("benchmark-external", n_views=args.views, image_size=size), raw)
     return raw
 
 
@@ -406,7 +415,7 @@ def ensemble_round(args: argparse.Namespace, work: Path, single: dict) -> None:
     print("\n".join(lines), flush=True)
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": wall, **report}
     if args.external:
-        raw = external_site(work)
+        raw = external_site(work, args)
         outside = {
             "single": validate_externally(work, raw, single["model_version"]),
             "ensemble": validate_externally(work, raw, report["model_version"]),
@@ -448,7 +457,9 @@ def main() -> None:
     parser.add_argument(
         "--print-only", action="store_true", help="print the figures of the last run in --work"
     )
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=128, help="px the views are cleaned to")
+    parser.add_argument("--views", type=int, default=8, help="views per branch in the cohort")
+    parser.add_argument("--raw-size", type=int, default=128, help="px of the cohort's views")
     parser.add_argument(
         "--ensemble", type=int, default=0, help="K >= 2: then a K-fold ensemble, compared"
     )
@@ -487,7 +498,7 @@ def main() -> None:
     if args.ensemble:
         ensemble_round(args, work, report)
     elif args.external:
-        document = validate_externally(work, external_site(work), report["model_version"])
+        document = validate_externally(work, external_site(work, args), report["model_version"])
         print("\n".join(external_lines("single model", document)))
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cass_pipeline.domain.anatomy import GRADES, category_of_grades, grade_interval
-from cass_pipeline.domain.evaluation.grades import grade_metrics
+from cass_pipeline.domain.evaluation.grades import grade_markdown, grade_metrics
 from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.model.targets import OUTPUT_SPACES
 from cass_pipeline.domain.prediction.bundle import ModelBundle
@@ -169,6 +169,8 @@ def test_grade_figures_count_a_grade_inside_the_interval_as_right():
     assert patient["accuracy"] == pytest.approx(2 / 3)
     assert patient["rule_out_auc"] == 1.0 and patient["hold_out_auc"] == 1.0
     assert set(patient["ci95"]) >= {"kappa_linear", "accuracy"}
+    shown = grade_markdown(figures)  # published figures never stand as comparable
+    assert "van Herten et al." in shown and "not comparable" in shown
     three_class = pd.DataFrame(rows).assign(branch_grade=pd.NA)
     assert grade_metrics(three_class, bootstrap_rounds=0) is None
 

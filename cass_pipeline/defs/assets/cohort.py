@@ -34,6 +34,8 @@ class CohortConfig(dg.Config):
     preset: str = Field(default=DEFAULT_PRESET, description=" | ".join(sorted(PRESETS)))
     seed: int | None = Field(default=None, description="default: the preset's")
     n_patients: int | None = Field(default=None, description="default: the preset's")
+    n_views: int | None = Field(default=None, description="views per branch; default the preset's")
+    image_size: int | None = Field(default=None, description="px of a view; default the preset's")
     difficulty: str | None = Field(default=None, description=preset_choice(Difficulty))
     image_format: str | None = Field(default=None, description=preset_choice(ImageFormat))
     export_style: str | None = Field(default=None, description=preset_choice(ExportStyle))
@@ -106,6 +108,8 @@ def raw_cohort(
         config.preset,
         seed=config.seed,
         n_patients=config.n_patients,
+        n_views=config.n_views,
+        image_size=config.image_size,
         difficulty=config.difficulty,
         image_format=config.image_format,
         export_style=config.export_style,

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from cass_pipeline.domain.anatomy import CATEGORIES, category_of_grades
+from cass_pipeline.domain.model.metrics import PAPER_NOTE
 
 #: Categories at or above which a patient counts as positive, per AUC.
 AUC_CUTS = {"rule_out_auc": "1", "hold_out_auc": "3"}
@@ -178,4 +179,8 @@ def grade_markdown(grades: dict | None) -> str:
     ]
     for name, row in zip(patient["categories"], patient["confusion_counts"], strict=True):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines)
+    published = "; ".join(
+        f"{who}: " + ", ".join(f"{k} {v}" for k, v in figures.items())
+        for who, figures in PUBLISHED.items()
+    )
+    return "\n".join([*lines, "", f"Published: {published}. {PAPER_NOTE}"])

@@ -11,17 +11,12 @@ import pandas as pd
 
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.model.calibration import Calibration
-from cass_pipeline.domain.model.metrics import LEVELS
+from cass_pipeline.domain.model.metrics import LEVELS, PAPER_NOTE
 
 INTENDED_USE = (
     "A second opinion on coronary stenosis from curved MPR views of a CCTA study, for "
     "research and for a physician who reads it beside the images. Not a diagnosis, not "
     "cleared for clinical use."
-)
-PAPER_NOTE = (
-    "The CNN-CASS paper's figures (patient accuracy 0.80) and the other published figures "
-    "shown beside ours come from real CCTA data at their sites; figures on a synthetic test "
-    "cohort are not comparable with them."
 )
 NOT_MEASURED = "not measured for this version"
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from cass_pipeline.domain.evaluation.grades import grade_markdown, grade_metrics
 from cass_pipeline.domain.model.calibration import Calibration, calibration_report, patient_ranking
-from cass_pipeline.domain.model.metrics import LEVELS, PAPER_TABLE2, evaluate
+from cass_pipeline.domain.model.metrics import LEVELS, PAPER_NOTE, PAPER_TABLE2, evaluate
 from cass_pipeline.domain.model.targets import OutputSpace
 from cass_pipeline.domain.plots import figure_png, pyplot
 
@@ -176,7 +176,7 @@ def metrics_markdown(metrics: dict) -> str:
             f"{m['f1_weighted']:.3f} ({f1_ci}) | {paper[0]:.2f} / {paper[1]:.2f} | "
             f"{diagonal} | {'-' if missed is None else f'{missed:.2f}'} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", PAPER_NOTE])
 
 
 def triage_markdown(calibration: Calibration, on_test: dict) -> str:

@@ -73,6 +73,12 @@ def weighted_f1(labels, predictions) -> float:
 
 #: The paper's Table 2 (105 test patients): (accuracy, weighted F1) per level.
 PAPER_TABLE2 = {"segment": (0.81, 0.81), "artery": (0.81, 0.82), "patient": (0.80, 0.80)}
+#: What every table that sets published figures beside ours says of them.
+PAPER_NOTE = (
+    "The CNN-CASS paper's figures (patient accuracy 0.80) and the other published figures "
+    "shown beside ours come from real CCTA data at their sites; figures on a synthetic test "
+    "cohort are not comparable with them."
+)
 LEVELS = ("segment", "artery", "patient")
 
 
