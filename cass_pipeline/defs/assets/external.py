@@ -69,6 +69,7 @@ def external_validation(
     model's internal figures. Not in the demo nor the weekly retraining; materialise it from
     the UI."""
     raw = site_folder(config, paths)
+    site = raw.parent.name if raw.name == "raw" else raw.name  # data/external/raw: external
     if not raw.is_dir():
         raise dg.Failure(
             f"no external export at {raw}: write one with `cass synth --preset "
@@ -81,10 +82,14 @@ def external_validation(
     keys = pseudonyms.pseudonyms_for(raw, index)
     tables = report_tables(parse_cohort_reports(index, keys), hold_flagged=True)
     labels = site_labels(tables["branch_labels"].to_pandas(), tables["patient_labels"].to_pandas())
+    labelled = set(labels.patient_id)
     scored, unscored = [], 0
     for patient in index.patients.values():
         pid = keys(patient.key)
-        if not patient.files or pid not in set(labels.patient_id):
+        if pid not in labelled:
+            continue
+        if not patient.files:
+            unscored += 1
             continue
         source = PatientSource.of(patient)
         table = loaded.predictor.predict_files(
@@ -107,16 +112,17 @@ def external_validation(
         bundle.outputs,
         config.bootstrap,
     )
-    internal_metrics = tracking.client().get_run(loaded.run_id).data.metrics
+    client = tracking.client()
+    internal_metrics = client.get_run(loaded.run_id).data.metrics
     internal = {name: internal_metrics.get(key) for name, key in COMPARED.items()}
     external = figures_of(report)
     drop = kappa_drop(internal, external)
     table = side_by_side(internal, external)
     document = {
         "model_version": loaded.version,
-        "site": str(raw.name),
+        "site": site,
         "patients": int(predictions.patient_id.nunique()),
-        "patients_without_usable_views": unscored,
+        "labelled_patients_not_scored": unscored,
         "internal": internal,
         "external": external,
         "kappa_drop": drop,
@@ -125,15 +131,14 @@ def external_validation(
         "cad_rads": report.grades,
     }
     write_text_atomic(paths.layout.external_report, json.dumps(document, indent=2))
-    client = tracking.client()
     for name, value in external.items():
         if value is not None:
             key = COMPARED[name].replace("test_", "external_", 1)
             client.log_metric(loaded.run_id, key, value)
     card = with_external(
-        tracking.version_description(loaded.version), raw.name, document["patients"], table
+        tracking.version_description(loaded.version), site, document["patients"], table
     )
-    tags = {"external_validation": "yes", "external_site": raw.name}
+    tags = {"external_validation": "yes", "external_site": site}
     if external["CAD-RADS kappa (linear)"] is not None:
         tags["external_cad_rads_kappa_linear"] = f"{external['CAD-RADS kappa (linear)']:.3f}"
     tracking.describe_version(loaded.version, card, tags)
@@ -142,6 +147,7 @@ def external_validation(
             **parquet_metadata(path),
             "model_version": loaded.version,
             "patients": document["patients"],
+            "labelled_patients_not_scored": unscored,
             "internal_vs_external": dg.MetadataValue.md(table),
             "kappa_drop": drop,
         }
