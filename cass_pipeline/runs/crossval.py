@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from cass_pipeline.domain.evaluation.crossval import crossval_markdown, fold_figures, logged_figures
 from cass_pipeline.domain.model.calibration import fit_calibration
@@ -76,8 +77,8 @@ class Fold:
     as served, and the uncalibrated probabilities of the same views (for the ensemble's
     calibration)."""
 
-    network: object
-    head: object
+    network: nn.Module | None
+    head: nn.Module | None
     predictions: pd.DataFrame
     uncalibrated: np.ndarray
 
