@@ -38,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from cass_pipeline.defs.assets.model import NOT_ON_REQUEST
 from cass_pipeline.domain.anatomy import GRADES, grade_of_percent
 from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.evaluation.grades import against_truth, grade_metrics
@@ -57,10 +58,7 @@ from cass_pipeline.settings import CassSettings, project_root
 ROOT = project_root()
 SPLIT = {"train": 0.6, "validation": 0.1, "test": 0.3}
 #: Everything up to the evaluation: the benchmark measures, it does not promote.
-MEASURED_ASSETS = (
-    "not group:prediction and not key:promotion_decision and not key:champion_model and not "
-    "key:cross_validation and not key:external_validation"
-)
+MEASURED_ASSETS = f"{NOT_ON_REQUEST} and not key:promotion_decision and not key:champion_model"
 #: A further learning-curve point on the same cohort and images: splits, model, evaluation.
 RETRAINED_ASSETS = "key:patient_splits or key:stenosis_model or key:test_predictions or " + (
     "key:evaluation_report"

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from cass_pipeline.defs.assets.model import NOT_ON_REQUEST
 from cass_pipeline_tests.helpers import TINY_MODEL
 from cass_pipeline_tests.servers import ROOT, mlflow_server, postgres_server
 
@@ -27,12 +28,6 @@ TINY_RUN = {
         "explanations": {"config": {"per_class": 1, "steps": 4}},
     }
 }
-
-
-#: What the demo job runs: neither the inbox nor the assets materialised on request only.
-ON_DEMAND_EXCLUDED = (
-    "not group:prediction and not key:cross_validation and not key:external_validation"
-)
 
 
 @pytest.mark.slow
@@ -70,7 +65,7 @@ def test_tiny_pipeline_on_postgres_dask_and_an_mlflow_server(tmp_path, monkeypat
         bin_dir = Path(sys.executable).parent
         run = subprocess.run(
             [bin_dir / "dagster", "asset", "materialize", "-m", "cass_pipeline.definitions",
-             "--select", ON_DEMAND_EXCLUDED, "-c", run_config],
+             "--select", NOT_ON_REQUEST, "-c", run_config],
             env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr[-4000:]

@@ -27,8 +27,7 @@ def test_the_sites_contrast_timing_sets_the_lumen():
     drawn = [build_anatomy(config, np.random.default_rng(k)).contrast_hu for k in range(20)]
     assert all(low <= hu <= high for hu in drawn)
     assert max(drawn) < max(
-        build_anatomy(preset("benchmark"), np.random.default_rng(k)).contrast_hu
-        for k in range(20)
+        build_anatomy(preset("benchmark"), np.random.default_rng(k)).contrast_hu for k in range(20)
     )
 
 

@@ -244,7 +244,10 @@ def cross_validation(
 
 
 #: Assets materialised on request only (from the UI): K trainings, or another site's export.
-ON_REQUEST = dg.AssetSelection.assets("cross_validation", "external_validation")
+ON_REQUEST_KEYS = ("cross_validation", "external_validation")
+ON_REQUEST = dg.AssetSelection.assets(*ON_REQUEST_KEYS)
+#: The same as a `--select` string: everything but the inbox and the on-request assets.
+NOT_ON_REQUEST = "not group:prediction" + "".join(f" and not key:{k}" for k in ON_REQUEST_KEYS)
 
 retrain_job = dg.define_asset_job(
     "retrain",

@@ -61,9 +61,8 @@ class EnsembleHead(nn.Module):
 
     def forward(self, bag: torch.Tensor) -> torch.Tensor:
         parts = torch.split(bag, self.widths, dim=-1)
-        return torch.stack([head(part) for head, part in zip(self.heads, parts, strict=True)]).mean(
-            0
-        )
+        logits = [head(part) for head, part in zip(self.heads, parts, strict=True)]
+        return torch.stack(logits).mean(0)
 
 
 def torch_engine(network: nn.Module, device: torch.device = CPU) -> Engine:
