@@ -5,8 +5,9 @@ The champion of the registry `MLFLOW_TRACKING_URI` points at (default: the demo'
 mirror image (flip), and with shifts along the vessel as well (flip_shift), through its own
 network(s), predictor and calibration, as evaluation and serving score them. A version that
 carries an augmentation is stripped of it first, so a fold ensemble's gain from its members
-and its gain from augmentation are told apart (its calibration was fitted for its own way). Printed per way: weighted F1 at segment, artery and patient level with the patient
-level's 95% bootstrap interval, CAD-RADS linearly weighted kappa (grade models), and the
+and its gain from augmentation are told apart (its calibration was fitted for its own way).
+Printed per way: weighted F1 at segment, artery and patient level with the patient level's
+95% bootstrap interval, CAD-RADS linearly weighted kappa (grade models), and the
 seconds the scoring took; all in one run.
 Usage: python benchmarks/tta_gain.py [--model models:/cass-stenosis@champion] [--bootstrap 500]
 """
