@@ -7,6 +7,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.model.config import TrainConfig
 from cass_pipeline.layout import DataLayout
@@ -24,6 +27,24 @@ TINY_MODEL = {
     "batch_size": 8,
     "epochs": 1,
 }
+
+
+def zoomed_text(picture: np.ndarray, zoom: int = 8) -> str:
+    """What OCR reads of a picture (BGR or grey) looked at `zoom` times closer, as a person
+    would read it: its bright ink and its red ink each isolated (black on white) and
+    enlarged. Independent of the pipeline's own reader, so a test can check that one."""
+    colour = picture if picture.ndim == 3 else cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR)
+    blue, green, red = (colour[..., k].astype(int) for k in range(3))
+    inks = (colour.min(axis=2) >= 230, red - np.maximum(green, blue) > 60)
+    from cass_pipeline.domain.imaging.pixel_text import OcrEngine
+
+    words = []
+    for ink in inks:
+        page = np.where(ink, 0, 255).astype(np.uint8)
+        page = cv2.resize(page, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+        page = np.pad(page, 32, constant_values=255)
+        words += [text for text, _, _ in OcrEngine.words(page)]
+    return " ".join(words)
 
 
 def local_tracking(folder: Path, experiment: str):

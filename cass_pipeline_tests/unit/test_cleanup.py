@@ -7,10 +7,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from cass_pipeline.domain.imaging.cleanup import clean_image, persistent_overlay
+from cass_pipeline.domain.imaging.cleanup import clean_image, example_panel, persistent_overlay
 from cass_pipeline.domain.imaging.config import CleanupConfig
+from cass_pipeline.domain.imaging.pixel_text import identifier_readable, searchable
 from cass_pipeline.domain.imaging.readers import ImageReadError, read_image
 from cass_pipeline.domain.imaging.series_names import alias_table, branch_of_series
+from cass_pipeline_tests.helpers import zoomed_text
 
 VESSEL = 200
 
@@ -23,6 +25,32 @@ def synthetic_mpr(rng: np.random.Generator) -> np.ndarray:
     cv2.putText(image, "2024-03-14", (4, 248), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1)
     cv2.line(image, (190, 240), (250, 240), 255, 2)
     return np.where(image > 250, 255, image).astype(np.uint8)
+
+
+def vendor_capture(rng: np.random.Generator) -> np.ndarray:
+    """A workstation's capture as another vendor draws it: a 384-px view, patient name, MRN
+    and study date in a duplex font, two lines at the top and one at the bottom."""
+    image = np.clip(rng.normal(70, 10, (384, 384)), 0, 240).astype(np.uint8)
+    image[:, 180:204] = VESSEL
+    font = cv2.FONT_HERSHEY_DUPLEX
+    cv2.putText(image, "MUELLER^ANNA", (6, 26), font, 0.8, 255, 1, cv2.LINE_8)
+    cv2.putText(image, "ID 48213375", (6, 54), font, 0.8, 255, 1, cv2.LINE_8)
+    cv2.putText(image, "04.03.2019", (6, 374), font, 0.8, 255, 1, cv2.LINE_8)
+    return image
+
+
+IDENTIFIERS = {"MUELLER^ANNA", "48213375", "04.03.2019"}
+
+
+def test_the_before_panel_shows_no_readable_identifier_at_8x_zoom():
+    raw = vendor_capture(np.random.default_rng(3))
+    wanted = searchable(IDENTIFIERS)
+    assert identifier_readable(zoomed_text(raw), wanted)  # the reader reads the source
+    panel = example_panel(raw, CleanupConfig(size=384, border_level=0))
+    before = panel[:, :384]
+    assert (before[..., 2] == 255).any() and (before[..., 0] == 0).any()  # red boxes drawn
+    assert not identifier_readable(zoomed_text(before), wanted)
+    assert not identifier_readable(zoomed_text(panel), wanted)
 
 
 def test_text_is_removed_and_the_vessel_kept():

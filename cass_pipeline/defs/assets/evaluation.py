@@ -389,7 +389,7 @@ def explanations(
     with paths.images_of_run(context) as layout:
         views = test_views(layout)
         picks = explanation_sample(views, predictions, settings.per_class)
-        explained = explain_views(
+        explained, read = explain_views(
             loaded.predictor.network(),
             ViewDataset(views, layout.images, channels=loaded.predictor.bundle.view_channels),
             picks,
@@ -407,6 +407,9 @@ def explanations(
         metadata={
             "model_version": loaded.version,
             "views_explained": len(explained),
+            "withheld_for_text": dg.MetadataValue.json(
+                {"views": read.text_views, "ocr_error": read.error}
+            ),
             "vessel_band_attribution_fraction": mean,
             "vessel_band_area_fraction": settings.vessel_band,
             **{view.name: png_markdown(view.png, view.caption) for view in explained},

@@ -24,7 +24,7 @@ from cass_pipeline.defs.presentation import (
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat, run_in_progress
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
-from cass_pipeline.domain.imaging.cleanup import NO_HINTS, OverlayHints, clean_image, overlay_mask
+from cass_pipeline.domain.imaging.cleanup import example_panel
 from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.ingest import discover, ingest_cohort
 from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels, engine_version
@@ -61,25 +61,6 @@ MprConfig = config_class(
     **config_fields(CleanupConfig, rename=CLEANUP_FIELDS, defaults={"size": 128}),
     **config_fields(IngestConfig, only=("min_views",)),
 )
-
-
-def example_panel(
-    raw: np.ndarray, config: CleanupConfig, hints: OverlayHints = NO_HINTS
-) -> np.ndarray:
-    """Source with the detected overlay painted over (identifiers unreadable), and the
-    cleaned view."""
-    cleaned, _ = clean_image(raw, config, hints)
-    masked = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
-    masked[overlay_mask(raw, config, hints)] = (0, 0, 255)
-    masked = cv2.resize(masked, (cleaned.shape[1], cleaned.shape[0]), interpolation=cv2.INTER_AREA)
-    return np.concatenate(
-        [
-            masked,
-            np.full((cleaned.shape[0], 4, 3), 255, np.uint8),
-            cv2.cvtColor(cleaned, cv2.COLOR_GRAY2BGR),
-        ],
-        axis=1,
-    )
 
 
 def write_examples(
@@ -138,7 +119,7 @@ def write_examples(
             deps=[raw_cohort],
             group_name="images",
             kinds={"png"},
-            description="Before (detected text painted red) and after the cleanup.",
+            description="Before (detected text under red boxes) and after the cleanup.",
         ),
     ],
 )

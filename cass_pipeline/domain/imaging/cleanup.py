@@ -347,3 +347,34 @@ def clean_masked(
         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
     )
     return resized, CleanupStats(text_pixels, int(mask.sum()), (top, bottom, left, right))
+
+
+def example_panel(
+    raw: np.ndarray, config: CleanupConfig, hints: OverlayHints = NO_HINTS
+) -> np.ndarray:
+    """Source with each line of the detected overlay under a solid red box (no glyph left to
+    read), and the cleaned view."""
+    cleaned, _ = clean_image(raw, config, hints)
+    masked = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
+    masked[text_boxes(overlay_mask(raw, config, hints))] = (0, 0, 255)
+    masked = cv2.resize(masked, (cleaned.shape[1], cleaned.shape[0]), interpolation=cv2.INTER_AREA)
+    return np.concatenate(
+        [
+            masked,
+            np.full((cleaned.shape[0], 4, 3), 255, np.uint8),
+            cv2.cvtColor(cleaned, cv2.COLOR_GRAY2BGR),
+        ],
+        axis=1,
+    )
+
+
+def text_boxes(mask: np.ndarray) -> np.ndarray:
+    """The padded bounding boxes of `mask`'s lines of text (its pixels joined sideways), so
+    that filling them leaves no glyph shape."""
+    pad = max(2, mask.shape[0] // 64)
+    joined = cv2.dilate(mask.astype(np.uint8), np.ones((1, 4 * pad + 1), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    boxes = np.zeros(mask.shape, bool)
+    for x, y, w, h, _ in stats[1:count]:
+        boxes[max(0, y - pad) : y + h + pad, max(0, x - pad) : x + w + pad] = True
+    return boxes

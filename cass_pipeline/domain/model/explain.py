@@ -12,6 +12,7 @@ from torch import nn
 
 from cass_pipeline.domain.anatomy import GRADES, STENOSIS_CLASSES
 from cass_pipeline.domain.imaging.cleanup import NO_HINTS, OverlayHints, clean_image
+from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels
 from cass_pipeline.domain.model.config import ExplainSettings
 from cass_pipeline.domain.model.network import to_model_input
 
@@ -92,10 +93,11 @@ def explained(
 
 def explain_views(
     model: nn.Module, dataset, picks: pd.DataFrame, steps: int, band: float
-) -> list[Explanation]:
+) -> tuple[list[Explanation], PixelText]:
     """Integrated Gradients of each picked view's predicted output (its grade from a grade
-    model, else its class), as heat-map overlays."""
-    explanations = []
+    model, else its class), as heat-map overlays; those where OCR reads text (no identifier
+    is known here: any confident word) are left out, and what OCR read is returned."""
+    explanations, pictures = [], {}
     for row in picks.itertuples():
         graded = not pd.isna(row.grade_pred)
         output = int(row.grade_pred if graded else row.pred)
@@ -103,16 +105,20 @@ def explain_views(
         truth, predicted = STENOSIS_CLASSES[row.label], STENOSIS_CLASSES[row.pred]
         if graded:
             predicted += f" ({GRADES[output]})"
-        _, png = cv2.imencode(".png", picture)
+        name = f"{truth}_{row.patient_id}_{row.branch}_{row.view_index}"
+        pictures[name] = picture
         explanations.append(
             Explanation(
-                f"{truth}_{row.patient_id}_{row.branch}_{row.view_index}",
-                png.tobytes(),
+                name,
+                cv2.imencode(".png", picture)[1].tobytes(),
                 f"truth {truth}, predicted {predicted}, {fraction:.0%} on the vessel band",
                 fraction,
             )
         )
-    return explanations
+    read = check_pixels(pictures, ())
+    if read.error is not None:
+        return [], read
+    return [e for e in explanations if e.name not in read.text_views], read
 
 
 @dataclass(frozen=True)
