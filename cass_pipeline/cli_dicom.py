@@ -56,6 +56,8 @@ def resend(**options) -> None:
         send_results,
         undelivered,
     )
+    from cass_pipeline.domain.prediction.outputs import WRITERS
+    from cass_pipeline.domain.prediction.worklist import DELIVERED, FAILED, record_delivery
 
     quiet_network_logs()
     env = CassSettings.from_env()
@@ -73,6 +75,13 @@ def resend(**options) -> None:
             problem = f"not sent: {type(error).__name__}: {error}"
         click.echo(f"{folder.name}: {problem or 'delivered'}")
         failed += bool(problem)
+        document = env.layout.prediction(folder.name) / WRITERS["json"].file_name
+        if document.is_file():  # the worklist's delivery column
+            destinations = ", ".join(map(str, settings.parsed()))
+            if problem:
+                record_delivery(document, FAILED, f"{problem}; kept for `cass resend`")
+            else:
+                record_delivery(document, DELIVERED, f"to {destinations}")
     for folder in sorted(outbox.iterdir()) if outbox.is_dir() else []:
         for destination, reason in DeliveryState(folder).refused(settings.parsed()).items():
             click.echo(f"{folder.name}: {destination} refuses for good: {reason}", err=True)

@@ -231,6 +231,22 @@ def test_a_study_sent_to_the_node_comes_back_as_an_sr_and_a_key_image(
             (row,) = pd.read_parquet(layout_of(registry.processed).worklist).to_dict("records")
             assert row["patient"] == pid and row["cad_rads"] == document["cad_rads"]
             assert row["status"] == "scored" and 0 < row["turnaround_s"] < 600
+            assert row["delivery"] == f"delivered: to {destination}"
+            # no destination set: green, but the step and the worklist say nothing was sent
+            unset = dg.materialize(
+                [prediction.dicom_results],
+                partition_key=pid,
+                resources={
+                    **resources,
+                    "dicom_results": DicomResults(folder=str(tmp_path / "unset"), destinations=""),
+                },
+                instance=instance,
+            )
+            (done,) = unset.asset_materializations_for_node("dicom_results")
+            assert done.metadata["delivery"].value.startswith("not sent: no destination is set")
+            assert dg.materialize([prediction.worklist], resources=resources).success
+            (row,) = pd.read_parquet(layout_of(registry.processed).worklist).to_dict("records")
+            assert row["delivery"] == "not sent: no destination is set (CASS_DICOM_DESTINATIONS)"
             # the same prediction again: nothing new reaches the PACS
             assert score([prediction.dicom_results]).success
             assert len(sr_instances(pacs, study)) == 1
@@ -262,12 +278,25 @@ def test_a_study_sent_to_the_node_comes_back_as_an_sr_and_a_key_image(
         assert "not delivered" in message and "cass resend" in message and "2 tries" in message
         state = DeliveryState(outbox / pid).read()[destination]
         assert not state["delivered"] and state["attempts"] == 2
+
+        def delivery() -> str:
+            assert dg.materialize([prediction.worklist], resources=resources).success
+            (row,) = pd.read_parquet(layout_of(registry.processed).worklist).to_dict("records")
+            assert row["patient"] == pid  # a scored patient is listed whatever its delivery
+            return row["delivery"]
+
+        assert delivery().startswith(f"failed: {destination}: ")
+        assert "cass resend" in delivery()
         with orthanc_server(pacs_root, ports) as pacs:
-            env = {"CASS_DICOM_DIR": str(tmp_path / "dicom")}
+            env = {
+                "CASS_DICOM_DIR": str(tmp_path / "dicom"),
+                "CASS_PROCESSED_DIR": str(registry.processed),
+            }
             resent = CliRunner().invoke(main, ["resend", "--destinations", destination], env=env)
             assert resent.exit_code == 0, resent.output
             assert f"{pid}: delivered" in resent.output
             assert len(sr_instances(pacs, study)) == 2  # the first prediction's and the new
+        assert delivery() == f"delivered: to {destination}"
     finally:
         node.send_signal(signal.SIGTERM)
         assert node.wait(30) == 0

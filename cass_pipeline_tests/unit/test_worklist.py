@@ -4,8 +4,12 @@ import json
 import os
 
 from cass_pipeline.domain.prediction.worklist import (
+    DELIVERED,
+    FAILED,
+    PENDING,
     WORKLIST_SCHEMA,
     merged_refusals,
+    record_delivery,
     refusal_rows,
     worklist_table,
 )
@@ -58,3 +62,19 @@ def test_a_refused_study_is_listed_as_not_scored_with_the_reason(tmp_path):
         "not scored: a newer study of this patient is in the inbox",
     ]
     assert table.significant_score.isna().tolist() == [False, True]  # nothing made up
+
+
+def test_the_delivery_column_follows_the_newest_prediction(tmp_path):
+    predicted(tmp_path, "P-a", True, 0.9, "4A", 1_000_100)
+    document = tmp_path / "P-a" / "prediction.json"
+    assert worklist_table(tmp_path, {}, "prediction.json").delivery.tolist() == [PENDING]
+    record_delivery(document, FAILED, "PACS@10.0.0.5:104: connection refused after 3 tries")
+    (row,) = worklist_table(tmp_path, {}, "prediction.json").to_dict("records")
+    assert row["delivery"] == "failed: PACS@10.0.0.5:104: connection refused after 3 tries"
+    record_delivery(document, DELIVERED, "to PACS@10.0.0.5:104")
+    (row,) = worklist_table(tmp_path, {}, "prediction.json").to_dict("records")
+    assert row["delivery"] == "delivered: to PACS@10.0.0.5:104"
+    predicted(tmp_path / "again", "P-a", True, 0.8, "4A", 1_000_200)  # a newer prediction
+    document.write_bytes((tmp_path / "again" / "P-a" / "prediction.json").read_bytes())
+    (row,) = worklist_table(tmp_path, {}, "prediction.json").to_dict("records")
+    assert row["delivery"] == PENDING  # the recorded outcome was the older prediction's

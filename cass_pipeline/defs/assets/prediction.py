@@ -3,6 +3,7 @@ registered champion (the same predictor as `cass predict` and the REST service).
 
 import json
 import time
+import warnings
 
 import dagster as dg
 from pydantic import Field
@@ -39,9 +40,15 @@ from cass_pipeline.domain.prediction.outputs import (
     write_outputs,
 )
 from cass_pipeline.domain.prediction.worklist import (
+    DELIVERED,
+    FAILED,
+    NO_DESTINATION,
+    NOT_SENT,
+    PENDING,
     REFUSAL_SCHEMA,
     WORKLIST_SCHEMA,
     merged_refusals,
+    record_delivery,
     refusal_rows,
     worklist_table,
 )
@@ -184,10 +191,12 @@ def dicom_results(
     patient = context.partition_key
     folder = scored_study(context, inbox, pseudonyms).folder
     predicted = paths.layout.prediction(patient)
-    document = json.loads((predicted / WRITERS["json"].file_name).read_text())
+    source = predicted / WRITERS["json"].file_name
+    document = json.loads(source.read_text())
     picture = predicted / WRITERS["png"].file_name
     settings = dicom_results.send_settings()
     outbox = dicom_results.outbox / patient
+    record_delivery(source, PENDING)
     try:
         written = write_results(
             document,
@@ -198,19 +207,29 @@ def dicom_results(
         )
     except NoResultError as error:  # a PNG or JPEG export, or nothing computed
         context.log.warning(f"{patient}: no DICOM results: {error}")
+        record_delivery(source, NOT_SENT, f"no DICOM results: {error}")
         return dg.MaterializeResult(metadata={"objects": 0, "note": str(error)})
     deliveries = send_results(outbox, settings)
     problem = failure_text(deliveries)
     if problem:
+        record_delivery(source, FAILED, f"{problem}; kept for `cass resend`")
         raise dg.Failure(
             f"{patient}: results not delivered: {problem}; kept in {outbox} for `cass resend`"
         )
     delivered = [str(d.destination) for d in deliveries]
-    context.log.info(f"{patient}: SR and key image delivered to {delivered or 'no destination'}")
+    if settings.parsed():
+        note = f"delivered to {', '.join(delivered) or 'every destination, earlier'}"
+        record_delivery(source, DELIVERED, f"to {', '.join(map(str, settings.parsed()))}")
+        context.log.info(f"{patient}: SR and key image {note}")
+    else:
+        note = f"not sent: {NO_DESTINATION}; kept in {outbox}"
+        record_delivery(source, NOT_SENT, NO_DESTINATION)
+        context.log.warning(f"{patient}: SR and key image {note}")
     return dg.MaterializeResult(
         metadata={
             "objects": len(written),
             "files": dg.MetadataValue.json(sorted(p.name for p in written)),
+            "delivery": note,
             "delivered_to": dg.MetadataValue.json(delivered),
             "attempts": sum(d.attempts for d in deliveries),
         }
@@ -298,14 +317,37 @@ worklist_job = dg.define_asset_job(
 )
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
+def rebuild_after_materialisations(context: dg.MultiAssetSensorEvaluationContext):
+    records = [r for r in context.latest_materialization_records_by_key().values() if r]
+    if not records:
+        return dg.SkipReason("no patient scored or delivered since the last rebuild")
+    context.advance_all_cursors()
+    return dg.RunRequest(run_key=f"materialised:{max(r.storage_id for r in records)}")
+
+
+with warnings.catch_warnings():
+    # Dagster prefers Declarative Automation, but keeps this sensor for a run of a named
+    # job after materialisations of several assets, which is what is needed here.
+    warnings.filterwarnings("ignore", "Class `MultiAssetSensorDefinition` is superseded")
+    worklist_sensor = dg.multi_asset_sensor(
+        monitored_assets=[patient_prediction.key, dicom_results.key],
+        job=worklist_job,
+        name="worklist_sensor",
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Rebuilds the worklist after every materialisation of "
+        "`patient_prediction` (whatever happens to its results after it) and of "
+        "`dicom_results`.",
+    )(rebuild_after_materialisations)
+
+
+@dg.run_failure_sensor(
     monitored_jobs=[predict_patient_job],
     request_job=worklist_job,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Rebuilds the worklist after each inbox patient is scored.",
+    description="Rebuilds the worklist after a `predict_patient` run fails, so its delivery "
+    "column says why.",
 )
-def worklist_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+def worklist_failure_sensor(context: dg.RunFailureSensorContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=context.dagster_run.run_id)
 
 

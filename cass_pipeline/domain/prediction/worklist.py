@@ -1,9 +1,11 @@
 """The reading room's worklist: every inbox study by its patient's pseudonym, referred first,
-then by significance score, with when the study arrived and how long the answer took; a
-study CASS refused to score is listed as "not scored" with the reason."""
+then by significance score, with when the study arrived, how long the answer took and
+whether its results reached the PACS; a study CASS refused to score is listed as "not
+scored" with the reason."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+
+from cass_pipeline.domain.storage import write_bytes_atomic
 
 WORKLIST_SCHEMA = pa.schema(
     [
@@ -25,6 +29,7 @@ WORKLIST_SCHEMA = pa.schema(
         ("refer", pa.bool_()),
         ("significant_score", pa.float64()),
         ("model_version", pa.string()),
+        ("delivery", pa.string()),
     ]
 )
 #: Inbox studies the sensor did not score, by keyed names, with the reason (no identifier).
@@ -37,6 +42,34 @@ REFUSAL_SCHEMA = pa.schema(
     ]
 )
 SCORED = "scored"
+#: Beside each prediction: what became of its DICOM results (pseudonymised, no identifier).
+DELIVERY_FILE = "delivery.json"
+#: What became of a prediction's results: not yet known (sending, or never tried), in every
+#: destination, not taken by one, or not sent at all (why in the detail).
+PENDING, DELIVERED, FAILED, NOT_SENT = "pending", "delivered", "failed", "not sent"
+NO_DESTINATION = "no destination is set (CASS_DICOM_DESTINATIONS)"
+
+
+def record_delivery(document: Path, state: str, detail: str = "") -> None:
+    """What became of the DICOM results of the prediction `document` (delivered, failed,
+    not sent, pending), with why or where; tied to the document's bytes, so a newer
+    prediction of the patient reads as pending until its own results are sent."""
+    record = {"state": state, "detail": detail, "prediction_sha256": sha256_of(document)}
+    write_bytes_atomic(document.parent / DELIVERY_FILE, json.dumps(record).encode("utf-8"))
+
+
+def delivery_of(document: Path) -> str:
+    """The worklist's delivery cell of the prediction `document`: "delivered: to X",
+    "failed: why", "not sent: why" or "pending"."""
+    path = document.parent / DELIVERY_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record.get("prediction_sha256") != sha256_of(document):
+        return PENDING
+    return f"{record['state']}: {record['detail']}" if record["detail"] else record["state"]
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def refusal_rows(refused: list[tuple[str, str, str]], now: float) -> pd.DataFrame:
@@ -63,9 +96,9 @@ def worklist_table(
     document_name: str,
     refusals: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per patient folder under `predictions` holding `document_name`, and one per
-    refused study not scored since; `received` gives the time (epoch seconds) each study
-    last changed in the inbox, by study id."""
+    """One row per patient folder under `predictions` holding `document_name` (with what
+    became of its DICOM results), and one per refused study not scored since; `received`
+    gives the time (epoch seconds) each study last changed in the inbox, by study id."""
     rows = []
     for path in sorted(predictions.glob(f"*/{document_name}")):
         document = json.loads(path.read_text())
@@ -86,6 +119,7 @@ def worklist_table(
                 "refer": document.get("refer"),
                 "significant_score": document.get("significant_score"),
                 "model_version": str((document.get("model") or {}).get("version", "")),
+                "delivery": delivery_of(path),
             }
         )
     scored = {row["study"] for row in rows}
