@@ -60,12 +60,14 @@ instance:
 ## Debian packages, installed as root (or through sudo) when a file they bring is absent:
 ## Tesseract's English model for the OCR check on the pixels CASS writes (the engine itself
 ## is the tesserocr wheel); dcmtk (dsrdump checks the structured reports, storescu stands in
-## for a workstation), dicom3tools (dciodvfy checks every object CASS writes) and Orthanc
-## with its DICOMweb plugin (the PACS of the DICOM tests).
+## for a workstation), dicom3tools (dciodvfy checks every object CASS writes), Orthanc
+## with its DICOMweb plugin (the PACS of the DICOM tests), and chromium with its driver (the
+## review app's browser tests drive them; nothing is downloaded at run time).
 OCR_MODEL := /usr/share/tesseract-ocr/5/tessdata/eng.traineddata
 DICOMWEB_PLUGIN := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
-DEBIAN_FILES := $(OCR_MODEL) /usr/bin/dsrdump /usr/sbin/Orthanc /usr/bin/dciodvfy $(DICOMWEB_PLUGIN)
-DEBIAN_PACKAGES := tesseract-ocr-eng dcmtk orthanc dicom3tools orthanc-dicomweb
+DEBIAN_FILES := $(OCR_MODEL) /usr/bin/dsrdump /usr/sbin/Orthanc /usr/bin/dciodvfy $(DICOMWEB_PLUGIN) \
+	/usr/bin/chromium /usr/bin/chromedriver
+DEBIAN_PACKAGES := tesseract-ocr-eng dcmtk orthanc dicom3tools orthanc-dicomweb chromium chromium-driver
 $(DEBIAN_FILES) &:
 	@$$( [ "$$(id -u)" = 0 ] || echo sudo ) sh -c 'apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null'

@@ -16,6 +16,7 @@ from cass_pipeline import __version__
 from cass_pipeline.cli_common import options_of, picture_target, write_picture
 from cass_pipeline.cli_dicom import COMMANDS as DICOM_COMMANDS
 from cass_pipeline.cli_model import COMMANDS
+from cass_pipeline.cli_review import COMMANDS as REVIEW_COMMANDS
 from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.synthetic.config import (
     DEFAULT_PRESET,
@@ -349,7 +350,7 @@ def clean_mpr(source, target, frame, **cleanup) -> None:
     )
 
 
-for command in (*COMMANDS, *DICOM_COMMANDS):
+for command in (*COMMANDS, *DICOM_COMMANDS, *REVIEW_COMMANDS):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from cass_pipeline.defs.assets import (
     model,
     prediction,
     reports,
+    review,
 )
 from cass_pipeline.defs.demo import demo_job
 from cass_pipeline.defs.executors import executor_named
@@ -22,10 +23,11 @@ from cass_pipeline.defs.resources import (
     MlflowTracking,
     PseudonymKey,
     RawFormat,
+    ReviewDatabase,
 )
 from cass_pipeline.settings import CassSettings
 
-MODULES = [cohort, reports, imaging, model, evaluation, external, prediction]
+MODULES = [cohort, reports, imaging, model, evaluation, external, prediction, review]
 
 
 def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
@@ -36,7 +38,11 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_modules(MODULES),
         jobs=[demo_job, model.retrain_job, prediction.predict_patient_job, prediction.worklist_job],
         schedules=[model.weekly_retrain],
-        sensors=[prediction.inbox_sensor, prediction.worklist_sensor],
+        sensors=[
+            prediction.inbox_sensor,
+            prediction.worklist_sensor,
+            prediction.worklist_failure_sensor,
+        ],
         executor=executor_named(settings.executor),
         resources={
             "paths": CassPaths.from_settings(settings),
@@ -46,6 +52,7 @@ def build_definitions(settings: CassSettings | None = None) -> dg.Definitions:
             "inbox": Inbox.from_settings(settings),
             "dicom_results": DicomResults.from_settings(settings),
             "raw_format": RawFormat.from_settings(settings),
+            "review_database": ReviewDatabase.from_settings(settings),
         },
     )
 

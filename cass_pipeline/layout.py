@@ -271,3 +271,8 @@ class DataLayout:
     @property
     def worklist(self) -> Path:
         return self.processed / "worklist.parquet"
+
+    @property
+    def reader_agreement(self) -> Path:
+        """CASS against its readers' verdicts, per week (the review app's reading room)."""
+        return self.processed / "reader_agreement.parquet"

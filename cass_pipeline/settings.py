@@ -53,6 +53,8 @@ class CassSettings:
     executor: str = "default"
     #: Comma-separated AE@host:port that get each inbox patient's result objects.
     dicom_destinations: str = ""
+    #: The review app's accounts and decisions (SQLAlchemy URL: SQLite or PostgreSQL).
+    review_db: str = ""
 
     def send_settings(self, **options) -> SendSettings:
         """The result sender's settings: `options` (the command line's), the destinations
@@ -96,4 +98,5 @@ class CassSettings:
             else None,
             executor=env.get("CASS_DAGSTER_EXECUTOR") or "default",
             dicom_destinations=env.get("CASS_DICOM_DESTINATIONS") or "",
+            review_db=env.get("CASS_REVIEW_DB") or sqlite_uri(data_dir / "review" / "review.db"),
         )

@@ -19,6 +19,7 @@ from cass_pipeline.domain.generations import GenerationMissingError, Generations
 from cass_pipeline.domain.imaging.config import IngestConfig
 from cass_pipeline.domain.prediction.config import PredictSettings
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
+from cass_pipeline.domain.review.store import ReviewStore
 from cass_pipeline.domain.storage import exclusive_writer, shared_reader
 from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 from cass_pipeline.layout import DataLayout, dicom_node_health, dicom_outbox, dicom_rejects
@@ -158,6 +159,24 @@ class Inbox(dg.ConfigurableResource):
     def ingest_config(self) -> IngestConfig:
         """The series aliases (built-in and the site's) that tell which export is coronary."""
         return IngestConfig(site_aliases=self.series_aliases)
+
+
+class ReviewDatabase(dg.ConfigurableResource):
+    """The review app's store of accounts, label decisions and readers' verdicts (SQLAlchemy
+    URL: SQLite under data/ by default, PostgreSQL when CASS_REVIEW_DB says so)."""
+
+    url: str
+    #: `reader_agreement_holds` warns below this CAD-RADS kappa against the readers...
+    min_kappa: float = 0.6
+    #: ...once there are at least this many verdicts.
+    min_verdicts: int = 10
+
+    @classmethod
+    def from_settings(cls, settings: CassSettings) -> ReviewDatabase:
+        return cls(url=settings.review_db)
+
+    def store(self) -> ReviewStore:
+        return ReviewStore(self.url)
 
 
 class DicomFolder(dg.ConfigurableResource):

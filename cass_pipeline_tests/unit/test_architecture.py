@@ -56,6 +56,7 @@ STAGE_RANK = {
     "evaluation": 3,
     "prediction": 4,
     "dicom": 5,
+    "review": 6,
 }
 #: Cross-cutting facts and primitives, the only modules at the root of `domain/`.
 SHARED = {

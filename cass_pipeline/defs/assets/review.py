@@ -1,0 +1,54 @@
+"""People in the loop: how often the readers agree with CASS, from the review app's verdicts."""
+
+import dagster as dg
+
+from cass_pipeline.defs.presentation import parquet_metadata, preview_markdown
+from cass_pipeline.defs.resources import CassPaths, ReviewDatabase
+from cass_pipeline.domain.review.decisions import (
+    AGREEMENT_SCHEMA,
+    agreement,
+    agreement_by_week,
+    verdict_table,
+)
+from cass_pipeline.domain.storage import write_parquet_atomic
+
+
+@dg.asset(group_name="prediction", kinds={"parquet"})
+def reader_agreement(paths: CassPaths, review_database: ReviewDatabase) -> dg.MaterializeResult:
+    """CASS against the readers' verdicts in the review app's reading room, per ISO week and
+    overall: verdicts, share agreed, CAD-RADS linearly weighted kappa, and referral
+    sensitivity and specificity against the readers' categories (each reader's newest
+    verdict per patient)."""
+    table = verdict_table(review_database.store().verdicts())
+    weekly = agreement_by_week(table)
+    write_parquet_atomic(weekly, paths.layout.reader_agreement, AGREEMENT_SCHEMA)
+    overall = agreement(table)
+    return dg.MaterializeResult(
+        metadata={
+            **parquet_metadata(paths.layout.reader_agreement),
+            **{f"overall_{k}": v for k, v in overall.items() if v is not None},
+            "readers": int(table.reader.nunique()) if len(table) else 0,
+            "by_week": preview_markdown(weekly, rows=26),
+        }
+    )
+
+
+@dg.asset_check(
+    asset=reader_agreement,
+    description="Warns when CASS's CAD-RADS kappa against its readers falls below the set "
+    "value (`min_kappa` of the review_database resource) once there are enough verdicts.",
+)
+def reader_agreement_holds(review_database: ReviewDatabase) -> dg.AssetCheckResult:
+    figures = agreement(verdict_table(review_database.store().verdicts()))
+    kappa, count = figures["kappa_linear"], figures["verdicts"]
+    enough = count >= review_database.min_verdicts and kappa is not None
+    return dg.AssetCheckResult(
+        passed=not enough or kappa >= review_database.min_kappa,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"kappa {kappa:.2f} against the readers (at least {review_database.min_kappa})"
+            if enough
+            else f"{count} verdicts: too few to judge (at least {review_database.min_verdicts})"
+        ),
+        metadata={k: v for k, v in figures.items() if v is not None},
+    )

@@ -1,0 +1,1 @@
+"""People in the loop: reviewers settle flagged report labels, readers judge CASS's answers."""

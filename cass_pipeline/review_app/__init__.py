@@ -1,0 +1,1 @@
+"""`cass review-app`: the web pages where people review labels and judge CASS's answers."""
