@@ -20,8 +20,22 @@ def schema_metadata(schema: pa.Schema) -> dg.MetadataValue:
     )
 
 
+#: Characters a preview cell shows before it is cut (a whole report would squeeze the table).
+PREVIEW_CELL = 80
+
+
+def short_cell(value, limit: int = PREVIEW_CELL):
+    """A preview cell: text on one line, cut to `limit` characters with an ellipsis."""
+    if not isinstance(value, str):
+        return value
+    text = " ".join(value.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def preview_markdown(frame: pd.DataFrame, rows: int = 8) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False))
+    """The first `rows` rows as a markdown table, long text cut (`short_cell`)."""
+    shown = frame.head(rows).map(short_cell)
+    return dg.MetadataValue.md(shown.to_markdown(index=False))
 
 
 def parquet_metadata(path: Path, prefix: str = "") -> dict[str, dg.MetadataValue]:
@@ -35,10 +49,12 @@ def parquet_metadata(path: Path, prefix: str = "") -> dict[str, dg.MetadataValue
     }
 
 
-def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
-    """A PNG embedded in markdown (Dagster has no image metadata type)."""
+def png_markdown(png: bytes, alt: str, caption: str | None = None) -> dg.MetadataValue:
+    """A PNG embedded in markdown (Dagster has no image metadata type), with a caption line
+    under it when given."""
     encoded = base64.b64encode(png).decode("ascii")
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
+    below = f"\n\n*{caption}*" if caption else ""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded}){below}")
 
 
 def patients_in(path: Path) -> int:

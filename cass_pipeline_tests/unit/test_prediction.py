@@ -13,7 +13,6 @@ from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.network import build_model
 from cass_pipeline.domain.prediction.bundle import ModelBundle, write_bundle
 from cass_pipeline.domain.prediction.document import prediction_document
-from cass_pipeline.domain.prediction.outputs import PixelTextError, PredictedPatient, report_png
 from cass_pipeline.domain.prediction.picture import decisive_views
 from cass_pipeline.domain.prediction.predictor import PatientPrediction, Predictor
 from cass_pipeline.domain.prediction.rollup import roll_up
@@ -249,15 +248,3 @@ def test_only_the_chosen_outputs_are_written_and_an_unknown_one_is_refused(tmp_p
     assert written["json"].path.read_bytes() == written["json"].data
     with pytest.raises(ValueError, match=r"unknown output formats \['pdf'\]"):
         output_writers(["json", "pdf"])
-
-
-def test_report_png_is_not_drawn_when_its_text_would_print_an_identifier():
-    views = pd.DataFrame([view("LAD", k, (0.1, 0.2, 0.7)) for k in range(4)])
-    images = {"LAD": np.full((4, 32, 32), 60, np.uint8)}
-    prediction = PatientPrediction("P5", roll_up("P5", views, [], BUNDLE), images)
-    document = prediction_document(prediction.table, {"version": 1})
-    leaky = {**document, "model": {"version": 1, "description": "run for HUBER^KARL"}}
-    named = replace(prediction, identifiers=frozenset({"HUBER^KARL", "31415926"}))
-    with pytest.raises(PixelTextError, match="its text holds an identifier"):
-        report_png(PredictedPatient(named, leaky))
-    assert report_png(PredictedPatient(named, document)).startswith(b"\x89PNG")

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
 from cass_pipeline.defs.resources import CassPaths, MlflowTracking
 from cass_pipeline.layout import DataLayout
@@ -81,3 +82,12 @@ def test_a_folder_the_generator_did_not_write_gets_the_secret_key(tmp_path):
     secret = (tmp_path / "key").read_bytes().strip()
     assert secret != SYNTHETIC_COHORT_KEY and len(secret) == 64
     assert keys("CASE-0001") == pseudonymise("CASE-0001", secret)
+
+
+def test_a_preview_shows_a_report_as_one_short_line():
+    from cass_pipeline.defs.presentation import preview_markdown
+
+    report = "FINDINGS:\nLAD: 70% stenosis.\n" + "The RCA is normal. " * 20
+    table = pd.DataFrame({"patient_id": ["P1"], "text": [report], "n_chars": [len(report)]})
+    (row,) = [line for line in preview_markdown(table).value.splitlines() if "P1" in line]
+    assert "FINDINGS: LAD: 70% stenosis. The RCA" in row and "…" in row and len(row) < 140

@@ -412,6 +412,6 @@ def explanations(
             ),
             "vessel_band_attribution_fraction": mean,
             "vessel_band_area_fraction": settings.vessel_band,
-            **{view.name: png_markdown(view.png, view.caption) for view in explained},
+            **{view.name: png_markdown(view.png, view.caption, view.caption) for view in explained},
         }
     )

@@ -12,6 +12,7 @@ from cass_pipeline.defs.presentation import (
     patient_count_check,
     patients_in,
     previous_patients,
+    short_cell,
 )
 from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import CohortIndex
@@ -155,7 +156,7 @@ def review_metadata(review: pd.DataFrame) -> dict:
         "flags": dg.MetadataValue.md(counts.to_markdown() if counts is not None else "none"),
         "queue": dg.MetadataValue.table(
             records=[
-                dg.TableRecord({c: str(row[c]) for c in columns})
+                dg.TableRecord({c: short_cell(str(row[c]), 120) for c in columns})
                 for row in queue[columns].head(50).to_dict("records")
             ],
             schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),

@@ -91,6 +91,10 @@ def explained(
     return overlay(view, attribution), mass_fraction(attribution, central_band(view.shape, band))
 
 
+#: The side in pixels an explanation picture is written at, at least.
+EXPLANATION_SIDE = 256
+
+
 def explain_views(
     model: nn.Module, dataset, picks: pd.DataFrame, steps: int, band: float
 ) -> tuple[list[Explanation], PixelText]:
@@ -107,6 +111,9 @@ def explain_views(
             predicted += f" ({GRADES[output]})"
         name = f"{truth}_{row.patient_id}_{row.branch}_{row.view_index}"
         pictures[name] = picture
+        if picture.shape[0] < EXPLANATION_SIDE:  # a readable size, wherever it is shown
+            scale = EXPLANATION_SIDE / picture.shape[0]
+            picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         explanations.append(
             Explanation(
                 name,

@@ -66,15 +66,11 @@ class PixelTextError(ValueError):
 
 def report_png(patient: PredictedPatient) -> bytes:
     """The page, drawn only when OCR read no identifier on the views it shows (read by the
-    predictor) nor on the Integrated Gradients pictures, and the text it prints (the
-    document's) holds none."""
+    predictor) nor on the Integrated Gradients pictures."""
     from cass_pipeline.domain.imaging.pixel_text import check_pixels
     from cass_pipeline.domain.prediction.picture import render_report
-    from cass_pipeline.domain.privacy import identifiers_found
 
     prediction = patient.prediction
-    if identifiers_found([json.dumps(patient.document)], prediction.identifiers):
-        raise PixelTextError("report.png not written: its text holds an identifier")
     checked = prediction.pixel_text
     if patient.overlays:
         pictures = {f"{branch}/IG": image for branch, image in patient.overlays.items()}

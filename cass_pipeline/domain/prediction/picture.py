@@ -13,6 +13,9 @@ from cass_pipeline.domain.plots import figure_png, pyplot
 from cass_pipeline.domain.prediction.document import PredictionDocument, grade_text, summary_lines
 from cass_pipeline.domain.prediction.predictor import PatientPrediction, Predictor, strip_views
 
+#: Inches of each branch's row, of its probability bars, and of the page at least (its text);
+#: the share of a row's height its pictures take.
+ROW_INCHES, BARS_INCHES, MIN_WIDTH_INCHES, IMAGE_SHARE = 1.25, 2.3, 10.5, 0.78
 CLASS_COLOURS = {"no_stenosis": "#2e7d32", "non_significant": "#f9a825", "significant": "#c62828"}
 
 
@@ -60,13 +63,18 @@ def render_report(
     picture of the decisive view."""
     branches = list(document["branches"])
     rows = max(1, len(branches))
-    fig = pyplot().figure(figsize=(12, 1.9 + 1.25 * rows), dpi=80)
-    grid = fig.add_gridspec(
-        rows + 1,
-        3,
-        height_ratios=[1.6] + [1.25] * rows,
-        width_ratios=[2.3, 8, 1.2 if overlays else 0.01],
+    strips = {b: view_strip(prediction.images[b], document["branches"][b]) for b in branches}
+    # as wide as the content: the strips at the row's height, the explanations square
+    aspect = max((s.shape[1] / s.shape[0] for s in strips.values()), default=8.0)
+    shown = ROW_INCHES * IMAGE_SHARE  # the height a row's pictures get under its title
+    widths = [BARS_INCHES, shown * aspect, shown * 1.2 if overlays else 0.01]
+    fig = pyplot().figure(
+        figsize=(max(MIN_WIDTH_INCHES, sum(widths) + 0.5), 1.9 + ROW_INCHES * rows), dpi=80
     )
+    grid = fig.add_gridspec(
+        rows + 1, 3, height_ratios=[1.6] + [ROW_INCHES] * rows, width_ratios=widths
+    )
+    decisive = decisive_views(prediction) if overlays else {}
     header = fig.add_subplot(grid[0, :])
     header.axis("off")
     title, *details = summary_lines(document)
@@ -85,13 +93,14 @@ def render_report(
         left = fig.add_subplot(grid[i + 1, 0])
         probability_bars(left, branch, info)
         middle = fig.add_subplot(grid[i + 1, 1])
-        middle.imshow(view_strip(prediction.images[branch], info))
+        middle.imshow(strips[branch])
         middle.axis("off")
         middle.set_anchor("W")
         if overlays and branch in overlays:
             right = fig.add_subplot(grid[i + 1, 2])
             right.imshow(overlays[branch][..., ::-1])
-            right.set_title("decisive view, IG", fontsize=7)
+            right.set_anchor("E")
+            right.set_title(f"view {decisive[branch][0]}, IG", fontsize=7, loc="left")
             right.axis("off")
     fig.tight_layout()
     return figure_png(fig)
