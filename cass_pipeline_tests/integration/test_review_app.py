@@ -143,6 +143,7 @@ def log_in(browser, url: str, name: str) -> None:
     browser.find_element(By.ID, "login").click()
 
 
+@pytest.mark.slow
 def test_a_reviewer_and_a_reader_in_a_browser(site, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -238,6 +239,7 @@ def test_a_reviewer_and_a_reader_in_a_browser(site, browser):
     assert "labels decided" in audit and "verdict" in audit and "login refused" not in audit
 
 
+@pytest.mark.slow
 def test_the_store_works_the_same_on_postgresql(tmp_path):
     with postgres_server(tmp_path / "pg") as postgres:
         postgres.create_database("review")
