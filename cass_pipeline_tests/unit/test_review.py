@@ -53,6 +53,16 @@ def test_passwords_are_hashed_and_sessions_end(store, tmp_path):
     assert actions[:4] == ["logout", "login", "login refused", "login refused"]
 
 
+def test_a_name_refused_five_times_waits(store):
+    for _ in range(5):
+        with pytest.raises(LoginError, match="wrong password"):
+            store.login("rea", "guessing again")
+    with pytest.raises(LoginError, match="too many failed logins"):
+        store.login("rea", PASSWORD)  # even the right password, for now
+    assert store.login("rea", PASSWORD, now=time.time() + 16 * 60)[1].role == "reader"
+    assert store.login("rita", PASSWORD)[1].role == "reviewer"  # other names are not locked
+
+
 def test_reviewers_who_disagree_wait_for_an_admin_and_overrides_are_read_as_one_format(
     store, tmp_path
 ):

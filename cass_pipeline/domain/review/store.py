@@ -22,6 +22,8 @@ ROLES = ("reviewer", "reader", "admin")
 #: A login lasts this long without being renewed.
 SESSION_SECONDS = 8 * 3600
 MIN_PASSWORD = 10
+#: A name refused this many times within the window is locked for the rest of it.
+LOCKOUT_AFTER, LOCKOUT_SECONDS = 5, 15 * 60
 
 metadata = sa.MetaData()
 users = sa.Table(
@@ -163,6 +165,20 @@ class ReviewStore:
     def login(self, name: str, password: str, now: float | None = None) -> tuple[str, Session]:
         """A new session's secret token (for the cookie) and the session; LoginError else."""
         now = time.time() if now is None else now
+        with self.engine.begin() as db:
+            refusals = db.execute(
+                sa.select(sa.func.count())
+                .select_from(audit)
+                .where(
+                    audit.c.subject == name[:64],
+                    audit.c.action == "login refused",
+                    audit.c.at > now - LOCKOUT_SECONDS,
+                )
+            ).scalar_one()
+            if refusals >= LOCKOUT_AFTER:
+                self._audit(db, name[:64], "login locked", name[:64], {})
+        if refusals >= LOCKOUT_AFTER:
+            raise LoginError(f"too many failed logins: try again in {LOCKOUT_SECONDS // 60} min")
         with self.engine.begin() as db:
             row = db.execute(sa.select(users).where(users.c.name == name)).first()
             try:
