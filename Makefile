@@ -15,7 +15,7 @@ DEFAULT_DAGSTER_HOME := $(CURDIR)/data/dagster_home
 DAGSTER_HOME ?= $(DEFAULT_DAGSTER_HOME)
 export DAGSTER_HOME
 
-.PHONY: run test lint dev dicom-node env lock instance clean-data
+.PHONY: run test lint dev dicom-node review-app env lock instance clean-data
 
 ## uv, the installer, at the version and hashes the lock gives it (pip installs only this).
 $(UV): $(LOCK)
@@ -84,12 +84,15 @@ test: env
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-## The DICOM node on 127.0.0.1:11112, writing into the inbox (docs/pacs.md).
 ## The DICOM node on 127.0.0.1:11112 for a try on this machine (dcmtk's storescu calls as
 ## STORESCU); a hospital sets its own senders (docs/pacs.md).
 DICOM_NODE_OPTIONS ?= --allowed-aes STORESCU
 dicom-node: env
 	$(BIN)/cass dicom-node $(DICOM_NODE_OPTIONS)
+
+## The review app on http://127.0.0.1:8300 (accounts: `cass review-user`; docs/review.md).
+review-app: env
+	$(BIN)/cass review-app
 
 ## The Dagster UI on http://127.0.0.1:3000.
 dev: env
