@@ -4,7 +4,6 @@ reads, and agreement figures against the readers."""
 
 import time
 
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -118,4 +117,3 @@ def test_agreement_against_the_readers():
     weekly = agreement_by_week(table)
     assert weekly.verdicts.tolist() == [3, 1]
     assert agreement_by_week(verdict_table([])).empty
-    assert isinstance(weekly, pd.DataFrame)

@@ -85,6 +85,20 @@ def write_overrides(folder: Path, decisions: Iterable[Decision]) -> Path:
     return path
 
 
+#: One row per verdict: what CASS said and what the reader read (their category, or CASS's
+#: when they agreed).
+VERDICT_COLUMNS = [
+    "patient_id",
+    "reader",
+    "at",
+    "model_version",
+    "agree",
+    "cass_cad_rads",
+    "reader_cad_rads",
+    "cass_refer",
+]
+
+
 def verdict_table(verdicts: Iterable[Verdict]) -> pd.DataFrame:
     """Each patient's newest verdict per reader, with the week it was given in."""
     rows = [
@@ -106,18 +120,6 @@ def verdict_table(verdicts: Iterable[Verdict]) -> pd.DataFrame:
     table = table.drop_duplicates(["patient_id", "reader"], keep="last")
     table["week"] = table["at"].dt.strftime("%G-W%V")
     return table.reset_index(drop=True)
-
-
-VERDICT_COLUMNS = [
-    "patient_id",
-    "reader",
-    "at",
-    "model_version",
-    "agree",
-    "cass_cad_rads",
-    "reader_cad_rads",
-    "cass_refer",
-]
 
 
 def agreement(table: pd.DataFrame) -> dict:
