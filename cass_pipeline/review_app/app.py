@@ -40,6 +40,8 @@ from cass_pipeline.domain.review.store import ROLES, LoginError, ReviewStore, Se
 from cass_pipeline.layout import DataLayout
 
 COOKIE = "cass_session"
+#: The prediction's pictures the reading room shows, by output format, in this order.
+PICTURES = ("png", "explanations")
 LOGIN_CSRF = "cass_login_csrf"
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self' "
@@ -258,7 +260,11 @@ def create_app(app: ReviewApp) -> Starlette:
             session=session,
             patient=patient,
             document=document,
-            has_picture=picture_of(app.layout, patient, WRITERS["png"].file_name) is not None,
+            pictures=[
+                WRITERS[f].file_name
+                for f in PICTURES
+                if picture_of(app.layout, patient, WRITERS[f].file_name) is not None
+            ],
             categories=CATEGORIES,
             classes=STENOSIS_CLASSES,
             verdicts=mine,
@@ -266,9 +272,12 @@ def create_app(app: ReviewApp) -> Starlette:
 
     async def picture(request: Request) -> Response:
         session_of(request, "reader")
-        path = picture_of(app.layout, patient_of(request), WRITERS["png"].file_name)
+        name = request.path_params["name"]
+        if name not in {WRITERS[f].file_name for f in PICTURES}:
+            raise RefusedError(404, "no such picture")
+        path = picture_of(app.layout, patient_of(request), name)
         if path is None:
-            raise RefusedError(404, "no report picture of this patient")
+            raise RefusedError(404, "no such picture of this patient")
         return FileResponse(path, media_type="image/png", headers=HEADERS)
 
     async def admin(request: Request) -> Response:
@@ -303,7 +312,7 @@ def create_app(app: ReviewApp) -> Starlette:
         Route("/review/{patient}", guarded(report), methods=["GET", "POST"]),
         Route("/reading", guarded(reading), methods=["GET"]),
         Route("/reading/{patient}", guarded(patient_page), methods=["GET", "POST"]),
-        Route("/reading/{patient}/report.png", guarded(picture), methods=["GET"]),
+        Route("/reading/{patient}/{name}", guarded(picture), methods=["GET"]),
         Route("/admin", guarded(admin), methods=["GET", "POST"]),
     ]
     return Starlette(routes=routes)

@@ -260,10 +260,15 @@ def test_explain_adds_the_decisive_views_attributions(registry, tiny_cohort, tmp
 
     assert right_column_ink("plain") == 0
     assert right_column_ink("explained") > 0.05
+    assert not (tmp_path / "plain" / "explanations.png").exists()
+    sheet = cv2.imread(str(tmp_path / "explained" / "explanations.png"))
+    assert sheet is not None and sheet.shape[0] >= 256  # readable, one row of branches
     same = [
         json.loads((tmp_path / n / "prediction.json").read_text()) for n in ("plain", "explained")
     ]
     assert same[0] == same[1]
+    assert predict(registry, folder, tmp_path / "explained").exit_code == 0  # again, plain
+    assert not (tmp_path / "explained" / "explanations.png").exists()  # never left stale
 
 
 def test_a_name_the_cleanup_leaves_in_the_pixels_stops_report_png(registry, tiny_cohort, tmp_path):

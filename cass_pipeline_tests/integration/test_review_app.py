@@ -60,6 +60,7 @@ def reading_room(processed: Path) -> None:
     picture = np.full((120, 400, 3), 245, np.uint8)
     cv2.rectangle(picture, (10, 10), (390, 110), (40, 40, 200), 3)
     cv2.imwrite(str(folder / "report.png"), picture)
+    cv2.imwrite(str(folder / "explanations.png"), np.full((288, 512, 3), 90, np.uint8))
     table = worklist_table(layout_of(processed).predictions, {}, "prediction.json")
     write_parquet_atomic(table, layout_of(processed).worklist, WORKLIST_SCHEMA)
 
@@ -218,6 +219,13 @@ def test_a_reviewer_and_a_reader_in_a_browser(site, browser):
     browser.find_element(By.LINK_TEXT, READ).click()
     picture = browser.find_element(By.ID, "report-picture")
     assert browser.execute_script("return arguments[0].naturalWidth", picture) == 400
+    explained = browser.find_element(By.ID, "explanations-picture")  # at its readable size
+    assert browser.execute_script("return arguments[0].naturalWidth", explained) == 512
+    other = f"{url}/reading/{READ}/prediction.json"  # only the pictures are served
+    stranger = requests.get(other, timeout=10, allow_redirects=False)
+    assert stranger.status_code == 303 and stranger.headers["location"] == "/login"
+    reader = {"cass_session": browser.get_cookie("cass_session")["value"]}
+    assert requests.get(other, cookies=reader, timeout=10).status_code == 404
     browser.find_element(By.ID, "disagree").click()
     Select(browser.find_element(By.ID, "cad-rads")).select_by_value("2")
     Select(browser.find_element(By.ID, "class-LAD")).select_by_value("non_significant")

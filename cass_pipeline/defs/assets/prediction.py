@@ -152,6 +152,15 @@ def patient_prediction(
                 if "png" in written
                 else {}
             ),
+            **(
+                {
+                    "explanations": png_markdown(
+                        written["explanations"].data, f"explanations of {patient}"
+                    )
+                }
+                if "explanations" in written
+                else {}
+            ),
             "path": dg.MetadataValue.path(str(written["json"].path if "json" in written else out)),
             "files": dg.MetadataValue.json(sorted(file.path.name for file in written.values())),
         }

@@ -39,10 +39,16 @@ class OutputWriter:
 
     file_name: str
     description: str
-    render: Callable[[PredictedPatient], bytes]
+    #: The file's bytes, or None when the patient has nothing for it (no explanations).
+    render: Callable[[PredictedPatient], bytes | None]
 
-    def write(self, patient: PredictedPatient, folder: Path) -> Written:
-        written = Written(folder / self.file_name, self.render(patient))
+    def write(self, patient: PredictedPatient, folder: Path) -> Written | None:
+        """The file written, or None (and an older one removed, never left stale)."""
+        data = self.render(patient)
+        if data is None:
+            (folder / self.file_name).unlink(missing_ok=True)
+            return None
+        written = Written(folder / self.file_name, data)
         write_bytes_atomic(written.path, written.data)
         return written
 
@@ -64,21 +70,38 @@ class PixelTextError(ValueError):
     """A picture that is not written: OCR reads an identifier in it, or could not read it."""
 
 
+def overlays_read(patient: PredictedPatient):
+    """What OCR reads on the Integrated Gradients pictures, for the patient's identifiers."""
+    from cass_pipeline.domain.imaging.pixel_text import PixelText, check_pixels
+
+    if not patient.overlays:
+        return PixelText()
+    pictures = {f"{branch}/IG": image for branch, image in patient.overlays.items()}
+    return check_pixels(pictures, patient.prediction.identifiers)
+
+
 def report_png(patient: PredictedPatient) -> bytes:
     """The page, drawn only when OCR read no identifier on the views it shows (read by the
     predictor) nor on the Integrated Gradients pictures."""
-    from cass_pipeline.domain.imaging.pixel_text import check_pixels
     from cass_pipeline.domain.prediction.picture import render_report
 
-    prediction = patient.prediction
-    checked = prediction.pixel_text
-    if patient.overlays:
-        pictures = {f"{branch}/IG": image for branch, image in patient.overlays.items()}
-        read = check_pixels(pictures, prediction.identifiers)
-        checked = checked.merge(read)
+    checked = patient.prediction.pixel_text.merge(overlays_read(patient))
     if checked.problem() is not None:
         raise PixelTextError(f"report.png not written: {checked.problem()}")
-    return render_report(prediction, patient.document, patient.overlays)
+    return render_report(patient.prediction, patient.document, patient.overlays)
+
+
+def explanations_png(patient: PredictedPatient) -> bytes | None:
+    """Each branch's decisive view with its Integrated Gradients at a readable size, or None
+    without explanations; drawn only when OCR read no identifier on them."""
+    from cass_pipeline.domain.prediction.picture import render_explanations
+
+    if not patient.overlays:
+        return None
+    problem = overlays_read(patient).problem()
+    if problem is not None:
+        raise PixelTextError(f"explanations.png not written: {problem}")
+    return render_explanations(patient.prediction, patient.document, patient.overlays)
 
 
 WRITERS: dict[str, OutputWriter] = {
@@ -87,6 +110,11 @@ WRITERS: dict[str, OutputWriter] = {
     ),
     "png": OutputWriter(
         "report.png", "one page: summary, each branch's views, votes, probabilities", report_png
+    ),
+    "explanations": OutputWriter(
+        "explanations.png",
+        "each branch's decisive view with its Integrated Gradients, 256 px (with --explain)",
+        explanations_png,
     ),
 }
 #: Every format, in the order written when none is chosen.
@@ -105,5 +133,7 @@ def output_writers(formats: Iterable[str] = OUTPUT_FORMATS) -> dict[str, OutputW
 def write_outputs(
     patient: PredictedPatient, folder: Path, writers: dict[str, OutputWriter]
 ) -> dict[str, Written]:
-    """Each writer's file written into `folder`, by format."""
-    return {name: writer.write(patient, folder) for name, writer in writers.items()}
+    """Each writer's file written into `folder`, by format (a format with nothing to write
+    for this patient is left out)."""
+    written = {name: writer.write(patient, folder) for name, writer in writers.items()}
+    return {name: file for name, file in written.items() if file is not None}

@@ -16,6 +16,8 @@ from cass_pipeline.domain.prediction.predictor import PatientPrediction, Predict
 #: Inches of each branch's row, of its probability bars, and of the page at least (its text);
 #: the share of a row's height its pictures take.
 ROW_INCHES, BARS_INCHES, MIN_WIDTH_INCHES, IMAGE_SHARE = 1.25, 2.3, 10.5, 0.78
+#: Inches of each picture of explanations.png (256 px at its 80 dpi, 3.2 in).
+EXPLAINED_INCHES = 3.2
 CLASS_COLOURS = {"no_stenosis": "#2e7d32", "non_significant": "#f9a825", "significant": "#c62828"}
 
 
@@ -145,3 +147,31 @@ def view_strip(images: np.ndarray, info: dict) -> np.ndarray:
     votes = np.broadcast_to(cells, (bar, width, 3))
     gap = np.full((3, width, 3), 255, np.uint8)
     return np.concatenate([strip, gap, votes])
+
+
+def render_explanations(
+    prediction: PatientPrediction,
+    document: PredictionDocument,
+    overlays: dict[str, np.ndarray],
+) -> bytes:
+    """One PNG: each branch's decisive view under its Integrated Gradients heat map (BGR),
+    `EXPLAINED_INCHES` square at 80 dpi, titled with the branch, the view and its decision."""
+    decisive = decisive_views(prediction)
+    branches = [b for b in document["branches"] if b in overlays]
+    columns = min(4, len(branches))
+    rows = -(-len(branches) // columns)
+    side = EXPLAINED_INCHES
+    fig = pyplot().figure(figsize=(side * columns, (side + 0.4) * rows), dpi=80)
+    for k, branch in enumerate(branches):
+        info = document["branches"][branch]
+        axis = fig.add_subplot(rows, columns, k + 1)
+        axis.imshow(overlays[branch][..., ::-1], interpolation="bicubic")
+        named = grade_text(info["grade"]) or info["class"].replace("_", " ")
+        axis.set_title(
+            f"{branch}, view {decisive[branch][0]}: {named}",
+            fontsize=10,
+            color=CLASS_COLOURS[info["class"]],
+        )
+        axis.axis("off")
+    fig.tight_layout()
+    return figure_png(fig)
