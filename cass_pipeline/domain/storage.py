@@ -223,6 +223,12 @@ def atomic_path(path: Path, suffix: str = ".tmp", private: bool = False) -> Iter
         Path(tmp).unlink(missing_ok=True)
 
 
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def write_bytes_atomic(path: Path, data: bytes, private: bool = False) -> None:
     with atomic_path(path, private=private) as tmp:
         tmp.write_bytes(data)

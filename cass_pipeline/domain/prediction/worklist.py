@@ -5,7 +5,6 @@ scored" with the reason."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from cass_pipeline.domain.storage import write_bytes_atomic
+from cass_pipeline.domain.storage import file_digest, write_bytes_atomic
 
 WORKLIST_SCHEMA = pa.schema(
     [
@@ -54,7 +53,7 @@ def record_delivery(document: Path, state: str, detail: str = "") -> None:
     """What became of the DICOM results of the prediction `document` (delivered, failed,
     not sent, pending), with why or where; tied to the document's bytes, so a newer
     prediction of the patient reads as pending until its own results are sent."""
-    record = {"state": state, "detail": detail, "prediction_sha256": sha256_of(document)}
+    record = {"state": state, "detail": detail, "prediction_sha256": file_digest(document)}
     write_bytes_atomic(document.parent / DELIVERY_FILE, json.dumps(record).encode("utf-8"))
 
 
@@ -63,13 +62,9 @@ def delivery_of(document: Path) -> str:
     "failed: why", "not sent: why" or "pending"."""
     path = document.parent / DELIVERY_FILE
     record = json.loads(path.read_text()) if path.is_file() else {}
-    if record.get("prediction_sha256") != sha256_of(document):
+    if record.get("prediction_sha256") != file_digest(document):
         return PENDING
     return f"{record['state']}: {record['detail']}" if record["detail"] else record["state"]
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def refusal_rows(refused: list[tuple[str, str, str]], now: float) -> pd.DataFrame:

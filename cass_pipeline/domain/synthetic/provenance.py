@@ -10,12 +10,12 @@ pruned. Files the generator did not write are never overwritten or deleted.
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 from pathlib import Path
 
 from cass_pipeline.domain.cohort.index import CohortIndex, index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, load_secret
+from cass_pipeline.domain.storage import file_digest
 from cass_pipeline.layout import CENTRELINES, MPR, OVERLAYS, REPORTS, VOLUMES, RawLayout
 
 MARKER_DIR = ".synth"
@@ -51,11 +51,6 @@ def patient_files(out_dir: Path, case: str) -> list[str]:
     for folder in PER_PATIENT_FOLDERS:
         found += [p for p in (out_dir / folder).glob(f"{case}.*") if p.is_file()]
     return sorted(p.relative_to(out_dir).as_posix() for p in found)
-
-
-def file_digest(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def digests(root: Path, files: list[str]) -> dict[str, str]:
