@@ -68,19 +68,21 @@ def patient_categories(branches: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def category_kappa(truth, predicted) -> float | None:
+    """Linearly weighted kappa of CAD-RADS categories given as indices into `CATEGORIES`
+    (None while fewer than two categories occur)."""
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    if len(set(truth) | set(predicted)) < 2:
+        return None
+    labels = list(range(len(CATEGORIES)))
+    return float(cohen_kappa_score(truth, predicted, weights="linear", labels=labels))
+
+
 def patient_figures(patients: pd.DataFrame) -> dict:
     """Weighted kappa, accuracy and both AUCs of patient categories (None where undefined)."""
     truth, predicted = patients.truth.to_numpy(), patients.predicted.to_numpy()
     figures = {
-        "kappa_linear": (
-            float(
-                cohen_kappa_score(
-                    truth, predicted, weights="linear", labels=list(range(len(CATEGORIES)))
-                )
-            )
-            if len(set(truth) | set(predicted)) > 1
-            else None
-        ),
+        "kappa_linear": category_kappa(truth, predicted),
         "accuracy": float((truth == predicted).mean()),
     }
     for name, cut in AUC_CUTS.items():

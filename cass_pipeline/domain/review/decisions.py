@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-from sklearn.metrics import cohen_kappa_score
 
 from cass_pipeline.domain.anatomy import CATEGORIES, GRADE_RANGE, STENOSIS_CLASSES
+from cass_pipeline.domain.evaluation.grades import AUC_CUTS, category_kappa
 from cass_pipeline.domain.reports.review import ACCEPT, COLUMNS
 from cass_pipeline.domain.review.store import Decision, Verdict
 from cass_pipeline.domain.storage import write_bytes_atomic
@@ -35,8 +35,6 @@ LABEL_CHOICES: dict[str, str] = {
     **{c: c.replace("_", " ") + " (class only)" for c in STENOSIS_CLASSES},
     "none": "no label (not evaluable)",
 }
-#: A reader's CAD-RADS category from which a patient should be referred (>= 50%).
-REFERRED_FROM = "3"
 
 
 def settled(decisions: Iterable[Decision]) -> tuple[dict[str, Decision], dict[str, list]]:
@@ -132,20 +130,10 @@ def agreement(table: pd.DataFrame) -> dict:
         "verdicts": len(table),
         "agreed": float(table.agree.mean()) if len(table) else None,
     }
-    order = {c: i for i, c in enumerate(CATEGORIES)}
-    kappa = None
-    if len(both) >= 2 and both.reader_cad_rads.nunique() + both.cass_cad_rads.nunique() > 2:
-        kappa = float(
-            cohen_kappa_score(
-                both.reader_cad_rads.map(order),
-                both.cass_cad_rads.map(order),
-                weights="linear",
-                labels=list(range(len(CATEGORIES))),
-            )
-        )
-    figures["kappa_linear"] = kappa
-    refer = both.reader_cad_rads.map(order) >= order[REFERRED_FROM]
-    said = both.cass_cad_rads.map(order) >= order[REFERRED_FROM]
+    read, said = (both[c].map(CATEGORIES.index) for c in ("reader_cad_rads", "cass_cad_rads"))
+    figures["kappa_linear"] = category_kappa(read, said)
+    cut = CATEGORIES.index(AUC_CUTS["hold_out_auc"])  # 3 and above: a referral
+    refer, said = read >= cut, said >= cut
     figures["referral_sensitivity"] = float(said[refer].mean()) if refer.any() else None
     figures["referral_specificity"] = float((~said[~refer]).mean()) if (~refer).any() else None
     return figures
