@@ -30,7 +30,7 @@ from cass_pipeline.domain.review.decisions import (
 from cass_pipeline.domain.review.pages import (
     PSEUDONYM,
     choices_for,
-    picture_of,
+    prediction_file,
     prediction_of,
     reading_list,
     report_under_review,
@@ -263,7 +263,7 @@ def create_app(app: ReviewApp) -> Starlette:
             pictures=[
                 WRITERS[f].file_name
                 for f in PICTURES
-                if picture_of(app.layout, patient, WRITERS[f].file_name) is not None
+                if prediction_file(app.layout, patient, WRITERS[f].file_name) is not None
             ],
             categories=CATEGORIES,
             classes=STENOSIS_CLASSES,
@@ -275,7 +275,7 @@ def create_app(app: ReviewApp) -> Starlette:
         name = request.path_params["name"]
         if name not in {WRITERS[f].file_name for f in PICTURES}:
             raise RefusedError(404, "no such picture")
-        path = picture_of(app.layout, patient_of(request), name)
+        path = prediction_file(app.layout, patient_of(request), name)
         if path is None:
             raise RefusedError(404, "no such picture of this patient")
         return FileResponse(path, media_type="image/png", headers=HEADERS)

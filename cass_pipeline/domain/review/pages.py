@@ -130,12 +130,13 @@ def reading_list(layout: DataLayout) -> pd.DataFrame:
     return read_parquet_or_empty(layout.worklist, WORKLIST_SCHEMA)
 
 
+def prediction_file(layout: DataLayout, patient: str, name: str) -> Path | None:
+    """The file `name` of `patient`'s prediction (its document or a picture), or None."""
+    path = layout.prediction(patient) / name
+    return path if path.is_file() else None
+
+
 def prediction_of(layout: DataLayout, patient: str, document_name: str) -> dict | None:
     """The prediction document of `patient`, or None."""
-    path = layout.prediction(patient) / document_name
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def picture_of(layout: DataLayout, patient: str, picture_name: str) -> Path | None:
-    path = layout.prediction(patient) / picture_name
-    return path if path.is_file() else None
+    path = prediction_file(layout, patient, document_name)
+    return None if path is None else json.loads(path.read_text())
