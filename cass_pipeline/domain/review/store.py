@@ -165,53 +165,52 @@ class ReviewStore:
     def login(self, name: str, password: str, now: float | None = None) -> tuple[str, Session]:
         """A new session's secret token (for the cookie) and the session; LoginError else."""
         now = time.time() if now is None else now
-        with self.engine.begin() as db:
+        subject = name[:64]
+        with self.engine.begin() as db:  # refusals are recorded: nothing raises inside
             refusals = db.execute(
                 sa.select(sa.func.count())
                 .select_from(audit)
                 .where(
-                    audit.c.subject == name[:64],
+                    audit.c.subject == subject,
                     audit.c.action == "login refused",
                     audit.c.at > now - LOCKOUT_SECONDS,
                 )
             ).scalar_one()
-            if refusals >= LOCKOUT_AFTER:
-                self._audit(db, name[:64], "login locked", name[:64], {})
-        if refusals >= LOCKOUT_AFTER:
-            raise LoginError(f"too many failed logins: try again in {LOCKOUT_SECONDS // 60} min")
-        with self.engine.begin() as db:
+            locked = refusals >= LOCKOUT_AFTER
             row = db.execute(sa.select(users).where(users.c.name == name)).first()
-            try:
-                if row is None:
-                    raise VerificationError
-                self.hasher.verify(row.password_hash, password)
-            except (VerificationError, InvalidHashError):
-                refused = True
+            verified = not locked and row is not None and self.verifies(row, password)
+            if not verified:
+                self._audit(db, subject, "login locked" if locked else "login refused", subject, {})
             else:
-                refused = False
-            if refused:  # recorded, and the transaction ends normally so the record stays
-                self._audit(db, name[:64], "login refused", name[:64], {})
-        if refused:
-            raise LoginError("unknown user or wrong password")
-        with self.engine.begin() as db:
-            if self.hasher.check_needs_rehash(row.password_hash):
+                if self.hasher.check_needs_rehash(row.password_hash):
+                    db.execute(
+                        users.update()
+                        .where(users.c.name == name)
+                        .values(password_hash=self.hasher.hash(password))
+                    )
+                token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+                db.execute(sessions.delete().where(sessions.c.expires_at < now))
                 db.execute(
-                    users.update()
-                    .where(users.c.name == name)
-                    .values(password_hash=self.hasher.hash(password))
+                    sessions.insert().values(
+                        token_sha256=token_hash(token),
+                        user=name,
+                        csrf=csrf,
+                        expires_at=now + SESSION_SECONDS,
+                    )
                 )
-            token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-            db.execute(sessions.delete().where(sessions.c.expires_at < now))
-            db.execute(
-                sessions.insert().values(
-                    token_sha256=token_hash(token),
-                    user=name,
-                    csrf=csrf,
-                    expires_at=now + SESSION_SECONDS,
-                )
-            )
-            self._audit(db, name, "login", name, {})
+                self._audit(db, name, "login", name, {})
+        if locked:
+            raise LoginError(f"too many failed logins: try again in {LOCKOUT_SECONDS // 60} min")
+        if not verified:
+            raise LoginError("unknown user or wrong password")
         return token, Session(name, row.role, csrf)
+
+    def verifies(self, row, password: str) -> bool:
+        """Whether `password` is the one whose hash the user `row` holds."""
+        try:
+            return self.hasher.verify(row.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
     def session(self, token: str | None, now: float | None = None) -> Session | None:
         """The live session of a cookie's token, or None."""
