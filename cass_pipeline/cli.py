@@ -221,7 +221,7 @@ def synth(
     multiple=True,
     metavar="PSEUDONYM",
     help="For the key holder: the raw files behind these pseudonyms and the files rejected "
-    "from them (repeatable).",
+    "from them, or in an inbox the patient's studies (repeatable).",
 )
 def inspect(raw_dir: str, as_json: bool, min_views: int, wanted: tuple[str, ...]) -> None:
     """Preflight: what ingestion would make of RAW_DIR (patients, studies, series and their
@@ -236,6 +236,9 @@ def inspect(raw_dir: str, as_json: bool, min_views: int, wanted: tuple[str, ...]
 
     settings = CassSettings.from_env()
     raw = Path(raw_dir).resolve()
+    if wanted and raw == settings.inbox_dir:
+        locate_inbox_studies(raw, settings, wanted)
+        return
     index = index_cohort(raw, ReportColumns())
     if wanted:
         locate_patients(raw, index, settings, wanted)
@@ -247,6 +250,34 @@ def inspect(raw_dir: str, as_json: bool, min_views: int, wanted: tuple[str, ...]
         raise click.ClickException(f"{raw}: nothing is ingestible")
 
 
+def require_key(settings: CassSettings) -> None:
+    """Refuse to map pseudonyms back without the key they were made with."""
+    if not settings.pseudonym_key and not settings.pseudonym_key_file.is_file():
+        raise click.ClickException(
+            f"no pseudonym key ({settings.pseudonym_key_file} is missing and CASS_PSEUDONYM_KEY "
+            "is not set): pseudonyms cannot be mapped back without the key they were made with"
+        )
+
+
+def locate_inbox_studies(inbox: Path, settings: CassSettings, wanted: tuple[str, ...]) -> None:
+    """The key holder's view of the inbox: each pseudonym's studies (the keyed study id the
+    worklist and the reading room show, the folder, the stated study date and time)."""
+    from cass_pipeline.domain.prediction.inbox import inbox_studies, study_time
+    from cass_pipeline.domain.privacy import Pseudonyms, load_secret
+
+    require_key(settings)
+    secret = Pseudonyms(load_secret(settings.pseudonym_key_file, settings.pseudonym_key))
+    studies = [s for s in inbox_studies(inbox, secret) if s.patient in wanted]
+    unknown = sorted(set(wanted) - {s.patient for s in studies})
+    if unknown:
+        raise click.ClickException(
+            f"{', '.join(unknown)}: no study in {inbox} has this pseudonym with this key"
+        )
+    for study in studies:
+        stated = study_time(study.folder)[0] or "no study date stated"
+        click.echo(f"{study.patient}  {study.study}  {study.folder}  {stated}")
+
+
 def locate_patients(raw: Path, index, settings: CassSettings, wanted: tuple[str, ...]) -> None:
     """The key holder's view: each pseudonym's source folder, report and rejected files."""
     import pandas as pd
@@ -255,11 +286,7 @@ def locate_patients(raw: Path, index, settings: CassSettings, wanted: tuple[str,
     from cass_pipeline.domain.imaging.preflight import patient_locations
     from cass_pipeline.domain.synthetic.provenance import cohort_pseudonyms
 
-    if not settings.pseudonym_key and not settings.pseudonym_key_file.is_file():
-        raise click.ClickException(
-            f"no pseudonym key ({settings.pseudonym_key_file} is missing and CASS_PSEUDONYM_KEY "
-            "is not set): pseudonyms cannot be mapped back without the key they were made with"
-        )
+    require_key(settings)
     keys = cohort_pseudonyms(raw, settings.pseudonym_key_file, settings.pseudonym_key, index)
     patients = {p.pseudonym: p for p in raw_patients(index, keys)}
     unknown = [w for w in wanted if w not in patients]

@@ -276,3 +276,13 @@ class DataLayout:
     def reader_agreement(self) -> Path:
         """CASS against its readers' verdicts, per week (the review app's reading room)."""
         return self.processed / "reader_agreement.parquet"
+
+    @property
+    def reader_labels(self) -> Path:
+        """The branch classes readers gave, when they may train (`review/cohort.py`)."""
+        return self.processed / f"reader_labels{PARQUET}"
+
+    @property
+    def reader_label_rejects(self) -> Path:
+        """Judged patients whose verdicts cannot label them, with the reason."""
+        return self.processed / f"reader_label_rejects{PARQUET}"

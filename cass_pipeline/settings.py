@@ -55,6 +55,8 @@ class CassSettings:
     dicom_destinations: str = ""
     #: The review app's accounts and decisions (SQLAlchemy URL: SQLite or PostgreSQL).
     review_db: str = ""
+    #: Which readers' verdicts label training patients: off, corrected or judged.
+    reader_labels: str = "off"
 
     def send_settings(self, **options) -> SendSettings:
         """The result sender's settings: `options` (the command line's), the destinations
@@ -99,4 +101,5 @@ class CassSettings:
             executor=env.get("CASS_DAGSTER_EXECUTOR") or "default",
             dicom_destinations=env.get("CASS_DICOM_DESTINATIONS") or "",
             review_db=env.get("CASS_REVIEW_DB") or sqlite_uri(data_dir / "review" / "review.db"),
+            reader_labels=env.get("CASS_READER_LABELS") or "off",
         )

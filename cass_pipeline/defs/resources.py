@@ -170,10 +170,12 @@ class ReviewDatabase(dg.ConfigurableResource):
     min_kappa: float = 0.6
     #: ...once there are at least this many verdicts.
     min_verdicts: int = 10
+    #: Which verdicts label training patients (`review/cohort.py`): off, corrected, judged.
+    reader_labels: str = "off"
 
     @classmethod
     def from_settings(cls, settings: CassSettings) -> ReviewDatabase:
-        return cls(url=settings.review_db)
+        return cls(url=settings.review_db, reader_labels=settings.reader_labels)
 
     def store(self) -> ReviewStore:
         return ReviewStore(self.url)

@@ -233,11 +233,12 @@ def create_app(app: ReviewApp) -> Starlette:
             category = str(form.get("cad_rads", "")) or None
             if not agree and category not in CATEGORIES:
                 raise RefusedError(400, "a disagreement needs the CAD-RADS category you read")
-            branches = {
+            corrected = {
                 b: str(form[f"class:{b}"])
                 for b in document["branches"]
                 if not agree and form.get(f"class:{b}") in STENOSIS_CLASSES
             }
+            read = {b: finding["class"] for b, finding in document["branches"].items()}
             app.store.record_verdict(
                 session,
                 Verdict(
@@ -249,8 +250,9 @@ def create_app(app: ReviewApp) -> Starlette:
                     document.get("refer"),
                     agree,
                     None if agree else category,
-                    branches,
+                    read | corrected,
                     str(form.get("comment", "")).strip()[:500],
+                    document.get("study"),
                 ),
             )
             return RedirectResponse(f"/reading?judged={patient}", 303, headers=HEADERS)

@@ -35,8 +35,10 @@ from cass_pipeline.domain.model.splits import (
     SplitSettings,
     limit_training,
     patient_splits,
+    reader_labelled,
     splittable_patients,
     table_hash,
+    with_reader_patients,
 )
 from cass_pipeline.domain.model.targets import OutputSpace, output_map, output_space
 from cass_pipeline.domain.model.train import (
@@ -140,11 +142,16 @@ def write_splits(
     layout: DataLayout, settings: SplitSettings
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """The patients with both a label and images split by `settings` and written to the
-    layout; and how many patients with a report were left out, held for review among them."""
+    layout (the patients readers labelled in training, `with_reader_patients`), and how many
+    patients with a report were left out, held for review among them."""
     labels = pd.read_parquet(layout.patient_labels)
     usable = splittable_patients(labels, pd.read_parquet(layout.manifest, columns=["patient_id"]))
-    table = patient_splits(usable, settings.ratios, settings.seed, settings.floor_per_class)
+    readers = usable.patient_id.isin(reader_labelled(pd.read_parquet(layout.branch_labels)))
+    table = patient_splits(
+        usable[~readers], settings.ratios, settings.seed, settings.floor_per_class
+    )
     table = limit_training(table, settings.train_patients, settings.seed)
+    table = with_reader_patients(table, usable[readers])
     write_parquet_atomic(table, layout.splits, SPLIT_SCHEMA)
     left_out = {
         "all": len(labels) - len(usable),

@@ -234,6 +234,9 @@ def test_a_reviewer_and_a_reader_in_a_browser(site, browser):
     assert "given" in browser.find_element(By.ID, "worklist").text
     count, metadata = agreement_verdicts()
     assert count == 1 and metadata["overall_agreed"].value == 0.0
+    (given,) = ReviewStore(env["CASS_REVIEW_DB"]).verdicts()  # what may label training
+    assert given.branches == {"LAD": "non_significant", "RCA": "no_stenosis"}
+    assert given.study == "S-1"
     assert metadata["overall_referral_specificity"].value == 0.0  # CASS referred, she did not
 
     # the admin sees the audit log of both decisions

@@ -76,3 +76,14 @@ def test_external_figures_are_added_to_the_card_once():
     twice = with_external(once, "site-b", 81, "| figure | internal test | external site |")
     assert once.startswith(card.rstrip("\n")) and "80 patients of the site `site-b`" in once
     assert twice.count("## External site") == 1 and "81 patients" in twice
+
+
+def test_reader_labelled_patients_are_counted_apart_and_named_a_limit():
+    from dataclasses import replace
+
+    plain = facts(Calibration())
+    origin = ["report"] * 4 + ["reader"] * 2 + ["report"] * 4
+    card = model_card(replace(plain, splits=plain.splits.assign(origin=origin)))
+    assert "| train | 4 | 2 | 2 |" in card and "| train (labelled by readers) | 2 | 1 | 1 |" in card
+    assert "2 training patients were labelled by readers' verdicts" in card
+    assert "labelled by readers" not in model_card(plain)

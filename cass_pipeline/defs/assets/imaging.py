@@ -21,8 +21,14 @@ from cass_pipeline.defs.presentation import (
     png_markdown,
     previous_patients,
 )
-from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat, run_in_progress
-from cass_pipeline.domain.cohort.index import CohortIndex
+from cass_pipeline.defs.resources import (
+    CassPaths,
+    Inbox,
+    PseudonymKey,
+    RawFormat,
+    run_in_progress,
+)
+from cass_pipeline.domain.cohort.index import CohortIndex, folder_patient_key
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
 from cass_pipeline.domain.imaging.cleanup import example_panel
 from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
@@ -35,8 +41,19 @@ from cass_pipeline.domain.imaging.tables import (
     PIXEL_TEXT_SCHEMA,
 )
 from cass_pipeline.domain.imaging.views import PatientSource
+from cass_pipeline.domain.prediction.inbox import inbox_studies
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
-from cass_pipeline.domain.storage import parquet_stream, write_bytes_atomic
+from cass_pipeline.domain.review.cohort import (
+    NO_READER_STUDIES,
+    READER_LABEL_SCHEMA,
+    ReaderStudies,
+    reader_studies,
+)
+from cass_pipeline.domain.storage import (
+    parquet_stream,
+    read_parquet_or_empty,
+    write_bytes_atomic,
+)
 from cass_pipeline.layout import FLAT_IMAGE_STORE, DataLayout, store_entry
 
 N_EXAMPLES = 4
@@ -100,7 +117,7 @@ def write_examples(
     specs=[
         dg.AssetSpec(
             "mpr_manifest",
-            deps=[raw_cohort],
+            deps=[raw_cohort, "reader_labels"],
             group_name="images",
             kinds={"parquet"},
             description="One row per cleaned view: pseudonymised patient, artery, "
@@ -129,10 +146,12 @@ def mpr_images(
     paths: CassPaths,
     pseudonyms: PseudonymKey,
     raw_format: RawFormat,
+    inbox: Inbox,
 ):
     """Discover the cohort's patients, studies and series by their DICOM tags (or folders,
-    or volumes), clean every view, pack per patient into a new generation of the store and
-    publish it whole; one writer of the store at a time, no generator writing `raw/`."""
+    or volumes), and the inbox studies of the patients readers labelled (`reader_labels`),
+    clean every view, pack per patient into a new generation of the store and publish it
+    whole; one writer of the store at a time, no generator writing `raw/`."""
     with (
         paths.raw_reader(context.log.warning),
         paths.exclusive_writer(paths.layout.image_generations, context.log.warning),
@@ -141,9 +160,15 @@ def mpr_images(
         index = raw_format.index(paths.raw)
         keys = pseudonyms.pseudonyms_for(paths.raw, index)
         settings = config.ingest_config(raw_format.series_aliases)
+        labelled = read_parquet_or_empty(paths.layout.reader_labels, READER_LABEL_SCHEMA)
+        readers = reader_studies(
+            labelled,
+            inbox_studies(inbox.path, pseudonyms.secret_pseudonyms()) if len(labelled) else [],
+            lambda folder: folder_patient_key(folder) in index.patients,
+        )
         context.log.info(f"ingesting patients on {engine}")
         yield from ingest_images(
-            context, settings, paths, index, keys, config.workers, pool, engine
+            context, settings, paths, index, keys, config.workers, pool, engine, readers
         )
 
 
@@ -156,6 +181,7 @@ def ingest_images(
     workers: int | None,
     pool: Executor | None,
     engine: str,
+    readers: ReaderStudies = NO_READER_STUDIES,
 ):
     """Every patient's views into a new generation of the store (on `pool`, else `workers`
     processes), then its manifest, rejects and examples; published once all are written, and
@@ -175,6 +201,7 @@ def ingest_images(
             index,
             pool,
             previous.image_store if published else None,
+            readers,
         )
         context.log.info(f"{processed} patients ingested, {skipped} unchanged and skipped")
         settings.write(layout.ingest_settings)
@@ -189,6 +216,7 @@ def ingest_images(
         "patients_processed": processed,
         "patients_skipped_unchanged": skipped,
         "ingested_on": engine,
+        "reader_labelled_studies": len(readers.sources),
         "pseudonym_keys": dg.MetadataValue.json(keys.key_counts(s.key for s in sources)),
         "generation": building,
         "generations_removed": dg.MetadataValue.json(removed),
@@ -227,15 +255,18 @@ def write_image_tables(
     index,
     pool,
     previous_store: Path | None = None,
+    readers: ReaderStudies = NO_READER_STUDIES,
 ) -> tuple[int, int]:
-    """Stream each patient's manifest rows and rejects as the store is written; (patients
-    processed, patients unchanged and skipped or linked from `previous_store`)."""
+    """Stream each patient's manifest rows and rejects as the store is written, the judged
+    inbox studies of `readers` after the cohort's; (patients processed, patients unchanged
+    and skipped or linked from `previous_store`)."""
     processed = skipped = 0
     with (
         parquet_stream(layout.manifest, MANIFEST_SCHEMA) as manifest,
         parquet_stream(layout.image_rejects, IMAGE_REJECT_SCHEMA) as rejects,
         parquet_stream(layout.pixel_text, PIXEL_TEXT_SCHEMA) as pixel_text,
     ):
+        rejects.write_table(pa.Table.from_pylist(readers.not_ingested, IMAGE_REJECT_SCHEMA))
         for result in ingest_cohort(
             raw,
             layout.image_store,
@@ -245,6 +276,7 @@ def write_image_tables(
             index=index,
             pool=pool,
             previous_store=previous_store,
+            also=readers.sources,
         ):
             manifest.write_table(pa.Table.from_pylist(result.rows, MANIFEST_SCHEMA))
             rejects.write_table(pa.Table.from_pylist(result.rejects, IMAGE_REJECT_SCHEMA))

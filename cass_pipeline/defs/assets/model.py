@@ -34,7 +34,7 @@ def patient_splits(
     context: dg.AssetExecutionContext, config: SplitConfig, paths: CassPaths
 ) -> dg.MaterializeResult:
     """Train / validation / test by patient, stratified by patient class, for patients with
-    both a label and images."""
+    both a label and images; patients readers labelled (`reader_labels`) train only."""
     settings = settings_from(config, split_rules.SplitSettings)
     with paths.images_of_run(context) as layout:
         table, left_out = write_splits(layout, settings)
@@ -44,6 +44,7 @@ def patient_splits(
             **parquet_metadata(paths.layout.splits),
             "patients_per_split": dg.MetadataValue.json(table.split.value_counts().to_dict()),
             "classes_per_split": dg.MetadataValue.md(counts.to_markdown()),
+            "patients_by_origin": dg.MetadataValue.json(table.origin.value_counts().to_dict()),
             "patients_left_out": left_out["all"],
             "held_for_review": left_out["held_for_review"],
         }

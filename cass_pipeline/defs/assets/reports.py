@@ -20,7 +20,8 @@ from cass_pipeline.domain.cohort.raw_layout import EXPECTED_REPORTS, files_outsi
 from cass_pipeline.domain.cohort.report_sources import report_identifiers, report_sources
 from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
 from cass_pipeline.domain.reports.config import ReportSettings
-from cass_pipeline.domain.reports.pipeline import parse_cohort_reports
+from cass_pipeline.domain.reports.labels import READER
+from cass_pipeline.domain.reports.pipeline import add_reader_labels, parse_cohort_reports
 from cass_pipeline.domain.reports.tables import (
     BRANCH_LABEL_SCHEMA,
     LABEL_REVIEW_SCHEMA,
@@ -31,7 +32,8 @@ from cass_pipeline.domain.reports.tables import (
     TO_REVIEW,
     report_tables,
 )
-from cass_pipeline.domain.storage import write_parquet_atomic
+from cass_pipeline.domain.review.cohort import READER_LABEL_SCHEMA, reader_report_labels
+from cass_pipeline.domain.storage import read_parquet_or_empty, write_parquet_atomic
 
 SCHEMAS = {
     "deidentified_reports": REPORT_SCHEMA,
@@ -70,7 +72,7 @@ ReportConfig = config_class(
     specs=[
         dg.AssetSpec(
             name,
-            deps=[raw_cohort],
+            deps=[raw_cohort, "reader_labels"],
             group_name="reports",
             description=DESCRIPTIONS[name],
             kinds={"spacy", "parquet"},
@@ -86,8 +88,9 @@ def report_labels(
     raw_format: RawFormat,
 ):
     """Read every report under raw/reports (text files or RIS tables), link it to its
-    patient's study, de-identify, parse and label it; one writer of the tables at a time, no
-    generator writing `raw/` meanwhile."""
+    patient's study, de-identify, parse and label it, and add the patients readers labelled
+    (`reader_labels`); one writer of the tables at a time, no generator writing `raw/`
+    meanwhile."""
     with (
         paths.raw_reader(context.log.warning),
         paths.exclusive_writer(paths.layout.reports, context.log.warning),
@@ -113,6 +116,8 @@ def label_reports(
         bare_50_significant=settings.bare_50_significant,
         reviews=paths.layout.raw_folders.reviews,
     )
+    readers = read_parquet_or_empty(paths.layout.reader_labels, READER_LABEL_SCHEMA)
+    add_reader_labels(cohort, reader_report_labels(readers))
     tables = report_tables(cohort, settings.hold_flagged)
     context.log.info(f"{len(cohort.reports)} reports parsed, {len(cohort.rejects)} rejected")
     for name, table in tables.items():
@@ -217,7 +222,9 @@ def branch_label_coverage(paths: CassPaths) -> dg.AssetCheckResult:
         paths.layout.report_table("deidentified_reports"), columns=["patient_id"]
     )
     labels = pd.read_parquet(paths.layout.branch_labels)
-    rejects = pq.read_table(paths.layout.report_rejects).num_rows
+    labels = labels[labels.source != READER]  # readers' patients have no report
+    stages = pd.read_parquet(paths.layout.report_rejects, columns=["stage"]).stage
+    rejects = int((stages != READER).sum())
     labelled = labels.dropna(subset=["stenosis_class"]).patient_id.nunique()
     total = reports.num_rows + rejects
     coverage = labelled / total if total else 0.0

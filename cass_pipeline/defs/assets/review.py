@@ -1,9 +1,15 @@
-"""People in the loop: how often the readers agree with CASS, from the review app's verdicts."""
+"""People in the loop: how often the readers agree with CASS, and (a setting, off by
+default) the patients readers labelled, from the review app's verdicts."""
 
 import dagster as dg
 
 from cass_pipeline.defs.presentation import parquet_metadata, preview_markdown
 from cass_pipeline.defs.resources import CassPaths, ReviewDatabase
+from cass_pipeline.domain.review.cohort import (
+    LEFT_OUT_SCHEMA,
+    READER_LABEL_SCHEMA,
+    verdict_labels,
+)
 from cass_pipeline.domain.review.decisions import (
     AGREEMENT_SCHEMA,
     agreement,
@@ -51,4 +57,31 @@ def reader_agreement_holds(review_database: ReviewDatabase) -> dg.AssetCheckResu
             else f"{count} verdicts: too few to judge (at least {review_database.min_verdicts})"
         ),
         metadata={k: v for k, v in figures.items() if v is not None},
+    )
+
+
+@dg.asset(group_name="reports", kinds={"parquet"})
+def reader_labels(paths: CassPaths, review_database: ReviewDatabase) -> dg.MaterializeResult:
+    """The branch classes readers gave in the reading room, for the next training cohort when
+    `CASS_READER_LABELS` says so (`corrected`: the patients a reader corrected; `judged`:
+    every judged patient; `off`, the default: none). The images and report stages take
+    these patients in; the splits keep them in training only."""
+    store = review_database.store()
+    admins = frozenset(name for name, role in store.roles().items() if role == "admin")
+    try:
+        table, left_out = verdict_labels(store.verdicts(), review_database.reader_labels, admins)
+    except ValueError as error:
+        raise dg.Failure(str(error)) from error
+    write_parquet_atomic(table, paths.layout.reader_labels, READER_LABEL_SCHEMA)
+    write_parquet_atomic(left_out, paths.layout.reader_label_rejects, LEFT_OUT_SCHEMA)
+    return dg.MaterializeResult(
+        metadata={
+            **parquet_metadata(paths.layout.reader_labels),
+            "mode": review_database.reader_labels,
+            "patients": int(table.patient_id.nunique()),
+            "corrected_patients": int(table.drop_duplicates("patient_id").corrected.sum()),
+            "left_out": len(left_out),
+            "left_out_reasons": dg.MetadataValue.json(left_out.reason.value_counts().to_dict()),
+            "left_out_preview": preview_markdown(left_out),
+        }
     )

@@ -12,6 +12,7 @@ import pandas as pd
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.metrics import LEVELS, PAPER_NOTE
+from cass_pipeline.domain.reports.labels import READER
 
 INTENDED_USE = (
     "A second opinion on coronary stenosis from curved MPR views of a CCTA study, for "
@@ -49,8 +50,13 @@ def interval(metric: dict, key: str) -> str:
     return f"{value:.3f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
 
 
+READER_ROW = " (labelled by readers)"
+
+
 def training_table(splits: pd.DataFrame) -> list[str]:
-    """Patients per split and class."""
+    """Patients per split and class, those readers labelled in a row of their own."""
+    by_reader = splits.get("origin", pd.Series(index=splits.index, dtype=str)) == READER
+    splits = splits.assign(split=splits.split.mask(by_reader, splits.split + READER_ROW))
     counts = splits.pivot_table(
         index="split", columns="patient_class", values="patient_id", aggfunc="count", fill_value=0
     )
@@ -121,6 +127,17 @@ def cross_validation_lines(markdown: str | None) -> list[str]:
     ]
 
 
+def reader_limit(splits: pd.DataFrame) -> list[str]:
+    """What the card says of the training patients readers labelled, if any."""
+    count = int((splits.get("origin", pd.Series(dtype=str)) == READER).sum())
+    if not count:
+        return []
+    return [
+        f"- {count} training patients were labelled by readers' verdicts on CASS's own answers "
+        "(the reading room): their studies were chosen by CASS being used, not by a draw."
+    ]
+
+
 def known_limits(facts: CardFacts) -> list[str]:
     test = int((facts.splits.split == "test").sum())
     limits = [
@@ -130,6 +147,7 @@ def known_limits(facts: CardFacts) -> list[str]:
         f"External-site figures: {NOT_MEASURED} until `external_validation` adds them below.",
         "- Labels come from rule-based reading of the reports; a report held for review is not "
         "trained on.",
+        *reader_limit(facts.splits),
         f"- {PAPER_NOTE}",
     ]
     if facts.calibration.unreliable:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -187,13 +187,15 @@ def ingest_cohort(
     index: CohortIndex | None = None,
     pool: Executor | None = None,
     previous_store: Path | None = None,
+    also: Sequence[PatientSource] = (),
 ) -> Iterator[PatientResult]:
-    """Patient results in key order, then one result holding the files the index set aside
-    (second studies, files without a patient); stores of patients gone are removed. Patients
-    run on `pool` when given (a cluster's executor), else on `workers` local processes; a
-    patient unchanged in `previous_store` is linked from there."""
+    """Patient results in key order, then those of the sources `also` names (studies from
+    outside the raw folder: the patients readers labelled), then one result holding the files
+    the index set aside (second studies, files without a patient); stores of patients gone
+    are removed. Patients run on `pool` when given (a cluster's executor), else on `workers`
+    local processes; a patient unchanged in `previous_store` is linked from there."""
     index = index or index_cohort(raw_dir)
-    sources = discover(raw_dir, index)
+    sources = discover(raw_dir, index) + list(also)
     store_dir.mkdir(parents=True, exist_ok=True)
     keep = {pseudonyms(s.key) for s in sources}
     for stale in [*store_dir.glob("*.npy"), *(store_dir / STATE_DIR).glob("*.json")]:

@@ -10,12 +10,20 @@ import pandas as pd
 import pyarrow as pa
 
 from cass_pipeline.domain.options import option
+from cass_pipeline.domain.reports.labels import READER
 
 SPLITS = ("train", "validation", "test")
 #: Training-share patients a learning-curve point leaves out (`SplitSettings.train_patients`).
 UNUSED = "unused"
+#: Where a training patient's labels come from: its report, or a reader's verdict.
+FROM_REPORT = "report"
 SPLIT_SCHEMA = pa.schema(
-    [("patient_id", pa.string()), ("patient_class", pa.string()), ("split", pa.string())]
+    [
+        ("patient_id", pa.string()),
+        ("patient_class", pa.string()),
+        ("split", pa.string()),
+        ("origin", pa.string()),
+    ]
 )
 #: The paper's 708 / 15 / 105 patients.
 PAPER_RATIOS = (708 / 828, 15 / 828, 105 / 828)
@@ -91,6 +99,27 @@ def patient_splits(
     return pd.DataFrame(rows).sort_values("patient_id").reset_index(drop=True)
 
 
+def reader_labelled(branch_labels: pd.DataFrame) -> set[str]:
+    """The patients whose labels a reader gave (`source` 'reader'), not a report."""
+    return set(branch_labels.patient_id[branch_labels.source == READER])
+
+
+def with_reader_patients(splits: pd.DataFrame, readers: pd.DataFrame) -> pd.DataFrame:
+    """`splits` of the report-labelled patients, and the patients of `readers` (patient_id,
+    patient_class) in training, kept apart by their origin: they never enter validation or
+    test, and adding them moves no other patient."""
+    return (
+        pd.concat(
+            [
+                splits.assign(origin=FROM_REPORT),
+                readers[["patient_id", "patient_class"]].assign(split="train", origin=READER),
+            ]
+        )
+        .sort_values("patient_id")
+        .reset_index(drop=True)
+    )
+
+
 def limit_training(splits: pd.DataFrame, train_patients: int, seed: int) -> pd.DataFrame:
     """`splits` with all but `train_patients` training patients (a seeded draw, so a smaller
     point's patients are among a larger one's) marked `UNUSED`; 0 keeps them all."""
@@ -122,12 +151,15 @@ def table_hash(frame: pd.DataFrame) -> str:
 
 def cross_validation_folds(splits: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
     """patient_id and fold (0 to `folds` - 1) of every training and validation patient (the
-    test split untouched, 'unused' patients left out), stratified by patient class: each
+    test split untouched, 'unused' and reader-labelled patients left out: those train in
+    every fold), stratified by patient class: each
     class dealt round the folds in a seeded order, carrying on where the last class stopped,
     so that the folds differ by at most one patient and small classes spread out."""
     if folds < 2:
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
-    pool = splits[splits.split.isin(("train", "validation"))]
+    pool = splits[
+        splits.split.isin(("train", "validation")) & (splits.get("origin", FROM_REPORT) != READER)
+    ]
     if len(pool) < folds:
         raise ValueError(f"{len(pool)} training and validation patients for {folds} folds")
     rows, dealt = [], 0

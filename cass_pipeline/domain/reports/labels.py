@@ -48,7 +48,8 @@ class BranchLabel:
     modifiers: list[str] = field(default_factory=list)
     #: Which rule of this module set the class (`cass parse-report --explain` prints it).
     rule: str = ""
-    #: "report" (parsed) or "review" (a reviewer's override), with the reviewer's note.
+    #: "report" (parsed), "review" (a reviewer's override, with the reviewer's note) or
+    #: `READER` (a reader's verdict on CASS's answer, `review/cohort.py`).
     source: str = "report"
     note: str | None = None
 
@@ -67,6 +68,8 @@ class ReportLabels:
     reviewed: bool = False
 
 
+#: The source of a label a reader gave in the reading room (no report behind it).
+READER = "reader"
 RULE_MOST_SEVERE = "the most severe finding on the branch"
 RULE_REVISED = "the addendum's grade, in place of the earlier ones"
 RULE_DEVICE_ONLY = "a stent or a myocardial bridge alone is no stenosis"

@@ -16,7 +16,7 @@ from cass_pipeline.domain.cohort.report_sources import decode_report
 from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.deid import deidentify
 from cass_pipeline.domain.reports.flags import report_flags
-from cass_pipeline.domain.reports.labels import ReportLabels, label_report
+from cass_pipeline.domain.reports.labels import READER, ReportLabels, label_report
 from cass_pipeline.domain.reports.parser import build_nlp, read_report
 from cass_pipeline.domain.reports.review import Override, apply_overrides, read_overrides
 
@@ -52,6 +52,8 @@ class Reject:
 class ParsedCohort:
     reports: list[ParsedReport] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    #: Patients without a report whose labels readers gave (`review/cohort.py`), by pseudonym.
+    labelled_by_readers: dict[str, ReportLabels] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
@@ -107,6 +109,7 @@ EMPTY_REPORT, NO_FINDINGS = "empty report", "no vessel findings"
 UNLINKED = "no study with its accession number, or of its MRN near its exam date"
 IMAGES_WITHOUT_REPORT = "images without a linked report"
 NOT_REVIEWABLE = "a reviewer's override names no parsed report of this pseudonym"
+ALREADY_REPORTED = "a reader's verdict on a patient with a report: the report's labels stand"
 
 
 def has_findings(labels: ReportLabels) -> bool:
@@ -114,6 +117,17 @@ def has_findings(labels: ReportLabels) -> bool:
     return labels.patient_class is not None or any(
         lab.stenosis_class is not None or lab.non_diagnostic for lab in labels.branches.values()
     )
+
+
+def add_reader_labels(cohort: ParsedCohort, labelled: dict[str, ReportLabels]) -> None:
+    """The patients readers labelled join the cohort; one it reports on keeps its report's
+    labels (a reject says so)."""
+    reported = {report.patient_id for report in cohort.reports}
+    for pid, labels in sorted(labelled.items()):
+        if pid in reported:
+            cohort.rejects.append(Reject(pid, READER, ALREADY_REPORTED))
+        else:
+            cohort.labelled_by_readers[pid] = labels
 
 
 def parse_cohort_reports(

@@ -119,10 +119,57 @@ def review_status(labels: ReportLabels, holds: bool, hold_flagged: bool) -> str:
     return REVIEWED if labels.reviewed else TO_REVIEW if hold_flagged else NOTE
 
 
+def branch_rows(pid: str, labels: ReportLabels) -> list[dict]:
+    """A patient's rows of `branch_labels`."""
+    return [
+        {
+            "patient_id": pid,
+            "branch": lab.branch,
+            "artery": ARTERY_OF_BRANCH[lab.branch],
+            "stenosis_class": lab.stenosis_class,
+            "label": CLASS_INDEX.get(lab.stenosis_class),
+            "pct_low": lab.pct_low,
+            "pct_high": lab.pct_high,
+            "non_diagnostic": lab.non_diagnostic,
+            "modifiers": lab.modifiers,
+            "evidence": lab.evidence,
+            "evidence_start": [s for s, _ in lab.evidence_spans],
+            "evidence_end": [e for _, e in lab.evidence_spans],
+            "rule": lab.rule,
+            "source": lab.source,
+            "review_note": lab.note,
+        }
+        for lab in labels.branches.values()
+    ]
+
+
+def patient_row(pid: str, labels: ReportLabels, hold_flagged: bool) -> dict:
+    """A patient's row of `patient_labels`."""
+    stated = labels.reading.stated_cad_rads
+    return {
+        "patient_id": pid,
+        "patient_class": labels.patient_class,
+        "cad_rads": labels.cad_rads,
+        "cad_rads_modifiers": labels.modifiers,
+        "stated_cad_rads": stated,
+        "stated_agrees": None if stated is None else stated == labels.cad_rads,
+        "calcium_score": labels.reading.calcium_score,
+        "dominance": labels.reading.dominance,
+        "n_branches": len(labels.branches),
+        "n_labelled_branches": sum(
+            lab.stenosis_class is not None for lab in labels.branches.values()
+        ),
+        "flags": sorted({flag.kind for flag in labels.flags}),
+        "held_for_review": hold_flagged and held_for_review(labels),
+        "reviewed": labels.reviewed,
+    }
+
+
 def report_tables(
     cohort: ParsedCohort, hold_flagged: bool = ReportSettings.hold_flagged
 ) -> dict[str, pa.Table]:
-    """The six tables of the report stage."""
+    """The six tables of the report stage; the patients readers labelled (no report behind
+    them) have rows in `branch_labels` and `patient_labels` only."""
     reports, mentions, branches, patients, review = [], [], [], [], []
     for report in cohort.reports:
         pid, labels, counts = report.patient_id, report.labels, report.redactions
@@ -159,46 +206,9 @@ def report_tables(
                         "on_graft": m.on_graft,
                     }
                 )
-        for lab in labels.branches.values():
-            branches.append(
-                {
-                    "patient_id": pid,
-                    "branch": lab.branch,
-                    "artery": ARTERY_OF_BRANCH[lab.branch],
-                    "stenosis_class": lab.stenosis_class,
-                    "label": CLASS_INDEX.get(lab.stenosis_class),
-                    "pct_low": lab.pct_low,
-                    "pct_high": lab.pct_high,
-                    "non_diagnostic": lab.non_diagnostic,
-                    "modifiers": lab.modifiers,
-                    "evidence": lab.evidence,
-                    "evidence_start": [s for s, _ in lab.evidence_spans],
-                    "evidence_end": [e for _, e in lab.evidence_spans],
-                    "rule": lab.rule,
-                    "source": lab.source,
-                    "review_note": lab.note,
-                }
-            )
+        branches += branch_rows(pid, labels)
+        patients.append(patient_row(pid, labels, hold_flagged))
         stated = labels.reading.stated_cad_rads
-        patients.append(
-            {
-                "patient_id": pid,
-                "patient_class": labels.patient_class,
-                "cad_rads": labels.cad_rads,
-                "cad_rads_modifiers": labels.modifiers,
-                "stated_cad_rads": stated,
-                "stated_agrees": None if stated is None else stated == labels.cad_rads,
-                "calcium_score": labels.reading.calcium_score,
-                "dominance": labels.reading.dominance,
-                "n_branches": len(labels.branches),
-                "n_labelled_branches": sum(
-                    lab.stenosis_class is not None for lab in labels.branches.values()
-                ),
-                "flags": sorted({flag.kind for flag in labels.flags}),
-                "held_for_review": hold_flagged and held_for_review(labels),
-                "reviewed": labels.reviewed,
-            }
-        )
         grades = branch_grades(labels) if labels.flags else ""
         for flag in labels.flags:
             review.append(
@@ -216,6 +226,9 @@ def report_tables(
                     "cad_rads": labels.cad_rads,
                 }
             )
+    for pid, labels in sorted(cohort.labelled_by_readers.items()):
+        branches += branch_rows(pid, labels)
+        patients.append(patient_row(pid, labels, hold_flagged))
     rejects = [
         {"patient_id": r.patient_id, "stage": r.stage, "reason": r.reason} for r in cohort.rejects
     ]

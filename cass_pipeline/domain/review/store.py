@@ -65,8 +65,9 @@ verdicts = sa.Table(
     sa.Column("cass_refer", sa.Boolean),
     sa.Column("agree", sa.Boolean, nullable=False),
     sa.Column("cad_rads", sa.String(8)),  # the reader's category
-    sa.Column("branches", sa.Text, nullable=False),  # JSON: branch -> the reader's class
+    sa.Column("branches", sa.Text, nullable=False),  # JSON: branch -> the class as read
     sa.Column("comment", sa.Text, nullable=False, default=""),
+    sa.Column("study", sa.String(24)),  # the keyed inbox study judged
 )
 audit = sa.Table(
     "audit",
@@ -111,7 +112,9 @@ class Decision:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One reader's judgement of CASS's answer for one patient."""
+    """One reader's judgement of CASS's answer for one patient: agreed, or the category
+    read; `branches` holds every branch's class as the reader read it (CASS's where the
+    reader left it), `study` the inbox study judged."""
 
     patient_id: str
     user: str
@@ -123,6 +126,7 @@ class Verdict:
     cad_rads: str | None
     branches: dict[str, str]
     comment: str
+    study: str | None = None
 
 
 def token_hash(token: str) -> str:
@@ -289,6 +293,7 @@ class ReviewStore:
                 r.cad_rads,
                 json.loads(r.branches),
                 r.comment,
+                r.study,
             )
             for r in rows
         ]
