@@ -312,7 +312,21 @@ def locate_patients(raw: Path, index, settings: CassSettings, wanted: tuple[str,
     is_flag=True,
     help="Read a bare '50%' as non-significant (default: significant, as CAD-RADS).",
 )
-def parse_report(path: str, as_json: bool, explain: bool, bare_50_non_significant: bool) -> None:
+@click.option(
+    "--vocabulary",
+    "vocabulary",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A site's vocabulary file (YAML), besides the built-in English one (repeatable; "
+    "default: CASS_REPORT_VOCABULARY).",
+)
+def parse_report(
+    path: str,
+    as_json: bool,
+    explain: bool,
+    bare_50_non_significant: bool,
+    vocabulary: tuple[str, ...],
+) -> None:
     """Label one free-text CCTA report (de-identified before parsing)."""
     import json
 
@@ -325,6 +339,7 @@ def parse_report(path: str, as_json: bool, explain: bool, bare_50_non_significan
         has_findings,
         parse_report_text,
     )
+    from cass_pipeline.domain.reports.vocabulary import VocabularyError, site_files
 
     try:
         raw = decode_report(Path(path).read_bytes())
@@ -332,7 +347,11 @@ def parse_report(path: str, as_json: bool, explain: bool, bare_50_non_significan
         raise click.ClickException(f"{path}: unreadable encoding ({error})") from error
     if not raw.strip():
         raise click.ClickException(f"{path}: {EMPTY_REPORT}")
-    _, labels = parse_report_text(raw, bare_50_significant=not bare_50_non_significant)
+    files = vocabulary or site_files(CassSettings.from_env().report_vocabulary)
+    try:
+        _, labels = parse_report_text(raw, not bare_50_non_significant, files)
+    except VocabularyError as error:
+        raise click.ClickException(str(error)) from error
     if not has_findings(labels):
         raise click.ClickException(f"{path}: {NO_FINDINGS}")
     if as_json and explain:

@@ -50,6 +50,8 @@ class CassSettings:
     pseudonym_key_file: Path
     pseudonym_key: str | None = None
     series_aliases: Path | None = None
+    #: A site's report vocabulary files (YAML), paths separated by os.pathsep.
+    report_vocabulary: str = ""
     executor: str = "default"
     #: Comma-separated AE@host:port that get each inbox patient's result objects.
     dicom_destinations: str = ""
@@ -98,6 +100,7 @@ class CassSettings:
             series_aliases=path("CASS_SERIES_ALIASES", Path())
             if env.get("CASS_SERIES_ALIASES")
             else None,
+            report_vocabulary=env.get("CASS_REPORT_VOCABULARY") or "",
             executor=env.get("CASS_DAGSTER_EXECUTOR") or "default",
             dicom_destinations=env.get("CASS_DICOM_DESTINATIONS") or "",
             review_db=env.get("CASS_REVIEW_DB") or sqlite_uri(data_dir / "review" / "review.db"),

@@ -244,11 +244,19 @@ class RawFormatResource(dg.ConfigurableResource):
     series_aliases: str | None = Field(
         default=None, description="the site's series alias table (YAML), merged over ours"
     )
+    report_vocabulary: str = Field(
+        default="",
+        description="the site's report vocabulary files (YAML, separated by the system's "
+        "path separator), read besides the built-in English one",
+    )
 
     @classmethod
     def from_settings(cls, settings: CassSettings) -> RawFormatResource:
         aliases = settings.series_aliases
-        return cls(series_aliases=str(aliases) if aliases else None)
+        return cls(
+            series_aliases=str(aliases) if aliases else None,
+            report_vocabulary=settings.report_vocabulary,
+        )
 
     def columns(self) -> ReportColumns:
         return settings_from(self, ReportColumns, REPORT_COLUMN_FIELDS)
@@ -267,6 +275,6 @@ RawFormat = config_class(
     RawFormatResource,
     "How a site's raw export is written: the column names of its RIS report table and how "
     "many days an exam date may lie from a study date (the domain's `ReportColumns`), and the "
-    "site's own series alias table (YAML, merged over the default).",
+    "site's own series alias table (YAML, merged over the default) and report vocabulary.",
     **config_fields(ReportColumns, rename=REPORT_COLUMN_FIELDS),
 )

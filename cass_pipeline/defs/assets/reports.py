@@ -32,6 +32,7 @@ from cass_pipeline.domain.reports.tables import (
     TO_REVIEW,
     report_tables,
 )
+from cass_pipeline.domain.reports.vocabulary import VocabularyError, load_vocabulary, site_files
 from cass_pipeline.domain.review.cohort import READER_LABEL_SCHEMA, reader_report_labels
 from cass_pipeline.domain.storage import read_parquet_or_empty, write_parquet_atomic
 
@@ -97,7 +98,12 @@ def report_labels(
     ):
         index = raw_format.index(paths.raw)
         keys = pseudonyms.pseudonyms_for(paths.raw, index)
-        yield from label_reports(context, config, paths, index, keys)
+        files = site_files(raw_format.report_vocabulary)
+        try:
+            load_vocabulary(files)
+        except VocabularyError as error:
+            raise dg.Failure(f"report vocabulary: {error}") from error
+        yield from label_reports(context, config, paths, index, keys, files)
 
 
 def label_reports(
@@ -106,6 +112,7 @@ def label_reports(
     paths: CassPaths,
     index: CohortIndex,
     keys: Pseudonyms,
+    vocabulary: tuple[str, ...] = (),
 ):
     previous = patients_in(paths.layout.report_table("deidentified_reports"))
     settings = settings_from(config, ReportSettings)
@@ -115,6 +122,7 @@ def label_reports(
         workers=settings.workers,
         bare_50_significant=settings.bare_50_significant,
         reviews=paths.layout.raw_folders.reviews,
+        site_files=vocabulary,
     )
     readers = read_parquet_or_empty(paths.layout.reader_labels, READER_LABEL_SCHEMA)
     add_reader_labels(cohort, reader_report_labels(readers))

@@ -4,6 +4,7 @@ it, then every flag."""
 from __future__ import annotations
 
 from cass_pipeline.domain.reports.labels import ReportLabels
+from cass_pipeline.domain.reports.vocabulary import CONCEPT_NAMES, WordUse
 
 
 def explain_lines(labels: ReportLabels) -> list[str]:
@@ -22,6 +23,7 @@ def explain_lines(labels: ReportLabels) -> list[str]:
                     f'    "{reading.sentence_of(mention)}"  '
                     f"[{mention.text!r} placed by {mention.placed_by}]"
                 )
+    lines += word_lines(reading.words)
     category = "/".join([labels.cad_rads or "?", *labels.modifiers])
     stated = reading.stated_cad_rads or "none"
     lines.append(f"patient: {labels.patient_class}; CAD-RADS {category} (stated: {stated})")
@@ -32,4 +34,21 @@ def explain_lines(labels: ReportLabels) -> list[str]:
             f"  {'HOLD' if flag.holds else 'note'} {flag.kind}{where}: {flag.detail}\n"
             f'    "{flag.evidence}"'
         )
+    return lines
+
+
+def word_lines(words: list[WordUse]) -> list[str]:
+    """Each word a vocabulary file gave, with the file; a typing error with what it was read
+    as."""
+    lines = ["words from vocabulary files:"] if words else []
+    for use in words:
+        word = use.word
+        meaning = f"{CONCEPT_NAMES[word.concept]} {word.value}".rstrip()
+        if use.distance:
+            lines.append(
+                f"  {use.written!r} read as {word.text!r} ({meaning}; {word.source}; "
+                f"typing error, edit distance {use.distance})"
+            )
+        else:
+            lines.append(f"  {use.written!r}: {meaning} ({word.source})")
     return lines

@@ -21,6 +21,7 @@ UNPLACED = "stenosis statement on no branch"
 GRADED_TWICE = "branch graded twice"
 REVISED = "addendum revised a finding"
 NON_DIAGNOSTIC = "non-diagnostic segments"
+TYPO = "word read despite a typing error"
 #: Flags that hold a report out of training until it is reviewed.
 HOLDING = (STATED_DISAGREES, UNPLACED, GRADED_TWICE)
 
@@ -100,8 +101,17 @@ def report_flags(
     for mention in reading.mentions:
         if mention.modifier == "N" and not mention.branches and not mention.negated:
             flags.append(at(mention, NON_DIAGNOSTIC, "the study is non-diagnostic"))
-    unique = {(f.kind, f.start_char, f.branch): f for f in flags}
+    for use in (u for u in reading.words if u.distance):
+        start, end = sentence_around(reading, use.start_char)
+        detail = f"'{use.written}' read as '{use.word.text}' ({use.word.source})"
+        flags.append(Flag(TYPO, detail, reading.text[start:end].strip(), start, end))
+    unique = {(f.kind, f.start_char, f.branch, f.detail): f for f in flags}
     return sorted(unique.values(), key=lambda f: (f.start_char, f.kind))
+
+
+def sentence_around(reading, position: int) -> tuple[int, int]:
+    """The span of the sentence holding a character."""
+    return next(((a, b) for a, b in reading.sentences if a <= position < b), (position, position))
 
 
 def held_for_review(labels: ReportLabels) -> bool:

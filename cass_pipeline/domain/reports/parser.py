@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from cass_pipeline.domain.anatomy import SCCT_SEGMENTS
 from cass_pipeline.domain.reports import lexicon as lx
 from cass_pipeline.domain.reports.spacy_light import Doc, Language, Span, spacy
+from cass_pipeline.domain.reports.vocabulary import Vocabulary, WordUse, load_vocabulary
 
 LABEL_LINE = re.compile(r"[^\n:.]{0,40}:")
 FINDING_LABELS = {"PCT", "GRADE", "OCCLUSION", "IRREG", "NORMAL", "NOUN"}
@@ -184,39 +185,85 @@ def table_concepts(text: str) -> list[tuple[int, int, str]]:
     return found
 
 
-@Language.component("cass_concepts")
-def cass_concepts(doc: Doc) -> Doc:
-    """Every lexicon match as a labelled span; overlaps go to the longest, then by priority."""
-    text_of_doc = doc.text
-    candidates = table_concepts(text_of_doc)
-    for label, pattern in CONCEPTS:
-        for match in pattern.finditer(text_of_doc):
-            start, end = match.span()
-            text = match.group(0)
-            start += len(text) - len(text.lstrip())
-            end -= len(text) - len(text.rstrip())
-            if end > start:
-                candidates.append((start, end, label))
-    candidates.sort(key=lambda c: (-(c[1] - c[0]), PRIORITY[c[2]], c[0]))
-    taken = []
-    used = bytearray(len(text_of_doc) + 1)
-    for start, end, label in candidates:
-        if any(used[start:end]):
-            continue
-        span = doc.char_span(start, end, label=label, alignment_mode="expand")
-        if span is None:
-            continue
-        used[start:end] = b"\x01" * (end - start)
-        taken.append(span)
-    doc.spans["concepts"] = sorted(taken, key=lambda s: (s.start_char, s.end_char))
-    return doc
+def stripped(match: re.Match) -> tuple[int, int]:
+    """A match's span without the spaces at its ends."""
+    start, end = match.span()
+    text = match.group(0)
+    return start + len(text) - len(text.lstrip()), end - (len(text) - len(text.rstrip()))
 
 
-def build_nlp() -> Language:
-    """The report pipeline: blank English tokenizer plus the two rule components."""
+#: A word of letters (the windows typing errors are looked for in).
+LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def typo_candidates(text: str, used: bytearray, vocabulary: Vocabulary) -> list[WordUse]:
+    """Runs of one to three words that no concept took and that are a vessel or grade word
+    of the vocabulary with a typing error ("Diagnol", "Lef main", "Rigth coronary")."""
+    words = [m.span() for m in LETTERS.finditer(text)]
+    found = []
+    for size in (3, 2, 1):
+        for i in range(len(words) - size + 1):
+            start, end = words[i][0], words[i + size - 1][1]
+            gaps = [text[words[j][1] : words[j + 1][0]] for j in range(i, i + size - 1)]
+            if any(used[start:end]) or any(g.strip() for g in gaps):
+                continue
+            if (match := vocabulary.fuzzy(text[start:end])) is not None:
+                found.append(WordUse(start, end, text[start:end], *match))
+                used[start:end] = b"\x01" * (end - start)
+    return found
+
+
+@Language.factory("cass_concepts", default_config={"site_files": []})
+def make_concepts(nlp: Language, name: str, site_files: list[str]):
+    """The concept component over the built-in English vocabulary and a site's files."""
+    vocabulary = load_vocabulary(tuple(site_files))
+    own_patterns = vocabulary.patterns()
+
+    def cass_concepts(doc: Doc) -> Doc:
+        """Every lexicon and vocabulary match as a labelled span (a vocabulary word's branch
+        or grade as its `kb_id`); overlaps go to the longest, then by priority, the built-in
+        pattern before a file's word; then the vessel and grade words with a typing error.
+        The vocabulary words used are in `doc.user_data["cass_words"]`."""
+        text = doc.text
+        candidates = [(a, b, label, None) for a, b, label in table_concepts(text)]
+        for label, pattern in CONCEPTS:
+            candidates += [(*stripped(m), label, None) for m in pattern.finditer(text)]
+        for label, pattern in own_patterns:
+            for m in pattern.finditer(text):
+                word = vocabulary.word(label, m.group(0))
+                candidates.append((*m.span(), label, WordUse(*m.span(), m.group(0), word)))
+        candidates.sort(key=lambda c: (c[0] - c[1], PRIORITY[c[2]], c[3] is not None, c[0]))
+        used = bytearray(len(text) + 1)
+        chosen: list[tuple[int, int, str, WordUse | None]] = []
+        for start, end, label, use in candidates:
+            if end > start and not any(used[start:end]):
+                used[start:end] = b"\x01" * (end - start)
+                chosen.append((start, end, label, use))
+        chosen += [
+            (u.start_char, u.end_char, u.word.concept, u)
+            for u in typo_candidates(text, used, vocabulary)
+        ]
+        spans, words = [], []
+        for start, end, label, use in chosen:
+            value = use.word.value if use else ""
+            span = doc.char_span(start, end, label=label, kb_id=value, alignment_mode="expand")
+            if span is not None:
+                spans.append(span)
+                words += [use] if use else []
+        doc.spans["concepts"] = sorted(spans, key=lambda s: (s.start_char, s.end_char))
+        doc.user_data["cass_words"] = sorted(words, key=lambda u: u.start_char)
+        doc.user_data["cass_vocabulary"] = vocabulary
+        return doc
+
+    return cass_concepts
+
+
+def build_nlp(site_files: tuple[str, ...] = ()) -> Language:
+    """The report pipeline: blank English tokenizer plus the two rule components, reading
+    the built-in vocabulary and a site's files."""
     nlp = spacy.blank("en")
     nlp.add_pipe("cass_sentences")
-    nlp.add_pipe("cass_concepts")
+    nlp.add_pipe("cass_concepts", config={"site_files": list(site_files)})
     return nlp
 
 
@@ -264,6 +311,8 @@ class ReportReading:
     impression_start: int | None = None
     #: Where the stated CAD-RADS category is written.
     stated_span: tuple[int, int] | None = None
+    #: The words of a vocabulary file read (a site's, or a typing error of any).
+    words: list[WordUse] = field(default_factory=list)
     #: The text read and its sentences (character spans, by `Mention.sentence_index`).
     text: str = ""
     sentences: list[tuple[int, int]] = field(default_factory=list)
@@ -288,6 +337,8 @@ def grade_range(word: str) -> tuple[int, int]:
 def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
     """(low, high, grade word, bare 50%) a finding span stands for, None when not readable."""
     text, label = span.text, span.label_
+    if label == "GRADE" and span.kb_id_:  # a vocabulary file's grade word
+        return (*grade_range(span.kb_id_), span.kb_id_, False)
     if label == "PCT" and text.isdigit():  # a bare number in a table's percent column
         value = int(text)
         return (value, value, None, value == 50) if value <= 100 else None
@@ -346,11 +397,13 @@ def branches_of(span: Span, dominance: str) -> list[str]:
         listed = (m.group("sep") or "").strip().lower() in {"and", ",", "&"}
         numbers = {first, last} if listed or not 0 < last - first < 18 else range(first, last + 1)
         return sorted({SCCT_SEGMENTS[n] for n in numbers if n in SCCT_SEGMENTS})
+    side = "LCX" if dominance == "left" else "RCA"
+    if span.kb_id_:  # a vocabulary file's vessel word
+        return span.kb_id_.replace(lx.DOMINANT, side).split()
     m = lx.VESSEL_REGEX.search(span.text)
     if m is None:
         return []
     index = int(m.lastgroup[1:])
-    side = "LCX" if dominance == "left" else "RCA"
     return lx.VESSEL_PATTERNS[index][1].replace(lx.DOMINANT, side).split()
 
 
@@ -371,20 +424,27 @@ def clauses_of(sentence: Span, concepts: list[Span]) -> list[list[Span]]:
     return [c for c in clauses if c]
 
 
-def non_finding_ranges(text: str) -> list[tuple[int, int]]:
+def non_finding_ranges(text: str, vocabulary: Vocabulary) -> list[tuple[int, int]]:
     """Character ranges of the sections that hold no finding of today's study (history,
     indication, technique, calcium scoring, a key): from the heading to a blank line or the
     next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:"); and the
     options of a template whose box is not ticked ("[ ] 70-99%", to the next box or the line's
     end)."""
     ranges = []
-    for heading in lx.NON_FINDING_HEADING.finditer(text):
+    own = vocabulary.heading("not_findings")
+    headings = [lx.NON_FINDING_HEADING, *([own] if own else [])]
+
+    def is_heading(position: int) -> bool:
+        return any(h.match(text, position) for h in headings)
+
+    starts = sorted((m for h in headings for m in h.finditer(text)), key=lambda m: m.start())
+    for heading in starts:
         blank = text.find("\n\n", heading.end())
         later = next(
             (
                 m.start()
                 for m in lx.LINE_LABEL.finditer(text, heading.end())
-                if not lx.NON_FINDING_HEADING.match(text, m.start())
+                if not is_heading(m.start())
             ),
             -1,
         )
@@ -397,7 +457,8 @@ def read_report(doc: Doc) -> ReportReading:
     """Mentions with their branches, negation and uncertainty, plus report-level facts."""
     reading = ReportReading(text=doc.text)  # Doc.text joins every token: read it once
     text = reading.text
-    skipped = non_finding_ranges(text)
+    vocabulary = doc.user_data["cass_vocabulary"]
+    skipped = non_finding_ranges(text, vocabulary)
 
     def is_skipped(position: int) -> bool:
         return any(a <= position < b for a, b in skipped)
@@ -407,8 +468,10 @@ def read_report(doc: Doc) -> ReportReading:
     ]
     revision = lx.REVISION_HEADING.search(text)
     reading.revision_start = revision.start() if revision else None
-    impression = lx.IMPRESSION_HEADING.search(text)
-    reading.impression_start = impression.start() if impression else None
+    headings = [lx.IMPRESSION_HEADING, *filter(None, [vocabulary.heading("impression")])]
+    impressions = [m.start() for h in headings if (m := h.search(text))]
+    reading.impression_start = min(impressions, default=None)
+    reading.words = [u for u in doc.user_data["cass_words"] if not is_skipped(u.start_char)]
     reading.sentences = [(s.start_char, s.end_char) for s in doc.sents]
     for span in concepts:
         if span.label_ == "DOMINANCE":

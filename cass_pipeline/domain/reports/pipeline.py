@@ -56,9 +56,9 @@ class ParsedCohort:
     labelled_by_readers: dict[str, ReportLabels] = field(default_factory=dict)
 
 
-@lru_cache(maxsize=1)
-def cached_nlp():
-    return build_nlp()
+@lru_cache(maxsize=4)
+def cached_nlp(site_files: tuple[str, ...] = ()):
+    return build_nlp(site_files)
 
 
 def labelled_and_flagged(doc, bare_50_significant: bool) -> ReportLabels:
@@ -68,9 +68,12 @@ def labelled_and_flagged(doc, bare_50_significant: bool) -> ReportLabels:
     return labels
 
 
-def parse_chunk(items: list[tuple[str, str]], bare_50_significant: bool) -> list[tuple]:
-    """(patient id, de-identified text, redactions, labels) for each (patient id, raw text)."""
-    nlp = cached_nlp()
+def parse_chunk(
+    items: list[tuple[str, str]], bare_50_significant: bool, site_files: tuple[str, ...] = ()
+) -> list[tuple]:
+    """(patient id, de-identified text, redactions, labels) for each (patient id, raw text),
+    read with the built-in vocabulary and the site's files."""
+    nlp = cached_nlp(site_files)
     cleaned = [(pid, deidentify(raw)) for pid, raw in items]
     docs = nlp.pipe((d.text for _, d in cleaned), batch_size=CHUNK)
     return [
@@ -80,28 +83,32 @@ def parse_chunk(items: list[tuple[str, str]], bare_50_significant: bool) -> list
 
 
 def parse_report_text(
-    raw: str, bare_50_significant: bool = ReportSettings.bare_50_significant
+    raw: str,
+    bare_50_significant: bool = ReportSettings.bare_50_significant,
+    site_files: tuple[str, ...] = (),
 ) -> tuple[str, ReportLabels]:
     """De-identified text and labels of one report (the CLI's path)."""
-    [(_, text, _, labels)] = parse_chunk([("", raw)], bare_50_significant)
+    [(_, text, _, labels)] = parse_chunk([("", raw)], bare_50_significant, site_files)
     return text, labels
 
 
 def iter_parsed(
-    items: list[tuple[str, str]], workers: int, bare_50_significant: bool
+    items: list[tuple[str, str]],
+    workers: int,
+    bare_50_significant: bool,
+    site_files: tuple[str, ...] = (),
 ) -> Iterator[tuple]:
     chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    parse = partial(parse_chunk, bare_50_significant=bare_50_significant, site_files=site_files)
     if workers <= 1 or len(items) < PARALLEL_FROM:
         for chunk in chunks:
-            yield from parse_chunk(chunk, bare_50_significant)
+            yield from parse(chunk)
         return
     # fork: workers start with spaCy and the pipeline already loaded (spawn costs ~3 s each)
-    cached_nlp()
+    cached_nlp(site_files)
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for result in pool.map(
-            partial(parse_chunk, bare_50_significant=bare_50_significant), chunks
-        ):
+        for result in pool.map(parse, chunks):
             yield from result
 
 
@@ -136,8 +143,10 @@ def parse_cohort_reports(
     workers: int | None = None,
     bare_50_significant: bool = ReportSettings.bare_50_significant,
     reviews: Path | None = None,
+    site_files: tuple[str, ...] = (),
 ) -> ParsedCohort:
-    """Every report of the cohort, under its patient's pseudonym, parsed, with the overrides
+    """Every report of the cohort, under its patient's pseudonym, parsed (with the site's
+    vocabulary files besides the built-in one), with the overrides
     of a reviewer (files under `reviews`) applied; unlinked, unreadable, empty, duplicate
     and finding-less reports, images without a report and bad or unmatched overrides
     become rejects with a reason."""
@@ -180,7 +189,7 @@ def parse_cohort_reports(
     reviews: dict[str, list[Override]] = {}
     for row in overrides:
         reviews.setdefault(row.patient_id, []).append(row)
-    for pid, text, counts, labels in iter_parsed(items, workers, bare_50_significant):
+    for pid, text, counts, labels in iter_parsed(items, workers, bare_50_significant, site_files):
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if pid in reviews:
             labels = apply_overrides(labels, reviews.pop(pid))
