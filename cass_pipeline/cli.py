@@ -352,7 +352,7 @@ def parse_report(
         _, labels = parse_report_text(raw, not bare_50_non_significant, files)
     except VocabularyError as error:
         raise click.ClickException(str(error)) from error
-    if not has_findings(labels):
+    if not has_findings(labels) and not any(flag.holds for flag in labels.flags):
         raise click.ClickException(f"{path}: {NO_FINDINGS}")
     if as_json and explain:
         raise click.UsageError("--json and --explain are two ways to print; choose one")

@@ -33,6 +33,9 @@ def materialised(tmp_path_factory, tiny_cohort):
     (reports / "EMPTY.txt").write_text("   \n")
     shutil.copy(reports / "CASE-0001.txt", reports / "COPY.txt")
     (reports / "NOFINDINGS.txt").write_text("Patient: DOE, Jane\nExam aborted: contrast leak.\n")
+    (reports / "UNREAD.txt").write_text(
+        "Patient: ROE, Ann\nLAD, LCx and RCA reviewed, see images.\n"
+    )
     result = materialise_reports(root, SECRET)
     return root, result
 
@@ -43,10 +46,10 @@ def test_labels_and_checks(materialised, tiny_cohort):
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["branch_labels_traceable"].passed
     assert checks["no_identifiers_in_report_outputs"].passed
-    # 4 of 8 reports are planted rejects: coverage 50% is flagged, as a warning.
+    # 4 of 9 reports are planted rejects, 1 is held unread: coverage 4/9 is a warning.
     coverage = checks["branch_label_coverage"]
     assert not coverage.passed and coverage.severity == dg.AssetCheckSeverity.WARN
-    assert coverage.metadata["coverage"].value == 0.5
+    assert coverage.metadata["coverage"].value == round(4 / 9, 4)
     labels = pd.read_parquet(layout_of(root / "processed").branch_labels)
     truth = pd.read_parquet(ground_truth_table(tiny_cohort, "branches"))
     mrn = {c: text_report(tiny_cohort / "reports" / f"{c}.txt").mrn for c in truth.case_id}
@@ -68,7 +71,13 @@ def test_rejects_carry_reasons(materialised):
     assert by_key["EMPTY"] == "empty report"
     assert by_key["COPY"] == "a second report for the same patient"
     assert by_key["NOFINDINGS"] == "no vessel findings"
-    assert len(rejects) == 4
+    assert len(rejects) == 4  # UNREAD names vessels: it waits for a reviewer instead
+    unread = pseudonymise("UNREAD", SECRET.encode())
+    labels = pd.read_parquet(layout_of(root / "processed").patient_labels).set_index("patient_id")
+    assert labels.held_for_review[unread] and labels.patient_class.isna()[unread]
+    review = pd.read_parquet(layout_of(root / "processed").label_review)
+    held = review[(review.patient_id == unread) & (review.status == "to review")]
+    assert held.flag.tolist() == ["vessel findings not read"]
 
 
 def test_no_header_identifier_reaches_any_parquet_output(materialised, tiny_cohort):

@@ -22,8 +22,11 @@ GRADED_TWICE = "branch graded twice"
 REVISED = "addendum revised a finding"
 NON_DIAGNOSTIC = "non-diagnostic segments"
 TYPO = "word read despite a typing error"
+UNREAD_GRADE = "grade evidence left unread"
+NOTHING_READ = "vessel findings not read"
+UNREAD = "evidence left unread"
 #: Flags that hold a report out of training until it is reviewed.
-HOLDING = (STATED_DISAGREES, UNPLACED, GRADED_TWICE)
+HOLDING = (STATED_DISAGREES, UNPLACED, GRADED_TWICE, UNREAD_GRADE, NOTHING_READ)
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,41 @@ def report_flags(
         start, end = sentence_around(reading, use.start_char)
         detail = f"'{use.written}' read as '{use.word.text}' ({use.word.source})"
         flags.append(Flag(TYPO, detail, reading.text[start:end].strip(), start, end))
+    flags += coverage_flags(labels)
     unique = {(f.kind, f.start_char, f.branch, f.detail): f for f in flags}
     return sorted(unique.values(), key=lambda f: (f.start_char, f.kind))
+
+
+def coverage_flags(labels: ReportLabels) -> list[Flag]:
+    """Nothing unread in silence: a percentage or grade word no label used, in a sentence
+    that names a branch left without a label, holds the report; so does a report with vessel
+    words or percentages but no label at all; any other unread evidence is a note."""
+    reading, flags = labels.reading, []
+    unlabelled = {
+        b
+        for u in reading.unread
+        for b in u.branches
+        if b not in labels.branches
+        or (labels.branches[b].stenosis_class is None and not labels.branches[b].non_diagnostic)
+    }
+    for u in reading.unread:
+        start, end = reading.sentences[u.sentence_index]
+        evidence = reading.text[start:end].strip()
+        missing = sorted(set(u.branches) & unlabelled)
+        if u.kind in ("percent", "grade") and missing:
+            detail = f"'{u.text}' ({u.kind}) not read, and {', '.join(missing)} has no label"
+            flags.append(Flag(UNREAD_GRADE, detail, evidence, start, end, missing[0]))
+        else:
+            flags.append(Flag(UNREAD, f"'{u.text}' ({u.kind}) not read", evidence, start, end))
+    nothing = labels.patient_class is None and not any(
+        lab.stenosis_class or lab.non_diagnostic for lab in labels.branches.values()
+    )
+    telling = [u for u in reading.unread if u.kind in ("vessel", "percent", "segment")]
+    if nothing and telling and labels.cad_rads != "N":
+        start, end = reading.sentences[telling[0].sentence_index]
+        detail = f"{len(telling)} vessel names or percentages, and no branch labelled"
+        flags.append(Flag(NOTHING_READ, detail, reading.text[start:end].strip(), start, end))
+    return flags
 
 
 def sentence_around(reading, position: int) -> tuple[int, int]:

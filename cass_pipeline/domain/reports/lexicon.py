@@ -71,11 +71,34 @@ VESSEL_REGEX = re.compile(
     ),
     re.I,
 )
-
-SEGMENT_REGEX = re.compile(
-    r"\b(?:segments?|seg\.?|#)\s*(?P<a>\d{1,2})(?:\s*(?P<sep>-|–|to|and|,|&)\s*(?P<b>\d{1,2}))?\b",
+#: A vessel's name inside a code ("seg06_pLAD"), bounded by anything but a letter: what the
+#: coverage check looks for besides the words `VESSEL_REGEX` reads.
+LOOSE_VESSEL_REGEX = re.compile(
+    "|".join(
+        f"(?P<v{i}>(?<![A-Za-z])(?:{p})(?![A-Za-z]))" for i, (p, _) in enumerate(VESSEL_PATTERNS)
+    ),
     re.I,
 )
+
+#: One segment number or a range of them ("6", "1-4"), not a percentage ("6, 70%").
+SEGMENT_ITEM = r"\d{1,2}(?![\d%])(?!\s*%)(?:\s*(?:-|–|to)\s*\d{1,2}(?![\d%])(?!\s*%))?"
+SEGMENT_REGEX = re.compile(
+    rf"\b(?:segments?|seg\.?|#)\s*{SEGMENT_ITEM}(?:\s*(?:,|and|&)\s*{SEGMENT_ITEM})*\b", re.I
+)
+#: The items of a segment mention: a number, or the two ends of a range.
+SEGMENT_ITEMS = re.compile(r"(\d{1,2})(?:\s*(?:-|–|to)\s*(\d{1,2}))?")
+#: A vessel's coded value: "pRCA=70", "LAD = 0" (the name is checked to be a vessel's).
+CODED_VESSEL = re.compile(
+    r"^[ \t]*(?P<name>[A-Za-z][\w-]{1,15})[ \t]*=[ \t]*(?P<value>\d{1,3})[ \t]*%?[ \t]*\.?[ \t]*$",
+    re.M,
+)
+#: A coded row of a structured export: "seg01_pRCA=0", "Segment 6 (pLAD): 50".
+CODED_ROW = re.compile(
+    r"^[ \t]*seg(?:ment)?[ \t_-]*(?P<seg>\d{1,2})(?:[ \t_(-]+[A-Za-z][\w-]*\)?)?[ \t]*[=:]"
+    r"[ \t]*(?P<value>\d{1,3})[ \t]*%?[ \t]*$",
+    re.I | re.M,
+)
+
 
 #: The table header that makes a row's leading number an SCCT segment ("| Segment | ...",
 #: "Seg<TAB>...", "| # |").
@@ -178,13 +201,13 @@ NORMAL_REGEX = re.compile(
     re.I,
 )
 NOUN_REGEX = re.compile(
-    r"\b(?:stenos[ie]s|stenotic|narrowing|plaques?|atheroma|atherosclerosis|"
-    r"atherosclerotic|disease|lesions?|obstruction|restenosis)\b",
+    r"\b(?<!non-)(?<!non)(?:stenos[ie]s|stenotic|narrowing|plaques?|atheroma|atherosclerosis|"
+    r"atherosclerotic|disease|lesions?|obstruction|restenosis)\b",  # not "non-atherosclerotic"
     re.I,
 )
 NEGATION_REGEX = re.compile(
-    r"\b(?:no\s+evidence\s+of|no\s+sign\s+of|absence\s+of|negative\s+for|free\s+of|no|not|"
-    r"without|nor|neither)\b",
+    r"\b(?:no\s+evidence\s+of|no\s+sign\s+of|absence\s+of|negative\s+for|free\s+of|"
+    r"(?:no|not)(?!\s+more\s+than\b)|without|nor|neither)\b",  # "no more than mild" is mild
     re.I,
 )
 POST_NEGATION_REGEX = re.compile(r"\b(?:excluded|ruled\s+out|absent)\b", re.I)
@@ -300,6 +323,18 @@ UNCHANGED_REGEX = re.compile(r"unchanged|stable|similar|again|as\s+before", re.I
 #: What follows a grade word when it speaks of calcium or of the image, not of the lumen.
 NOT_OF_THE_LUMEN = re.compile(
     r"calcif|calcium|motion|artefact|artifact|noise|blooming|respirat|breathing|streak", re.I
+)
+#: A grade word followed by these grades the amount of plaque ("moderate plaque burden").
+PLAQUE_BURDEN = re.compile(r"\s*(?:(?:coronary\s+)?(?:plaque|atherosclerotic)\s+)?burden\b", re.I)
+#: Words before a stated CAD-RADS category in its sentence that make it an earlier study's.
+PRIOR_CATEGORY = re.compile(
+    r"\b(?:previous(?:ly)?|prior|earlier|former(?:ly)?|compared\s+(?:with|to)|was)\b[^.;\n]*$",
+    re.I,
+)
+#: A legend line: a term defined with "=" ("n.e. = not evaluable", "3 = 50-69%"), or a line
+#: of two or more such definitions; not a coded row or a vessel's value ("LAD = 50%").
+LEGEND_LINE = re.compile(
+    r"^[ \t]*[\w.+/()-]{1,12}[ \t]*=[ \t]*[A-Za-z][^\n=]*$|^[^\n=]*=[^\n=]*=[^\n]*$", re.M
 )
 #: ...unless a word of the lumen follows ("severe calcified stenosis").
 LUMEN_NOUN = re.compile(r"stenos|narrow|lesion|plaque|disease|occlu", re.I)

@@ -45,8 +45,16 @@ except), with these rules:
   number in a row's first cell is the SCCT segment; a bare number in a column headed
   "stenosis" or "%" is a percent; a row without a finding ("absent", "n/a") gives its branch
   no label.
-- A finding in a sentence about a bypass graft ("SVG to OM1: 70%") is the graft's
-  (`Mention.on_graft`), not the native branch's, unless the sentence says "native".
+- A finding placed on a vessel that a graft names as its destination ("SVG to OM1: 70%") is
+  the graft's (`Mention.on_graft`), not the native branch's, unless the sentence says
+  "native"; a graft named elsewhere in the sentence changes nothing.
+- Coded rows ("seg01_pRCA=0", "pLAD=75") read as segment and percent; legend lines
+  ("n.e. = not evaluable") and a category stated for an earlier study are not read; "no
+  more than" does not negate, "plaque burden" is not a grade, "patent" beside a stent
+  speaks of the stent.
+- Coverage: every vessel, percentage, segment and grade word of a read sentence that no
+  finding used is listed in `ReportReading.unread` (`flags.coverage_flags` holds the report
+  when it is grade evidence on a branch without a label).
 - Report-level facts: an anomalous origin (modifier E), ischaemia from a CT-FFR value or in
   words (I+, I-, I+/-) and the segment involvement score (plaque burden P1-P4 without a
   calcium score).
@@ -102,6 +110,8 @@ MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRI
 FACTS = {"CALCIUM", "DOMINANCE"}
 POST_HEDGE = re.compile(r"\?")
 PREPOSITIONS = {"of", "in", "at", "involving", "within", "along", "affecting", "throughout", "on"}
+#: Words between a graft and the vessel it goes to ("SVG to the OM1", "LIMA-LAD").
+GRAFT_LINK = {"to", "the", "-", "onto", "on", "of", "graft", "grafts"}
 #: How a mention found its branches (`Clause.targets`).
 PLACED_AFTER = "the vessel after it (linked by a preposition, or at once)"
 PLACED_BEFORE = "the vessel named before it in the clause"
@@ -136,6 +146,7 @@ def cass_sentences(doc: Doc) -> Doc:
                 and token.text[:1].islower()
                 and last not in {".", "!", "?", ":"}
                 and not LABEL_LINE.match(text, token.idx)
+                and not lx.CODED_ROW.match(text, token.idx)
                 and (last.lower() in CONNECTIVES or not lx.VESSEL_REGEX.match(text, token.idx))
             )
             heading = token.lower_ in HEADING_WORDS and before not in {"the", "my", "an"}
@@ -163,7 +174,7 @@ def table_cells(line: str) -> list[tuple[int, int, str]]:
 def table_concepts(text: str) -> list[tuple[int, int, str]]:
     """Concepts a table's layout gives: the first cell's number where the header names
     segments (an SCCT segment), a bare number in a column headed "stenosis" or "%" (a
-    percent)."""
+    percent); and a coded row's segment and value ("seg01_pRCA=0", "pRCA=70")."""
     found, header, position = [], None, 0
     for line in text.splitlines(keepends=True):
         if "|" not in line and "\t" not in line:
@@ -182,6 +193,11 @@ def table_concepts(text: str) -> list[tuple[int, int, str]]:
             if column is not None and column < len(cells) and cells[column][2].isdigit():
                 found.append((position + cells[column][0], position + cells[column][1], "PCT"))
         position += len(line)
+    for row in lx.CODED_ROW.finditer(text):
+        found += [(*row.span("seg"), "SEGMENT"), (*row.span("value"), "PCT")]
+    for row in lx.CODED_VESSEL.finditer(text):
+        if lx.VESSEL_REGEX.fullmatch(row.group("name")):
+            found.append((*row.span("value"), "PCT"))
     return found
 
 
@@ -262,6 +278,8 @@ def build_nlp(site_files: tuple[str, ...] = ()) -> Language:
     """The report pipeline: blank English tokenizer plus the two rule components, reading
     the built-in vocabulary and a site's files."""
     nlp = spacy.blank("en")
+    infixes = [*nlp.Defaults.infixes, r"[=_]"]  # coded rows: "seg01_pRCA=0"
+    nlp.tokenizer.infix_finditer = spacy.util.compile_infix_regex(infixes).finditer
     nlp.add_pipe("cass_sentences")
     nlp.add_pipe("cass_concepts", config={"site_files": list(site_files)})
     return nlp
@@ -290,6 +308,19 @@ class Mention:
     on_graft: bool = False
 
 
+@dataclass(frozen=True)
+class Unread:
+    """Evidence a read sentence holds that no label used: a vessel, a percentage, a segment
+    or a grade word, with the branches its sentence names."""
+
+    start_char: int
+    end_char: int
+    text: str
+    kind: str
+    sentence_index: int
+    branches: tuple[str, ...]
+
+
 @dataclass
 class ReportReading:
     """All mentions of one report plus report-level facts."""
@@ -313,6 +344,8 @@ class ReportReading:
     stated_span: tuple[int, int] | None = None
     #: The words of a vocabulary file read (a site's, or a typing error of any).
     words: list[WordUse] = field(default_factory=list)
+    #: The evidence no label used (the coverage check, `unread_evidence`).
+    unread: list[Unread] = field(default_factory=list)
     #: The text read and its sentences (character spans, by `Mention.sentence_index`).
     text: str = ""
     sentences: list[tuple[int, int]] = field(default_factory=list)
@@ -386,17 +419,23 @@ def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
     return None
 
 
+def segment_numbers(text: str) -> set[int]:
+    """The segments a mention lists: "1-4 and 16" is 1, 2, 3, 4 and 16 ("6-18", too wide
+    for a range, is 6 and 18)."""
+    numbers: set[int] = set()
+    for item in lx.SEGMENT_ITEMS.finditer(text):
+        first = int(item.group(1))
+        last = int(item.group(2)) if item.group(2) else first
+        numbers |= set(range(first, last + 1)) if 0 < last - first < 18 else {first, last}
+    return numbers
+
+
 def branches_of(span: Span, dominance: str) -> list[str]:
     """Canonical branches a vessel or segment mention names."""
     if span.label_ == "SEGMENT" and span.text.isdigit():
         return [SCCT_SEGMENTS[int(span.text)]] if int(span.text) in SCCT_SEGMENTS else []
     if span.label_ == "SEGMENT":
-        m = lx.SEGMENT_REGEX.search(span.text)
-        first = int(m.group("a"))
-        last = int(m.group("b")) if m.group("b") else first
-        listed = (m.group("sep") or "").strip().lower() in {"and", ",", "&"}
-        numbers = {first, last} if listed or not 0 < last - first < 18 else range(first, last + 1)
-        return sorted({SCCT_SEGMENTS[n] for n in numbers if n in SCCT_SEGMENTS})
+        return sorted({SCCT_SEGMENTS[n] for n in segment_numbers(span.text) if n in SCCT_SEGMENTS})
     side = "LCX" if dominance == "left" else "RCA"
     if span.kb_id_:  # a vocabulary file's vessel word
         return span.kb_id_.replace(lx.DOMINANT, side).split()
@@ -427,9 +466,9 @@ def clauses_of(sentence: Span, concepts: list[Span]) -> list[list[Span]]:
 def non_finding_ranges(text: str, vocabulary: Vocabulary) -> list[tuple[int, int]]:
     """Character ranges of the sections that hold no finding of today's study (history,
     indication, technique, calcium scoring, a key): from the heading to a blank line or the
-    next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:"); and the
-    options of a template whose box is not ticked ("[ ] 70-99%", to the next box or the line's
-    end)."""
+    next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:"); legend lines
+    that define terms ("n.e. = not evaluable", "3 = 50-69%"); and the options of a template
+    whose box is not ticked ("[ ] 70-99%", to the next box or the line's end)."""
     ranges = []
     own = vocabulary.heading("not_findings")
     headings = [lx.NON_FINDING_HEADING, *([own] if own else [])]
@@ -450,7 +489,14 @@ def non_finding_ranges(text: str, vocabulary: Vocabulary) -> list[tuple[int, int
         )
         ends = [e for e in (blank, later) if e >= 0]
         ranges.append((heading.start(), min(ends, default=len(text))))
-    return ranges + [option.span() for option in lx.UNTICKED_OPTION.finditer(text)]
+    legends = [
+        m.span()
+        for m in lx.LEGEND_LINE.finditer(text)
+        if not lx.CODED_ROW.match(text, m.start())
+        and not lx.VESSEL_REGEX.search(m.group(0).split("=")[0])
+        and not lx.SEGMENT_REGEX.search(m.group(0).split("=")[0])
+    ]
+    return ranges + legends + [option.span() for option in lx.UNTICKED_OPTION.finditer(text)]
 
 
 def read_report(doc: Doc) -> ReportReading:
@@ -484,7 +530,7 @@ def read_report(doc: Doc) -> ReportReading:
             reading.calcium_score = (
                 0.0 if value in {"zero", "nil"} else float(value.replace(",", "."))
             )
-        elif span.label_ == "CADRADS":
+        elif span.label_ == "CADRADS" and not of_an_earlier_study(doc, span):
             m = lx.CAD_RADS_REGEX.search(span.text)
             reading.stated_cad_rads = m.group("cat").upper()
             reading.stated_span = (span.start_char, span.end_char)
@@ -497,6 +543,7 @@ def read_report(doc: Doc) -> ReportReading:
     )
     read_stated_modifiers(text, is_skipped, reading)
     line_header: list[str] = []
+    set_aside: list[Span] = []
     for s_index, sentence in enumerate(doc.sents):
         if is_skipped(sentence.start_char):
             continue
@@ -507,21 +554,116 @@ def read_report(doc: Doc) -> ReportReading:
         elif not header and not any(c.label_ in VESSEL_LABELS for c in inside):
             header = line_header  # "RCA: Dominant. Mild plaque.": the line's label goes on
         context = header  # a clause naming no vessel speaks of the last one named before it
-        for clause in clauses_of(sentence, inside):
-            mentions = Clause(
-                doc, text, sentence.text, clause, reading.dominance, context, last_vessels
-            ).mentions(s_index)
-            reading.mentions += mentions
+        for concepts_of_clause in clauses_of(sentence, inside):
+            clause = Clause(
+                doc,
+                text,
+                sentence.text,
+                concepts_of_clause,
+                reading.dominance,
+                context,
+                last_vessels,
+            )
+            reading.mentions += clause.mentions(s_index)
+            set_aside += clause.set_aside
             named = [
                 b
-                for c in clause
+                for c in concepts_of_clause
                 if c.label_ in VESSEL_LABELS
                 for b in branches_of(c, reading.dominance)
             ]
             if named:
                 last_vessels = named[-1:]
                 context = header or sorted(set(named))
+    reading.unread = unread_evidence(doc, reading, concepts, set_aside, is_skipped)
     return reading
+
+
+#: The evidence the coverage check follows, by concept.
+EVIDENCE = {"VESSEL": "vessel", "SEGMENT": "segment", "PCT": "percent", "GRADE": "grade"}
+EVIDENCE |= {"OCCLUSION": "grade"}
+#: A coded value no concept took ("pRCA=0", "RCA: 70"): evidence of a grade.
+CODED_VALUE = re.compile(r"(?<==)[ \t]*\d{1,3}\b|(?<=:)[ \t]*\d{1,3}[ \t]*$", re.M)
+
+
+def line_of(text: str, position: int) -> tuple[int, int]:
+    start = text.rfind("\n", 0, position) + 1
+    end = text.find("\n", position)
+    return start, len(text) if end < 0 else end
+
+
+def coded_evidence(sentence: Span, covered: bytearray, side: str) -> list[tuple]:
+    """(start, end, kind, branches) of the vessel names and coded values inside codes that
+    no concept took ("pRCA" and "0" in "seg01_pRCA=0")."""
+    base, found = sentence.start_char, []
+    for m in lx.LOOSE_VESSEL_REGEX.finditer(sentence.text):
+        names = lx.VESSEL_PATTERNS[int(m.lastgroup[1:])][1].replace(lx.DOMINANT, side)
+        found.append((base + m.start(), base + m.end(), "vessel", names.split()))
+    found += [
+        (base + m.start(), base + m.end(), "percent", [])
+        for m in CODED_VALUE.finditer(sentence.text)
+    ]
+    return [f for f in found if not any(covered[f[0] : f[1]])]
+
+
+def unread_evidence(
+    doc: Doc, reading: ReportReading, concepts, set_aside, is_skipped
+) -> list[Unread]:
+    """Every vessel, percentage, segment and grade word of a read sentence that no placed
+    finding used (or stands beside: "Moderate (50-69%)"), no rule set aside and, for a
+    vessel, no finding of its sentence or line speaks of; and what codes hide from the
+    concepts ("seg01_pRCA=0")."""
+    text, unread = reading.text, []
+    side = "LCX" if reading.dominance == "left" else "RCA"
+    aside = {(c.start_char, c.end_char) for c in set_aside}
+    covered = bytearray(len(text) + 1)
+    for c in doc.spans["concepts"]:
+        covered[c.start_char : c.end_char] = b"\x01" * (c.end_char - c.start_char)
+    for s_index, sentence in enumerate(doc.sents):
+        if is_skipped(sentence.start_char):
+            continue
+        inside = [c for c in concepts if sentence.start <= c.start and c.end <= sentence.end]
+        coded = coded_evidence(sentence, covered, side)
+        named = {
+            b
+            for c in inside
+            if c.label_ in VESSEL_LABELS
+            for b in branches_of(c, reading.dominance)
+        }
+        named |= {b for *_, branches in coded for b in branches}
+        line_start, line_end = line_of(text, sentence.start_char)
+        near = [
+            m
+            for m in reading.mentions
+            if (m.sentence_index == s_index or line_start <= m.start_char < line_end)
+            and (m.branches or m.on_graft)
+        ]
+        spoken = {b for m in near for b in m.branches}
+        for c in inside:
+            kind = EVIDENCE.get(c.label_)
+            if kind in ("vessel", "segment"):
+                read = bool(spoken & set(branches_of(c, reading.dominance)))
+            elif kind is not None:
+                read = (c.start_char, c.end_char) in aside or any(
+                    m.start_char - 3 <= c.end_char and c.start_char <= m.end_char + 3 for m in near
+                )
+            if kind is not None and not read:
+                unread.append(
+                    Unread(c.start_char, c.end_char, c.text, kind, s_index, tuple(sorted(named)))
+                )
+        unread += [
+            Unread(a, b, text[a:b].strip(), kind, s_index, tuple(sorted(named)))
+            for a, b, kind, branches in coded
+            if not (kind == "vessel" and spoken & set(branches))
+            and not (kind == "percent" and any(m.start_char <= a < m.end_char + 3 for m in near))
+        ]
+    return unread
+
+
+def of_an_earlier_study(doc: Doc, span: Span) -> bool:
+    """A stated category its sentence gives to an earlier study ("previously CAD-RADS 3")."""
+    before = doc.text[span.sent.start_char : span.start_char]
+    return lx.PRIOR_CATEGORY.search(before) is not None
 
 
 def ischaemia_of_ffr(value: float) -> str:
@@ -601,9 +743,10 @@ class Clause:
             r"compress|systol", sentence, re.I
         )
         self.has_pronoun = any(c.label_ == "PRONOUN" for c in concepts)
-        self.on_graft = any(c.label_ == "GRAFT" for c in concepts) and not lx.NATIVE_REGEX.search(
-            sentence
-        )
+        #: Findings a rule read and set aside (a bridge's, a prior study's, calcium's).
+        self.set_aside: list[Span] = []
+        self.grafts = [c for c in concepts if c.label_ == "GRAFT"]
+        self.native = bool(lx.NATIVE_REGEX.search(sentence))
 
     def negation(self, span: Span) -> Span | None:
         """The cue that negates `span` (a cue before it, or "excluded" after it), if any."""
@@ -695,6 +838,8 @@ class Clause:
                 out.append(self.modifier(span, s_index, "NONDIAG"))
             elif (found := self.finding(span, s_index)) is not None:
                 out.append(found)
+            else:
+                self.set_aside.append(span)
         return out
 
     def modifier(self, span: Span, s_index: int, label: str | None = None) -> Mention:
@@ -737,13 +882,37 @@ class Clause:
                 return True
         return False
 
+    def on_a_graft(self, span: Span, targets: tuple[list[str], str]) -> bool:
+        """A finding about a bypass graft: a graft names, as its destination, the vessel
+        the finding was placed on (the nearest one of its branches: "SVG to OM1: 70%", "70%
+        in the SVG to OM1"), and the sentence does not say "native"; a graft named elsewhere
+        in the sentence does not make it one ("LAD: 70% with a patent LIMA to the mid LAD")."""
+        placed = set(targets[0])
+        on = [v for v in self.vessels if set(branches_of(v, self.dominance)) & placed]
+        if self.native or not self.grafts or not on:
+            return False
+        vessel = min(on, key=lambda v: min(abs(v.start - span.end), abs(span.start - v.end)))
+        return any(
+            g.end <= vessel.start and set(gap_words(self.doc, g, vessel)) <= GRAFT_LINK
+            for g in self.grafts
+        )
+
+    def of_a_stent(self, span: Span) -> bool:
+        """Whether 'patent' stands beside a stent: it speaks of the stent, which the stent
+        rule labels."""
+        return span.text.lower() == "patent" and any(
+            c.label_ == "STENT" and (abs(c.start - span.end) <= 2 or abs(span.start - c.end) <= 2)
+            for c in self.concepts
+        )
+
     def is_not_a_grade(self, span: Span) -> bool:
-        """A grade word that labels a line ("Most severe: ...") or speaks of calcium
-        ("severe calcification", not "severe calcified stenosis") grades no stenosis."""
+        """A grade word that labels a line ("Most severe: ..."), grades the plaque burden
+        ("moderate plaque burden") or speaks of calcium ("severe calcification", not "severe
+        calcified stenosis") grades no stenosis."""
         after = self.doc[span.end : span.end + 3]
         if len(after) == 0:
             return False
-        if after[0].text == ":":
+        if after[0].text == ":" or lx.PLAQUE_BURDEN.match(self.text, span.end_char):
             return True
         return bool(lx.NOT_OF_THE_LUMEN.match(after[0].text)) and not any(
             lx.LUMEN_NOUN.match(token.text) for token in after[1:]
@@ -776,24 +945,27 @@ class Clause:
             if value is None:
                 return None
             low, high, grade, bare = value
+            if label == "NORMAL" and self.of_a_stent(span):
+                return None
             if is_negated:
                 if label == "NORMAL":
                     return None
                 low, high, grade, bare = 0, max(0, low - 1), "normal", False
         start = min(span.start_char, cue.start_char) if cue else span.start_char
         end = max(span.end_char, cue.end_char) if cue else span.end_char
+        targets = self.targets(span)
         return Mention(
             s_index,
             start,
             end,
             self.text[start:end],
             label,
-            *self.targets(span),
+            *targets,
             grade=grade,
             pct_low=low,
             pct_high=high,
             negated=is_negated,
             uncertain=self.uncertain(span),
             bare_50=bare,
-            on_graft=self.on_graft,
+            on_graft=self.on_a_graft(span, targets),
         )

@@ -146,10 +146,11 @@ def parse_cohort_reports(
     site_files: tuple[str, ...] = (),
 ) -> ParsedCohort:
     """Every report of the cohort, under its patient's pseudonym, parsed (with the site's
-    vocabulary files besides the built-in one), with the overrides
-    of a reviewer (files under `reviews`) applied; unlinked, unreadable, empty, duplicate
-    and finding-less reports, images without a report and bad or unmatched overrides
-    become rejects with a reason."""
+    vocabulary files besides the built-in one), with the overrides of a reviewer (files
+    under `reviews`) applied; unlinked, unreadable, empty and duplicate reports, reports
+    without vessel findings (unless they hold vessel words or percentages: those wait for
+    review), images without a report and bad or unmatched overrides become rejects with a
+    reason."""
     cohort = ParsedCohort()
     overrides, problems = read_overrides(reviews) if reviews else ([], [])
     cohort.rejects += [Reject(None, "review", problem) for problem in problems]
@@ -193,7 +194,7 @@ def parse_cohort_reports(
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if pid in reviews:
             labels = apply_overrides(labels, reviews.pop(pid))
-        if not has_findings(labels):
+        if not has_findings(labels) and not any(flag.holds for flag in labels.flags):
             cohort.rejects.append(Reject(pid, "parse", NO_FINDINGS))
             continue
         cohort.reports.append(ParsedReport(pid, text, digest, counts, labels))
