@@ -189,14 +189,17 @@ def report_sources(
 
 
 def header_identifiers(raw: str) -> list[str]:
-    """Identifier values stated in the report's fields (names split into their parts)."""
+    """Identifier values stated in the report's fields (names split into their capitalised
+    parts)."""
     found: list[str] = []
     for match in NAME_FIELD.finditer(raw):
         value = match.group("value").strip()
         if value.startswith("["):
             continue
         found.append(value)
-        found += [part for part in re.split(r"[\s,^]+", value) if len(part) >= 2]
+        # a part alone only when written as a name: "disease" after "Patient:" in a sentence
+        # is scrubbed there, but not in every clinical phrase that uses the word
+        found += [p for p in re.split(r"[\s,^]+", value) if len(p) >= 2 and p[0].isupper()]
     for pattern in (DOB_FIELD, MRN_FIELD, ACCESSION_FIELD, ADDRESS_FIELD):
         found += [m.group("value").strip() for m in pattern.finditer(raw)]
     return sorted({v for v in found if v}, key=len, reverse=True)
