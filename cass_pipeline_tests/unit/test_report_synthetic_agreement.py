@@ -1,6 +1,6 @@
 """On synthetic reports, parsed labels agree with the ground truth they were written from,
-in every style the generator writes (templates, dictation, addenda, histories, technique
-lines, non-assessable segments)."""
+in every style the generator writes (templates, dictation, coded exports with a legend and
+typing errors, addenda, histories, technique lines, non-assessable segments)."""
 
 from collections import Counter
 
@@ -52,5 +52,7 @@ def test_branch_and_cad_rads_agreement_on_synthetic_reports():
     assert not any(
         flag.holds for _, _, _, labels in parse_chunk(items, True) for flag in labels.flags
     )
-    # the styles are exercised: addenda revise, segments are not assessable
+    # the styles are exercised: addenda revise, segments are not assessable, the coded
+    # export's typing errors are read (its coded rows and legend are in every 7th report)
     assert flags["addendum revised a finding"] > 5 and flags["non-diagnostic segments"] > 5
+    assert flags["word read despite a typing error"] > 5

@@ -465,8 +465,9 @@ def clauses_of(sentence: Span, concepts: list[Span]) -> list[list[Span]]:
 
 def non_finding_ranges(text: str, vocabulary: Vocabulary) -> list[tuple[int, int]]:
     """Character ranges of the sections that hold no finding of today's study (history,
-    indication, technique, calcium scoring, a key): from the heading to a blank line or the
-    next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:"); legend lines
+    indication, technique, calcium scoring, a key): from the heading to a blank line, the
+    next line that starts with another label ("FINDINGS:", "LAD:", "Dominance:") or a coded
+    row ("seg01_pRCA=0"); legend lines
     that define terms ("n.e. = not evaluable", "3 = 50-69%"); and the options of a template
     whose box is not ticked ("[ ] 70-99%", to the next box or the line's end)."""
     ranges = []
@@ -487,7 +488,8 @@ def non_finding_ranges(text: str, vocabulary: Vocabulary) -> list[tuple[int, int
             ),
             -1,
         )
-        ends = [e for e in (blank, later) if e >= 0]
+        coded = lx.CODED_ROW.search(text, heading.end())
+        ends = [e for e in (blank, later, coded.start() if coded else -1) if e >= 0]
         ranges.append((heading.start(), min(ends, default=len(text))))
     legends = [
         m.span()

@@ -72,7 +72,15 @@ class Confounders:
 
 #: How radiologists write reports (`reports.BODIES`); a site writes some of them, one per
 #: patient in turn.
-REPORT_STYLES = ("structured", "narrative", "scct", "label_table", "template", "dictation")
+REPORT_STYLES = (
+    "structured",
+    "narrative",
+    "scct",
+    "label_table",
+    "template",
+    "dictation",
+    "coded",
+)
 
 
 @dataclass(frozen=True)

@@ -395,7 +395,83 @@ def body_dictation(anatomy: PatientAnatomy, rng) -> list[str]:
     return lines
 
 
+#: The code of each SCCT segment in a coded export ("seg06_pLAD").
+SEGMENT_CODES = {
+    1: "pRCA",
+    2: "mRCA",
+    3: "dRCA",
+    4: "RPDA",
+    5: "LM",
+    6: "pLAD",
+    7: "mLAD",
+    8: "dLAD",
+    9: "D1",
+    10: "D2",
+    11: "pCx",
+    12: "OM1",
+    13: "dCx",
+    14: "OM2",
+    15: "LPDA",
+    16: "RPLB",
+    17: "RI",
+    18: "LPLB",
+}
+#: Branches whose long name a typing error may hit (the others' names are side-specific).
+TYPO_SAFE = set(LONG_NAMES) - {"PDA-LCX", "PLV-LCX", "PDA-RCA", "PLV-RCA"}
+
+
+#: Words of a long name that do not tell the vessel (a typing error there changes nothing).
+GENERIC_WORDS = {"coronary", "artery", "branch"}
+
+
+def mistyped(name: str, rng) -> str:
+    """The name with two neighbouring letters of its longest telling word swapped
+    ("circmuflex")."""
+    words = name.split()
+    i = max(range(len(words)), key=lambda k: (words[k] not in GENERIC_WORDS, len(words[k])))
+    word = words[i]
+    if len(word) < 6:
+        return name
+    j = int(rng.integers(2, len(word) - 2))
+    words[i] = word[:j] + word[j + 1] + word[j] + word[j + 2 :]
+    return " ".join(words)
+
+
+def body_coded(anatomy: PatientAnatomy, rng) -> list[str]:
+    """Another vendor's structured export: a legend, one coded row per SCCT segment with its
+    percent and no sign ("seg06_pLAD=60"), NAD for a normal branch without a segment, and a
+    comment per lesion whose vessel name may carry a typing error."""
+    legend = "n.e. = not evaluable, n.a. = not applicable"
+    lines = ["Structured export", f"Legend: {legend}" if rng.random() < 0.5 else legend]
+    comments = []
+    for branch in ordered(anatomy):
+        segments = SEGMENTS_OF_BRANCH.get(branch.name)
+        lesion = branch.lesion
+        value = 0
+        if lesion:
+            low, high = GRADE_RANGE[grade_of_percent(lesion.stenosis_pct)]
+            value = int(min(high, max(low, round(lesion.stenosis_pct))))
+        if segments:
+            where = min(len(segments) - 1, int((lesion.position if lesion else 0) * len(segments)))
+            lines += [
+                f"seg{n:02d}_{SEGMENT_CODES[n]}={value if k == where else 0}"
+                for k, n in enumerate(segments)
+            ]
+        else:
+            short = SHORT_NAMES[branch.name][0]
+            lines.append(f"{short}: {value}% stenosis" if value else f"{short}: NAD")
+        if lesion and branch.name in TYPO_SAFE:
+            name = LONG_NAMES[branch.name]
+            name = mistyped(name, rng) if rng.random() < 0.5 else name
+            comments.append(f"Comment: {name[0].upper()}{name[1:]}: {stenosis_phrase(value, rng)}.")
+        comments += [
+            f"{SHORT_NAMES[branch.name][0]}: {extra}." for extra in branch_findings(branch, rng)
+        ]
+    return lines + comments
+
+
 BODIES = {
+    "coded": body_coded,
     "structured": body_structured,
     "narrative": body_narrative,
     "scct": body_scct,
