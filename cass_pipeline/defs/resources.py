@@ -36,10 +36,17 @@ class CassPaths(dg.ConfigurableResource):
     raw_dir: str
     processed_dir: str
     writer_wait_seconds: float = 600.0
+    #: Where the inbox studies readers judged are (the key holder's side); without it, the
+    #: patients readers labelled have no images to train on.
+    inbox_dir: str | None = None
 
     @classmethod
     def from_settings(cls, settings: CassSettings) -> CassPaths:
-        return cls(raw_dir=str(settings.raw_dir), processed_dir=str(settings.processed_dir))
+        return cls(
+            raw_dir=str(settings.raw_dir),
+            processed_dir=str(settings.processed_dir),
+            inbox_dir=str(settings.inbox_dir),
+        )
 
     @property
     def raw(self) -> Path:

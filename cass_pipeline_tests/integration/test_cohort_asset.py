@@ -6,7 +6,7 @@ import dagster as dg
 
 from cass_pipeline.defs.assets import imaging, reports
 from cass_pipeline.defs.assets.cohort import raw_cohort, raw_cohort_files_complete
-from cass_pipeline.defs.resources import CassPaths, Inbox, PseudonymKey, RawFormat
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 
 
 def materialize(raw, processed):
@@ -15,7 +15,6 @@ def materialize(raw, processed):
         resources={
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(processed)),
             "raw_format": RawFormat(),
-            "inbox": Inbox(folder="/nonexistent/inbox"),
         },
         run_config=dg.RunConfig(
             {"raw_cohort": {"config": {"preset": "tiny", "n_patients": 2, "workers": 1}}}
@@ -61,7 +60,6 @@ def ingest(raw, processed, instance):
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(processed)),
             "pseudonyms": PseudonymKey(key_file=str(processed / "key"), key="k"),
             "raw_format": RawFormat(),
-            "inbox": Inbox(folder="/nonexistent/inbox"),
         },
         run_config=dg.RunConfig(
             {

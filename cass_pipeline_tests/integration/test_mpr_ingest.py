@@ -12,7 +12,7 @@ import pytest
 
 from cass_pipeline.defs.assets import imaging
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.resources import CassPaths, Inbox, PseudonymKey, RawFormat
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.imaging.config import CleanupConfig, IngestConfig
 from cass_pipeline.domain.imaging.ingest import ingest_cohort
@@ -130,7 +130,6 @@ def test_assets_and_checks(tiny_cohort, tmp_path):
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out")),
             "pseudonyms": PseudonymKey(key_file=str(tmp_path / "key"), key="k"),
             "raw_format": RawFormat(),
-            "inbox": Inbox(folder="/nonexistent/inbox"),
         },
         selection=dg.AssetSelection.groups("images"),
         run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": 48, "workers": 1}}}),
@@ -161,7 +160,6 @@ def test_cleanup_examples_show_no_identifier_at_8x_zoom(tmp_path):
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out")),
             "pseudonyms": PseudonymKey(key_file=str(tmp_path / "key"), key="k"),
             "raw_format": RawFormat(),
-            "inbox": Inbox(folder="/nonexistent/inbox"),
         },
         run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": 256, "workers": 1}}}),
     )
@@ -226,7 +224,6 @@ def test_a_second_ingestion_waits_for_the_writer_of_the_store(tiny_cohort, tmp_p
                 "paths": paths,
                 "pseudonyms": PseudonymKey(key_file=str(tmp_path / "k")),
                 "raw_format": RawFormat(),
-                "inbox": Inbox(folder="/nonexistent/inbox"),
             },
             run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": 32, "workers": 1}}}),
             raise_on_error=False,

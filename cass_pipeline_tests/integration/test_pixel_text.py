@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import imaging
 from cass_pipeline.defs.assets.cohort import raw_cohort
-from cass_pipeline.defs.resources import CassPaths, Inbox, PseudonymKey, RawFormat
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.imaging.pixel_text import (
     check_pixels,
     identifier_readable,
@@ -86,7 +86,6 @@ def materialise(raw, out, size: int):
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(out)),
             "pseudonyms": PseudonymKey(key_file=str(out / "key"), key="k"),
             "raw_format": RawFormat(),
-            "inbox": Inbox(folder="/nonexistent/inbox"),
         },
         selection=dg.AssetSelection.groups("images"),
         run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": size, "workers": 1}}}),

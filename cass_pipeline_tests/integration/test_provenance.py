@@ -11,7 +11,7 @@ import pytest
 
 from cass_pipeline.defs.assets import imaging, reports
 from cass_pipeline.defs.assets.cohort import raw_cohort, raw_cohort_files_complete
-from cass_pipeline.defs.resources import CassPaths, Inbox, PseudonymKey, RawFormat
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.privacy import SYNTHETIC_COHORT_KEY, pseudonymise
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
@@ -157,7 +157,6 @@ def test_mixed_folder_ingests_the_real_patient_on_the_secret_key(tmp_path):
             "paths": CassPaths(raw_dir=str(raw), processed_dir=str(tmp_path / "out")),
             "pseudonyms": keys,
             "raw_format": RawFormat(),
-            "inbox": Inbox(folder="/nonexistent/inbox"),
         },
         run_config=dg.RunConfig(
             {

@@ -10,13 +10,7 @@ from click.testing import CliRunner
 
 from cass_pipeline.cli import main
 from cass_pipeline.defs.assets import imaging, model, reports, review
-from cass_pipeline.defs.resources import (
-    CassPaths,
-    Inbox,
-    PseudonymKey,
-    RawFormat,
-    ReviewDatabase,
-)
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat, ReviewDatabase
 from cass_pipeline.domain.cohort.index import folder_patient_key
 from cass_pipeline.domain.prediction.inbox import study_id
 from cass_pipeline.domain.review.store import ReviewStore, Verdict
@@ -32,10 +26,13 @@ def run(root, mode: str) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
         [review.reader_labels, reports.report_labels, imaging.mpr_images, model.patient_splits],
         resources={
-            "paths": CassPaths(raw_dir=str(root / "raw"), processed_dir=str(root / "processed")),
+            "paths": CassPaths(
+                raw_dir=str(root / "raw"),
+                processed_dir=str(root / "processed"),
+                inbox_dir=str(root / "inbox"),
+            ),
             "pseudonyms": keys,
             "raw_format": RawFormat(),
-            "inbox": Inbox(folder=str(root / "inbox")),
             "review_database": ReviewDatabase(
                 url=f"sqlite:///{root / 'review.db'}", reader_labels=mode
             ),

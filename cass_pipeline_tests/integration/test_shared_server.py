@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from cass_pipeline.defs.assets import imaging
-from cass_pipeline.defs.resources import CassPaths, Inbox, PseudonymKey, RawFormat
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.generations import GenerationMissingError, Generations, held_layout
 from cass_pipeline.domain.storage import exclusive_writer, shared_reader
 from cass_pipeline.domain.synthetic.cohort import generate_cohort
@@ -32,7 +32,6 @@ def ingest(paths: CassPaths, key_file, size: int):
             "paths": paths,
             "pseudonyms": PseudonymKey(key_file=str(key_file)),
             "raw_format": RawFormat(),
-            "inbox": Inbox(folder="/nonexistent/inbox"),
         },
         run_config=dg.RunConfig({"mpr_images": {"config": {"image_size": size, "workers": 1}}}),
         raise_on_error=False,

@@ -21,13 +21,7 @@ from cass_pipeline.defs.presentation import (
     png_markdown,
     previous_patients,
 )
-from cass_pipeline.defs.resources import (
-    CassPaths,
-    Inbox,
-    PseudonymKey,
-    RawFormat,
-    run_in_progress,
-)
+from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat, run_in_progress
 from cass_pipeline.domain.cohort.index import CohortIndex, folder_patient_key
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_IMAGES, files_outside
 from cass_pipeline.domain.imaging.cleanup import example_panel
@@ -146,7 +140,6 @@ def mpr_images(
     paths: CassPaths,
     pseudonyms: PseudonymKey,
     raw_format: RawFormat,
-    inbox: Inbox,
 ):
     """Discover the cohort's patients, studies and series by their DICOM tags (or folders,
     or volumes), and the inbox studies of the patients readers labelled (`reader_labels`),
@@ -163,7 +156,9 @@ def mpr_images(
         labelled = read_parquet_or_empty(paths.layout.reader_labels, READER_LABEL_SCHEMA)
         readers = reader_studies(
             labelled,
-            inbox_studies(inbox.path, pseudonyms.secret_pseudonyms()) if len(labelled) else [],
+            inbox_studies(Path(paths.inbox_dir), pseudonyms.secret_pseudonyms())
+            if len(labelled) and paths.inbox_dir
+            else [],
             lambda folder: folder_patient_key(folder) in index.patients,
         )
         context.log.info(f"ingesting patients on {engine}")
