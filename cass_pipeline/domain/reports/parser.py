@@ -62,6 +62,7 @@ except), with these rules:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -69,7 +70,12 @@ from dataclasses import dataclass, field
 from cass_pipeline.domain.anatomy import SCCT_SEGMENTS
 from cass_pipeline.domain.reports import lexicon as lx
 from cass_pipeline.domain.reports.spacy_light import Doc, Language, Span, spacy
-from cass_pipeline.domain.reports.vocabulary import Vocabulary, WordUse, load_vocabulary
+from cass_pipeline.domain.reports.vocabulary import (
+    MIN_FUZZY_LETTERS,
+    Vocabulary,
+    WordUse,
+    load_vocabulary,
+)
 
 LABEL_LINE = re.compile(r"[^\n:.]{0,40}:")
 FINDING_LABELS = {"PCT", "GRADE", "OCCLUSION", "IRREG", "NORMAL", "NOUN"}
@@ -214,14 +220,21 @@ LETTERS = re.compile(r"[^\W\d_]+")
 
 def typo_candidates(text: str, used: bytearray, vocabulary: Vocabulary) -> list[WordUse]:
     """Runs of one to three words that no concept took and that are a vessel or grade word
-    of the vocabulary with a typing error ("Diagnol", "Lef main", "Rigth coronary")."""
-    words = [m.span() for m in LETTERS.finditer(text)]
+    of the vocabulary with a typing error ("Diagnol", "Lef main", "Rigth coronary"); a run
+    of several words only where one of them belongs to such a phrase ("main", "coronary")."""
+    words = [(m.start(), m.end(), m.group(0).lower()) for m in LETTERS.finditer(text)]
+    phrase_words = vocabulary.phrase_words
     found = []
     for size in (3, 2, 1):
         for i in range(len(words) - size + 1):
-            start, end = words[i][0], words[i + size - 1][1]
-            gaps = [text[words[j][1] : words[j + 1][0]] for j in range(i, i + size - 1)]
-            if any(used[start:end]) or any(g.strip() for g in gaps):
+            run = words[i : i + size]
+            start, end = run[0][0], run[-1][1]
+            if (
+                end - start < MIN_FUZZY_LETTERS
+                or (size > 1 and not any(w in phrase_words for *_, w in run))
+                or any(used[start:end])
+                or any(text[a[1] : b[0]].strip() for a, b in itertools.pairwise(run))
+            ):
                 continue
             if (match := vocabulary.fuzzy(text[start:end])) is not None:
                 found.append(WordUse(start, end, text[start:end], *match))
@@ -520,7 +533,8 @@ def read_report(doc: Doc) -> ReportReading:
     impressions = [m.start() for h in headings if (m := h.search(text))]
     reading.impression_start = min(impressions, default=None)
     reading.words = [u for u in doc.user_data["cass_words"] if not is_skipped(u.start_char)]
-    reading.sentences = [(s.start_char, s.end_char) for s in doc.sents]
+    sentences = list(doc.sents)  # Doc.sents walks every token: once
+    reading.sentences = [(s.start_char, s.end_char) for s in sentences]
     for span in concepts:
         if span.label_ == "DOMINANCE":
             m = lx.DOMINANCE_REGEX.search(span.text)
@@ -532,7 +546,7 @@ def read_report(doc: Doc) -> ReportReading:
             reading.calcium_score = (
                 0.0 if value in {"zero", "nil"} else float(value.replace(",", "."))
             )
-        elif span.label_ == "CADRADS" and not of_an_earlier_study(doc, span):
+        elif span.label_ == "CADRADS" and not of_an_earlier_study(reading, span):
             m = lx.CAD_RADS_REGEX.search(span.text)
             reading.stated_cad_rads = m.group("cat").upper()
             reading.stated_span = (span.start_char, span.end_char)
@@ -546,7 +560,7 @@ def read_report(doc: Doc) -> ReportReading:
     read_stated_modifiers(text, is_skipped, reading)
     line_header: list[str] = []
     set_aside: list[Span] = []
-    for s_index, sentence in enumerate(doc.sents):
+    for s_index, sentence in enumerate(sentences):
         if is_skipped(sentence.start_char):
             continue
         inside = [c for c in concepts if c.start >= sentence.start and c.end <= sentence.end]
@@ -577,13 +591,15 @@ def read_report(doc: Doc) -> ReportReading:
             if named:
                 last_vessels = named[-1:]
                 context = header or sorted(set(named))
-    reading.unread = unread_evidence(doc, reading, concepts, set_aside, is_skipped)
+    reading.unread = unread_evidence(doc, reading, sentences, concepts, set_aside, is_skipped)
     return reading
 
 
 #: The evidence the coverage check follows, by concept.
 EVIDENCE = {"VESSEL": "vessel", "SEGMENT": "segment", "PCT": "percent", "GRADE": "grade"}
 EVIDENCE |= {"OCCLUSION": "grade"}
+#: A line that may hold codes: an underscore, or "=".
+CODED_LINE = re.compile(r"^[^\n]*[_=][^\n]*$", re.M)
 #: A coded value no concept took ("pRCA=0", "RCA: 70"): evidence of a grade.
 CODED_VALUE = re.compile(r"(?<==)[ \t]*\d{1,3}\b|(?<=:)[ \t]*\d{1,3}[ \t]*$", re.M)
 
@@ -594,22 +610,20 @@ def line_of(text: str, position: int) -> tuple[int, int]:
     return start, len(text) if end < 0 else end
 
 
-def coded_evidence(sentence: Span, covered: bytearray, side: str) -> list[tuple]:
+def coded_evidence(text: str, covered: bytearray, side: str) -> list[tuple]:
     """(start, end, kind, branches) of the vessel names and coded values inside codes that
     no concept took ("pRCA" and "0" in "seg01_pRCA=0")."""
-    base, found = sentence.start_char, []
-    for m in lx.LOOSE_VESSEL_REGEX.finditer(sentence.text):
-        names = lx.VESSEL_PATTERNS[int(m.lastgroup[1:])][1].replace(lx.DOMINANT, side)
-        found.append((base + m.start(), base + m.end(), "vessel", names.split()))
-    found += [
-        (base + m.start(), base + m.end(), "percent", [])
-        for m in CODED_VALUE.finditer(sentence.text)
-    ]
+    found = []
+    for line in CODED_LINE.finditer(text):  # words outside codes are the concepts' already
+        for m in lx.LOOSE_VESSEL_REGEX.finditer(text, line.start(), line.end()):
+            names = lx.VESSEL_PATTERNS[int(m.lastgroup[1:])][1].replace(lx.DOMINANT, side)
+            found.append((m.start(), m.end(), "vessel", names.split()))
+    found += [(m.start(), m.end(), "percent", []) for m in CODED_VALUE.finditer(text)]
     return [f for f in found if not any(covered[f[0] : f[1]])]
 
 
 def unread_evidence(
-    doc: Doc, reading: ReportReading, concepts, set_aside, is_skipped
+    doc: Doc, reading: ReportReading, sentences: list[Span], concepts, set_aside, is_skipped
 ) -> list[Unread]:
     """Every vessel, percentage, segment and grade word of a read sentence that no placed
     finding used (or stands beside: "Moderate (50-69%)"), no rule set aside and, for a
@@ -621,24 +635,34 @@ def unread_evidence(
     covered = bytearray(len(text) + 1)
     for c in doc.spans["concepts"]:
         covered[c.start_char : c.end_char] = b"\x01" * (c.end_char - c.start_char)
-    for s_index, sentence in enumerate(doc.sents):
-        if is_skipped(sentence.start_char):
+    starts = [start for start, _ in reading.sentences]
+
+    def sentence_of(position: int) -> int:
+        return bisect.bisect_right(starts, position) - 1
+
+    evidence: dict[int, list] = {}
+    for c in concepts:
+        evidence.setdefault(sentence_of(c.start_char), []).append(c)
+    coded: dict[int, list] = {}
+    for item in coded_evidence(text, covered, side):
+        coded.setdefault(sentence_of(item[0]), []).append(item)
+    placed = [m for m in reading.mentions if m.branches or m.on_graft]
+    for s_index, sentence in enumerate(sentences):
+        if is_skipped(sentence.start_char) or not (s_index in evidence or s_index in coded):
             continue
-        inside = [c for c in concepts if sentence.start <= c.start and c.end <= sentence.end]
-        coded = coded_evidence(sentence, covered, side)
+        inside, hidden = evidence.get(s_index, []), coded.get(s_index, [])
         named = {
             b
             for c in inside
             if c.label_ in VESSEL_LABELS
             for b in branches_of(c, reading.dominance)
         }
-        named |= {b for *_, branches in coded for b in branches}
+        named |= {b for *_, branches in hidden for b in branches}
         line_start, line_end = line_of(text, sentence.start_char)
         near = [
             m
-            for m in reading.mentions
-            if (m.sentence_index == s_index or line_start <= m.start_char < line_end)
-            and (m.branches or m.on_graft)
+            for m in placed
+            if m.sentence_index == s_index or line_start <= m.start_char < line_end
         ]
         spoken = {b for m in near for b in m.branches}
         for c in inside:
@@ -655,17 +679,18 @@ def unread_evidence(
                 )
         unread += [
             Unread(a, b, text[a:b].strip(), kind, s_index, tuple(sorted(named)))
-            for a, b, kind, branches in coded
+            for a, b, kind, branches in hidden
             if not (kind == "vessel" and spoken & set(branches))
             and not (kind == "percent" and any(m.start_char <= a < m.end_char + 3 for m in near))
         ]
     return unread
 
 
-def of_an_earlier_study(doc: Doc, span: Span) -> bool:
+def of_an_earlier_study(reading: ReportReading, span: Span) -> bool:
     """A stated category its sentence gives to an earlier study ("previously CAD-RADS 3")."""
-    before = doc.text[span.sent.start_char : span.start_char]
-    return lx.PRIOR_CATEGORY.search(before) is not None
+    starts = [start for start, _ in reading.sentences]
+    start = starts[bisect.bisect_right(starts, span.start_char) - 1]
+    return lx.PRIOR_CATEGORY.search(reading.text, start, span.start_char) is not None
 
 
 def ischaemia_of_ffr(value: float) -> str:

@@ -151,6 +151,11 @@ class Vocabulary:
         words = "|".join(r"\s+".join(map(re.escape, key(t).split())) for t in texts)
         return re.compile(rf"^[ \t]*(?:{words})\b[^\n:]{{0,20}}:", re.I | re.M)
 
+    @property
+    def phrase_words(self) -> frozenset[str]:
+        """The words of the phrases typing errors are read against ("left main")."""
+        return phrase_words_of(self)
+
     def word(self, concept: str, written: str) -> Word | None:
         return self.lookup.get((concept, key(written)))
 
@@ -160,23 +165,33 @@ class Vocabulary:
 
     def fuzzy(self, written: str) -> tuple[Word, int] | None:
         """The vessel or grade word `written` is a typing error of, and the distance."""
-        text = key(written)
-        if text in self.not_typos or len(text.replace(" ", "")) < MIN_FUZZY_LETTERS:
-            return None
-        best = None
-        for word in fuzzy_words(self):
-            target = key(word.text)
-            limit = 1 if len(target.replace(" ", "")) < LONG_WORD else 2
-            if (
-                abs(len(target) - len(text)) > limit
-                or (target[0] != text[0] and target[1] != text[1])  # typos spare one of two
-                or inflected(text, target)
-            ):
-                continue
-            distance = edit_distance(text, target, limit)
-            if 0 < distance <= limit and (best is None or distance < best[1]):
-                best = (word, distance)
-        return best
+        return typo_of(self, key(written))
+
+
+@lru_cache(maxsize=1 << 16)  # reports repeat their words: each is looked at once
+def typo_of(vocabulary: Vocabulary, text: str) -> tuple[Word, int] | None:
+    """`Vocabulary.fuzzy` of a looked-up form."""
+    if len(text) < MIN_FUZZY_LETTERS or text in vocabulary.not_typos:
+        return None
+    best = None
+    for target, limit, word in fuzzy_targets(vocabulary):
+        if (
+            abs(len(target) - len(text)) > limit
+            or (target[0] != text[0] and target[1] != text[1])  # typos spare one of two
+            or inflected(text, target)
+        ):
+            continue
+        distance = edit_distance(text, target, limit)
+        if 0 < distance <= limit and (best is None or distance < best[1]):
+            best = (word, distance)
+    return best
+
+
+@lru_cache(maxsize=8)
+def phrase_words_of(vocabulary: Vocabulary) -> frozenset[str]:
+    return frozenset(
+        w for target, *_ in fuzzy_targets(vocabulary) if " " in target for w in target.split()
+    )
 
 
 @lru_cache(maxsize=8)
@@ -185,16 +200,19 @@ def word_table(vocabulary: Vocabulary) -> dict[tuple[str, str], Word]:
 
 
 @lru_cache(maxsize=8)
-def fuzzy_words(vocabulary: Vocabulary) -> tuple[Word, ...]:
-    """The words typing errors are read against: vessel and grade words of 5 letters or
-    more that are not written in capitals (abbreviations)."""
-    return tuple(
-        w
-        for w in vocabulary.words
-        if w.concept in FUZZY_CONCEPTS
-        and len(w.text.replace(" ", "")) >= MIN_FUZZY_LETTERS
-        and not w.text.isupper()
-    )
+def fuzzy_targets(vocabulary: Vocabulary) -> tuple[tuple[str, int, Word], ...]:
+    """The words typing errors are read against, looked-up form and allowed distance first:
+    vessel and grade words of 5 letters or more not written in capitals (abbreviations)."""
+    targets = []
+    for word in vocabulary.words:
+        letters = len(word.text.replace(" ", ""))
+        if (
+            word.concept in FUZZY_CONCEPTS
+            and letters >= MIN_FUZZY_LETTERS
+            and not word.text.isupper()
+        ):
+            targets.append((key(word.text), 1 if letters < LONG_WORD else 2, word))
+    return tuple(targets)
 
 
 def inflected(text: str, target: str) -> bool:
