@@ -24,7 +24,13 @@ def run(root, mode: str) -> dg.ExecuteInProcessResult:
     """The labels, images and splits with readers' verdicts `mode`."""
     keys = PseudonymKey(key_file=str(root / "key"))
     result = dg.materialize(
-        [review.reader_labels, reports.report_labels, imaging.mpr_images, model.patient_splits],
+        [
+            review.reader_labels,
+            review.reader_labels_all_used,
+            reports.report_labels,
+            imaging.mpr_images,
+            model.patient_splits,
+        ],
         resources={
             "paths": CassPaths(
                 raw_dir=str(root / "raw"),
@@ -90,6 +96,10 @@ def test_a_corrected_inbox_patient_trains_and_moves_no_one(tmp_path, tiny_cohort
         for m in result.asset_materializations_for_node(node)
     }
     assert shown["reader_labels"]["patients"].value == 1
+    (used,) = [
+        c for c in result.get_asset_check_evaluations() if c.check_name == "reader_labels_all_used"
+    ]
+    assert used.passed and used.metadata["left_out"].value == 0
     assert shown["mpr_manifest"]["reader_labelled_studies"].value == 1
     assert shown["patient_splits"]["patients_by_origin"].value == {"report": 3, "reader": 1}
 

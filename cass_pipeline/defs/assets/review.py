@@ -16,7 +16,7 @@ from cass_pipeline.domain.review.decisions import (
     agreement_by_week,
     verdict_table,
 )
-from cass_pipeline.domain.storage import write_parquet_atomic
+from cass_pipeline.domain.storage import read_parquet_or_empty, write_parquet_atomic
 
 
 @dg.asset(group_name="prediction", kinds={"parquet"})
@@ -84,4 +84,21 @@ def reader_labels(paths: CassPaths, review_database: ReviewDatabase) -> dg.Mater
             "left_out_reasons": dg.MetadataValue.json(left_out.reason.value_counts().to_dict()),
             "left_out_preview": preview_markdown(left_out),
         }
+    )
+
+
+@dg.asset_check(
+    asset=reader_labels,
+    description="Warns when judged patients could not become labels (readers who differ, "
+    "no study recorded, a category the branches contradict): reader_label_rejects.parquet.",
+)
+def reader_labels_all_used(paths: CassPaths) -> dg.AssetCheckResult:
+    left_out = read_parquet_or_empty(paths.layout.reader_label_rejects, LEFT_OUT_SCHEMA)
+    return dg.AssetCheckResult(
+        passed=left_out.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "left_out": len(left_out),
+            "reasons": dg.MetadataValue.json(left_out.reason.value_counts().to_dict()),
+        },
     )
