@@ -15,7 +15,7 @@ HELD_OUT = yaml.safe_load((DATA / "report_heldout.yaml").read_text())
 
 
 def test_corpus_is_large_enough_and_covers_every_rule():
-    assert len(CORPUS) >= 167  # 72 before issue 23, 40 of its constructs, 15 of issue 40
+    assert len(CORPUS) >= 169  # 152 before issue 40, 17 in the styles it found unread
     rules = {rule for entry in CORPUS for rule in entry["rules"]}
     for needed in (
         "a range reads by its lower bound",
@@ -87,6 +87,7 @@ def test_corpus_is_large_enough_and_covers_every_rule():
         "a graft named elsewhere in the sentence is not the finding's",
         "unread grade evidence on an unlabelled branch holds the report",
         "a report with vessel words and no label is held, not refused",
+        "'its' after several vessels is doubtful: held",
     ):
         assert needed in rules
 

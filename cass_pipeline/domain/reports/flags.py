@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.reports.config import ReportSettings
 from cass_pipeline.domain.reports.labels import ReportLabels, finding_class
-from cass_pipeline.domain.reports.parser import Mention
+from cass_pipeline.domain.reports.parser import PLACED_BY_DOUBTFUL_PRONOUN, Mention
 
 STATED_DISAGREES = "stated CAD-RADS disagrees"
 UNPLACED = "stenosis statement on no branch"
@@ -25,8 +25,16 @@ TYPO = "word read despite a typing error"
 UNREAD_GRADE = "grade evidence left unread"
 NOTHING_READ = "vessel findings not read"
 UNREAD = "evidence left unread"
+DOUBTFUL_PRONOUN = "'it' may mean another vessel"
 #: Flags that hold a report out of training until it is reviewed.
-HOLDING = (STATED_DISAGREES, UNPLACED, GRADED_TWICE, UNREAD_GRADE, NOTHING_READ)
+HOLDING = (
+    STATED_DISAGREES,
+    UNPLACED,
+    GRADED_TWICE,
+    UNREAD_GRADE,
+    NOTHING_READ,
+    DOUBTFUL_PRONOUN,
+)
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,10 @@ def report_flags(
         if branch.non_diagnostic:
             cause = next(m for m in reading.mentions if name in m.branches and m.modifier == "N")
             flags.append(at(cause, NON_DIAGNOSTIC, f"{name} not assessable: no label", name))
+    for mention in findings:
+        if mention.placed_by == PLACED_BY_DOUBTFUL_PRONOUN and severity(mention) > 0:
+            detail = f"'{mention.text}' placed on {', '.join(mention.branches)}, the last named"
+            flags.append(at(mention, DOUBTFUL_PRONOUN, detail, mention.branches[0]))
     for mention in reading.mentions:
         if mention.modifier == "N" and not mention.branches and not mention.negated:
             flags.append(at(mention, NON_DIAGNOSTIC, "the study is non-diagnostic"))

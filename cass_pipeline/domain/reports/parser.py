@@ -124,6 +124,8 @@ PLACED_BEFORE = "the vessel named before it in the clause"
 PLACED_LATER = "the vessel named later in the clause"
 PLACED_BY_LABEL = "the line's label, or the vessel of the clause before"
 PLACED_BY_PRONOUN = "the last vessel named ('it', 'this vessel')"
+#: ...when the clause before named several: the reader may have meant another one.
+PLACED_BY_DOUBTFUL_PRONOUN = "the last of several vessels named ('its'): doubtful"
 UNPLACED = "no vessel"
 #: What names the vessel a branch arises from, not the one a finding speaks of.
 ORIGIN = re.compile(r"\b(?:aris(?:es|ing)|originat(?:es|ing))\s+from(?:\s+the)?\s*$", re.I)
@@ -830,6 +832,8 @@ class Clause:
             return self.chain(before, forward=False), PLACED_BEFORE
         if after:
             return self.chain(after, forward=True), PLACED_LATER
+        if self.has_pronoun and self.last_vessels and len(self.header) > 1:
+            return list(self.last_vessels), PLACED_BY_DOUBTFUL_PRONOUN
         if self.header:
             return self.header, PLACED_BY_LABEL
         if self.has_pronoun and self.last_vessels:
