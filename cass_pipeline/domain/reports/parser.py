@@ -772,6 +772,8 @@ class Clause:
             r"compress|systol", sentence, re.I
         )
         self.has_pronoun = any(c.label_ == "PRONOUN" for c in concepts)
+        #: Dictated without case or punctuation ("left main normal lad ...").
+        self.run_on = sentence == sentence.lower() and not re.search(r"[,:;()]", sentence)
         #: Findings a rule read and set aside (a bridge's, a prior study's, calcium's).
         self.set_aside: list[Span] = []
         self.grafts = [c for c in concepts if c.label_ == "GRAFT"]
@@ -807,8 +809,10 @@ class Clause:
 
     def targets(self, span: Span) -> tuple[list[str], str]:
         """The branches a finding speaks of: the vessels after it when linked by a
-        preposition or adjacent, else before it, else after it, else the line's header
-        vessel, else (for a pronoun) the last vessel named; with the rule that placed it."""
+        preposition or adjacent (unless, in run-on dictation, a vessel before it still lacks
+        a finding), else
+        before it, else after it, else the line's header vessel, else (for a pronoun) the
+        last vessel named; with the rule that placed it."""
         after = [v for v in self.vessels if v.start >= span.end]
         next_finding = min(
             (
@@ -823,7 +827,8 @@ class Clause:
             gap = gap_words(self.doc, span, after[0])
             last = max((i for i, word in enumerate(gap) if word in PREPOSITIONS), default=None)
             linked = last is not None and set(gap[last + 1 :]) <= lx.LINK_FILLERS
-            if linked or (not gap and not self.graded_right_after(after[0])):
+            adjacent = not gap and not self.graded_right_after(after[0])
+            if linked or (adjacent and not (self.run_on and self.ungraded_before(span))):
                 return self.chain(after, forward=True), PLACED_AFTER
         before = [v for v in self.vessels if v.end <= span.start]
         if len(before) > 1 and ORIGIN.search(self.doc[before[-2].end : before[-1].start].text):
@@ -839,6 +844,15 @@ class Clause:
         if self.has_pronoun and self.last_vessels:
             return list(self.last_vessels), PLACED_BY_PRONOUN
         return [], UNPLACED
+
+    def ungraded_before(self, span: Span) -> bool:
+        """Whether the vessel named last before the finding has no finding of its own in
+        between: in run-on dictation the finding is that vessel's, not the next one's ("left
+        main normal lad ...")."""
+        before = [v for v in self.vessels if v.end <= span.start]
+        return bool(before) and not any(
+            before[-1].end <= f.start < span.start for f in self.findings if f.label_ != "NOUN"
+        )
 
     def graded_right_after(self, vessel: Span) -> bool:
         """Whether a grade follows the vessel at once ("diagonal normal" in dictation), so
