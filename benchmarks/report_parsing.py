@@ -26,6 +26,7 @@ import yaml
 from cass_pipeline.domain.cohort.index import index_cohort
 from cass_pipeline.domain.privacy import Pseudonyms, pseudonymise
 from cass_pipeline.domain.reports.pipeline import parse_cohort_reports, parse_report_text
+from cass_pipeline.domain.reports.vocabulary import BUILT_IN
 from cass_pipeline.domain.synthetic.config import REPORT_STYLES, preset
 from cass_pipeline.domain.synthetic.coronary_tree import build_anatomy
 from cass_pipeline.domain.synthetic.reports import (
@@ -37,7 +38,7 @@ from cass_pipeline.layout import RawLayout
 
 TARGET = 300.0
 DATA = Path(__file__).parents[1] / "cass_pipeline_tests" / "data"
-VOCABULARY = Path(__file__).parents[1] / "cass_pipeline" / "domain" / "reports" / "vocabulary"
+VOCABULARY = BUILT_IN.parent
 #: Times the parser of the importable `cass_pipeline` on a folder of reports (run under
 #: another commit's checkout for --baseline).
 TIMING = """

@@ -6,9 +6,10 @@ import pytest
 import yaml
 
 from cass_pipeline.domain.reports.pipeline import parse_report_text
+from cass_pipeline.domain.reports.vocabulary import BUILT_IN
 
 DATA = Path(__file__).parents[1] / "data"
-VOCABULARY = Path(__file__).parents[2] / "cass_pipeline" / "domain" / "reports" / "vocabulary"
+VOCABULARY = BUILT_IN.parent
 CORPUS = yaml.safe_load((DATA / "report_corpus.yaml").read_text())
 #: Written once the rules were done and scored before any rule changed for them.
 HELD_OUT = yaml.safe_load((DATA / "report_heldout.yaml").read_text())

@@ -2,8 +2,6 @@
 the file it came from, and typing errors of vessel and grade words are read and noted, never
 those of abbreviations or real words."""
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
@@ -11,9 +9,14 @@ from cass_pipeline.cli import main
 from cass_pipeline.domain.reports.explain import explain_lines
 from cass_pipeline.domain.reports.flags import TYPO
 from cass_pipeline.domain.reports.pipeline import parse_report_text
-from cass_pipeline.domain.reports.vocabulary import VocabularyError, edit_distance, load_vocabulary
+from cass_pipeline.domain.reports.vocabulary import (
+    BUILT_IN,
+    VocabularyError,
+    edit_distance,
+    load_vocabulary,
+)
 
-SHIPPED = Path(__file__).parents[2] / "cass_pipeline" / "domain" / "reports" / "vocabulary"
+SHIPPED = BUILT_IN.parent
 GERMAN, FRENCH = str(SHIPPED / "de.yaml"), str(SHIPPED / "fr.yaml")
 
 

@@ -90,7 +90,7 @@ def reader_labels(paths: CassPaths, review_database: ReviewDatabase) -> dg.Mater
 @dg.asset_check(
     asset=reader_labels,
     description="Warns when judged patients could not become labels (readers who differ, "
-    "no study recorded, a category the branches contradict): reader_label_rejects.parquet.",
+    "no study recorded, a category the branches contradict), with the reasons.",
 )
 def reader_labels_all_used(paths: CassPaths) -> dg.AssetCheckResult:
     left_out = read_parquet_or_empty(paths.layout.reader_label_rejects, LEFT_OUT_SCHEMA)
