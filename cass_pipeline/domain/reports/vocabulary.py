@@ -79,13 +79,18 @@ def key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def alternation(texts) -> str:
+    """Words or phrases as one regular-expression alternative each (longest first, any
+    spacing between the words)."""
+    phrases = sorted({key(t) for t in texts}, key=len, reverse=True)
+    return "|".join(r"\s+".join(map(re.escape, phrase.split())) for phrase in phrases)
+
+
 def phrase_pattern(texts: list[str]) -> re.Pattern | None:
-    """One expression for whole words or phrases (longest first, any spacing between)."""
+    """One expression for whole words or phrases."""
     if not texts:
         return None
-    alternatives = sorted({key(t) for t in texts}, key=len, reverse=True)
-    body = "|".join(r"\s+".join(map(re.escape, a.split())) for a in alternatives)
-    return re.compile(rf"(?<![\w-])(?:{body})(?![\w-])", re.I)
+    return re.compile(rf"(?<![\w-])(?:{alternation(texts)})(?![\w-])", re.I)
 
 
 def read_vocabulary_file(path: Path) -> tuple[list[Word], dict[str, list[str]], list[str]]:
@@ -148,8 +153,7 @@ class Vocabulary:
         texts = self.headings.get(kind, ())
         if not texts:
             return None
-        words = "|".join(r"\s+".join(map(re.escape, key(t).split())) for t in texts)
-        return re.compile(rf"^[ \t]*(?:{words})\b[^\n:]{{0,20}}:", re.I | re.M)
+        return re.compile(rf"^[ \t]*(?:{alternation(texts)})\b[^\n:]{{0,20}}:", re.I | re.M)
 
     @property
     def phrase_words(self) -> frozenset[str]:
@@ -157,11 +161,7 @@ class Vocabulary:
         return phrase_words_of(self)
 
     def word(self, concept: str, written: str) -> Word | None:
-        return self.lookup.get((concept, key(written)))
-
-    @property
-    def lookup(self) -> dict[tuple[str, str], Word]:
-        return word_table(self)
+        return word_table(self).get((concept, key(written)))
 
     def fuzzy(self, written: str) -> tuple[Word, int] | None:
         """The vessel or grade word `written` is a typing error of, and the distance."""
