@@ -814,14 +814,16 @@ class Clause:
         before it, else after it, else the line's header vessel, else (for a pronoun) the
         last vessel named; with the rule that placed it."""
         after = [v for v in self.vessels if v.start >= span.end]
-        next_finding = min(
-            (
-                f.start
-                for f in self.findings
-                if f.start >= span.end and not (f.label_ == "NOUN" and f.start - span.end <= 2)
-            ),
-            default=10**9,
-        )
+        next_finding, end = 10**9, span.end
+        for f in sorted((f for f in self.findings if f.start >= span.end), key=lambda f: f.start):
+            joined = f.start == end and f.label_ in {
+                "GRADE",
+                "NOUN",
+            }  # "mild non-obstructive plaque"
+            if not joined and not (f.label_ == "NOUN" and f.start - span.end <= 2):
+                next_finding = f.start
+                break
+            end = f.end
         after = [v for v in after if v.start < next_finding]
         if after:
             gap = gap_words(self.doc, span, after[0])
