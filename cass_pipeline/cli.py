@@ -336,8 +336,8 @@ def parse_report(
     from cass_pipeline.domain.reports.pipeline import (
         EMPTY_REPORT,
         NO_FINDINGS,
-        has_findings,
         parse_report_text,
+        refused_without_findings,
     )
     from cass_pipeline.domain.reports.vocabulary import VocabularyError, site_files
 
@@ -352,7 +352,7 @@ def parse_report(
         _, labels = parse_report_text(raw, not bare_50_non_significant, files)
     except VocabularyError as error:
         raise click.ClickException(str(error)) from error
-    if not has_findings(labels) and not any(flag.holds for flag in labels.flags):
+    if refused_without_findings(labels):
         raise click.ClickException(f"{path}: {NO_FINDINGS}")
     if as_json and explain:
         raise click.UsageError("--json and --explain are two ways to print; choose one")

@@ -1,7 +1,6 @@
 """Readers' verdicts as training labels: only when asked for, only verdicts that hold
 together, their patients in training alone and moving no report-labelled patient."""
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -124,4 +123,3 @@ def test_judged_studies_are_found_in_the_inbox_or_rejected_with_the_reason(tmp_p
     reasons = {r["patient_id"]: r["reason"] for r in found.not_ingested}
     assert "no longer in the inbox" in reasons["P2"] and "already in the cohort" in reasons["P3"]
     assert all("MRN" not in str(r) for r in found.not_ingested)
-    assert isinstance(found.sources[0].mpr_dir, Path)

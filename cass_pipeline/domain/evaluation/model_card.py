@@ -12,7 +12,7 @@ import pandas as pd
 from cass_pipeline.domain.anatomy import STENOSIS_CLASSES
 from cass_pipeline.domain.model.calibration import Calibration
 from cass_pipeline.domain.model.metrics import LEVELS, PAPER_NOTE
-from cass_pipeline.domain.reports.labels import READER
+from cass_pipeline.domain.model.splits import from_readers
 
 INTENDED_USE = (
     "A second opinion on coronary stenosis from curved MPR views of a CCTA study, for "
@@ -55,7 +55,7 @@ READER_ROW = " (labelled by readers)"
 
 def training_table(splits: pd.DataFrame) -> list[str]:
     """Patients per split and class, those readers labelled in a row of their own."""
-    by_reader = splits.get("origin", pd.Series(index=splits.index, dtype=str)) == READER
+    by_reader = from_readers(splits)
     splits = splits.assign(split=splits.split.mask(by_reader, splits.split + READER_ROW))
     counts = splits.pivot_table(
         index="split", columns="patient_class", values="patient_id", aggfunc="count", fill_value=0
@@ -129,7 +129,7 @@ def cross_validation_lines(markdown: str | None) -> list[str]:
 
 def reader_limit(splits: pd.DataFrame) -> list[str]:
     """What the card says of the training patients readers labelled, if any."""
-    count = int((splits.get("origin", pd.Series(dtype=str)) == READER).sum())
+    count = int(from_readers(splits).sum())
     if not count:
         return []
     return [

@@ -104,6 +104,12 @@ def reader_labelled(branch_labels: pd.DataFrame) -> set[str]:
     return set(branch_labels.patient_id[branch_labels.source == READER])
 
 
+def from_readers(splits: pd.DataFrame) -> pd.Series:
+    """Which rows of `splits` are patients readers labelled (`origin` 'reader'); none in a
+    split table written before there was an origin."""
+    return splits.get("origin", pd.Series("", index=splits.index)) == READER
+
+
 def with_reader_patients(splits: pd.DataFrame, readers: pd.DataFrame) -> pd.DataFrame:
     """`splits` of the report-labelled patients, and the patients of `readers` (patient_id,
     patient_class) in training, kept apart by their origin: they never enter validation or
@@ -157,9 +163,7 @@ def cross_validation_folds(splits: pd.DataFrame, folds: int, seed: int) -> pd.Da
     so that the folds differ by at most one patient and small classes spread out."""
     if folds < 2:
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
-    pool = splits[
-        splits.split.isin(("train", "validation")) & (splits.get("origin", FROM_REPORT) != READER)
-    ]
+    pool = splits[splits.split.isin(("train", "validation")) & ~from_readers(splits)]
     if len(pool) < folds:
         raise ValueError(f"{len(pool)} training and validation patients for {folds} folds")
     rows, dealt = [], 0

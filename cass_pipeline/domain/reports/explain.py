@@ -24,7 +24,7 @@ def explain_lines(labels: ReportLabels) -> list[str]:
                     f"[{mention.text!r} placed by {mention.placed_by}]"
                 )
     lines += word_lines(reading.words)
-    lines += [f'unread {u.kind} {u.text!r}: "{sentence_at(reading, u)}"' for u in reading.unread]
+    lines += [f'unread {u.kind} {u.text!r}: "{reading.sentence_of(u)}"' for u in reading.unread]
     category = "/".join([labels.cad_rads or "?", *labels.modifiers])
     stated = reading.stated_cad_rads or "none"
     lines.append(f"patient: {labels.patient_class}; CAD-RADS {category} (stated: {stated})")
@@ -53,8 +53,3 @@ def word_lines(words: list[WordUse]) -> list[str]:
         else:
             lines.append(f"  {use.written!r}: {meaning} ({word.source})")
     return lines
-
-
-def sentence_at(reading, unread) -> str:
-    start, end = reading.sentences[unread.sentence_index]
-    return reading.text[start:end].strip()

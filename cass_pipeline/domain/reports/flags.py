@@ -139,7 +139,7 @@ def coverage_flags(labels: ReportLabels) -> list[Flag]:
     }
     for u in reading.unread:
         start, end = reading.sentences[u.sentence_index]
-        evidence = reading.text[start:end].strip()
+        evidence = reading.sentence_of(u)
         missing = sorted(set(u.branches) & unlabelled)
         if u.kind in ("percent", "grade") and missing:
             detail = f"'{u.text}' ({u.kind}) not read, and {', '.join(missing)} has no label"
@@ -153,7 +153,7 @@ def coverage_flags(labels: ReportLabels) -> list[Flag]:
     if nothing and telling and labels.cad_rads != "N":
         start, end = reading.sentences[telling[0].sentence_index]
         detail = f"{len(telling)} vessel names or percentages, and no branch labelled"
-        flags.append(Flag(NOTHING_READ, detail, reading.text[start:end].strip(), start, end))
+        flags.append(Flag(NOTHING_READ, detail, reading.sentence_of(telling[0]), start, end))
     return flags
 
 

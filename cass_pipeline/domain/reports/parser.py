@@ -365,7 +365,8 @@ class ReportReading:
     text: str = ""
     sentences: list[tuple[int, int]] = field(default_factory=list)
 
-    def sentence_of(self, mention: Mention) -> str:
+    def sentence_of(self, mention: Mention | Unread) -> str:
+        """The text of the sentence a mention (or an unread piece of evidence) stands in."""
         start, end = self.sentences[mention.sentence_index]
         return self.text[start:end].strip()
 

@@ -119,8 +119,14 @@ NOT_REVIEWABLE = "a reviewer's override names no parsed report of this pseudonym
 ALREADY_REPORTED = "a reader's verdict on a patient with a report: the report's labels stand"
 
 
+def refused_without_findings(labels: ReportLabels) -> bool:
+    """A report refused as "no vessel findings": it says nothing about a vessel, and no flag
+    holds it for a person (vessel words or percentages it could not read do)."""
+    return not has_findings(labels) and not any(flag.holds for flag in labels.flags)
+
+
 def has_findings(labels: ReportLabels) -> bool:
-    """Whether a parsed report says anything about a vessel (else it is rejected)."""
+    """Whether a parsed report says anything about a vessel."""
     return labels.patient_class is not None or any(
         lab.stenosis_class is not None or lab.non_diagnostic for lab in labels.branches.values()
     )
@@ -194,7 +200,7 @@ def parse_cohort_reports(
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if pid in reviews:
             labels = apply_overrides(labels, reviews.pop(pid))
-        if not has_findings(labels) and not any(flag.holds for flag in labels.flags):
+        if refused_without_findings(labels):
             cohort.rejects.append(Reject(pid, "parse", NO_FINDINGS))
             continue
         cohort.reports.append(ParsedReport(pid, text, digest, counts, labels))
