@@ -81,10 +81,10 @@ def test_tiny_pipeline_on_postgres_dask_and_an_mlflow_server(tmp_path, monkeypat
         (run_pid,) = {e.pid for e in events if e.event_type == DagsterEventType.RUN_START}
         step_pids = {e.pid for e in events if e.step_key and e.pid is not None}
         # The steps ran on the cluster's worker processes, not in the run's own process.
-        # Dask places a chain of dependent steps by data locality: on one of the two workers
-        # or on both (a fresh-clone CI saw one), so only the count's bounds are fixed.
-        assert 1 <= len(step_pids) <= 2
-        assert run_pid not in step_pids
+        # How many worker processes they show depends on Dask, not on CASS: it places a chain
+        # of dependent steps by data locality (a fresh-clone CI saw one worker), and a busy
+        # machine saw a third pid (a worker the nanny restarted).
+        assert step_pids and run_pid not in step_pids
         manifest = instance.get_latest_materialization_event(AssetKey("mpr_manifest"))
         metadata = manifest.asset_materialization.metadata
         assert metadata["ingested_on"].value == "Dask cluster of 2 workers"  # patients fan out
