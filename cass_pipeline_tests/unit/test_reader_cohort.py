@@ -1,7 +1,6 @@
 """Readers' verdicts as training labels: only when asked for, only verdicts that hold
 together, their patients in training alone and moving no report-labelled patient."""
 
-
 import pandas as pd
 import pytest
 

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from cass_pipeline.cli import main
 from cass_pipeline.domain.reports.explain import explain_lines
-from cass_pipeline.domain.reports.flags import TYPO
+from cass_pipeline.domain.reports.flags import FOREIGN_WORDS, TYPO
 from cass_pipeline.domain.reports.pipeline import parse_report_text
 from cass_pipeline.domain.reports.vocabulary import (
     BUILT_IN,
@@ -46,6 +46,26 @@ def test_a_site_file_teaches_words_without_code(tmp_path):
     explained = "\n".join(explain_lines(labels))
     assert "'Vorderwandarterie': vessel LAD (site.yaml)" in explained
     assert "'kritisch': grade severe (site.yaml)" in explained
+
+
+def test_words_of_a_language_not_in_use_hold_the_report_and_name_the_file(tmp_path):
+    text = "LM: keine Plaques. LAD: 30% stenosis. RCA: pas de plaque."
+    _, labels = parse_report_text(text)
+    assert "LM" not in labels.branches  # not read as plaque, the English noun
+    held = [f for f in labels.flags if f.kind == FOREIGN_WORDS]
+    assert [f.holds for f in held] == [True, True]
+    assert "'keine Plaques': words of de.yaml" in held[0].detail
+    assert "'pas de plaque': words of fr.yaml" in held[1].detail
+    assert "unread word of de.yaml 'keine Plaques'" in "\n".join(explain_lines(labels))
+    _, german = parse_report_text(text, site_files=(GERMAN,))
+    assert [f.detail.split(":")[0] for f in german.flags if f.kind == FOREIGN_WORDS] == [
+        "'pas de plaque'"
+    ]
+    assert german.branches["LM"].stenosis_class == "no_stenosis"
+    own = tmp_path / "site-de.yaml"  # a site's own German file stands for the example's
+    own.write_text("language: de\nnormal: [keine Plaques]\n")
+    _, site = parse_report_text("LM: keine Plaques. LAD: 30% stenosis.", site_files=(str(own),))
+    assert not [f for f in site.flags if f.kind == FOREIGN_WORDS]
 
 
 def test_plain_english_words_for_normal():

@@ -24,7 +24,11 @@ def explain_lines(labels: ReportLabels) -> list[str]:
                     f"[{mention.text!r} placed by {mention.placed_by}]"
                 )
     lines += word_lines(reading.words)
-    lines += [f'unread {u.kind} {u.text!r}: "{reading.sentence_of(u)}"' for u in reading.unread]
+    lines += [
+        f"unread {f'word of {u.source}' if u.source else u.kind} {u.text!r}: "
+        f'"{reading.sentence_of(u)}"'
+        for u in reading.unread
+    ]
     category = "/".join([labels.cad_rads or "?", *labels.modifiers])
     stated = reading.stated_cad_rads or "none"
     lines.append(f"patient: {labels.patient_class}; CAD-RADS {category} (stated: {stated})")

@@ -4,7 +4,9 @@ A rule-based reading that meets something it does not account for says so instea
 guessing with confidence. Flags that hold a report out of training until a person reviews
 it (`HOLDING`): the stated CAD-RADS disagrees with the one derived from the branch grades; a
 stenosis statement that no branch took is more severe than every branch; a branch graded
-differently in the findings and in the impression. The others are notes for the reviewer.
+differently in the findings and in the impression; grade evidence left unread; words of a
+language whose vocabulary file is not in use; a negation that negates no finding in a
+clause that grades a branch. The others are notes for the reviewer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ TYPO = "word read despite a typing error"
 UNREAD_GRADE = "grade evidence left unread"
 NOTHING_READ = "vessel findings not read"
 UNREAD = "evidence left unread"
+FOREIGN_WORDS = "words of a language not in use"
+LOOSE_NEGATION = "negation on no finding"
 DOUBTFUL_PRONOUN = "'it' may mean another vessel"
 #: Flags that hold a report out of training until it is reviewed.
 HOLDING = (
@@ -34,6 +38,8 @@ HOLDING = (
     UNREAD_GRADE,
     NOTHING_READ,
     DOUBTFUL_PRONOUN,
+    FOREIGN_WORDS,
+    LOOSE_NEGATION,
 )
 
 
@@ -128,7 +134,8 @@ def report_flags(
 def coverage_flags(labels: ReportLabels) -> list[Flag]:
     """Nothing unread in silence: a percentage or grade word no label used, in a sentence
     that names a branch left without a label, holds the report; so does a report with vessel
-    words or percentages but no label at all; any other unread evidence is a note."""
+    words or percentages but no label at all, and so does a word of a language not in use;
+    any other unread evidence is a note."""
     reading, flags = labels.reading, []
     unlabelled = {
         b
@@ -141,11 +148,22 @@ def coverage_flags(labels: ReportLabels) -> list[Flag]:
         start, end = reading.sentences[u.sentence_index]
         evidence = reading.sentence_of(u)
         missing = sorted(set(u.branches) & unlabelled)
-        if u.kind in ("percent", "grade") and missing:
+        if u.kind == "foreign":
+            continue
+        if u.kind == "negation":
+            detail = f"'{u.text}' negates no finding, yet {', '.join(u.branches)} keep a grade"
+            flags.append(Flag(LOOSE_NEGATION, detail, evidence, start, end, u.branches[0]))
+        elif u.kind in ("percent", "grade") and missing:
             detail = f"'{u.text}' ({u.kind}) not read, and {', '.join(missing)} has no label"
             flags.append(Flag(UNREAD_GRADE, detail, evidence, start, end, missing[0]))
         else:
             flags.append(Flag(UNREAD, f"'{u.text}' ({u.kind}) not read", evidence, start, end))
+    for source in sorted({u.source for u in reading.unread if u.kind == "foreign"}):
+        found = [u for u in reading.unread if u.kind == "foreign" and u.source == source]
+        start, end = reading.sentences[found[0].sentence_index]
+        words = ", ".join(dict.fromkeys(f"'{u.text}'" for u in found))
+        detail = f"{words}: words of {source}, which is not in use (CASS_REPORT_VOCABULARY)"
+        flags.append(Flag(FOREIGN_WORDS, detail, reading.sentence_of(found[0]), start, end))
     nothing = labels.patient_class is None and not any(
         lab.stenosis_class or lab.non_diagnostic for lab in labels.branches.values()
     )

@@ -206,11 +206,28 @@ NOUN_REGEX = re.compile(
     re.I,
 )
 NEGATION_REGEX = re.compile(
-    r"\b(?:no\s+evidence\s+of|no\s+sign\s+of|absence\s+of|negative\s+for|free\s+of|"
+    r"\b(?:no\s+evidence\s+of|no\s+sign\s+of|absence\s+of|negative\s+for|free\s+of|devoid\s+of|"
     r"(?:no|not)(?!\s+more\s+than\b)|without|nor|neither)\b",  # "no more than mild" is mild
     re.I,
 )
-POST_NEGATION_REGEX = re.compile(r"\b(?:excluded|ruled\s+out|absent)\b", re.I)
+#: A cue that negates the finding before it ("plaque was not seen", "plaque-free") or, for
+#: "excluded" and "ruled out", right after it ("ruled out significant stenosis").
+POST_NEGATION_REGEX = re.compile(
+    r"\b(?:excluded|ruled\s+out|absent|not\s+(?:been\s+)?(?:seen|identified|detected|"
+    r"demonstrated|visuali[sz]ed|present|appreciated|found))\b|(?<=[a-z]-)free\b|"
+    r"(?<=:)[ \t]*(?:none|nil)\b",
+    re.I,
+)
+#: What a negation cue may speak of that is no finding ("not grafted", "no interval change").
+NEGATED_NON_FINDING = re.compile(
+    r"[ \t]*(?:any\s+)?(?:grafted|stented|bypassed|dominant|calcified|changed|progressed|"
+    r"ectatic|aneurysmal|anomalous|interval\s+change|change|progression)\b",
+    re.I,
+)
+#: The post-negation cues that also negate the finding right after them.
+PRE_NEGATING = re.compile(r"excluded|ruled\s+out", re.I)
+#: ...and those that negate only the finding right before them ("Plaque: none").
+OF_THE_LABEL = re.compile(r"none|nil", re.I)
 UNCERTAIN_REGEX = re.compile(
     r"\b(?:possible|possibly|probable|probably|likely|questionable|suspected|suspicious\s+for|"
     r"may\s+represent|borderline|equivocal)\b|\?",

@@ -6,10 +6,15 @@ that do not just wrap a sentence) +
 `read_report` then works clause by clause (clauses end at ";" and at but/however/although/
 except), with these rules:
 
-- A finding is negated by a negation cue at most 4 tokens before it with no other finding in
-  between but nouns listed with it ("no significant stenosis", "no stenosis or plaque"), or
-  by "excluded"/"ruled out" after it in the clause.
-  Negation never crosses a clause ("no significant stenosis; mild plaque in the LCx").
+- A finding is negated by a negation cue at most 4 tokens before it, no comma between, with
+  no other finding in between but nouns or "occlusion" listed with it ("no significant
+  stenosis or occlusion"; "no stenosis >50%" is the range below 50%); by "excluded", "ruled
+  out", "absent", "not seen", "-free" after it in the clause ("plaque was not identified",
+  "plaque-free"), "excluded"/"ruled out" also right before it; "Plaque: none" negates the
+  word before the colon only. Negation never crosses a clause ("no significant stenosis;
+  mild plaque in the LCx"). A cue that negates nothing in a clause that grades a branch is
+  unread evidence (kind "negation"), and so is a word of a language not in use (kind
+  "foreign", `Vocabulary.foreign_words`): both hold the report.
 - A finding attaches to the vessel(s) after it when a preposition links them ("mild stenosis
   of the LAD and D1") or the vessel follows at once ("normal D1"); otherwise to the vessel(s)
   just before it ("LAD, LCx and RCA are normal", "LAD: 70-90%"); otherwise to the line's label
@@ -74,13 +79,18 @@ from cass_pipeline.domain.reports.vocabulary import (
     MIN_FUZZY_LETTERS,
     Vocabulary,
     WordUse,
+    key,
     load_vocabulary,
+    phrase_pattern,
 )
 
 LABEL_LINE = re.compile(r"[^\n:.]{0,40}:")
 FINDING_LABELS = {"PCT", "GRADE", "OCCLUSION", "IRREG", "NORMAL", "NOUN"}
 MODIFIER_LABELS = {"STENT", "GRAFT", "BRIDGE", "HRP", "NONDIAG"}
 VESSEL_LABELS = {"VESSEL", "SEGMENT"}
+#: Findings a negation cue negates in a list after the first ("no plaque, stenosis or
+#: occlusion").
+LISTED = {"NOUN", "OCCLUSION"}
 #: Concept label and expression, in priority order for overlaps of equal length.
 CONCEPTS: list[tuple[str, re.Pattern]] = [
     ("NONDIAG", lx.NONDIAGNOSTIC_REGEX),
@@ -108,7 +118,9 @@ CONCEPTS: list[tuple[str, re.Pattern]] = [
     ("PRONOUN", lx.PRONOUN_REGEX),
     ("BREAK", lx.CLAUSE_BREAK_REGEX),
 ]
-PRIORITY = {label: i for i, (label, _) in enumerate(CONCEPTS)}
+#: A word of a language not in use (`Vocabulary.foreign_words`): never read, always unread.
+FOREIGN = "FOREIGN"
+PRIORITY = {label: i for i, label in enumerate([*(label for label, _ in CONCEPTS), FOREIGN])}
 ABBREVIATIONS = {"approx", "dr", "e.g", "i.e", "vs", "no", "seg", "ca", "prof", "st"}
 MODIFIER_CODES = {"STENT": "S", "GRAFT": "G", "HRP": "HRP", "NONDIAG": "N", "BRIDGE": "bridge"}
 #: Concepts that are facts of today's study wherever they stand (a technique line may state
@@ -249,6 +261,12 @@ def make_concepts(nlp: Language, name: str, site_files: list[str]):
     """The concept component over the built-in English vocabulary and a site's files."""
     vocabulary = load_vocabulary(tuple(site_files))
     own_patterns = vocabulary.patterns()
+    foreign = {
+        key(w.text): w
+        for w in vocabulary.foreign_words()
+        if not any(pattern.fullmatch(w.text) for _, pattern in CONCEPTS)
+    }
+    foreign_pattern = phrase_pattern(list(foreign))
 
     def cass_concepts(doc: Doc) -> Doc:
         """Every lexicon and vocabulary match as a labelled span (a vocabulary word's branch
@@ -263,6 +281,9 @@ def make_concepts(nlp: Language, name: str, site_files: list[str]):
             for m in pattern.finditer(text):
                 word = vocabulary.word(label, m.group(0))
                 candidates.append((*m.span(), label, WordUse(*m.span(), m.group(0), word)))
+        for m in foreign_pattern.finditer(text) if foreign_pattern else ():
+            word = foreign[key(m.group(0))]
+            candidates.append((*m.span(), FOREIGN, WordUse(*m.span(), m.group(0), word)))
         candidates.sort(key=lambda c: (c[0] - c[1], PRIORITY[c[2]], c[3] is not None, c[0]))
         used = bytearray(len(text) + 1)
         chosen: list[tuple[int, int, str, WordUse | None]] = []
@@ -276,11 +297,11 @@ def make_concepts(nlp: Language, name: str, site_files: list[str]):
         ]
         spans, words = [], []
         for start, end, label, use in chosen:
-            value = use.word.value if use else ""
+            value = (use.word.source if label == FOREIGN else use.word.value) if use else ""
             span = doc.char_span(start, end, label=label, kb_id=value, alignment_mode="expand")
             if span is not None:
                 spans.append(span)
-                words += [use] if use else []
+                words += [use] if use and label != FOREIGN else []
         doc.spans["concepts"] = sorted(spans, key=lambda s: (s.start_char, s.end_char))
         doc.user_data["cass_words"] = sorted(words, key=lambda u: u.start_char)
         doc.user_data["cass_vocabulary"] = vocabulary
@@ -326,7 +347,8 @@ class Mention:
 @dataclass(frozen=True)
 class Unread:
     """Evidence a read sentence holds that no label used: a vessel, a percentage, a segment
-    or a grade word, with the branches its sentence names."""
+    or a grade word, or a word of a language not in use (`source`: its file), with the
+    branches its sentence names."""
 
     start_char: int
     end_char: int
@@ -334,6 +356,7 @@ class Unread:
     kind: str
     sentence_index: int
     branches: tuple[str, ...]
+    source: str = ""
 
 
 @dataclass
@@ -563,6 +586,7 @@ def read_report(doc: Doc) -> ReportReading:
     read_stated_modifiers(text, is_skipped, reading)
     line_header: list[str] = []
     set_aside: list[Span] = []
+    loose: list[tuple[int, Span, list[Mention]]] = []
     for s_index, sentence in enumerate(sentences):
         if is_skipped(sentence.start_char):
             continue
@@ -583,8 +607,10 @@ def read_report(doc: Doc) -> ReportReading:
                 context,
                 last_vessels,
             )
-            reading.mentions += clause.mentions(s_index)
+            found = clause.mentions(s_index)
+            reading.mentions += found
             set_aside += clause.set_aside
+            loose += [(s_index, cue, found) for cue in clause.loose_negations(found)]
             named = [
                 b
                 for c in concepts_of_clause
@@ -595,12 +621,23 @@ def read_report(doc: Doc) -> ReportReading:
                 last_vessels = named[-1:]
                 context = header or sorted(set(named))
     reading.unread = unread_evidence(doc, reading, sentences, concepts, set_aside, is_skipped)
+    reading.unread += [
+        Unread(
+            cue.start_char,
+            cue.end_char,
+            cue.text,
+            "negation",
+            s_index,
+            tuple(sorted({b for m in found if m.branches and not m.negated for b in m.branches})),
+        )
+        for s_index, cue, found in loose
+    ]
     return reading
 
 
 #: The evidence the coverage check follows, by concept.
 EVIDENCE = {"VESSEL": "vessel", "SEGMENT": "segment", "PCT": "percent", "GRADE": "grade"}
-EVIDENCE |= {"OCCLUSION": "grade"}
+EVIDENCE |= {"OCCLUSION": "grade", FOREIGN: "foreign"}
 #: A line that may hold codes: an underscore, or "=".
 CODED_LINE = re.compile(r"^[^\n]*[_=][^\n]*$", re.M)
 #: A coded value no concept took ("pRCA=0", "RCA: 70"): evidence of a grade.
@@ -670,16 +707,17 @@ def unread_evidence(
         spoken = {b for m in near for b in m.branches}
         for c in inside:
             kind = EVIDENCE.get(c.label_)
-            if kind in ("vessel", "segment"):
+            if kind == "foreign":
+                read = False
+            elif kind in ("vessel", "segment"):
                 read = bool(spoken & set(branches_of(c, reading.dominance)))
             elif kind is not None:
                 read = (c.start_char, c.end_char) in aside or any(
                     m.start_char - 3 <= c.end_char and c.start_char <= m.end_char + 3 for m in near
                 )
             if kind is not None and not read:
-                unread.append(
-                    Unread(c.start_char, c.end_char, c.text, kind, s_index, tuple(sorted(named)))
-                )
+                where = (c.start_char, c.end_char, c.text, kind, s_index, tuple(sorted(named)))
+                unread.append(Unread(*where, source=c.kb_id_ if kind == "foreign" else ""))
         unread += [
             Unread(a, b, text[a:b].strip(), kind, s_index, tuple(sorted(named)))
             for a, b, kind, branches in hidden
@@ -777,28 +815,67 @@ class Clause:
         self.run_on = sentence == sentence.lower() and not re.search(r"[,:;()]", sentence)
         #: Findings a rule read and set aside (a bridge's, a prior study's, calcium's).
         self.set_aside: list[Span] = []
+        #: Where the negation cues that negated a finding or modifier start.
+        self.used_cues: set[int] = set()
         self.grafts = [c for c in concepts if c.label_ == "GRAFT"]
         self.native = bool(lx.NATIVE_REGEX.search(sentence))
 
     def negation(self, span: Span) -> Span | None:
-        """The cue that negates `span` (a cue before it, or "excluded" after it), if any."""
+        """The cue that negates `span` (a cue before it, or "excluded" after it or right
+        before it), if any."""
+        cue = self.negating_cue(span)
+        if cue is not None:
+            self.used_cues.add(cue.start)
+        return cue
+
+    def negating_cue(self, span: Span) -> Span | None:
         for cue in self.cues:
             between = [f for f in self.findings if cue.end <= f.start < span.start]
-            if cue.end <= span.start and span.start - cue.end <= 4 and self.listed(between, span):
+            first = between[0] if between else span
+            if (
+                cue.end <= first.start <= cue.end + 4
+                and "," not in gap_words(self.doc, cue, first)  # "not the culprit, 30%"
+                and self.listed(between, span)
+            ):
                 return cue
-        return next((p for p in self.post_cues if p.start >= span.end), None)
+        for cue in self.post_cues:
+            if lx.OF_THE_LABEL.fullmatch(cue.text):
+                if 0 <= cue.start - span.end <= 1:  # "Plaque: none"
+                    return cue
+            elif cue.start >= span.end or (
+                lx.PRE_NEGATING.match(cue.text) and 0 <= span.start - cue.end <= 1
+            ):
+                return cue
+        return None
+
+    def loose_negations(self, mentions: list[Mention]) -> list[Span]:
+        """Negation cues that negate nothing in a clause that grades a branch ("LAD: plaque
+        is not really seen"): the rules may have missed what they negate. Not a cue that
+        speaks of another concept or of a word that is no finding ("not grafted")."""
+        graded = [m for m in mentions if m.branches and not m.negated and (m.pct_low or 0) > 0]
+        starts = {c.start for c in self.concepts}
+        return [
+            cue
+            for cue in [*self.cues, *self.post_cues]
+            if graded
+            and cue.start not in self.used_cues
+            and cue.end not in starts
+            and not lx.NEGATED_NON_FINDING.match(self.text, cue.end_char)
+        ]
 
     def listed(self, between: list[Span], span: Span) -> bool:
-        """Whether the findings between a cue and `span` are nouns listed with it, so that
-        the cue negates them all ("no stenosis or plaque")."""
+        """Whether `span` and the findings between a cue and it are one negated list: the
+        first finding, then lesion nouns or "occlusion" listed with it ("no significant
+        stenosis or occlusion"), a percentage bounding the noun before it ending the list
+        ("no stenosis >50%", "no stenosis of 50% or more")."""
         chain = [*between, span]
-        return not between or (
-            all(f.label_ == "NOUN" for f in chain)
-            and all(
-                set(gap_words(self.doc, a, b)) <= {"or", "and", "nor", ","}
-                for a, b in itertools.pairwise(chain)
-            )
-        )
+        for a, b in itertools.pairwise(chain):
+            gap = set(gap_words(self.doc, a, b))
+            if b.label_ == "PCT" and b is span and a.label_ == "NOUN" and gap <= {"of"}:
+                continue
+            if b.label_ not in LISTED or not gap <= {"or", "and", "nor", ","}:
+                return False
+        return True
 
     def uncertain(self, span: Span) -> bool:
         """A hedge at most 4 tokens before the finding ("possible"), or "?" after it."""

@@ -7,6 +7,10 @@ own files (`CASS_REPORT_VOCABULARY`, paths separated by the system's path separa
 `vocabulary/de.yaml` and `vocabulary/fr.yaml` are examples. Adding a word needs no code.
 Every word keeps the file it came from: `cass parse-report --explain` names it.
 
+Words of another language: the example files' words (German, French), where their file's
+language is not in use, are looked for too; a report that uses them is held for review
+(`flags`), not read as if they were English ("keine Plaques" is no plaque).
+
 Typing errors: a vessel or grade word of 5 letters or more is also read with an edit
 distance of 1 (2 from 8 letters; a swap of two letters counts 1), never an abbreviation
 (a word written in capitals) and never a word that only adds or drops an ending
@@ -26,6 +30,8 @@ from cass_pipeline.domain.reports import lexicon as lx
 from cass_pipeline.domain.storage import read_yaml
 
 BUILT_IN = Path(__file__).with_name("vocabulary") / "en.yaml"
+#: The example files shipped beside it, one language each.
+EXAMPLES = tuple(sorted(p for p in BUILT_IN.parent.glob("*.yaml") if p != BUILT_IN))
 #: The file's keys: the concept (`parser.CONCEPTS` label) each list of words is read as.
 WORD_LISTS = {"normal": "NORMAL", "negations": "NEG", "nouns": "NOUN"}
 #: ...and the keys whose words map to a value: a branch, a grade.
@@ -93,9 +99,19 @@ def phrase_pattern(texts: list[str]) -> re.Pattern | None:
     return re.compile(rf"(?<![\w-])(?:{alternation(texts)})(?![\w-])", re.I)
 
 
-def read_vocabulary_file(path: Path) -> tuple[list[Word], dict[str, list[str]], list[str]]:
-    """The words, headings and real words never read as typing errors of one file;
-    VocabularyError naming what is wrong."""
+@dataclass(frozen=True)
+class VocabularyFile:
+    """What one file says: its language, words, headings, and the real words never read as
+    typing errors."""
+
+    language: str
+    words: list[Word]
+    headings: dict[str, list[str]]
+    not_typos: list[str]
+
+
+def read_vocabulary_file(path: Path) -> VocabularyFile:
+    """One file's words; VocabularyError naming what is wrong."""
     try:
         raw = read_yaml(path) or {}
     except (OSError, ValueError) as error:
@@ -117,7 +133,8 @@ def read_vocabulary_file(path: Path) -> tuple[list[Word], dict[str, list[str]], 
     if set(headings) - set(HEADINGS):
         raise VocabularyError(f"{path}: headings are {', '.join(HEADINGS)}")
     named = {kind: [str(t) for t in headings.get(kind) or []] for kind in HEADINGS}
-    return words, named, [key(str(t)) for t in raw.get("not_typos") or []]
+    not_typos = [key(str(t)) for t in raw.get("not_typos") or []]
+    return VocabularyFile(str(raw.get("language") or source), words, named, not_typos)
 
 
 def check_value(path: Path, concept: str, value: str) -> None:
@@ -140,6 +157,7 @@ class Vocabulary:
     headings: dict[str, tuple[str, ...]]
     sources: tuple[str, ...]
     not_typos: frozenset[str] = frozenset()
+    languages: frozenset[str] = frozenset({"en"})
 
     def patterns(self) -> list[tuple[str, re.Pattern]]:
         """Concept label and the expression of its words."""
@@ -166,6 +184,22 @@ class Vocabulary:
     def fuzzy(self, written: str) -> tuple[Word, int] | None:
         """The vessel or grade word `written` is a typing error of, and the distance."""
         return typo_of(self, key(written))
+
+    def foreign_words(self) -> tuple[Word, ...]:
+        """The example files' words in a language not in use that none in use shares."""
+        return foreign_words_of(self)
+
+
+@lru_cache(maxsize=8)
+def foreign_words_of(vocabulary: Vocabulary) -> tuple[Word, ...]:
+    own = {key(w.text) for w in vocabulary.words}
+    return tuple(
+        word
+        for path in EXAMPLES
+        if (example := read_vocabulary_file(path)).language not in vocabulary.languages
+        for word in example.words
+        if word.exact and key(word.text) not in own
+    )
 
 
 @lru_cache(maxsize=1 << 16)  # reports repeat their words: each is looked at once
@@ -243,17 +277,20 @@ def load_vocabulary(site_files: tuple[str, ...] = ()) -> Vocabulary:
     words: dict[tuple[str, str], Word] = {}
     headings: dict[str, list[str]] = {kind: [] for kind in HEADINGS}
     not_typos: set[str] = set()
+    languages: set[str] = set()
     for path in (BUILT_IN, *map(Path, site_files)):
-        found, named, real = read_vocabulary_file(Path(path))
-        words.update({(w.concept, key(w.text)): w for w in found})
-        for kind, texts in named.items():
+        file = read_vocabulary_file(Path(path))
+        words.update({(w.concept, key(w.text)): w for w in file.words})
+        for kind, texts in file.headings.items():
             headings[kind] += texts
-        not_typos.update(real)
+        not_typos.update(file.not_typos)
+        languages.add(file.language)
     return Vocabulary(
         tuple(words.values()),
         {kind: tuple(texts) for kind, texts in headings.items()},
         (BUILT_IN.name, *(Path(p).name for p in site_files)),
         frozenset(not_typos),
+        frozenset(languages),
     )
 
 

@@ -217,6 +217,8 @@ def normal_phrase(rng: np.random.Generator) -> str:
                 "no plaque or stenosis",
                 "unremarkable",
                 "patent without plaque",
+                "no stenosis or occlusion",
+                "plaque-free",
             ]
         )
     )
@@ -294,6 +296,7 @@ def body_narrative(anatomy: PatientAnatomy, rng) -> list[str]:
                         f"The {long} is normal.",
                         f"No stenosis of the {long}.",
                         f"There is no plaque in the {long}.",
+                        f"Plaque was not seen in the {long}.",
                     ]
                 )
             )
