@@ -185,7 +185,8 @@ GRADE_REGEX = re.compile(
     re.I,
 )
 OCCLUSION_REGEX = re.compile(
-    r"(?P<sub>sub-?total(?:ly)?\s+)?(?:(?:total(?:ly)?|complete(?:ly)?|chronic(?:\s+total)?)\s+)?"
+    r"(?P<sub>sub-?total(?:ly)?\s+|\b(?:sub|near(?:ly)?|almost)[-\s]?)?"  # "sub-occlusive"
+    r"(?:(?:total(?:ly)?|complete(?:ly)?|chronic(?:\s+total)?)\s+)?"
     r"occlu(?:ded|sion|sive)\b|\bCTO\b",
     re.I,
 )
@@ -216,6 +217,13 @@ POST_NEGATION_REGEX = re.compile(
     r"\b(?:excluded|ruled\s+out|absent|not\s+(?:been\s+)?(?:seen|identified|detected|"
     r"demonstrated|visuali[sz]ed|present|appreciated|found))\b|(?<=[a-z]-)free\b|"
     r"(?<=:)[ \t]*(?:none|nil)\b",
+    re.I,
+)
+#: Words before a vessel that make it a landmark of the finding, not its place ("70%
+#: stenosis just proximal to D1" is the LAD's).
+LANDMARK = re.compile(
+    r"\b(?:(?:just|immediately)\s+)?(?:proximal\s+to|distal\s+to|beyond|past|before|after)"
+    r"(?:\s+the)?(?:\s+(?:origin|ostium|take-?off|bifurcation)\s+of(?:\s+the)?)?\s*$",
     re.I,
 )
 #: What a negation cue may speak of that is no finding ("not grafted", "no interval change").

@@ -14,9 +14,11 @@ except), with these rules:
   word before the colon only. Negation never crosses a clause ("no significant stenosis;
   mild plaque in the LCx"). A cue that negates nothing in a clause that grades a branch is
   unread evidence (kind "negation"), and so is a word of a language not in use (kind
-  "foreign", `Vocabulary.foreign_words`): both hold the report.
+  "foreign", `Vocabulary.foreign_words`): both hold the report. (A cue counts where it
+  stands at most 5 tokens from a graded finding, no comma between.)
 - A finding attaches to the vessel(s) after it when a preposition links them ("mild stenosis
-  of the LAD and D1") or the vessel follows at once ("normal D1"); otherwise to the vessel(s)
+  of the LAD and D1") or the vessel follows at once ("normal D1"), not to a landmark
+  ("70% just proximal to D1", "beyond the first diagonal"); otherwise to the vessel(s)
   just before it ("LAD, LCx and RCA are normal", "LAD: 70-90%"); otherwise to the line's label
   vessel ("LAD: no stenosis; mild plaque distally"), or to the vessels of the sentence's
   previous clause ("no stenosis in the LAD but mild plaque distally"); "it", "its", "the
@@ -485,6 +487,12 @@ def branches_of(span: Span, dominance: str) -> list[str]:
     return lx.VESSEL_PATTERNS[index][1].replace(lx.DOMINANT, side).split()
 
 
+def is_landmark(doc: Doc, vessel: Span, floor: int) -> bool:
+    """Whether the words before a vessel (from token `floor` on) make it a landmark of a
+    finding, not its place ("just proximal to D1")."""
+    return bool(lx.LANDMARK.search(doc[max(floor, vessel.start - 6) : vessel.start].text))
+
+
 def gap_words(doc: Doc, left: Span, right: Span) -> list[str]:
     return [t.lower_ for t in doc[left.end : right.start] if not t.is_space]
 
@@ -594,7 +602,9 @@ def read_report(doc: Doc) -> ReportReading:
         header = label_vessels(doc, sentence, inside, reading.dominance)
         if starts_a_line(text, sentence.start_char):
             line_header = header
-        elif not header and not any(c.label_ in VESSEL_LABELS for c in inside):
+        elif not header and not any(
+            c.label_ in VESSEL_LABELS and not is_landmark(doc, c, sentence.start) for c in inside
+        ):
             header = line_header  # "RCA: Dominant. Mild plaque.": the line's label goes on
         context = header  # a clause naming no vessel speaks of the last one named before it
         for concepts_of_clause in clauses_of(sentence, inside):
@@ -849,18 +859,30 @@ class Clause:
         return None
 
     def loose_negations(self, mentions: list[Mention]) -> list[Span]:
-        """Negation cues that negate nothing in a clause that grades a branch ("LAD: plaque
-        is not really seen"): the rules may have missed what they negate. Not a cue that
-        speaks of another concept or of a word that is no finding ("not grafted")."""
-        graded = [m for m in mentions if m.branches and not m.negated and (m.pct_low or 0) > 0]
+        """Negation cues that negate nothing, at most 5 tokens from a finding that grades a
+        branch with no comma between ("LAD: plaque is not really seen"): the rules may have
+        missed what they negate. Not a cue that speaks of another concept or of a word that
+        is no finding ("not grafted")."""
+        graded = [
+            f
+            for f in self.findings
+            for m in mentions
+            if m.branches and not m.negated and (m.pct_low or 0) > 0
+            if m.start_char <= f.start_char < m.end_char
+        ]
         starts = {c.start for c in self.concepts}
+
+        def near(cue: Span, finding: Span) -> bool:
+            left, right = (cue, finding) if cue.end <= finding.start else (finding, cue)
+            return right.start - left.end <= 5 and "," not in gap_words(self.doc, left, right)
+
         return [
             cue
             for cue in [*self.cues, *self.post_cues]
-            if graded
-            and cue.start not in self.used_cues
+            if cue.start not in self.used_cues
             and cue.end not in starts
             and not lx.NEGATED_NON_FINDING.match(self.text, cue.end_char)
+            and any(near(cue, finding) for finding in graded)
         ]
 
     def listed(self, between: list[Span], span: Span) -> bool:
@@ -902,7 +924,9 @@ class Clause:
                 next_finding = f.start
                 break
             end = f.end
-        after = [v for v in after if v.start < next_finding]
+        after = [
+            v for v in after if v.start < next_finding and not is_landmark(self.doc, v, span.end)
+        ]
         if after:
             gap = gap_words(self.doc, span, after[0])
             last = max((i for i, word in enumerate(gap) if word in PREPOSITIONS), default=None)
