@@ -93,7 +93,7 @@ def report_flags(
     worst = STENOSIS_CLASSES.index(labels.patient_class) if labels.patient_class else 0
     for mention in findings:
         if not mention.branches and not mention.negated and severity(mention) > worst:
-            flags.append(at(mention, UNPLACED, f"'{mention.text}' names no vessel"))
+            flags.append(at(mention, UNPLACED, f"'{mention.text}' names no vessel CASS grades"))
     if reading.impression_start is not None:
         for name in labels.branches:
             on_branch = [m for m in findings if name in m.branches and not reading.revises(m)]

@@ -17,11 +17,12 @@ DOMINANT = "{dominant}"  # placeholder side, resolved per report
 VESSEL_PATTERNS: list[tuple[str, str]] = [
     (r"PDA-RCA|R-?PDA|right\s+posterior\s+descending(?:\s+artery)?", "PDA-RCA"),
     (
-        r"PLV-RCA|R-?PL[BV]\d?|right\s+postero-?lateral(?:\s+(?:ventricular\s+)?(?:branch|artery))?",
+        r"PLV-RCA|R-?PL(?:[BV]\d?)?|"
+        r"right\s+postero-?lateral(?:\s+(?:ventricular\s+)?(?:branch|artery))?",
         "PLV-RCA",
     ),
     (r"PDA-LCX|L-?PDA|posterior\s+descending\s+artery\s+\(from\s+the\s+LCx\)", "PDA-LCX"),
-    (r"PLV-LCX|L-?PL[BV]\d?|postero-?lateral\s+branch\s+of\s+the\s+circumflex", "PLV-LCX"),
+    (r"PLV-LCX|L-?PL(?:[BV]\d?)?|postero-?lateral\s+branch\s+of\s+the\s+circumflex", "PLV-LCX"),
     (r"left\s+main(?:\s+(?:coronary\s+)?(?:artery|stem|trunk))?|LMCA|LMS|LM", "LM"),
     (
         r"left\s+anterior\s+descending(?:\s+(?:coronary\s+)?artery)?|anterior\s+descending|"
@@ -49,7 +50,7 @@ VESSEL_PATTERNS: list[tuple[str, str]] = [
         r"(?:third|3rd)\s+(?:obtuse\s+)?marginal(?:\s+branch)?|OM[\s-]?3|obtuse\s+marginal[\s-]?3",
         "OM-3",
     ),
-    (r"(?:obtuse\s+)?marginals?(?:\s+branch(?:es)?)?|OMs?", "OM"),
+    (r"(?:obtuse\s+)?(?<!acute\s)marginals?(?:\s+branch(?:es)?)?|OMs?", "OM"),  # not the RCA's
     (
         r"ramus(?:\s+intermedi(?:us|ate))?(?:\s+(?:branch|artery))?|intermediate\s+(?:branch|artery)|"
         r"RI|RIM",
@@ -61,6 +62,14 @@ VESSEL_PATTERNS: list[tuple[str, str]] = [
         f"PDA-{DOMINANT}",
     ),
     (r"postero-?lateral(?:\s+(?:ventricular\s+)?(?:branch|artery))?|PL[BV]\d?", f"PLV-{DOMINANT}"),
+    # Vessels CASS labels no image of: a finding placed on one is on no branch.
+    (
+        r"acute\s+marginal(?:\s+branch(?:es)?)?|AM[\s-]?\d|AM\s+branch|"
+        r"(?:(?:first|1st|second|2nd|major)\s+)?septal(?:\s+perforator)?(?:\s+branch)?s?|"
+        r"conus(?:\s+(?:branch|artery))?|(?:SA|AV|sinus|sino-?atrial)\s+nod(?:e|al)"
+        r"(?:\s+(?:artery|branch))?",
+        "",
+    ),
 ]
 #: "mid-LAD", "prox-RCA": a position word joined to the vessel by a hyphen.
 POSITION_PREFIX = r"(?:(?<=\bmid-)|(?<=\bprox-)|(?<=\bproximal-)|(?<=\bdist-)|(?<=\bdistal-))"
