@@ -151,7 +151,7 @@ NUMBER = (
 )
 PERCENT_REGEX = re.compile(
     rf"{COMPARATOR}(?P<a>{NUMBER})(?:{PERCENT_UNIT})?\s*(?:-|–|to)\s*(?P<b>{NUMBER}){PERCENT_UNIT}"
-    rf"|{COMPARATOR.replace('cmp', 'cmp1')}(?P<c>{NUMBER}){PERCENT_UNIT}",
+    rf"|{COMPARATOR.replace('cmp', 'cmp1')}(?P<c>{NUMBER})(?P<plus>\+)?{PERCENT_UNIT}",
     re.I,
 )
 
@@ -189,6 +189,7 @@ GRADE_WORDS = (
 )
 GRADE_REGEX = re.compile(
     r"(?<![\w-])(?P<neg>non[\s-]?|in)?(?P<g1>" + GRADE_WORDS + r")"
+    r"(?:ly(?=\s+(?:stenosed|stenotic|narrowed|diseased|obstructed)\b))?"  # "mildly narrowed"
     r"(?:\s*(?:-?\s*to\s*-?|-|–|/|or)\s*(?P<g2>minimal|mild|moderate|severe|critical|mod|sev))?"
     r"(?![\w-])",
     re.I,

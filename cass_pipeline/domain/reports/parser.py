@@ -432,11 +432,13 @@ def value_of(span: Span) -> tuple[int, int, str | None, bool] | None:
             return 1, value, None, False
         if cmp in {">", "greater than", "more than", "over"}:
             return (min(value + 1, 100), 99 if value < 99 else 100, None, False)
-        if cmp in {">=", "≥", "at least"}:
+        if cmp in {">=", "≥", "at least"} or m.group("plus"):
             return value, max(value, 99), None, False
         return value, value, None, value == 50
     if label == "GRADE":
-        m = lx.GRADE_REGEX.search(text)
+        m = lx.GRADE_REGEX.search(re.sub(r"ly$", "", text, flags=re.I))  # "mildly narrowed"
+        if m is None:
+            return None
         words = [lx.CLIPPED_GRADES.get(w.lower(), w) for w in (m.group("g1"), m.group("g2")) if w]
         if m.group("neg"):
             return (
