@@ -339,7 +339,7 @@ def parse_report(
         parse_report_text,
         refused_without_findings,
     )
-    from cass_pipeline.domain.reports.vocabulary import VocabularyError, site_files
+    from cass_pipeline.domain.reports.vocabulary import site_files
 
     try:
         raw = decode_report(Path(path).read_bytes())
@@ -350,8 +350,8 @@ def parse_report(
     files = vocabulary or site_files(CassSettings.from_env().report_vocabulary)
     try:
         _, labels = parse_report_text(raw, not bare_50_non_significant, files)
-    except VocabularyError as error:
-        raise click.ClickException(str(error)) from error
+    except ValueError as error:  # a bad vocabulary file (VocabularyError), or a parser bug
+        raise click.ClickException(f"{path}: {error}") from error
     if refused_without_findings(labels):
         raise click.ClickException(f"{path}: {NO_FINDINGS}")
     if as_json and explain:

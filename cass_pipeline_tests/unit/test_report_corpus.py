@@ -145,3 +145,28 @@ def test_held_out_reports_are_read_at_97_percent_of_branches():
     assert len(HELD_OUT) >= 20
     assert right / total >= 0.97, f"{right}/{total}"
     assert categories / len(HELD_OUT) >= 0.95
+
+
+def test_a_parser_bug_rejects_its_report_and_stops_no_cohort(tmp_path, monkeypatch):
+    from cass_pipeline.domain.cohort.index import index_cohort
+    from cass_pipeline.domain.reports import pipeline
+    from cass_pipeline.layout import RawLayout
+
+    folder = RawLayout(tmp_path).reports
+    folder.mkdir(parents=True)
+    (folder / "A.txt").write_text("MRN: A1\nLAD: 30% stenosis.\n")
+    (folder / "B.txt").write_text("MRN: B2\nRCA: trips the parser.\n")
+    labelled = pipeline.labelled_and_flagged
+
+    def failing(doc, bare_50_significant):
+        if "trips" in doc.text:
+            raise IndexError("a rule's bug")
+        return labelled(doc, bare_50_significant)
+
+    monkeypatch.setattr(pipeline, "labelled_and_flagged", failing)
+    cohort = pipeline.parse_cohort_reports(index_cohort(tmp_path), str.lower, workers=1)
+    assert [r.labels.branches["LAD"].stenosis_class for r in cohort.reports] == ["non_significant"]
+    [reject] = [r for r in cohort.rejects if r.stage == "parse"]
+    assert reject.reason == pipeline.PARSER_FAILED.format("IndexError")
+    with pytest.raises(ValueError, match="the parser failed"):
+        parse_report_text("RCA: trips the parser.")

@@ -68,17 +68,26 @@ def labelled_and_flagged(doc, bare_50_significant: bool) -> ReportLabels:
     return labels
 
 
+def labels_or_failure(nlp, text: str, bare_50_significant: bool) -> ReportLabels | str:
+    """The labels of one de-identified report, or, where the parser fails on it, the reason
+    its reject gives: a parser bug stops no cohort."""
+    try:
+        return labelled_and_flagged(nlp(text), bare_50_significant)
+    except Exception as error:  # any parser bug: this report is a reject, the run goes on
+        return PARSER_FAILED.format(type(error).__name__)
+
+
 def parse_chunk(
     items: list[tuple[str, str]], bare_50_significant: bool, site_files: tuple[str, ...] = ()
 ) -> list[tuple]:
-    """(patient id, de-identified text, redactions, labels) for each (patient id, raw text),
-    read with the built-in vocabulary and the site's files."""
+    """(patient id, de-identified text, redactions, labels or the reason the parser failed)
+    for each (patient id, raw text), read with the built-in vocabulary and the site's
+    files."""
     nlp = cached_nlp(site_files)
     cleaned = [(pid, deidentify(raw)) for pid, raw in items]
-    docs = nlp.pipe((d.text for _, d in cleaned), batch_size=CHUNK)
     return [
-        (pid, d.text, d.counts, labelled_and_flagged(doc, bare_50_significant))
-        for (pid, d), doc in zip(cleaned, docs, strict=True)
+        (pid, d.text, d.counts, labels_or_failure(nlp, d.text, bare_50_significant))
+        for pid, d in cleaned
     ]
 
 
@@ -87,8 +96,11 @@ def parse_report_text(
     bare_50_significant: bool = ReportSettings.bare_50_significant,
     site_files: tuple[str, ...] = (),
 ) -> tuple[str, ReportLabels]:
-    """De-identified text and labels of one report (the CLI's path)."""
+    """De-identified text and labels of one report (the CLI's path; ValueError where the
+    parser fails on it)."""
     [(_, text, _, labels)] = parse_chunk([("", raw)], bare_50_significant, site_files)
+    if isinstance(labels, str):
+        raise ValueError(labels)
     return text, labels
 
 
@@ -113,6 +125,10 @@ def iter_parsed(
 
 
 EMPTY_REPORT, NO_FINDINGS = "empty report", "no vessel findings"
+PARSER_FAILED = (
+    "the parser failed on this report ({}): a bug of CASS; send the report, de-identified "
+    "(`cass parse-report --explain`), to its maintainers"
+)
 UNLINKED = "no study with its accession number, or of its MRN near its exam date"
 IMAGES_WITHOUT_REPORT = "images without a linked report"
 NOT_REVIEWABLE = "a reviewer's override names no parsed report of this pseudonym"
@@ -197,6 +213,9 @@ def parse_cohort_reports(
     for row in overrides:
         reviews.setdefault(row.patient_id, []).append(row)
     for pid, text, counts, labels in iter_parsed(items, workers, bare_50_significant, site_files):
+        if isinstance(labels, str):
+            cohort.rejects.append(Reject(pid, "parse", labels))
+            continue
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if pid in reviews:
             labels = apply_overrides(labels, reviews.pop(pid))
