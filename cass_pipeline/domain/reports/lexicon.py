@@ -242,6 +242,15 @@ NEGATED_NON_FINDING = re.compile(
     r"ectatic|aneurysmal|anomalous|interval\s+change|change|progression)\b",
     re.I,
 )
+#: Words that may stand between a negation cue and the lesion word it negates, however many.
+PLAQUE_QUALIFIERS = {
+    *("focal", "diffuse", "calcified", "noncalcified", "non-calcified", "non", "-", "partially"),
+    *("mixed", "soft", "fibrous", "fibrofatty", "obvious", "discrete", "definite", "visible"),
+    *("any", "other", "further", "additional", "appreciable", "measurable", "detectable"),
+    *("eccentric", "concentric", "luminal", "atherosclerotic", "or", "and", "nor", ","),
+}
+#: A verb after which "not" speaks of the finding before it ("plaque is not really seen").
+COPULA = re.compile(r"\b(?:is|are|was|were|be|been)\b", re.I)
 #: The post-negation cues that also negate the finding right after them.
 PRE_NEGATING = re.compile(r"excluded|ruled\s+out", re.I)
 #: ...and those that negate only the finding right before them ("Plaque: none").

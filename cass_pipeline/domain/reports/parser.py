@@ -6,7 +6,8 @@ that do not just wrap a sentence) +
 `read_report` then works clause by clause (clauses end at ";" and at but/however/although/
 except), with these rules:
 
-- A finding is negated by a negation cue at most 4 tokens before it, no comma between, with
+- A finding is negated by a negation cue at most 4 tokens before it, no comma between (or
+  only words that qualify a plaque: "no focal or diffuse calcified or noncalcified plaque"), with
   no other finding in between but nouns or "occlusion" listed with it ("no significant
   stenosis or occlusion"; "no stenosis >50%" is the range below 50%); by "excluded", "ruled
   out", "absent", "not seen", "-free" after it in the clause ("plaque was not identified",
@@ -14,8 +15,8 @@ except), with these rules:
   word before the colon only. Negation never crosses a clause ("no significant stenosis;
   mild plaque in the LCx"). A cue that negates nothing in a clause that grades a branch is
   unread evidence (kind "negation"), and so is a word of a language not in use (kind
-  "foreign", `Vocabulary.foreign_words`): both hold the report. (A cue counts where it
-  stands at most 5 tokens from a graded finding, no comma between.)
+  "foreign", `Vocabulary.foreign_words`): both hold the report (`Clause.loose_negations`
+  says where such a cue counts).
 - A finding attaches to the vessel(s) after it when a preposition links them ("mild stenosis
   of the LAD and D1") or the vessel follows at once ("normal D1"), not to a landmark
   ("70% just proximal to D1", "beyond the first diagonal"); otherwise to the vessel(s)
@@ -844,12 +845,11 @@ class Clause:
         for cue in self.cues:
             between = [f for f in self.findings if cue.end <= f.start < span.start]
             first = between[0] if between else span
-            if (
-                cue.end <= first.start <= cue.end + 4
-                and "," not in gap_words(self.doc, cue, first)  # "not the culprit, 30%"
-                and self.listed(between, span)
-            ):
-                return cue
+            if cue.end > first.start or not self.listed(between, span):
+                continue
+            gap = gap_words(self.doc, cue, first)
+            if set(gap) <= lx.PLAQUE_QUALIFIERS or (len(gap) <= 4 and "," not in gap):
+                return cue  # not "not the culprit, 30%"
         for cue in self.post_cues:
             if lx.OF_THE_LABEL.fullmatch(cue.text):
                 if 0 <= cue.start - span.end <= 1:  # "Plaque: none"
@@ -861,10 +861,11 @@ class Clause:
         return None
 
     def loose_negations(self, mentions: list[Mention]) -> list[Span]:
-        """Negation cues that negate nothing, at most 5 tokens from a finding that grades a
-        branch with no comma between ("LAD: plaque is not really seen"): the rules may have
-        missed what they negate. Not a cue that speaks of another concept or of a word that
-        is no finding ("not grafted")."""
+        """Negation cues that negate nothing where they may have been meant to negate a
+        graded finding: at most 8 tokens before it with no comma or other finding between
+        ("no focal or diffuse calcified or noncalcified plaque"), or after it behind "is",
+        "was"... ("plaque is not really seen"). Not a cue that speaks of another concept or
+        of a word that is no finding ("not grafted")."""
         graded = [
             f
             for f in self.findings
@@ -874,9 +875,16 @@ class Clause:
         ]
         starts = {c.start for c in self.concepts}
 
-        def near(cue: Span, finding: Span) -> bool:
-            left, right = (cue, finding) if cue.end <= finding.start else (finding, cue)
-            return right.start - left.end <= 5 and "," not in gap_words(self.doc, left, right)
+        def meant_for(cue: Span, finding: Span) -> bool:
+            if cue.end <= finding.start:
+                gap = gap_words(self.doc, cue, finding)
+                return (
+                    len(gap) <= 8
+                    and "," not in gap
+                    and not any(cue.end <= f.start < finding.start for f in self.findings)
+                )
+            before = self.doc[max(finding.end, cue.start - 2) : cue.start].text
+            return cue.start - finding.end <= 5 and bool(lx.COPULA.search(before))
 
         return [
             cue
@@ -884,7 +892,7 @@ class Clause:
             if cue.start not in self.used_cues
             and cue.end not in starts
             and not lx.NEGATED_NON_FINDING.match(self.text, cue.end_char)
-            and any(near(cue, finding) for finding in graded)
+            and any(meant_for(cue, finding) for finding in graded)
         ]
 
     def listed(self, between: list[Span], span: Span) -> bool:

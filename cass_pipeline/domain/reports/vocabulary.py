@@ -186,7 +186,8 @@ class Vocabulary:
         return typo_of(self, key(written))
 
     def foreign_words(self) -> tuple[Word, ...]:
-        """The example files' words in a language not in use that none in use shares."""
+        """The example files' words in a language not in use that none in use shares, but
+        for abbreviations of two letters ("CD", "HS": too often something else)."""
         return foreign_words_of(self)
 
 
@@ -198,7 +199,7 @@ def foreign_words_of(vocabulary: Vocabulary) -> tuple[Word, ...]:
         for path in EXAMPLES
         if (example := read_vocabulary_file(path)).language not in vocabulary.languages
         for word in example.words
-        if word.exact and key(word.text) not in own
+        if word.exact and key(word.text) not in own and len(word.text) > 2
     )
 
 
