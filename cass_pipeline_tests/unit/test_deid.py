@@ -69,3 +69,34 @@ def test_a_lower_case_word_after_patient_is_not_a_name_in_clinical_phrases():
     assert "Question from the patient: [NAME]" in cleaned  # the field's value, where it stands
     assert "a non-atherosclerotic disease of the mid LAD" in cleaned  # not "[NAME]" inside
     assert "Doe" not in cleaned and "Jane" not in cleaned
+
+
+def test_a_name_that_is_a_clinical_word_leaves_the_findings_readable():
+    text = (
+        "Patient: Main, Grace Normal\nReferring: Dr. Right\n"
+        "Right coronary artery: 30% stenosis.\nLeft main: normal. LAD: mild stenosis.\n"
+        "Grace Normal and Mr Main were told by Dr Right."
+    )
+    cleaned = deidentify(text).text
+    assert "Left main: normal. LAD: mild stenosis." in cleaned
+    assert "\nRight coronary artery: 30% stenosis." in cleaned  # not taken into Dr Right's name
+    assert "[NAME] [NAME] and Mr [NAME] were told by Dr [NAME]." in cleaned
+    capitals = deidentify("Patient: LAD, TOM\nLAD: normal. Tom Lad consented.").text
+    assert "TOM" not in capitals and "Lad" not in capitals  # written as a name: privacy first
+    assert "[NAME]: normal" in capitals
+
+
+def test_the_leak_check_passes_a_name_used_only_as_a_clinical_word_and_fails_the_name():
+    from cass_pipeline.domain.reports.deid import identifiers_in_reports
+
+    identifiers = ["Main, Grace", "Main", "Grace", "48213975"]
+    assert identifiers_in_reports(["Left main: normal.", "LAD: 30%"], identifiers) == set()
+    assert identifiers_in_reports(["Left main: normal. Mrs Main agreed."], identifiers) == {
+        "main"
+    }
+    assert identifiers_in_reports(["MAIN, GRACE", "id 48213975"], identifiers) == {
+        "main grace",
+        "main",
+        "grace",
+        "48213975",
+    }

@@ -18,8 +18,9 @@ from cass_pipeline.defs.resources import CassPaths, PseudonymKey, RawFormat
 from cass_pipeline.domain.cohort.index import CohortIndex
 from cass_pipeline.domain.cohort.raw_layout import EXPECTED_REPORTS, files_outside
 from cass_pipeline.domain.cohort.report_sources import report_identifiers, report_sources
-from cass_pipeline.domain.privacy import Pseudonyms, identifiers_found, table_values
+from cass_pipeline.domain.privacy import Pseudonyms, table_values
 from cass_pipeline.domain.reports.config import ReportSettings
+from cass_pipeline.domain.reports.deid import identifiers_in_reports
 from cass_pipeline.domain.reports.labels import READER
 from cass_pipeline.domain.reports.pipeline import add_reader_labels, parse_cohort_reports
 from cass_pipeline.domain.reports.tables import (
@@ -293,7 +294,7 @@ def no_identifiers_in_report_outputs(
     hits = {}
     for name in SCHEMAS:
         found = len(
-            identifiers_found(
+            identifiers_in_reports(
                 table_values(pd.read_parquet(paths.layout.report_table(name))), identifiers
             )
         )
