@@ -91,9 +91,7 @@ def test_the_leak_check_passes_a_name_used_only_as_a_clinical_word_and_fails_the
 
     identifiers = ["Main, Grace", "Main", "Grace", "48213975"]
     assert identifiers_in_reports(["Left main: normal.", "LAD: 30%"], identifiers) == set()
-    assert identifiers_in_reports(["Left main: normal. Mrs Main agreed."], identifiers) == {
-        "main"
-    }
+    assert identifiers_in_reports(["Left main: normal. Mrs Main agreed."], identifiers) == {"main"}
     assert identifiers_in_reports(["MAIN, GRACE", "id 48213975"], identifiers) == {
         "main grace",
         "main",

@@ -269,9 +269,10 @@ NOT_EXCLUDED_REGEX = re.compile(
 )
 NONDIAGNOSTIC_REGEX = re.compile(
     r"\bnon-?diagnostic\b|\bnot\s+(?:diagnostic|evaluable|assessable|interpretable)\b|"
-    r"\bnon-?evaluable\b|\bunevaluable\b|\bcannot\s+be\s+(?:evaluated|assessed)\b|"
-    r"\bcould\s+not\s+be\s+(?:evaluated|assessed)\b|\blimited\s+(?:evaluation|assessment)\b|"
-    r"\bunable\s+to\s+(?:evaluate|assess)\b|"
+    r"\bnon-?evaluable\b|\bunevaluable\b|"
+    r"\b(?:cannot|could\s+not)\s+be\s+(?:evaluated|assessed|graded|quantified)\b|"
+    r"\blimited\s+(?:evaluation|assessment)\b|"
+    r"\bunable\s+to\s+(?:evaluate|assess|grade|quantify)\b|"
     r"\b(?:severe|marked|extensive|significant)\s+(?:motion|respiratory|breathing|blooming|"
     r"streak)(?:\s+(?:artefacts?|artifacts?))?",
     re.I,

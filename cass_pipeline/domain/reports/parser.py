@@ -852,13 +852,23 @@ class Clause:
                 return cue  # not "not the culprit, 30%"
         for cue in self.post_cues:
             if lx.OF_THE_LABEL.fullmatch(cue.text):
-                if 0 <= cue.start - span.end <= 1:  # "Plaque: none"
+                if self.labels_with(span, cue):  # "Plaque: none", "Stenosis of LAD: none"
                     return cue
             elif cue.start >= span.end or (
                 lx.PRE_NEGATING.match(cue.text) and 0 <= span.start - cue.end <= 1
             ):
                 return cue
         return None
+
+    def labels_with(self, span: Span, cue: Span) -> bool:
+        """Whether a finding labels the line the cue answers: before it, up to the colon,
+        with no other finding between ("Stenosis of the LAD: none")."""
+        gap = self.text[span.end_char : cue.start_char]
+        return (
+            span.end <= cue.start <= span.end + 6
+            and gap.rstrip().endswith(":")
+            and not any(span.end <= f.start < cue.start for f in self.findings)
+        )
 
     def loose_negations(self, mentions: list[Mention]) -> list[Span]:
         """Negation cues that negate nothing where they may have been meant to negate a
