@@ -151,7 +151,8 @@ def coverage_flags(labels: ReportLabels) -> list[Flag]:
         if u.kind == "foreign":
             continue
         if u.kind == "negation":
-            detail = f"'{u.text}' negates no finding, yet {', '.join(u.branches)} keep a grade"
+            keeps = "keeps" if len(u.branches) == 1 else "keep"
+            detail = f"'{u.text}' negates no finding, yet {', '.join(u.branches)} {keeps} a grade"
             flags.append(Flag(LOOSE_NEGATION, detail, evidence, start, end, u.branches[0]))
         elif u.kind in ("percent", "grade") and missing:
             detail = f"'{u.text}' ({u.kind}) not read, and {', '.join(missing)} has no label"

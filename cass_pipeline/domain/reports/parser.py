@@ -7,16 +7,17 @@ that do not just wrap a sentence) +
 except), with these rules:
 
 - A finding is negated by a negation cue at most 4 tokens before it, no comma between (or
-  only words that qualify a plaque: "no focal or diffuse calcified or noncalcified plaque"), with
-  no other finding in between but nouns or "occlusion" listed with it ("no significant
-  stenosis or occlusion"; "no stenosis >50%" is the range below 50%); by "excluded", "ruled
-  out", "absent", "not seen", "-free" after it in the clause ("plaque was not identified",
-  "plaque-free"), "excluded"/"ruled out" also right before it; "Plaque: none" negates the
-  word before the colon only. Negation never crosses a clause ("no significant stenosis;
-  mild plaque in the LCx"). A cue that negates nothing in a clause that grades a branch is
-  unread evidence (kind "negation"), and so is a word of a language not in use (kind
-  "foreign", `Vocabulary.foreign_words`): both hold the report (`Clause.loose_negations`
-  says where such a cue counts).
+  only words that qualify a plaque: "no focal or diffuse calcified or noncalcified
+  plaque"), with no other finding in between but nouns or "occlusion" listed with it ("no
+  significant stenosis or occlusion"; "no stenosis >50%" is the range below 50%); by
+  "excluded", "ruled out", "absent", "not seen", "-free" after it in the clause ("plaque was
+  not identified", "plaque-free"), "excluded"/"ruled out" also right before it; "none" after
+  a colon negates only the finding that labels the line ("Stenosis of the LAD: none").
+  Negation never crosses a clause ("no significant stenosis; mild plaque in the LCx"). A cue
+  that negates nothing in a clause that grades a branch is unread evidence (kind
+  "negation"), and so is a word of a language not in use (kind "foreign",
+  `Vocabulary.foreign_words`): both hold the report (`Clause.loose_negations` says where
+  such a cue counts).
 - A finding attaches to the vessel(s) after it when a preposition links them ("mild stenosis
   of the LAD and D1") or the vessel follows at once ("normal D1"), not to a landmark
   ("70% just proximal to D1", "beyond the first diagonal"); otherwise to the vessel(s)
@@ -873,7 +874,7 @@ class Clause:
     def loose_negations(self, mentions: list[Mention]) -> list[Span]:
         """Negation cues that negate nothing where they may have been meant to negate a
         graded finding: at most 8 tokens before it with no comma or other finding between
-        ("no focal or diffuse calcified or noncalcified plaque"), or after it behind "is",
+        ("no convincing evidence on these images of plaque"), or after it behind "is",
         "was"... ("plaque is not really seen"). Not a cue that speaks of another concept or
         of a word that is no finding ("not grafted")."""
         graded = [
