@@ -97,14 +97,19 @@ SEGMENT_REGEX = re.compile(
 #: The items of a segment mention: a number, or the two ends of a range.
 SEGMENT_ITEMS = re.compile(r"(\d{1,2})(?:\s*(?:-|–|to)\s*(\d{1,2}))?")
 #: A vessel's coded value: "pRCA=70", "LAD = 0" (the name is checked to be a vessel's).
+#: Where a code of a structured export starts and ends: a line, or one of several codes on
+#: a line separated by ";", "," or "|" ("seg01_pRCA=0;seg02_mRCA=30").
+CODE_START, CODE_END = r"(?:^|(?<=[;,|]))[ \t]*", r"[ \t]*(?=[;,|]|$)"
 CODED_VESSEL = re.compile(
-    r"^[ \t]*(?P<name>[A-Za-z][\w-]{1,15})[ \t]*=[ \t]*(?P<value>\d{1,3})[ \t]*%?[ \t]*\.?[ \t]*$",
+    CODE_START + r"(?P<name>[A-Za-z][\w-]{1,15})[ \t]*=[ \t]*(?P<value>\d{1,3})[ \t]*%?"
+    r"[ \t]*\.?" + CODE_END,
     re.M,
 )
-#: A coded row of a structured export: "seg01_pRCA=0", "Segment 6 (pLAD): 50".
+#: A coded row of a structured export: "seg01_pRCA=0", "Segment 6 (pLAD): 50", "seg10_D2=n.e."
+#: (not evaluable).
 CODED_ROW = re.compile(
-    r"^[ \t]*seg(?:ment)?[ \t_-]*(?P<seg>\d{1,2})(?:[ \t_(-]+[A-Za-z][\w-]*\)?)?[ \t]*[=:]"
-    r"[ \t]*(?P<value>\d{1,3})[ \t]*%?[ \t]*$",
+    CODE_START + r"seg(?:ment)?[ \t_-]*(?P<seg>\d{1,2})(?:[ \t_(-]+[A-Za-z][\w-]*\)?)?[ \t]*"
+    r"[=:][ \t]*(?:(?P<value>\d{1,3})[ \t]*%?|(?P<ne>n\.[ \t]?e\.|ne))" + CODE_END,
     re.I | re.M,
 )
 
@@ -302,7 +307,7 @@ DOMINANCE_REGEX = re.compile(
     re.I,
 )
 CAD_RADS_REGEX = re.compile(
-    r"CAD[-\s]?RADS\s*(?:(?:v(?:ersion)?\s*)?[12]\.0\s*)?(?:category\s*)?:?\s*"
+    r"CAD[-\s]?RADS\s*(?:(?:v(?:ersion)?\s*)?[12]\.0\s*)?(?:category\s*)?[:=]?\s*"
     r"(?P<cat>[0-5][AB]?|N)\b(?!\.\d)"
     r"(?P<mods>(?:\s*/\s*(?:P[0-4]|S|G|HRP|N|V|I\+/-|I[+-]|E)\b)*)",
     re.I,

@@ -218,7 +218,8 @@ def table_concepts(text: str) -> list[tuple[int, int, str]]:
                 found.append((position + cells[column][0], position + cells[column][1], "PCT"))
         position += len(line)
     for row in lx.CODED_ROW.finditer(text):
-        found += [(*row.span("seg"), "SEGMENT"), (*row.span("value"), "PCT")]
+        value = (*row.span("value"), "PCT") if row.group("value") else (*row.span("ne"), "NONDIAG")
+        found += [(*row.span("seg"), "SEGMENT"), value]
     for row in lx.CODED_VESSEL.finditer(text):
         if lx.VESSEL_REGEX.fullmatch(row.group("name")):
             found.append((*row.span("value"), "PCT"))
@@ -318,7 +319,7 @@ def build_nlp(site_files: tuple[str, ...] = ()) -> Language:
     """The report pipeline: blank English tokenizer plus the two rule components, reading
     the built-in vocabulary and a site's files."""
     nlp = spacy.blank("en")
-    infixes = [*nlp.Defaults.infixes, r"[=_]"]  # coded rows: "seg01_pRCA=0"
+    infixes = [*nlp.Defaults.infixes, r"[=_;|]"]  # coded rows: "seg01_pRCA=0;seg02_mRCA=30"
     nlp.tokenizer.infix_finditer = spacy.util.compile_infix_regex(infixes).finditer
     nlp.add_pipe("cass_sentences")
     nlp.add_pipe("cass_concepts", config={"site_files": list(site_files)})
