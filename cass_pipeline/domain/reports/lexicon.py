@@ -223,6 +223,7 @@ NOUN_REGEX = re.compile(
 )
 NEGATION_REGEX = re.compile(
     r"\b(?:no\s+evidence\s+of|no\s+sign\s+of|absence\s+of|negative\s+for|free\s+of|devoid\s+of|"
+    r"exclusion\s+of|"
     r"(?:no|not)(?!\s+more\s+than\b)|without|nor|neither)\b",  # "no more than mild" is mild
     re.I,
 )
