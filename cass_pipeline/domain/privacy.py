@@ -18,10 +18,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from cass_pipeline.domain.storage import write_bytes_atomic
+
+if TYPE_CHECKING:  # one report's de-identification (`cass parse-report`) needs no pandas
+    import pandas as pd
 
 
 def pseudonymise(source_key: str, secret: bytes) -> str:
