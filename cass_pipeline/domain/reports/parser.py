@@ -55,8 +55,9 @@ except), with these rules:
   "stenosis" or "%" is a percent; a row without a finding ("absent", "n/a") gives its branch
   no label.
 - A finding placed on a vessel that a graft names as its destination ("SVG to OM1: 70%") is
-  the graft's (`Mention.on_graft`), not the native branch's, unless the sentence says
-  "native"; a graft named elsewhere in the sentence changes nothing.
+  the graft's (`Mention.on_graft`), not the native branch's, unless "native" stands before
+  that vessel with no graft between; a graft named elsewhere in the sentence changes
+  nothing.
 - Coded rows ("seg01_pRCA=0", "pLAD=75") read as segment and percent; legend lines
   ("n.e. = not evaluable") and a category stated for an earlier study are not read; "no
   more than" does not negate, "plaque burden" is not a grade, "patent" beside a stent
@@ -494,8 +495,12 @@ def branches_of(span: Span, dominance: str) -> list[str]:
 
 def is_landmark(doc: Doc, vessel: Span, floor: int) -> bool:
     """Whether the words before a vessel (from token `floor` on) make it a landmark of a
-    finding, not its place ("just proximal to D1")."""
-    return bool(lx.LANDMARK.search(doc[max(floor, vessel.start - 6) : vessel.start].text))
+    finding, not its place ("just proximal to D1"); not where a stent of that vessel is the
+    landmark ("just distal to the RCA stent")."""
+    return bool(
+        lx.LANDMARK.search(doc[max(floor, vessel.start - 6) : vessel.start].text)
+        and not lx.STENT_REGEX.match(doc[vessel.end : vessel.end + 1].text)
+    )
 
 
 def gap_words(doc: Doc, left: Span, right: Span) -> list[str]:
@@ -833,7 +838,6 @@ class Clause:
         #: Where the negation cues that negated a finding or modifier start.
         self.used_cues: set[int] = set()
         self.grafts = [c for c in concepts if c.label_ == "GRAFT"]
-        self.native = bool(lx.NATIVE_REGEX.search(sentence))
 
     def negation(self, span: Span) -> Span | None:
         """The cue that negates `span` (a cue before it, or "excluded" after it or right
@@ -1056,13 +1060,18 @@ class Clause:
     def on_a_graft(self, span: Span, targets: tuple[list[str], str]) -> bool:
         """A finding about a bypass graft: a graft names, as its destination, the vessel
         the finding was placed on (the nearest one of its branches: "SVG to OM1: 70%", "70%
-        in the SVG to OM1"), and the sentence does not say "native"; a graft named elsewhere
+        in the SVG to OM1"), and "native" does not stand before that vessel with no graft
+        between ("Graft to the RCA occluded, the native RCA 90%"); a graft named elsewhere
         in the sentence does not make it one ("LAD: 70% with a patent LIMA to the mid LAD")."""
         placed = set(targets[0])
         on = [v for v in self.vessels if set(branches_of(v, self.dominance)) & placed]
-        if self.native or not self.grafts or not on:
+        if not self.grafts or not on:
             return False
         vessel = min(on, key=lambda v: min(abs(v.start - span.end), abs(span.start - v.end)))
+        before = self.doc[vessel.sent.start : vessel.start]
+        native = [m.end() for m in lx.NATIVE_REGEX.finditer(before.text)]
+        if native and not lx.GRAFT_REGEX.search(before.text, native[-1]):
+            return False
         return any(
             g.end <= vessel.start and set(gap_words(self.doc, g, vessel)) <= GRAFT_LINK
             for g in self.grafts
