@@ -126,8 +126,8 @@ def iter_parsed(
 
 EMPTY_REPORT, NO_FINDINGS = "empty report", "no vessel findings"
 PARSER_FAILED = (
-    "the parser failed on this report ({}): a bug of CASS; send the report, de-identified "
-    "(`cass parse-report --explain`), to its maintainers"
+    "the parser failed on this report ({}): a bug of CASS; send the report, with its "
+    "identifiers removed by hand, to its maintainers"
 )
 UNLINKED = "no study with its accession number, or of its MRN near its exam date"
 IMAGES_WITHOUT_REPORT = "images without a linked report"
