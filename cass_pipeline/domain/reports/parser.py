@@ -604,7 +604,7 @@ def read_report(doc: Doc) -> ReportReading:
     read_stated_modifiers(text, is_skipped, reading)
     line_header: list[str] = []
     set_aside: list[Span] = []
-    loose: list[tuple[int, Span, list[Mention]]] = []
+    negations: list[Unread] = []  # cues that negate nothing (`Clause.loose_negations`)
     for s_index, sentence in enumerate(sentences):
         if is_skipped(sentence.start_char):
             continue
@@ -630,7 +630,11 @@ def read_report(doc: Doc) -> ReportReading:
             found = clause.mentions(s_index)
             reading.mentions += found
             set_aside += clause.set_aside
-            loose += [(s_index, cue, found) for cue in clause.loose_negations(found)]
+            graded = tuple(sorted({b for m in found if not m.negated for b in m.branches}))
+            negations += [
+                Unread(cue.start_char, cue.end_char, cue.text, "negation", s_index, graded)
+                for cue in clause.loose_negations(found)
+            ]
             named = [
                 b
                 for c in concepts_of_clause
@@ -641,17 +645,7 @@ def read_report(doc: Doc) -> ReportReading:
                 last_vessels = named[-1:]
                 context = header or sorted(set(named))
     reading.unread = unread_evidence(doc, reading, sentences, concepts, set_aside, is_skipped)
-    reading.unread += [
-        Unread(
-            cue.start_char,
-            cue.end_char,
-            cue.text,
-            "negation",
-            s_index,
-            tuple(sorted({b for m in found if m.branches and not m.negated for b in m.branches})),
-        )
-        for s_index, cue, found in loose
-    ]
+    reading.unread += negations
     return reading
 
 
