@@ -450,9 +450,13 @@ class DeferredHandshake(ssl.SSLContext):
 
 
 def read_rejects(path: Path) -> pd.DataFrame:
-    if not path.is_file():
+    """The node's refusals so far. The file is read in one go: the node replaces it while
+    it runs, and pyarrow, given the path, may size one file and then read the next."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return pd.DataFrame(columns=REJECT_SCHEMA.names)
-    return pd.read_parquet(path)
+    return pd.read_parquet(io.BytesIO(data))
 
 
 def _sop_name(uid: str) -> str:
